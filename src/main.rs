@@ -1,0 +1,56 @@
+//! The one `ebb` binary: parses the command line and starts a role.
+
+mod storage_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// ebb: a serverless, PostgreSQL-compatible SQL database for Kubernetes.
+#[derive(Parser)]
+#[command(name = "ebb", version, about)]
+struct Cli {
+    /// Optional TOML settings file (flags and EBB_* variables take precedence).
+    #[arg(long, global = true, env = "EBB_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run a storage server.
+    Storage(storage_cmd::StorageArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    ebb_common::telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.role {
+            Role::Storage(args) => storage_cmd::run(args, cli.config.as_deref()).await,
+        }
+    })
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops ebb");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,313 @@
+//! Table definitions: validation of DDL requests and the in-memory catalog
+//! cache. The durable catalog lives in the engine as versioned rows of table 0
+//! (see `keys`), so DDL goes through the same commit path as data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use ebb_proto::storage::{ColumnDef, TableDef};
+use prost::Message;
+
+use crate::error::{Result, StorageError};
+use crate::types::{Datum, PgType};
+
+/// Schema used when a request leaves it empty.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// Name of the hidden row-id column of tables without a primary key.
+pub const ROWID_COLUMN: &str = "_rowid";
+/// Longest identifier accepted (PostgreSQL's NAMEDATALEN - 1).
+const MAX_IDENTIFIER: usize = 63;
+
+/// One column of a table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub id: u32,
+    pub name: String,
+    pub ty: PgType,
+    pub not_null: bool,
+    /// Constant default (also the value of rows that predate the column).
+    pub default: Datum,
+}
+
+/// A table definition ready for use by reads and writes.
+#[derive(Debug)]
+pub struct Table {
+    pub def: TableDef,
+    pub columns: Vec<Column>,
+    /// Positions in `columns` of the primary key, in key order.
+    pub pk: Vec<usize>,
+    /// Arrow schema of all columns, in order.
+    pub schema: SchemaRef,
+}
+
+impl Table {
+    /// Builds the usable form of a stored definition.
+    pub fn from_def(def: TableDef) -> Result<Self> {
+        let mut columns = Vec::with_capacity(def.columns.len());
+        for c in &def.columns {
+            let ty = PgType::from_proto(c.r#type.as_ref())?;
+            let default = match &c.default_literal {
+                Some(lit) => ty.parse_text(lit)?,
+                None => Datum::Null,
+            };
+            columns.push(Column { id: c.id, name: c.name.clone(), ty, not_null: c.not_null, default });
+        }
+        let pk = def
+            .primary_key
+            .iter()
+            .map(|name| {
+                columns.iter().position(|c| &c.name == name).ok_or_else(|| {
+                    StorageError::InvalidDefinition(format!(
+                        "primary key column \"{name}\" is not a column of \"{}\"",
+                        def.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let fields: Vec<_> =
+            columns.iter().map(|c| c.ty.arrow_field(&c.name, !c.not_null)).collect();
+        Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)) })
+    }
+
+    /// The table id.
+    pub fn id(&self) -> u32 {
+        self.def.id
+    }
+
+    /// `schema.name` for messages.
+    pub fn qualified_name(&self) -> String {
+        if self.def.schema == DEFAULT_SCHEMA {
+            self.def.name.clone()
+        } else {
+            format!("{}.{}", self.def.schema, self.def.name)
+        }
+    }
+
+    /// The position of a column by name.
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.columns.iter().position(|c| c.name == name).ok_or_else(|| StorageError::UnknownColumn {
+            table: self.def.name.clone(),
+            column: name.to_string(),
+        })
+    }
+
+    /// The largest column id ever assigned (stored in each row).
+    pub fn max_column_id(&self) -> u32 {
+        self.def.next_column_id.saturating_sub(1)
+    }
+
+    /// True when rows are addressed by a hidden row id.
+    pub fn has_rowid(&self) -> bool {
+        self.pk.is_empty()
+    }
+}
+
+/// Records that an ALTER produced a new version of a definition.
+fn bump(def: &mut TableDef) {
+    def.version += 1;
+    def.next_column_id = def.next_column_id.max(def.columns.iter().map(|c| c.id + 1).max().unwrap_or(1));
+}
+
+/// Checks an identifier (table, column or schema name).
+pub fn check_identifier(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(StorageError::InvalidDefinition(format!("{kind} name must not be empty")));
+    }
+    if name.len() > MAX_IDENTIFIER {
+        return Err(StorageError::InvalidDefinition(format!(
+            "{kind} name \"{name}\" is longer than {MAX_IDENTIFIER} bytes"
+        )));
+    }
+    if name.contains('\0') {
+        return Err(StorageError::InvalidDefinition(format!("{kind} name contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// Validates a column definition coming from a client.
+fn check_column(c: &ColumnDef) -> Result<PgType> {
+    check_identifier("column", &c.name)?;
+    if c.name == ROWID_COLUMN {
+        return Err(StorageError::InvalidDefinition(format!("column name \"{ROWID_COLUMN}\" is reserved")));
+    }
+    let ty = PgType::from_proto(c.r#type.as_ref())?;
+    if let Some(lit) = &c.default_literal {
+        ty.parse_text(lit)?;
+    }
+    Ok(ty)
+}
+
+/// Builds the definition of a new table from a CREATE TABLE request.
+pub fn new_table_def(
+    id: u32,
+    schema: &str,
+    name: &str,
+    columns: &[ColumnDef],
+    primary_key: &[String],
+) -> Result<TableDef> {
+    check_identifier("schema", schema)?;
+    check_identifier("table", name)?;
+    let mut cols = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        check_column(c)?;
+        if columns[..i].iter().any(|o| o.name == c.name) {
+            return Err(StorageError::ColumnExists { table: name.into(), column: c.name.clone() });
+        }
+        let mut c = c.clone();
+        c.id = i as u32 + 1;
+        // Primary-key columns are NOT NULL, as in PostgreSQL.
+        c.not_null |= primary_key.contains(&c.name);
+        cols.push(c);
+    }
+    for (i, k) in primary_key.iter().enumerate() {
+        if primary_key[..i].contains(k) {
+            return Err(StorageError::InvalidDefinition(format!("column \"{k}\" appears twice in primary key")));
+        }
+    }
+    let mut def = TableDef {
+        id,
+        schema: schema.into(),
+        name: name.into(),
+        columns: cols,
+        primary_key: primary_key.to_vec(),
+        version: 0,
+        next_column_id: 0,
+    };
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok(def)
+}
+
+/// ALTER TABLE … ADD COLUMN.
+pub fn add_column(table: &Table, col: &ColumnDef) -> Result<TableDef> {
+    check_column(col)?;
+    if table.columns.iter().any(|c| c.name == col.name) {
+        return Err(StorageError::ColumnExists { table: table.def.name.clone(), column: col.name.clone() });
+    }
+    let mut def = table.def.clone();
+    let mut c = col.clone();
+    c.id = def.next_column_id.max(1);
+    def.columns.push(c);
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER TABLE … DROP COLUMN.
+pub fn drop_column(table: &Table, name: &str) -> Result<TableDef> {
+    let idx = table.column_index(name)?;
+    if table.def.primary_key.iter().any(|k| k == name) {
+        return Err(StorageError::NotSupported(format!(
+            "cannot drop column \"{name}\": it is part of the primary key of \"{}\"",
+            table.def.name
+        )));
+    }
+    let mut def = table.def.clone();
+    def.columns.remove(idx);
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER TABLE … RENAME COLUMN.
+pub fn rename_column(table: &Table, from: &str, to: &str) -> Result<TableDef> {
+    check_identifier("column", to)?;
+    let idx = table.column_index(from)?;
+    if table.columns.iter().any(|c| c.name == to) {
+        return Err(StorageError::ColumnExists { table: table.def.name.clone(), column: to.into() });
+    }
+    let mut def = table.def.clone();
+    def.columns[idx].name = to.into();
+    for k in def.primary_key.iter_mut() {
+        if k == from {
+            *k = to.into();
+        }
+    }
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER TABLE … RENAME TO.
+pub fn rename_table(table: &Table, to: &str) -> Result<TableDef> {
+    check_identifier("table", to)?;
+    let mut def = table.def.clone();
+    def.name = to.into();
+    bump(&mut def);
+    Ok(def)
+}
+
+/// The in-memory catalog of one database: the latest committed definitions.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    tables: HashMap<u32, Arc<Table>>,
+    by_name: HashMap<(String, String), u32>,
+    /// The next table id to hand out.
+    pub next_table_id: u32,
+}
+
+impl Catalog {
+    /// An empty catalog.
+    pub fn new() -> Self {
+        Self { next_table_id: crate::keys::FIRST_USER_TABLE_ID, ..Default::default() }
+    }
+
+    /// Looks a table up by name.
+    pub fn get(&self, schema: &str, name: &str) -> Result<Arc<Table>> {
+        let schema = if schema.is_empty() { DEFAULT_SCHEMA } else { schema };
+        self.by_name
+            .get(&(schema.to_string(), name.to_string()))
+            .and_then(|id| self.tables.get(id))
+            .cloned()
+            .ok_or_else(|| StorageError::UnknownTable(name.to_string()))
+    }
+
+    /// Looks a table up by id.
+    pub fn get_by_id(&self, id: u32) -> Option<Arc<Table>> {
+        self.tables.get(&id).cloned()
+    }
+
+    /// All tables, ordered by id.
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        let mut v: Vec<_> = self.tables.values().cloned().collect();
+        v.sort_by_key(|t| t.id());
+        v
+    }
+
+    /// Installs (or replaces) a definition.
+    pub fn upsert(&mut self, def: TableDef) -> Result<()> {
+        let id = def.id;
+        self.remove(id);
+        let key = (def.schema.clone(), def.name.clone());
+        self.tables.insert(id, Arc::new(Table::from_def(def)?));
+        self.by_name.insert(key, id);
+        self.next_table_id = self.next_table_id.max(id + 1);
+        Ok(())
+    }
+
+    /// Forgets a table.
+    pub fn remove(&mut self, id: u32) {
+        if let Some(old) = self.tables.remove(&id) {
+            self.by_name.remove(&(old.def.schema.clone(), old.def.name.clone()));
+        }
+    }
+
+    /// Applies a committed catalog row (`None` = deleted).
+    pub fn apply_row(&mut self, table_id: u32, value: Option<&[u8]>) -> Result<()> {
+        if table_id == 0 {
+            if let Some(v) = value.and_then(|v| <[u8; 4]>::try_from(v).ok()) {
+                self.next_table_id = self.next_table_id.max(u32::from_be_bytes(v));
+            }
+            return Ok(());
+        }
+        match value {
+            Some(v) => {
+                let def = TableDef::decode(v)
+                    .map_err(|e| StorageError::Corrupt(format!("catalog row {table_id}: {e}")))?;
+                self.upsert(def)
+            }
+            None => {
+                self.remove(table_id);
+                Ok(())
+            }
+        }
+    }
+}

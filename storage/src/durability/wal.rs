@@ -1,0 +1,192 @@
+//! WAL objects: the commit log in the object store.
+//!
+//! Each object `wal/<seq>` holds one group of commits. Objects are written
+//! create-only, so a sequence number can be taken exactly once: when a new
+//! owner writes a fencing object at the next free number, the old owner's
+//! next write collides with it and the old owner learns it was fenced.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::objects::{CreateOutcome, Objects};
+use crate::error::{Result, StorageError};
+
+const MAGIC: &[u8; 8] = b"EBBWAL1\n";
+
+/// One WAL object: a group of commits written by one owner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalObject {
+    /// Fencing epoch of the writer.
+    #[prost(uint64, tag = "1")]
+    pub epoch: u64,
+    /// Unique id of the writing process.
+    #[prost(string, tag = "2")]
+    pub writer_id: String,
+    /// Sequence number (also the object name).
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// Commits in timestamp order.
+    #[prost(message, repeated, tag = "4")]
+    pub commits: Vec<WalCommit>,
+}
+
+/// One committed transaction.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalCommit {
+    #[prost(uint64, tag = "1")]
+    pub commit_ts: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub ops: Vec<WalOp>,
+    /// Tables whose data is removed by this commit (DROP TABLE).
+    #[prost(uint32, repeated, tag = "3")]
+    pub dropped_tables: Vec<u32>,
+}
+
+/// One key written by a commit.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalOp {
+    /// The user key (without version suffix).
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    /// The new row; absent for a delete.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl WalObject {
+    /// Serialises the object.
+    pub fn encode_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(MAGIC.len() + self.encoded_len());
+        out.extend_from_slice(MAGIC);
+        self.encode(&mut out).expect("a Vec grows as needed");
+        Bytes::from(out)
+    }
+
+    /// Parses an object read from the store.
+    pub fn decode_bytes(b: &[u8]) -> Result<Self> {
+        let body = b
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| StorageError::Corrupt("WAL object has no ebb header".into()))?;
+        WalObject::decode(body).map_err(|e| StorageError::Corrupt(format!("WAL object: {e}")))
+    }
+
+    /// The newest commit timestamp in this object (0 if it has none).
+    pub fn max_ts(&self) -> u64 {
+        self.commits.iter().map(|c| c.commit_ts).max().unwrap_or(0)
+    }
+}
+
+/// Object name of a WAL sequence number.
+pub fn wal_key(seq: u64) -> String {
+    format!("wal/{seq:020}")
+}
+
+/// Sequence numbers of the WAL objects present, ascending.
+pub async fn list_wal(objects: &Objects) -> Result<Vec<u64>> {
+    let mut seqs: Vec<u64> = objects.list("wal").await?.iter().filter_map(|(n, _)| n.parse().ok()).collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Reads one WAL object; `None` if it was deleted meanwhile.
+pub async fn read_wal(objects: &Objects, seq: u64) -> Result<Option<WalObject>> {
+    match objects.get(&wal_key(seq)).await? {
+        Some(b) => Ok(Some(WalObject::decode_bytes(&b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Appends WAL objects for the owner of a database.
+pub struct WalWriter {
+    objects: Objects,
+    database: String,
+    writer_id: String,
+    epoch: u64,
+    next_seq: u64,
+    /// seq → newest commit timestamp, for every object known to exist.
+    index: BTreeMap<u64, u64>,
+}
+
+/// What a failed append means.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Another node owns the database now. Final.
+    Fenced,
+    /// The store failed; the same append may be retried.
+    Store(StorageError),
+}
+
+impl WalWriter {
+    /// A writer that continues after `index` (objects already present).
+    pub fn new(
+        objects: Objects,
+        database: String,
+        writer_id: String,
+        epoch: u64,
+        index: BTreeMap<u64, u64>,
+    ) -> Self {
+        let next_seq = index.keys().next_back().map(|s| s + 1).unwrap_or(1);
+        Self { objects, database, writer_id, epoch, next_seq, index }
+    }
+
+    /// The writer id stamped into every object.
+    pub fn writer_id(&self) -> &str {
+        &self.writer_id
+    }
+
+    /// The next sequence number to be written.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// WAL objects known to exist.
+    pub fn object_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Writes `commits` as the next object. On `Store` errors nothing is
+    /// consumed and the call may be repeated with the same commits.
+    pub async fn append(&mut self, commits: Vec<WalCommit>) -> Result<u64, AppendError> {
+        let seq = self.next_seq;
+        let obj = WalObject { epoch: self.epoch, writer_id: self.writer_id.clone(), seq, commits };
+        let max_ts = obj.max_ts();
+        match self.objects.put_if_absent(&wal_key(seq), obj.encode_bytes()).await {
+            Ok(CreateOutcome::Created) => {}
+            Ok(CreateOutcome::AlreadyExists) => {
+                // Either an earlier attempt of ours landed, or we were fenced.
+                match read_wal(&self.objects, seq).await {
+                    Ok(Some(existing)) if existing.writer_id == self.writer_id => {}
+                    Ok(_) => return Err(AppendError::Fenced),
+                    Err(e) => return Err(AppendError::Store(e)),
+                }
+            }
+            Err(e) => return Err(AppendError::Store(e)),
+        }
+        self.index.insert(seq, max_ts);
+        self.next_seq = seq + 1;
+        Ok(seq)
+    }
+
+    /// Deletes WAL objects whose commits are all at or below `applied_ts`
+    /// (they are covered by a checkpoint). The newest object is always kept:
+    /// it marks the highest sequence number taken, which fencing relies on.
+    pub async fn truncate(&mut self, applied_ts: u64) -> Result<usize> {
+        let newest = self.index.keys().next_back().copied();
+        let doomed: Vec<u64> = self
+            .index
+            .iter()
+            .filter(|(seq, max)| **max <= applied_ts && Some(**seq) != newest)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in &doomed {
+            self.objects.delete(&wal_key(*seq)).await?;
+            self.index.remove(seq);
+        }
+        if !doomed.is_empty() {
+            tracing::debug!(database = %self.database, deleted = doomed.len(), "truncated WAL");
+        }
+        Ok(doomed.len())
+    }
+}

@@ -1,0 +1,72 @@
+//! Settings of the engine that every database of a node shares.
+
+use std::time::Duration;
+
+/// When a commit is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once its WAL object is durable in the object store (the default).
+    Remote,
+    /// Once RocksDB has fsynced it locally; shipped to the object store
+    /// within `ship_interval`.
+    Local,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "remote" => Ok(Self::Remote),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown durability mode \"{other}\" (expected remote or local)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Remote => "remote",
+            Self::Local => "local",
+        })
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub durability: Durability,
+    /// Local mode: how often committed work is shipped to the object store.
+    pub ship_interval: Duration,
+    /// How often a checkpoint is considered.
+    pub checkpoint_interval: Duration,
+    /// A checkpoint is taken once this many WAL objects accumulated (or the
+    /// interval passed with any new commit).
+    pub checkpoint_wal_objects: usize,
+    /// Default idle timeout of transactions.
+    pub txn_idle_timeout: Duration,
+    /// How long a commit waits for durability before reporting an unknown outcome.
+    pub commit_timeout: Duration,
+    /// Largest single value accepted.
+    pub max_value_bytes: usize,
+    /// Rows per scan record batch.
+    pub scan_batch_rows: usize,
+    /// Most commits grouped into one WAL object.
+    pub max_group_commits: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Remote,
+            ship_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_wal_objects: 10_000,
+            txn_idle_timeout: Duration::from_secs(60),
+            commit_timeout: Duration::from_secs(30),
+            max_value_bytes: 16 << 20,
+            scan_batch_rows: 8192,
+            max_group_commits: 512,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! CREATE / DROP / ALTER TABLE. Definitions are rows of the catalog table,
+//! committed through the normal commit path, so DDL is durable, replicated
+//! through the WAL and versioned like data. DDL on one database is serialised.
+
+use std::sync::Arc;
+
+use ebb_proto::storage::{AlterTableRequest, ColumnDef, TableDef, alter_table_request::Action};
+use prost::Message;
+
+use super::database::Database;
+use super::mvcc::VisibleRows;
+use super::txn::{Pending, PendingKind, Txn};
+use crate::catalog::{self, DEFAULT_SCHEMA, Table};
+use crate::error::{Result, StorageError};
+use crate::keys;
+
+fn schema_or_default(s: &str) -> &str {
+    if s.is_empty() { DEFAULT_SCHEMA } else { s }
+}
+
+impl Database {
+    /// Creates a table; `Ok((def, false))` if it existed and `if_not_exists`.
+    pub async fn create_table(
+        &self,
+        schema: &str,
+        name: &str,
+        columns: &[ColumnDef],
+        primary_key: &[String],
+        if_not_exists: bool,
+    ) -> Result<(TableDef, bool)> {
+        self.check_owned()?;
+        let schema = schema_or_default(schema);
+        let _ddl = self.ddl_lock.lock().await;
+        if let Ok(t) = self.table(schema, name) {
+            if if_not_exists {
+                return Ok((t.def.clone(), false));
+            }
+            return Err(StorageError::TableExists(name.into()));
+        }
+        let id = self.catalog_read().next_table_id;
+        let def = catalog::new_table_def(id, schema, name, columns, primary_key)?;
+        let mut txn = self.ddl_txn();
+        put_def(&mut txn, &def);
+        txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((id + 1).to_be_bytes().to_vec()) });
+        self.commit_txn(txn).await?;
+        tracing::info!(database = %self.name, table = name, id, "created table");
+        Ok((def, true))
+    }
+
+    /// Drops a table and its rows; `Ok(false)` if absent and `if_exists`.
+    pub async fn drop_table(&self, schema: &str, name: &str, if_exists: bool) -> Result<bool> {
+        self.check_owned()?;
+        let _ddl = self.ddl_lock.lock().await;
+        let table = match self.table(schema_or_default(schema), name) {
+            Ok(t) => t,
+            Err(_) if if_exists => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut txn = self.ddl_txn();
+        txn.writes.insert(keys::catalog_key(table.id()), Pending { kind: PendingKind::Delete, value: None });
+        txn.dropped_tables.push(table.id());
+        self.commit_txn(txn).await?;
+        tracing::info!(database = %self.name, table = name, "dropped table");
+        Ok(true)
+    }
+
+    /// Applies one ALTER TABLE action.
+    pub async fn alter_table(&self, req: &AlterTableRequest) -> Result<TableDef> {
+        self.check_owned()?;
+        let _ddl = self.ddl_lock.lock().await;
+        let table = self.table(schema_or_default(&req.schema), &req.name)?;
+        let action = req.action.as_ref().ok_or_else(|| StorageError::InvalidRequest("ALTER TABLE without an action".into()))?;
+        let def = match action {
+            Action::AddColumn(c) => {
+                if c.not_null && c.default_literal.is_none() && self.has_rows(&table)? {
+                    return Err(StorageError::NotNull { table: table.def.name.clone(), column: c.name.clone() });
+                }
+                catalog::add_column(&table, c)?
+            }
+            Action::DropColumn(c) => catalog::drop_column(&table, c)?,
+            Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
+            Action::RenameTable(to) => {
+                if self.table(&table.def.schema, to).is_ok() {
+                    return Err(StorageError::TableExists(to.clone()));
+                }
+                catalog::rename_table(&table, to)?
+            }
+        };
+        let mut txn = self.ddl_txn();
+        put_def(&mut txn, &def);
+        self.commit_txn(txn).await?;
+        Ok(def)
+    }
+
+    fn ddl_txn(&self) -> Txn {
+        Txn::new(self.txns.next_id(), self.snapshots.acquire(), self.cfg.txn_idle_timeout)
+    }
+
+    fn has_rows(&self, table: &Arc<Table>) -> Result<bool> {
+        let start = keys::table_prefix(table.id());
+        let end = keys::prefix_successor(&start);
+        let guard = self.snapshots.acquire();
+        let mut rows = VisibleRows::new(&self.db, guard.ts, &start, end);
+        rows.advance()
+    }
+}
+
+fn put_def(txn: &mut Txn, def: &TableDef) {
+    txn.writes.insert(keys::catalog_key(def.id), Pending { kind: PendingKind::Put, value: Some(def.encode_to_vec()) });
+}

@@ -1,0 +1,17 @@
+//! The storage engine: per-database RocksDB with MVCC keys, snapshot
+//! isolation with first-committer-wins, and the commit pipeline that makes
+//! commits durable in the object store.
+
+pub mod background;
+pub mod commit;
+pub mod config;
+pub mod database;
+pub mod ddl;
+pub mod gc;
+pub mod mvcc;
+pub mod scan;
+pub mod txn;
+pub mod write;
+
+pub use config::{Durability, EngineConfig};
+pub use database::Database;

@@ -1,0 +1,351 @@
+//! Scans: rows visible to a snapshot (plus the transaction's own writes),
+//! restricted by primary-key bounds and simple predicates, projected and
+//! limited, streamed as Arrow IPC.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Builder};
+use arrow::compute::kernels::{boolean, cmp};
+use arrow::compute::{filter_record_batch, is_not_null, is_null};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use bytes::Bytes;
+use ebb_proto::storage::{CompareOp, KeyBound, ScanRequest};
+use tokio::sync::mpsc;
+
+use super::database::Database;
+use super::mvcc::VisibleRows;
+use super::txn::{Pending, PendingKind, SnapshotGuard};
+use crate::catalog::{ROWID_COLUMN, Table};
+use crate::error::{Result, StorageError};
+use crate::keys::{self, encode_key_datum};
+use crate::row::{DecodeColumn, RowDecoder};
+use crate::types::{Datum, PgType};
+
+/// A predicate resolved against the table.
+struct Filter {
+    /// Position among the decoded columns.
+    slot: usize,
+    op: CompareOp,
+    /// One-element arrays of the column's type.
+    values: Vec<ArrayRef>,
+}
+
+/// Everything a scan needs, resolved before it starts.
+struct Plan {
+    table: Arc<Table>,
+    /// Decoded columns: the projection first, then predicate-only columns.
+    decode: Vec<DecodeColumn>,
+    projected: usize,
+    include_rowid: bool,
+    out_schema: SchemaRef,
+    filters: Vec<Filter>,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    limit: Option<u64>,
+    batch_rows: usize,
+}
+
+/// The snapshot a scan reads: a transaction's, or its own.
+enum ScanSnapshot {
+    Txn { ts: u64, overlay: Vec<(Vec<u8>, Pending)> },
+    Own(SnapshotGuard),
+}
+
+impl Database {
+    /// Starts a scan; IPC stream chunks arrive on the returned channel.
+    pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<mpsc::Receiver<Result<Bytes>>> {
+        self.check_owned()?;
+        let table = self.table(&req.schema, &req.table)?;
+        let plan = plan(&table, req, self.cfg.scan_batch_rows)?;
+        let snapshot = if req.txn_id == 0 {
+            ScanSnapshot::Own(self.snapshots.acquire())
+        } else {
+            let shared = self.txns.get(req.txn_id)?;
+            let mut txn = shared.lock().await;
+            txn.last_used = std::time::Instant::now();
+            let overlay = match &plan.end {
+                Some(end) => txn.writes.range(plan.start.clone()..end.clone()),
+                None => txn.writes.range(plan.start.clone()..),
+            }
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+            ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay }
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = run_scan(&db, &plan, snapshot, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(rx)
+    }
+}
+
+fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<Plan> {
+    let mut decode = Vec::new();
+    let mut fields = Vec::new();
+    let names: Vec<&str> = if req.projection.is_empty() {
+        table.columns.iter().map(|c| c.name.as_str()).collect()
+    } else {
+        req.projection.iter().map(String::as_str).collect()
+    };
+    let mut include_rowid = req.include_row_id && table.has_rowid();
+    for name in names {
+        if name == ROWID_COLUMN && table.has_rowid() {
+            include_rowid = true;
+            continue;
+        }
+        let c = &table.columns[table.column_index(name)?];
+        decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() });
+        fields.push(table.schema.field(table.column_index(name)?).clone());
+    }
+    if include_rowid {
+        fields.push(Field::new(ROWID_COLUMN, DataType::Int64, false));
+    }
+    let projected = decode.len();
+    let mut filters = Vec::new();
+    for p in &req.predicates {
+        let i = table.column_index(&p.column)?;
+        let c = &table.columns[i];
+        let slot = match decode.iter().position(|d| d.id == c.id) {
+            Some(s) => s,
+            None => {
+                decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() });
+                decode.len() - 1
+            }
+        };
+        let op = CompareOp::try_from(p.op)
+            .ok()
+            .filter(|o| *o != CompareOp::Unspecified)
+            .ok_or_else(|| StorageError::InvalidRequest(format!("unknown comparison operator {}", p.op)))?;
+        let needs = match op {
+            CompareOp::IsNull | CompareOp::IsNotNull => 0,
+            CompareOp::In => usize::MAX,
+            _ => 1,
+        };
+        if needs != usize::MAX && p.values.len() != needs {
+            return Err(StorageError::InvalidRequest(format!(
+                "operator {op:?} on \"{}\" takes {needs} value(s), got {}",
+                c.name,
+                p.values.len()
+            )));
+        }
+        let values = p
+            .values
+            .iter()
+            .map(|v| c.ty.datum_from_value(v).and_then(|d| c.ty.datum_array(&d)))
+            .collect::<Result<Vec<_>>>()?;
+        filters.push(Filter { slot, op, values });
+    }
+    let prefix = keys::table_prefix(table.id());
+    let start = match &req.lower {
+        Some(b) => bound_key(table, &prefix, b, true)?,
+        None => prefix.clone(),
+    };
+    let end = match &req.upper {
+        Some(b) => Some(bound_key(table, &prefix, b, false)?),
+        None => keys::prefix_successor(&prefix),
+    };
+    Ok(Plan {
+        table: table.clone(),
+        decode,
+        projected,
+        include_rowid,
+        out_schema: Arc::new(Schema::new(fields)),
+        filters,
+        start,
+        end,
+        limit: (req.limit > 0).then_some(req.limit),
+        batch_rows: {
+            let wanted = if req.batch_size > 0 { req.batch_size as usize } else { default_batch };
+            // Without predicates a limit caps the first batch too (point reads read one row).
+            let cap = if req.limit > 0 && req.predicates.is_empty() { req.limit.min(u32::MAX as u64) as usize } else { usize::MAX };
+            wanted.min(cap).max(1)
+        },
+    })
+}
+
+/// The key where a primary-key bound starts (lower) or ends (upper, exclusive).
+fn bound_key(table: &Table, prefix: &[u8], b: &KeyBound, lower: bool) -> Result<Vec<u8>> {
+    if table.has_rowid() {
+        return Err(StorageError::InvalidRequest(format!(
+            "\"{}\" has no primary key to bound a scan by",
+            table.def.name
+        )));
+    }
+    if b.values.len() > table.pk.len() {
+        return Err(StorageError::InvalidRequest(format!(
+            "key bound has {} values but the primary key of \"{}\" has {} columns",
+            b.values.len(),
+            table.def.name,
+            table.pk.len()
+        )));
+    }
+    let mut key = prefix.to_vec();
+    for (v, &i) in b.values.iter().zip(&table.pk) {
+        let ty: &PgType = &table.columns[i].ty;
+        let d = ty.datum_from_value(v)?;
+        if d == Datum::Null {
+            return Err(StorageError::InvalidRequest("a key bound cannot be NULL".into()));
+        }
+        encode_key_datum(&d, &mut key);
+    }
+    // Lower inclusive / upper exclusive start exactly at the prefix; the
+    // other two start after every key that extends it.
+    if lower == b.inclusive {
+        Ok(key)
+    } else {
+        Ok(keys::prefix_successor(&key).unwrap_or_else(|| vec![0xFF; 16]))
+    }
+}
+
+/// Produces the stream; runs on a blocking thread.
+fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: &mpsc::Sender<Result<Bytes>>) -> Result<()> {
+    let (ts, overlay) = match &snapshot {
+        ScanSnapshot::Txn { ts, overlay } => (*ts, overlay.as_slice()),
+        ScanSnapshot::Own(g) => (g.ts, &[][..]),
+    };
+    let mut writer = StreamWriter::try_new(Vec::new(), &plan.out_schema)?;
+    let mut out = ChunkSink { tx, writer: &mut writer };
+    if !out.flush()? {
+        return Ok(());
+    }
+    let mut decoder = RowDecoder::new(plan.decode.clone(), plan.batch_rows);
+    let mut rowids = Int64Builder::with_capacity(plan.batch_rows);
+    let mut rows = VisibleRows::new(&db.db, ts, &plan.start, plan.end.clone());
+    let mut remaining = plan.limit.unwrap_or(u64::MAX);
+    let mut ov = overlay.iter().peekable();
+    let mut db_has = rows.advance()?;
+    let prefix_len = keys::table_prefix(plan.table.id()).len();
+    loop {
+        // Merge the committed rows with the transaction's own writes.
+        let from_overlay = match (ov.peek(), db_has) {
+            (None, false) => break,
+            (Some(_), false) => true,
+            (None, true) => false,
+            (Some((k, _)), true) => k.as_slice() <= rows.user_key(),
+        };
+        let (key, value): (&[u8], Option<&[u8]>) = if from_overlay {
+            let (k, p) = ov.next().expect("peeked");
+            if db_has && k.as_slice() == rows.user_key() {
+                db_has = rows.advance()?;
+            }
+            (k.as_slice(), if p.kind == PendingKind::Delete { None } else { p.value.as_deref() })
+        } else {
+            (rows.user_key(), Some(rows.value()))
+        };
+        if let Some(v) = value {
+            decoder.push(v)?;
+            if plan.include_rowid {
+                let id = key.get(prefix_len..prefix_len + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                rowids.append_value(id.unwrap_or(0) as i64);
+            }
+        }
+        if !from_overlay {
+            db_has = rows.advance()?;
+        }
+        if decoder.len() >= plan.batch_rows {
+            remaining = emit(plan, &mut decoder, &mut rowids, remaining, &mut out)?;
+            if remaining == 0 {
+                break;
+            }
+        }
+    }
+    if remaining > 0 && !decoder.is_empty() {
+        emit(plan, &mut decoder, &mut rowids, remaining, &mut out)?;
+    }
+    drop(snapshot);
+    out.writer.finish()?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Filters, projects and sends one batch; returns the rows still wanted.
+fn emit(
+    plan: &Plan,
+    decoder: &mut RowDecoder,
+    rowids: &mut Int64Builder,
+    remaining: u64,
+    out: &mut ChunkSink<'_>,
+) -> Result<u64> {
+    let n = decoder.len();
+    let mut arrays = decoder.finish();
+    let mut mask: Option<BooleanArray> = None;
+    for f in &plan.filters {
+        let m = eval(f, &arrays[f.slot])?;
+        mask = Some(match mask {
+            Some(prev) => boolean::and(&prev, &m)?,
+            None => m,
+        });
+    }
+    arrays.truncate(plan.projected);
+    if plan.include_rowid {
+        arrays.push(Arc::new(rowids.finish()));
+    }
+    let opts = RecordBatchOptions::new().with_row_count(Some(n));
+    let mut batch = RecordBatch::try_new_with_options(plan.out_schema.clone(), arrays, &opts)?;
+    if let Some(m) = mask {
+        batch = filter_record_batch(&batch, &m)?;
+    }
+    if batch.num_rows() as u64 > remaining {
+        batch = batch.slice(0, remaining as usize);
+    }
+    let left = remaining - batch.num_rows() as u64;
+    if batch.num_rows() > 0 {
+        out.writer.write(&batch)?;
+        if !out.flush()? {
+            return Ok(0);
+        }
+    }
+    Ok(left)
+}
+
+fn eval(f: &Filter, col: &ArrayRef) -> Result<BooleanArray> {
+    use arrow::array::Scalar;
+    let one = |v: &ArrayRef, op: CompareOp| -> Result<BooleanArray> {
+        let s = Scalar::new(v.clone());
+        Ok(match op {
+            CompareOp::Eq | CompareOp::In => cmp::eq(col, &s)?,
+            CompareOp::Ne => cmp::neq(col, &s)?,
+            CompareOp::Lt => cmp::lt(col, &s)?,
+            CompareOp::Le => cmp::lt_eq(col, &s)?,
+            CompareOp::Gt => cmp::gt(col, &s)?,
+            CompareOp::Ge => cmp::gt_eq(col, &s)?,
+            CompareOp::IsNull | CompareOp::IsNotNull | CompareOp::Unspecified => {
+                return Err(StorageError::InvalidRequest(format!("{op:?} takes no value")));
+            }
+        })
+    };
+    match f.op {
+        CompareOp::IsNull => Ok(is_null(col.as_ref())?),
+        CompareOp::IsNotNull => Ok(is_not_null(col.as_ref())?),
+        CompareOp::In => {
+            let mut acc = BooleanArray::from(vec![false; col.len()]);
+            for v in &f.values {
+                acc = boolean::or_kleene(&acc, &one(v, CompareOp::In)?)?;
+            }
+            Ok(acc)
+        }
+        op => one(&f.values[0], op),
+    }
+}
+
+/// Sends what the IPC writer produced since the last flush.
+struct ChunkSink<'a> {
+    tx: &'a mpsc::Sender<Result<Bytes>>,
+    writer: &'a mut StreamWriter<Vec<u8>>,
+}
+
+impl ChunkSink<'_> {
+    /// False when the receiver is gone (the client cancelled).
+    fn flush(&mut self) -> Result<bool> {
+        let buf = std::mem::take(self.writer.get_mut());
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.tx.blocking_send(Ok(Bytes::from(buf))).is_ok())
+    }
+}

@@ -1,0 +1,296 @@
+//! Transactions as clients drive them: begin, buffered writes (rows arrive as
+//! Arrow IPC), commit and rollback.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::record_batch::RecordBatch;
+use ebb_proto::storage::{TableWrite, WriteKind};
+
+use super::database::Database;
+use super::mvcc::get_visible;
+use super::txn::{Pending, PendingKind, Txn};
+use crate::catalog::{Column, ROWID_COLUMN, Table};
+use crate::error::{Result, StorageError};
+use crate::keys::{self, encode_key_datum};
+use crate::row::encode_row;
+use crate::types::{Datum, datum_at};
+
+impl Database {
+    /// Begins a transaction; returns its id and snapshot timestamp.
+    pub fn begin(&self, idle_timeout: Option<Duration>) -> Result<(u64, u64)> {
+        self.check_owned()?;
+        let snapshot = self.snapshots.acquire();
+        Ok(self.txns.begin(snapshot, idle_timeout.unwrap_or(self.cfg.txn_idle_timeout)))
+    }
+
+    /// Buffers a write in transaction `txn_id`; returns rows affected.
+    pub async fn write(&self, txn_id: u64, w: &TableWrite) -> Result<u64> {
+        self.check_owned()?;
+        let shared = self.txns.get(txn_id)?;
+        let mut txn = shared.lock().await;
+        txn.last_used = Instant::now();
+        let n = self.stage(&mut txn, w);
+        txn.last_used = Instant::now();
+        n
+    }
+
+    /// Commits transaction `txn_id` (0 = a transaction of its own) after
+    /// buffering `writes`; returns the commit timestamp and rows affected.
+    pub async fn commit(&self, txn_id: u64, writes: &[TableWrite]) -> Result<(u64, u64)> {
+        self.check_owned()?;
+        let mut txn = if txn_id == 0 {
+            Txn::new(self.txns.next_id(), self.snapshots.acquire(), self.cfg.txn_idle_timeout)
+        } else {
+            let shared = self.txns.take(txn_id)?;
+            let guard = shared.lock().await;
+            drop(guard);
+            match std::sync::Arc::try_unwrap(shared) {
+                Ok(m) => m.into_inner(),
+                Err(_) => {
+                    return Err(StorageError::InvalidRequest(format!(
+                        "transaction {txn_id} is still in use by another request"
+                    )));
+                }
+            }
+        };
+        let mut rows = 0;
+        for w in writes {
+            rows += self.stage(&mut txn, w)?;
+        }
+        let ts = self.commit_txn(txn).await?;
+        Ok((ts, rows))
+    }
+
+    /// Discards transaction `txn_id`.
+    pub fn rollback(&self, txn_id: u64) -> Result<()> {
+        self.txns.take(txn_id).map(drop)
+    }
+
+    /// Whether `key` holds a row for `txn` (its own writes first).
+    fn exists(&self, txn: &Txn, staged: &BTreeMap<Vec<u8>, Pending>, key: &[u8]) -> Result<bool> {
+        if let Some(p) = staged.get(key).or_else(|| txn.writes.get(key)) {
+            return Ok(p.kind != PendingKind::Delete);
+        }
+        Ok(get_visible(&self.db, key, txn.snapshot_ts())?.is_some())
+    }
+
+    /// Validates and encodes the rows of one write; nothing is buffered
+    /// unless every row is accepted.
+    fn stage(&self, txn: &mut Txn, w: &TableWrite) -> Result<u64> {
+        let table = self.table(&w.schema, &w.table)?;
+        let kind = WriteKind::try_from(w.kind)
+            .map_err(|_| StorageError::InvalidRequest(format!("unknown write kind {}", w.kind)))?;
+        let batches = crate::ipc::decode(&w.arrow_ipc)
+            .map_err(|e| StorageError::InvalidRequest(format!("write payload is not a valid Arrow IPC stream: {e}")))?;
+        let mut staged = BTreeMap::new();
+        let mut affected = 0;
+        for batch in batches {
+            affected += match kind {
+                WriteKind::Unspecified => {
+                    return Err(StorageError::InvalidRequest("write kind is unspecified".into()));
+                }
+                WriteKind::Delete => self.stage_deletes(txn, &mut staged, &table, &batch)?,
+                _ => self.stage_rows(txn, &mut staged, &table, &batch, kind)?,
+            };
+        }
+        txn.writes.extend(staged);
+        Ok(affected)
+    }
+
+    fn stage_rows(
+        &self,
+        txn: &Txn,
+        staged: &mut BTreeMap<Vec<u8>, Pending>,
+        table: &Table,
+        batch: &RecordBatch,
+        kind: WriteKind,
+    ) -> Result<u64> {
+        let (columns, rowids) = self.input_columns(table, batch)?;
+        let prefix = keys::table_prefix(table.id());
+        let max_id = table.max_column_id();
+        let mut affected = 0;
+        let mut datums: Vec<Datum> = Vec::with_capacity(table.columns.len());
+        for row in 0..batch.num_rows() {
+            datums.clear();
+            for (col, input) in table.columns.iter().zip(&columns) {
+                let d = match input {
+                    Some(a) => a.datum(col, row)?,
+                    None => col.default.clone(),
+                };
+                let d = self.check_value(table, col, d)?;
+                datums.push(d);
+            }
+            let mut key = prefix.clone();
+            if table.has_rowid() {
+                let id = match &rowids {
+                    Some(ids) if !ids.is_null(row) => ids.value(row),
+                    _ => self.next_rowid()?,
+                };
+                key.extend_from_slice(&(id as u64).to_be_bytes());
+            } else {
+                for &i in &table.pk {
+                    encode_key_datum(&datums[i], &mut key);
+                }
+            }
+            let mut value = Vec::with_capacity(64);
+            let pairs: Vec<(u32, &Datum)> = table.columns.iter().map(|c| c.id).zip(datums.iter()).collect();
+            encode_row(&pairs, max_id, &mut value);
+            let pending_kind = match kind {
+                WriteKind::Insert => {
+                    if !table.has_rowid() && self.exists(txn, staged, &key)? {
+                        return Err(StorageError::UniqueViolation(table.def.name.clone()));
+                    }
+                    PendingKind::Insert
+                }
+                WriteKind::InsertOrIgnore => {
+                    if self.exists(txn, staged, &key)? {
+                        continue;
+                    }
+                    PendingKind::Insert
+                }
+                _ => PendingKind::Put,
+            };
+            // An insert over this transaction's own delete is a replacement.
+            let pending_kind = match staged.get(&key).or_else(|| txn.writes.get(&key)) {
+                Some(p) if p.kind == PendingKind::Delete && pending_kind == PendingKind::Insert => PendingKind::Put,
+                _ => pending_kind,
+            };
+            staged.insert(key, Pending { kind: pending_kind, value: Some(value) });
+            affected += 1;
+        }
+        Ok(affected)
+    }
+
+    fn stage_deletes(
+        &self,
+        txn: &Txn,
+        staged: &mut BTreeMap<Vec<u8>, Pending>,
+        table: &Table,
+        batch: &RecordBatch,
+    ) -> Result<u64> {
+        let prefix = keys::table_prefix(table.id());
+        let mut keys_out = Vec::with_capacity(batch.num_rows());
+        if table.has_rowid() {
+            let ids = rowid_column(batch)?.ok_or_else(|| {
+                StorageError::InvalidRequest(format!(
+                    "a delete from \"{}\" (no primary key) must carry the {ROWID_COLUMN} column",
+                    table.def.name
+                ))
+            })?;
+            for row in 0..batch.num_rows() {
+                let mut key = prefix.clone();
+                key.extend_from_slice(&(ids.value(row) as u64).to_be_bytes());
+                keys_out.push(key);
+            }
+        } else {
+            let (columns, _) = self.input_columns(table, batch)?;
+            for row in 0..batch.num_rows() {
+                let mut key = prefix.clone();
+                for &i in &table.pk {
+                    let col = &table.columns[i];
+                    let a = columns[i].as_ref().ok_or_else(|| {
+                        StorageError::InvalidRequest(format!("a delete must carry key column \"{}\"", col.name))
+                    })?;
+                    encode_key_datum(&a.datum(col, row)?, &mut key);
+                }
+                keys_out.push(key);
+            }
+        }
+        let mut affected = 0;
+        for key in keys_out {
+            if self.exists(txn, staged, &key)? {
+                affected += 1;
+                staged.insert(key, Pending { kind: PendingKind::Delete, value: None });
+            }
+        }
+        Ok(affected)
+    }
+
+    /// The batch's columns in table order (`None` = not supplied), and the
+    /// `_rowid` column if present.
+    fn input_columns(&self, table: &Table, batch: &RecordBatch) -> Result<(Vec<Option<Input>>, Option<arrow::array::Int64Array>)> {
+        let mut out: Vec<Option<Input>> = (0..table.columns.len()).map(|_| None).collect();
+        let mut rowids = None;
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            if field.name() == ROWID_COLUMN {
+                rowids = rowid_column(batch)?;
+                continue;
+            }
+            let i = table.column_index(field.name())?;
+            out[i] = Some(Input::new(&table.columns[i], array)?);
+        }
+        Ok((out, rowids))
+    }
+
+    /// NOT NULL, length, format and size checks of one value.
+    fn check_value(&self, table: &Table, col: &Column, d: Datum) -> Result<Datum> {
+        match d {
+            Datum::Null if col.not_null => {
+                Err(StorageError::NotNull { table: table.def.name.clone(), column: col.name.clone() })
+            }
+            Datum::Text(s) => {
+                if s.len() > self.cfg.max_value_bytes {
+                    return Err(StorageError::ValueTooLarge { column: col.name.clone(), size: s.len(), max: self.cfg.max_value_bytes });
+                }
+                Ok(Datum::Text(col.ty.check_text(&s)?.unwrap_or(s)))
+            }
+            Datum::Bytes(b) if b.len() > self.cfg.max_value_bytes => {
+                Err(StorageError::ValueTooLarge { column: col.name.clone(), size: b.len(), max: self.cfg.max_value_bytes })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+fn rowid_column(batch: &RecordBatch) -> Result<Option<arrow::array::Int64Array>> {
+    let Some(a) = batch.column_by_name(ROWID_COLUMN) else { return Ok(None) };
+    let cast = cast_with_options(a, &DataType::Int64, &CastOptions { safe: false, ..Default::default() })
+        .map_err(|e| StorageError::TypeMismatch(format!("{ROWID_COLUMN} must be a bigint: {e}")))?;
+    Ok(Some(cast.as_primitive::<Int64Type>().clone()))
+}
+
+/// One input column: already of the column's Arrow type (or cast to it), or
+/// text that is parsed with PostgreSQL's input rules.
+enum Input {
+    Typed(ArrayRef),
+    Text(ArrayRef),
+}
+
+impl Input {
+    fn new(col: &Column, array: &ArrayRef) -> Result<Self> {
+        let target = col.ty.arrow_type();
+        if array.data_type() == &target {
+            return Ok(Self::Typed(array.clone()));
+        }
+        if matches!(array.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            return Ok(Self::Text(cast_with_options(array, &DataType::Utf8, &CastOptions::default())?));
+        }
+        let opts = CastOptions { safe: false, ..Default::default() };
+        let cast = cast_with_options(array, &target, &opts).map_err(|e| {
+            let msg = format!("column \"{}\" is of type {}: {e}", col.name, col.ty.sql_name());
+            if e.to_string().contains("too large") || e.to_string().contains("overflow") {
+                StorageError::NumericOverflow(msg)
+            } else {
+                StorageError::TypeMismatch(msg)
+            }
+        })?;
+        if let DataType::Decimal128(p, _) = target {
+            cast.as_primitive::<arrow::datatypes::Decimal128Type>()
+                .validate_decimal_precision(p)
+                .map_err(|_| StorageError::NumericOverflow(format!("value out of range for {}", col.ty.sql_name())))?;
+        }
+        Ok(Self::Typed(cast))
+    }
+
+    fn datum(&self, col: &Column, row: usize) -> Result<Datum> {
+        match self {
+            Self::Typed(a) => Ok(datum_at(a.as_ref(), row, col.ty.phys())),
+            Self::Text(a) if a.is_null(row) => Ok(Datum::Null),
+            Self::Text(a) => col.ty.parse_text(a.as_string::<i32>().value(row)),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The storage crate's error type, and its single mapping to gRPC statuses.
+//!
+//! Every error knows the PostgreSQL SQLSTATE that compute should report, so
+//! the code is carried in the status metadata and mapped once at each edge.
+
+use ebb_proto::SQLSTATE_METADATA_KEY;
+
+/// Result alias for the storage crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No database with this name.
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    /// A database with this name already exists.
+    #[error("database \"{0}\" already exists")]
+    DatabaseExists(String),
+    /// No table with this name.
+    #[error("relation \"{0}\" does not exist")]
+    UnknownTable(String),
+    /// A table with this name already exists.
+    #[error("relation \"{0}\" already exists")]
+    TableExists(String),
+    /// No column with this name.
+    #[error("column \"{column}\" of relation \"{table}\" does not exist")]
+    UnknownColumn { table: String, column: String },
+    /// A column with this name already exists.
+    #[error("column \"{column}\" of relation \"{table}\" already exists")]
+    ColumnExists { table: String, column: String },
+    /// A definition that cannot be accepted (bad type, bad key, …).
+    #[error("invalid table definition: {0}")]
+    InvalidDefinition(String),
+    /// A value does not fit its column's type.
+    #[error("{0}")]
+    TypeMismatch(String),
+    /// A string is longer than its varchar(n)/char(n) column allows.
+    #[error("value too long for type {0}")]
+    StringTooLong(String),
+    /// A number does not fit its numeric(p,s) or integer column.
+    #[error("numeric field overflow: {0}")]
+    NumericOverflow(String),
+    /// A value larger than the server accepts.
+    #[error("value of {size} bytes in column \"{column}\" exceeds the maximum of {max} bytes")]
+    ValueTooLarge { column: String, size: usize, max: usize },
+    /// NULL in a NOT NULL column.
+    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    NotNull { table: String, column: String },
+    /// A duplicate primary key.
+    #[error("duplicate key value violates unique constraint \"{0}_pkey\"")]
+    UniqueViolation(String),
+    /// Another transaction committed a write to the same row first.
+    #[error("could not serialize access due to concurrent update")]
+    Conflict,
+    /// The transaction id is not (or no longer) known.
+    #[error("transaction {0} does not exist (it was committed, rolled back or never begun)")]
+    UnknownTransaction(u64),
+    /// The transaction was aborted because it was idle too long.
+    #[error("transaction {txn} was aborted after being idle for more than {idle_ms} ms")]
+    TransactionTimedOut { txn: u64, idle_ms: u64 },
+    /// A malformed request.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Something this version does not do.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// Another storage node took over this database; this one may not write it.
+    #[error("database \"{0}\" is now owned by another storage node; this node was fenced off")]
+    Fenced(String),
+    /// The object store failed and the commit may or may not be durable.
+    #[error("commit outcome unknown: the object store did not confirm durability in time ({0})")]
+    CommitOutcomeUnknown(String),
+    /// The object store failed.
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// RocksDB failed.
+    #[error("local engine error: {0}")]
+    Engine(#[from] rocksdb::Error),
+    /// Arrow encoding or decoding failed.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Corrupt data found on disk or in the object store.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Local file-system failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A local failure stopped this database from accepting writes.
+    #[error("database \"{0}\" stopped accepting writes after a local failure; restart the storage node to recover it from the object store")]
+    Poisoned(String),
+    /// The server is shutting down.
+    #[error("storage node is shutting down")]
+    ShuttingDown,
+}
+
+impl StorageError {
+    /// The PostgreSQL SQLSTATE a client should see for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        use StorageError::*;
+        match self {
+            UnknownDatabase(_) => "3D000",
+            DatabaseExists(_) => "42P04",
+            UnknownTable(_) => "42P01",
+            TableExists(_) => "42P07",
+            UnknownColumn { .. } => "42703",
+            ColumnExists { .. } => "42701",
+            InvalidDefinition(_) => "42P16",
+            TypeMismatch(_) => "22P02",
+            StringTooLong(_) => "22001",
+            NumericOverflow(_) => "22003",
+            ValueTooLarge { .. } => "54000",
+            NotNull { .. } => "23502",
+            UniqueViolation(_) => "23505",
+            Conflict => "40001",
+            UnknownTransaction(_) => "25P01",
+            TransactionTimedOut { .. } => "25P03",
+            InvalidRequest(_) => "08P01",
+            NotSupported(_) => "0A000",
+            Fenced(_) => "57P01",
+            Poisoned(_) => "58030",
+            CommitOutcomeUnknown(_) => "40003",
+            ObjectStore(_) | Io(_) => "58030",
+            Engine(_) | Corrupt(_) => "XX001",
+            Arrow(_) => "22000",
+            ShuttingDown => "57P01",
+        }
+    }
+
+    /// The gRPC code for this error.
+    pub fn code(&self) -> tonic::Code {
+        use StorageError::*;
+        match self {
+            UnknownDatabase(_) | UnknownTable(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
+                tonic::Code::NotFound
+            }
+            DatabaseExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) => {
+                tonic::Code::AlreadyExists
+            }
+            InvalidDefinition(_)
+            | TypeMismatch(_)
+            | StringTooLong(_)
+            | NumericOverflow(_)
+            | NotNull { .. }
+            | InvalidRequest(_)
+            | Arrow(_) => tonic::Code::InvalidArgument,
+            ValueTooLarge { .. } => tonic::Code::OutOfRange,
+            Conflict | TransactionTimedOut { .. } => tonic::Code::Aborted,
+            NotSupported(_) => tonic::Code::Unimplemented,
+            Fenced(_) => tonic::Code::FailedPrecondition,
+            Poisoned(_) => tonic::Code::Unavailable,
+            CommitOutcomeUnknown(_) | ObjectStore(_) | ShuttingDown => tonic::Code::Unavailable,
+            Engine(_) | Corrupt(_) | Io(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<StorageError> for tonic::Status {
+    fn from(err: StorageError) -> Self {
+        let mut status = tonic::Status::new(err.code(), err.to_string());
+        if let Ok(v) = err.sqlstate().parse() {
+            status.metadata_mut().insert(SQLSTATE_METADATA_KEY, v);
+        }
+        status
+    }
+}

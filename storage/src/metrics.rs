@@ -1,0 +1,82 @@
+//! Prometheus metrics of a storage node.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// All metrics a storage node exports at `/metrics`.
+#[derive(Clone)]
+pub struct StorageMetrics {
+    /// Commits acknowledged.
+    pub commits: IntCounter,
+    /// Commits refused by first-committer-wins.
+    pub conflicts: IntCounter,
+    /// Commits that failed for any other reason.
+    pub commit_failures: IntCounter,
+    /// Time to make one WAL object durable in the object store.
+    pub wal_upload_seconds: Histogram,
+    /// Commits per WAL object (group-commit batch size).
+    pub group_size: Histogram,
+    /// Seconds since each database's last checkpoint.
+    pub checkpoint_age_seconds: IntGaugeVec,
+    /// Bytes moved to and from the object store, by direction.
+    pub object_store_bytes: IntCounterVec,
+    /// Object-store requests that failed, by operation.
+    pub object_store_errors: IntCounterVec,
+    /// Transactions aborted because they were idle too long.
+    pub txn_timeouts: IntCounter,
+}
+
+impl StorageMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            commits: IntCounter::new("ebb_storage_commits_total", "Commits acknowledged")?,
+            conflicts: IntCounter::new(
+                "ebb_storage_conflicts_total",
+                "Commits refused because another transaction wrote the same row first",
+            )?,
+            commit_failures: IntCounter::new(
+                "ebb_storage_commit_failures_total",
+                "Commits that failed for a reason other than a conflict",
+            )?,
+            wal_upload_seconds: Histogram::with_opts(
+                HistogramOpts::new("ebb_storage_wal_upload_seconds", "Latency of making one WAL object durable")
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            )?,
+            group_size: Histogram::with_opts(
+                HistogramOpts::new("ebb_storage_group_commit_size", "Commits per WAL object")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            )?,
+            checkpoint_age_seconds: IntGaugeVec::new(
+                Opts::new("ebb_storage_checkpoint_age_seconds", "Seconds since the last checkpoint upload"),
+                &["database"],
+            )?,
+            object_store_bytes: IntCounterVec::new(
+                Opts::new("ebb_storage_object_store_bytes_total", "Bytes written to and read from the object store"),
+                &["direction"],
+            )?,
+            object_store_errors: IntCounterVec::new(
+                Opts::new("ebb_storage_object_store_errors_total", "Failed object-store requests"),
+                &["operation"],
+            )?,
+            txn_timeouts: IntCounter::new(
+                "ebb_storage_transaction_timeouts_total",
+                "Transactions aborted after being idle longer than their timeout",
+            )?,
+        };
+        registry.register(Box::new(m.commits.clone()))?;
+        registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.commit_failures.clone()))?;
+        registry.register(Box::new(m.wal_upload_seconds.clone()))?;
+        registry.register(Box::new(m.group_size.clone()))?;
+        registry.register(Box::new(m.checkpoint_age_seconds.clone()))?;
+        registry.register(Box::new(m.object_store_bytes.clone()))?;
+        registry.register(Box::new(m.object_store_errors.clone()))?;
+        registry.register(Box::new(m.txn_timeouts.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics registered nowhere (for tools and tests that do not export them).
+    pub fn unregistered() -> Self {
+        Self::new(&Registry::new()).expect("metric definitions are valid")
+    }
+}

@@ -1,0 +1,139 @@
+//! The gRPC storage service: decodes requests, calls the node and its
+//! databases, and maps errors to statuses (with SQLSTATE metadata) once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ebb_proto::storage::storage_server::Storage;
+use ebb_proto::storage::*;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::StorageError;
+use crate::node::StorageNode;
+
+/// Implements `ebb.storage.v1.Storage` over a node.
+#[derive(Clone)]
+pub struct StorageService {
+    node: Arc<StorageNode>,
+}
+
+impl StorageService {
+    /// A service for `node`.
+    pub fn new(node: Arc<StorageNode>) -> Self {
+        Self { node }
+    }
+
+    /// The tonic server, with message limits fitting the value limit.
+    pub fn into_server(self) -> storage_server::StorageServer<Self> {
+        let limit = self.node.config().max_value_bytes.saturating_mul(4).max(64 << 20);
+        storage_server::StorageServer::new(self).max_decoding_message_size(limit).max_encoding_message_size(limit)
+    }
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn log_err(op: &'static str, e: StorageError) -> Status {
+    match e.code() {
+        tonic::Code::Internal | tonic::Code::Unavailable => tracing::error!(op, error = %e, "request failed"),
+        _ => tracing::debug!(op, error = %e, "request refused"),
+    }
+    e.into()
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn create_database(&self, req: Request<CreateDatabaseRequest>) -> Res<CreateDatabaseResponse> {
+        let r = req.into_inner();
+        let (e, created) = self.node.create_database(&r.name, r.if_not_exists).await.map_err(|e| log_err("create_database", e))?;
+        Ok(Response::new(CreateDatabaseResponse { database: Some(DatabaseInfo { name: e.name, id: e.id }), created }))
+    }
+
+    async fn drop_database(&self, req: Request<DropDatabaseRequest>) -> Res<DropDatabaseResponse> {
+        let r = req.into_inner();
+        let dropped = self.node.drop_database(&r.name, r.if_exists).await.map_err(|e| log_err("drop_database", e))?;
+        Ok(Response::new(DropDatabaseResponse { dropped }))
+    }
+
+    async fn list_databases(&self, _req: Request<ListDatabasesRequest>) -> Res<ListDatabasesResponse> {
+        let list = self.node.list_databases().await.map_err(|e| log_err("list_databases", e))?;
+        Ok(Response::new(ListDatabasesResponse {
+            databases: list.into_iter().map(|e| DatabaseInfo { name: e.name, id: e.id }).collect(),
+        }))
+    }
+
+    async fn create_table(&self, req: Request<CreateTableRequest>) -> Res<CreateTableResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("create_table", e))?;
+        let (def, created) = db
+            .create_table(&r.schema, &r.name, &r.columns, &r.primary_key, r.if_not_exists)
+            .await
+            .map_err(|e| log_err("create_table", e))?;
+        Ok(Response::new(CreateTableResponse { table: Some(def), created }))
+    }
+
+    async fn drop_table(&self, req: Request<DropTableRequest>) -> Res<DropTableResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("drop_table", e))?;
+        let dropped = db.drop_table(&r.schema, &r.name, r.if_exists).await.map_err(|e| log_err("drop_table", e))?;
+        Ok(Response::new(DropTableResponse { dropped }))
+    }
+
+    async fn alter_table(&self, req: Request<AlterTableRequest>) -> Res<AlterTableResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("alter_table", e))?;
+        let def = db.alter_table(&r).await.map_err(|e| log_err("alter_table", e))?;
+        Ok(Response::new(AlterTableResponse { table: Some(def) }))
+    }
+
+    async fn list_tables(&self, req: Request<ListTablesRequest>) -> Res<ListTablesResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("list_tables", e))?;
+        Ok(Response::new(ListTablesResponse { tables: db.tables().iter().map(|t| t.def.clone()).collect() }))
+    }
+
+    async fn begin(&self, req: Request<BeginRequest>) -> Res<BeginResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;
+        let timeout = (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms));
+        let (txn_id, snapshot_ts) = db.begin(timeout).map_err(|e| log_err("begin", e))?;
+        Ok(Response::new(BeginResponse { txn_id, snapshot_ts }))
+    }
+
+    type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send + 'static>>;
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Res<Self::ScanStream> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("scan", e))?;
+        let rx = db.scan(&r).await.map_err(|e| log_err("scan", e))?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let stream = futures::StreamExt::map(stream, |chunk| match chunk {
+            Ok(b) => Ok(ScanResponse { arrow_ipc: b.to_vec() }),
+            Err(e) => Err(log_err("scan", e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn write(&self, req: Request<WriteRequest>) -> Res<WriteResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("write", e))?;
+        let w = r.write.ok_or_else(|| Status::invalid_argument("write request carries no write"))?;
+        let rows_affected = db.write(r.txn_id, &w).await.map_err(|e| log_err("write", e))?;
+        Ok(Response::new(WriteResponse { rows_affected }))
+    }
+
+    async fn commit(&self, req: Request<CommitRequest>) -> Res<CommitResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("commit", e))?;
+        let (commit_ts, rows_affected) = db.commit(r.txn_id, &r.writes).await.map_err(|e| log_err("commit", e))?;
+        Ok(Response::new(CommitResponse { commit_ts, rows_affected }))
+    }
+
+    async fn rollback(&self, req: Request<RollbackRequest>) -> Res<RollbackResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback", e))?;
+        db.rollback(r.txn_id).map_err(|e| log_err("rollback", e))?;
+        Ok(Response::new(RollbackResponse {}))
+    }
+}

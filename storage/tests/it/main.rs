@@ -1,0 +1,9 @@
+//! Integration tests of the storage crate (one binary, see DESIGN §8).
+
+mod ddl;
+mod durability;
+mod faults;
+mod grpc;
+mod scan;
+mod support;
+mod transactions;

@@ -1,0 +1,151 @@
+//! Scans: projection, key ranges, predicates, limits, tables without keys.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
+use ebb_proto::storage::{CompareOp, KeyBound, Predicate, TypeKind, Value, WriteKind, value::Kind};
+
+use crate::support::*;
+
+fn int(v: i64) -> Value {
+    Value { kind: Some(Kind::Int(v)) }
+}
+
+fn pred(column: &str, op: CompareOp, values: Vec<Value>) -> Predicate {
+    Predicate { column: column.into(), op: op as i32, values }
+}
+
+async fn seeded() -> (TestNode, Arc<ebb_storage::Database>) {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let rows: Vec<(i64, String, i64)> = (1..=100).map(|i| (i, format!("o{}", i % 7), i * 10)).collect();
+    let refs: Vec<(i64, &str, i64)> = rows.iter().map(|(a, b, c)| (*a, b.as_str(), *c)).collect();
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&refs))]).await.unwrap();
+    (n, db)
+}
+
+fn ids(b: &RecordBatch) -> Vec<i64> {
+    b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec()
+}
+
+#[tokio::test]
+async fn projection_and_limit() {
+    let (_n, db) = seeded().await;
+    let mut req = scan_req("accounts", 0);
+    req.projection = vec!["balance".into(), "id".into()];
+    req.limit = 5;
+    let b = scan(&db, req).await.unwrap();
+    assert_eq!(b.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["balance", "id"]);
+    assert_eq!(ids(&b), vec![1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn primary_key_ranges() {
+    let (_n, db) = seeded().await;
+    let mut req = scan_req("accounts", 0);
+    req.lower = Some(KeyBound { values: vec![int(10)], inclusive: false });
+    req.upper = Some(KeyBound { values: vec![int(15)], inclusive: true });
+    assert_eq!(ids(&scan(&db, req).await.unwrap()), vec![11, 12, 13, 14, 15]);
+    // A point lookup.
+    let mut req = scan_req("accounts", 0);
+    req.lower = Some(KeyBound { values: vec![int(42)], inclusive: true });
+    req.upper = Some(KeyBound { values: vec![int(42)], inclusive: true });
+    assert_eq!(ids(&scan(&db, req).await.unwrap()), vec![42]);
+    // Upper exclusive.
+    let mut req = scan_req("accounts", 0);
+    req.upper = Some(KeyBound { values: vec![int(3)], inclusive: false });
+    assert_eq!(ids(&scan(&db, req).await.unwrap()), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn predicates_on_any_column() {
+    let (_n, db) = seeded().await;
+    let cases: Vec<(Vec<Predicate>, Vec<i64>)> = vec![
+        (vec![pred("balance", CompareOp::Eq, vec![int(500)])], vec![50]),
+        (vec![pred("balance", CompareOp::Lt, vec![int(30)])], vec![1, 2]),
+        (vec![pred("balance", CompareOp::Le, vec![int(30)])], vec![1, 2, 3]),
+        (vec![pred("balance", CompareOp::Gt, vec![int(980)])], vec![99, 100]),
+        (vec![pred("balance", CompareOp::Ge, vec![int(990)])], vec![99, 100]),
+        (vec![pred("id", CompareOp::In, vec![int(3), int(77), int(1000)])], vec![3, 77]),
+        (
+            vec![pred("owner", CompareOp::Eq, vec![Value { kind: Some(Kind::Text("o3".into())) }]), pred("id", CompareOp::Lt, vec![int(30)])],
+            vec![3, 10, 17, 24],
+        ),
+    ];
+    for (preds, want) in cases {
+        let mut req = scan_req("accounts", 0);
+        req.predicates = preds.clone();
+        req.batch_size = 16;
+        assert_eq!(ids(&scan(&db, req).await.unwrap()), want, "{preds:?}");
+    }
+    // A limit applies after the predicates.
+    let mut req = scan_req("accounts", 0);
+    req.predicates = vec![pred("balance", CompareOp::Gt, vec![int(500)])];
+    req.limit = 3;
+    req.batch_size = 2;
+    assert_eq!(ids(&scan(&db, req).await.unwrap()), vec![51, 52, 53]);
+}
+
+#[tokio::test]
+async fn is_null_and_tables_without_a_primary_key() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    db.create_table("", "events", &[col("kind", TypeKind::Integer), col("note", TypeKind::Text)], &[], false).await.unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("kind", DataType::Int32, true), Field::new("note", DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![Some(1), Some(1), None, Some(2)])),
+            Arc::new(StringArray::from(vec![Some("x"), Some("x"), Some("y"), None])),
+        ],
+    )
+    .unwrap();
+    db.commit(0, &[write("events", WriteKind::Insert, &batch)]).await.unwrap();
+    let mut req = scan_req("events", 0);
+    req.predicates = vec![pred("kind", CompareOp::IsNull, vec![])];
+    assert_eq!(scan(&db, req).await.unwrap().num_rows(), 1);
+    let mut req = scan_req("events", 0);
+    req.predicates = vec![pred("note", CompareOp::IsNotNull, vec![])];
+    assert_eq!(scan(&db, req).await.unwrap().num_rows(), 3, "duplicate rows are kept");
+
+    // Delete one of two identical rows by its hidden row id.
+    let mut req = scan_req("events", 0);
+    req.include_row_id = true;
+    req.predicates = vec![pred("kind", CompareOp::Eq, vec![int(1)])];
+    let b = scan(&db, req).await.unwrap();
+    let rowid = b.column_by_name("_rowid").unwrap().as_primitive::<Int64Type>().value(0);
+    let del = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("_rowid", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![rowid]))],
+    )
+    .unwrap();
+    let (_, deleted) = db.commit(0, &[write("events", WriteKind::Delete, &del)]).await.unwrap();
+    assert_eq!(deleted, 1);
+    let all = scan(&db, scan_req("events", 0)).await.unwrap();
+    assert_eq!(all.num_rows(), 3);
+    let kinds = all.column(0).as_primitive::<Int32Type>();
+    assert_eq!((0..3).filter(|i| !kinds.is_null(*i) && kinds.value(*i) == 1).count(), 1);
+}
+
+#[tokio::test]
+async fn large_scans_stream_in_batches() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    for chunk in 0..10 {
+        let rows: Vec<(i64, &str, i64)> = (0..10_000).map(|i| (chunk * 10_000 + i, "x", i)).collect();
+        db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&rows))]).await.unwrap();
+    }
+    let mut rx = db.scan(&scan_req("accounts", 0)).await.unwrap();
+    let mut chunks = 0;
+    let mut bytes = Vec::new();
+    while let Some(c) = rx.recv().await {
+        bytes.extend_from_slice(&c.unwrap());
+        chunks += 1;
+    }
+    let batches = ebb_storage::ipc::decode(&bytes).unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 100_000);
+    assert!(chunks > 10, "streamed in pieces, got {chunks}");
+}

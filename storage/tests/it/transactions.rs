@@ -1,0 +1,147 @@
+//! Snapshot isolation semantics, through the engine API.
+
+use std::time::Duration;
+
+use ebb_proto::storage::WriteKind;
+use ebb_storage::StorageError;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn lost_update_is_prevented_by_a_conflict() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+
+    // Two transactions read the balance and both try to add to it.
+    let (t1, _) = db.begin(None).unwrap();
+    let (t2, _) = db.begin(None).unwrap();
+    let b1 = balances(&scan(&db, scan_req("accounts", t1)).await.unwrap())[0].1;
+    let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
+    db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
+    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await.unwrap();
+    db.commit(t1, &[]).await.expect("first committer wins");
+    let err = db.commit(t2, &[]).await.expect_err("second committer must fail");
+    assert!(matches!(err, StorageError::Conflict), "got {err:?}");
+    assert_eq!(err.sqlstate(), "40001");
+    let after = balances(&scan(&db, scan_req("accounts", 0)).await.unwrap());
+    assert_eq!(after, vec![(1, 110)], "only the first update is applied");
+}
+
+#[tokio::test]
+async fn a_transaction_reads_its_own_writes_and_others_do_not() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1), (2, "b", 2)]))]).await.unwrap();
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(3, "c", 3)]))).await.unwrap();
+    db.write(t, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", 10)]))).await.unwrap();
+    let deleted = db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[2, 99]))).await.unwrap();
+    assert_eq!(deleted, 1, "only the existing row counts as deleted");
+    let mine = balances(&scan(&db, scan_req("accounts", t)).await.unwrap());
+    assert_eq!(mine, vec![(1, 10), (3, 3)]);
+    let theirs = balances(&scan(&db, scan_req("accounts", 0)).await.unwrap());
+    assert_eq!(theirs, vec![(1, 1), (2, 2)], "uncommitted writes are invisible to others");
+    db.commit(t, &[]).await.unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 10), (3, 3)]);
+}
+
+#[tokio::test]
+async fn a_snapshot_stays_stable_while_others_commit() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let (reader, _) = db.begin(None).unwrap();
+    for i in 2..=20 {
+        db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(i, "x", i)]))]).await.unwrap();
+        db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", i * 100)]))]).await.unwrap();
+        let seen = balances(&scan(&db, scan_req("accounts", reader)).await.unwrap());
+        assert_eq!(seen, vec![(1, 1)], "the reader's snapshot must not move");
+    }
+    db.commit(reader, &[]).await.unwrap();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 20);
+}
+
+#[tokio::test]
+async fn rollback_leaves_nothing() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1), (2, "b", 2)]))).await.unwrap();
+    db.rollback(t).unwrap();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 0);
+    let err = db.commit(t, &[]).await.expect_err("a rolled-back transaction cannot commit");
+    assert!(matches!(err, StorageError::UnknownTransaction(_)), "got {err:?}");
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_is_aborted_after_its_timeout() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let (t, _) = db.begin(Some(Duration::from_millis(300))).unwrap();
+    db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = db.commit(t, &[]).await.expect_err("timed out");
+    assert!(matches!(err, StorageError::TransactionTimedOut { .. }), "got {err:?}");
+    assert_eq!(err.sqlstate(), "25P03");
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 0);
+    // A transaction that keeps working is not aborted.
+    let (busy, _) = db.begin(Some(Duration::from_millis(500))).unwrap();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        db.write(busy, &write("accounts", WriteKind::Insert, &accounts(&[(10 + i, "b", i)]))).await.unwrap();
+    }
+    db.commit(busy, &[]).await.expect("an active transaction survives");
+}
+
+#[tokio::test]
+async fn duplicate_keys_are_unique_violations() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let err = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "again", 2)]))]).await.unwrap_err();
+    assert_eq!(err.sqlstate(), "23505", "{err}");
+    let err = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(5, "x", 1), (5, "y", 2)]))]).await.unwrap_err();
+    assert_eq!(err.sqlstate(), "23505", "a duplicate within one statement: {err}");
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1, "a failed statement writes nothing");
+    // Two concurrent inserts of one key: the later commit is a unique violation.
+    let (t1, _) = db.begin(None).unwrap();
+    let (t2, _) = db.begin(None).unwrap();
+    db.write(t1, &write("accounts", WriteKind::Insert, &accounts(&[(7, "p", 1)]))).await.unwrap();
+    db.write(t2, &write("accounts", WriteKind::Insert, &accounts(&[(7, "q", 1)]))).await.unwrap();
+    db.commit(t1, &[]).await.unwrap();
+    assert_eq!(db.commit(t2, &[]).await.unwrap_err().sqlstate(), "23505");
+    // INSERT_OR_IGNORE skips existing keys.
+    let (_, n_rows) = db.commit(0, &[write("accounts", WriteKind::InsertOrIgnore, &accounts(&[(1, "z", 0), (8, "new", 0)]))]).await.unwrap();
+    assert_eq!(n_rows, 1);
+}
+
+#[tokio::test]
+async fn old_versions_are_garbage_collected_below_the_oldest_snapshot() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 0)]))]).await.unwrap();
+    let (old_reader, _) = db.begin(None).unwrap();
+    for i in 1..=50 {
+        db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", i)]))]).await.unwrap();
+    }
+    let key = {
+        let mut k = ebb_storage::keys::table_prefix(db.table("", "accounts").unwrap().id());
+        ebb_storage::keys::encode_key_datum(&ebb_storage::types::Datum::I64(1), &mut k);
+        k
+    };
+    db.compact();
+    assert_eq!(db.version_count(&key), 51, "the open snapshot pins every newer version and its own");
+    assert_eq!(balances(&scan(&db, scan_req("accounts", old_reader)).await.unwrap()), vec![(1, 0)]);
+    db.rollback(old_reader).unwrap();
+    db.compact();
+    assert_eq!(db.version_count(&key), 1, "only the newest version survives");
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 50)]);
+}
