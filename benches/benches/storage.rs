@@ -80,7 +80,7 @@ fn scans(c: &mut Criterion) {
             while let Some(chunk) = rx.recv().await {
                 bytes.extend_from_slice(&chunk.expect("chunk"));
             }
-            let rows: usize = ebb_storage::ipc::decode(&bytes).expect("decode").iter().map(|b| b.num_rows()).sum();
+            let rows: usize = ebb_proto::arrow_ipc::decode(&bytes).expect("decode").iter().map(|b| b.num_rows()).sum();
             assert_eq!(rows as i64, SCAN_ROWS);
         })
     });
@@ -107,7 +107,7 @@ fn scans(c: &mut Criterion) {
                 while let Some(chunk) = rx.recv().await {
                     bytes.extend_from_slice(&chunk.expect("chunk"));
                 }
-                assert_eq!(ebb_storage::ipc::decode(&bytes).expect("decode").iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+                assert_eq!(ebb_proto::arrow_ipc::decode(&bytes).expect("decode").iter().map(|b| b.num_rows()).sum::<usize>(), 1);
             }
         })
     });

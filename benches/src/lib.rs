@@ -9,7 +9,8 @@ use ebb_proto::storage::{ColumnDef, ColumnType, TableWrite, TypeKind, WriteKind}
 use ebb_storage::durability::object_store_url::open_url;
 use ebb_storage::engine::{Durability, EngineConfig};
 use ebb_storage::metrics::StorageMetrics;
-use ebb_storage::{Database, StorageNode, ipc};
+use ebb_proto::arrow_ipc as ipc;
+use ebb_storage::{Database, StorageNode};
 use tempfile::TempDir;
 
 /// A storage node on a `file://` object store in a temporary directory.

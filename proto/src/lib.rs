@@ -3,6 +3,8 @@
 //! The `.proto` files live in `proto/proto/`; `build.rs` turns them into
 //! prost messages and tonic clients and servers at build time.
 
+pub mod arrow_ipc;
+
 /// The storage service (`proto/storage.proto`).
 pub mod storage {
     tonic::include_proto!("ebb.storage.v1");

@@ -9,7 +9,6 @@ pub mod catalog;
 pub mod durability;
 pub mod engine;
 pub mod error;
-pub mod ipc;
 pub mod keys;
 pub mod metrics;
 pub mod node;

@@ -118,7 +118,7 @@ pub fn insert(rs: &[(i64, i64, i64)]) -> TableWrite {
         schema: String::new(),
         table: "t".into(),
         kind: WriteKind::Insert as i32,
-        arrow_ipc: ebb_storage::ipc::encode(&[rows(rs)]).expect("ipc"),
+        arrow_ipc: ebb_proto::arrow_ipc::encode(&[rows(rs)]).expect("ipc"),
     }
 }
 
@@ -136,7 +136,7 @@ pub async fn read_t(c: &mut StorageClient<Channel>) -> Vec<(i64, i64, i64)> {
         bytes.extend(m.arrow_ipc);
     }
     let mut out = Vec::new();
-    for b in ebb_storage::ipc::decode(&bytes).expect("decode") {
+    for b in ebb_proto::arrow_ipc::decode(&bytes).expect("decode") {
         let c = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
         let (a, g, v) = (c(0), c(1), c(2));
         out.extend((0..b.num_rows()).map(|i| (a.value(i), g.value(i), v.value(i))));

@@ -84,7 +84,7 @@ impl Database {
         let table = self.table(&w.schema, &w.table)?;
         let kind = WriteKind::try_from(w.kind)
             .map_err(|_| StorageError::InvalidRequest(format!("unknown write kind {}", w.kind)))?;
-        let batches = crate::ipc::decode(&w.arrow_ipc)
+        let batches = ebb_proto::arrow_ipc::decode(&w.arrow_ipc)
             .map_err(|e| StorageError::InvalidRequest(format!("write payload is not a valid Arrow IPC stream: {e}")))?;
         let mut staged = BTreeMap::new();
         let mut affected = 0;

@@ -106,7 +106,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_keeps_serving() {
     while let Some(m) = stream.message().await.unwrap() {
         bytes.extend(m.arrow_ipc);
     }
-    let batches = ebb_storage::ipc::decode(&bytes).unwrap();
+    let batches = ebb_proto::arrow_ipc::decode(&bytes).unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }
 

@@ -145,7 +145,7 @@ async fn large_scans_stream_in_batches() {
         bytes.extend_from_slice(&c.unwrap());
         chunks += 1;
     }
-    let batches = ebb_storage::ipc::decode(&bytes).unwrap();
+    let batches = ebb_proto::arrow_ipc::decode(&bytes).unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 100_000);
     assert!(chunks > 10, "streamed in pieces, got {chunks}");
 }

@@ -9,7 +9,8 @@ use ebb_proto::storage::{ColumnDef, ColumnType, ScanRequest, TableWrite, TypeKin
 use ebb_storage::durability::failing::{FailingObjectStore, Faults};
 use ebb_storage::engine::EngineConfig;
 use ebb_storage::metrics::StorageMetrics;
-use ebb_storage::{Database, StorageNode, ipc};
+use ebb_proto::arrow_ipc as ipc;
+use ebb_storage::{Database, StorageNode};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use tempfile::TempDir;
