@@ -1,5 +1,6 @@
 //! The one `ebb` binary: parses the command line and starts a role.
 
+mod compute_cmd;
 mod storage_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Role {
     /// Run a storage server.
     Storage(storage_cmd::StorageArgs),
+    /// Run a compute node (PostgreSQL protocol, SQL over DataFusion).
+    Compute(compute_cmd::ComputeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.role {
             Role::Storage(args) => storage_cmd::run(args, cli.config.as_deref()).await,
+            Role::Compute(args) => compute_cmd::run(args, cli.config.as_deref()).await,
         }
     })
 }

@@ -4,6 +4,7 @@
 //! prost messages and tonic clients and servers at build time.
 
 pub mod arrow_ipc;
+pub mod pg_types;
 
 /// The storage service (`proto/storage.proto`).
 pub mod storage {
@@ -12,3 +13,8 @@ pub mod storage {
 
 /// gRPC metadata key carrying the PostgreSQL SQLSTATE of an error.
 pub const SQLSTATE_METADATA_KEY: &str = "ebb-sqlstate";
+
+/// gRPC metadata key set on a READ COMMITTED write that found its row changed
+/// after the statement's snapshot: the statement may be re-run on a fresh
+/// snapshot (the transaction keeps the row's lock meanwhile).
+pub const RETRY_STATEMENT_METADATA_KEY: &str = "ebb-retry-statement";

@@ -226,6 +226,33 @@ pub fn rename_column(table: &Table, from: &str, to: &str) -> Result<TableDef> {
     Ok(def)
 }
 
+/// ALTER TABLE … ADD PRIMARY KEY: the definition of the re-keyed table,
+/// which gets the fresh id `new_id` (its rows move to new keys).
+pub fn add_primary_key(table: &Table, columns: &[String], new_id: u32) -> Result<TableDef> {
+    if !table.has_rowid() {
+        return Err(StorageError::InvalidDefinition(format!(
+            "multiple primary keys for table \"{}\" are not allowed",
+            table.def.name
+        )));
+    }
+    if columns.is_empty() {
+        return Err(StorageError::InvalidDefinition("a primary key needs at least one column".into()));
+    }
+    let mut def = table.def.clone();
+    for (i, k) in columns.iter().enumerate() {
+        if columns[..i].contains(k) {
+            return Err(StorageError::InvalidDefinition(format!("column \"{k}\" appears twice in primary key")));
+        }
+        let idx = table.column_index(k)?;
+        def.columns[idx].not_null = true;
+    }
+    def.id = new_id;
+    def.primary_key = columns.to_vec();
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok(def)
+}
+
 /// ALTER TABLE … RENAME TO.
 pub fn rename_table(table: &Table, to: &str) -> Result<TableDef> {
     check_identifier("table", to)?;

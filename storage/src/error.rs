@@ -3,7 +3,7 @@
 //! Every error knows the PostgreSQL SQLSTATE that compute should report, so
 //! the code is carried in the status metadata and mapped once at each edge.
 
-use ebb_proto::SQLSTATE_METADATA_KEY;
+use ebb_proto::{RETRY_STATEMENT_METADATA_KEY, SQLSTATE_METADATA_KEY};
 
 /// Result alias for the storage crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -41,6 +41,9 @@ pub enum StorageError {
     /// A number does not fit its numeric(p,s) or integer column.
     #[error("numeric field overflow: {0}")]
     NumericOverflow(String),
+    /// A date or time that does not parse.
+    #[error("{0}")]
+    DatetimeFormat(String),
     /// A value larger than the server accepts.
     #[error("value of {size} bytes in column \"{column}\" exceeds the maximum of {max} bytes")]
     ValueTooLarge { column: String, size: usize, max: usize },
@@ -53,6 +56,13 @@ pub enum StorageError {
     /// Another transaction committed a write to the same row first.
     #[error("could not serialize access due to concurrent update")]
     Conflict,
+    /// READ COMMITTED: the row changed after the statement's snapshot; the
+    /// statement may be re-run on a fresh snapshot (the lock stays held).
+    #[error("could not update a row changed by a concurrent transaction after this statement began; re-run the statement")]
+    RetryStatement,
+    /// A row lock was not granted in time (a deadlock, or a long holder).
+    #[error("deadlock detected: a row lock was not granted within {0} ms")]
+    LockTimeout(u64),
     /// The transaction id is not (or no longer) known.
     #[error("transaction {0} does not exist (it was committed, rolled back or never begun)")]
     UnknownTransaction(u64),
@@ -108,11 +118,13 @@ impl StorageError {
             InvalidDefinition(_) => "42P16",
             TypeMismatch(_) => "22P02",
             StringTooLong(_) => "22001",
+            DatetimeFormat(_) => "22007",
             NumericOverflow(_) => "22003",
             ValueTooLarge { .. } => "54000",
             NotNull { .. } => "23502",
             UniqueViolation(_) => "23505",
-            Conflict => "40001",
+            Conflict | RetryStatement => "40001",
+            LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
             TransactionTimedOut { .. } => "25P03",
             InvalidRequest(_) => "08P01",
@@ -140,12 +152,13 @@ impl StorageError {
             InvalidDefinition(_)
             | TypeMismatch(_)
             | StringTooLong(_)
+            | DatetimeFormat(_)
             | NumericOverflow(_)
             | NotNull { .. }
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } => tonic::Code::OutOfRange,
-            Conflict | TransactionTimedOut { .. } => tonic::Code::Aborted,
+            Conflict | RetryStatement | LockTimeout(_) | TransactionTimedOut { .. } => tonic::Code::Aborted,
             NotSupported(_) => tonic::Code::Unimplemented,
             Fenced(_) => tonic::Code::FailedPrecondition,
             Poisoned(_) => tonic::Code::Unavailable,
@@ -160,6 +173,9 @@ impl From<StorageError> for tonic::Status {
         let mut status = tonic::Status::new(err.code(), err.to_string());
         if let Ok(v) = err.sqlstate().parse() {
             status.metadata_mut().insert(SQLSTATE_METADATA_KEY, v);
+        }
+        if matches!(err, StorageError::RetryStatement) {
+            status.metadata_mut().insert(RETRY_STATEMENT_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
         }
         status
     }

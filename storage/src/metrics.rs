@@ -7,7 +7,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVe
 pub struct StorageMetrics {
     /// Commits acknowledged.
     pub commits: IntCounter,
-    /// Commits refused by first-committer-wins.
+    /// Writes and commits refused because another transaction wrote the row first.
     pub conflicts: IntCounter,
     /// Commits that failed for any other reason.
     pub commit_failures: IntCounter,
@@ -23,6 +23,8 @@ pub struct StorageMetrics {
     pub object_store_errors: IntCounterVec,
     /// Transactions aborted because they were idle too long.
     pub txn_timeouts: IntCounter,
+    /// Writes that gave up waiting for a row lock.
+    pub lock_timeouts: IntCounter,
 }
 
 impl StorageMetrics {
@@ -62,6 +64,10 @@ impl StorageMetrics {
                 "ebb_storage_transaction_timeouts_total",
                 "Transactions aborted after being idle longer than their timeout",
             )?,
+            lock_timeouts: IntCounter::new(
+                "ebb_storage_lock_timeouts_total",
+                "Writes that gave up waiting for another transaction's row lock (40P01)",
+            )?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -72,6 +78,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.object_store_bytes.clone()))?;
         registry.register(Box::new(m.object_store_errors.clone()))?;
         registry.register(Box::new(m.txn_timeouts.clone()))?;
+        registry.register(Box::new(m.lock_timeouts.clone()))?;
         Ok(m)
     }
 

@@ -364,7 +364,7 @@ impl ColumnBuilder {
             Self::Date(b) => Arc::new(b.finish()),
             Self::Timestamp(b, tz) => {
                 let a = b.finish();
-                if *tz { Arc::new(a.with_timezone("+00:00")) } else { Arc::new(a) }
+                if *tz { Arc::new(a.with_timezone(ebb_proto::pg_types::UTC)) } else { Arc::new(a) }
             }
             Self::Text(b) => Arc::new(b.finish()),
             Self::Bytes(b) => Arc::new(b.finish()),

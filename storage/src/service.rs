@@ -97,8 +97,17 @@ impl Storage for StorageService {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;
         let timeout = (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms));
-        let (txn_id, snapshot_ts) = db.begin(timeout).map_err(|e| log_err("begin", e))?;
+        let isolation = Isolation::try_from(r.isolation)
+            .map_err(|_| Status::invalid_argument(format!("unknown isolation level {}", r.isolation)))?;
+        let (txn_id, snapshot_ts) = db.begin_with(timeout, isolation).map_err(|e| log_err("begin", e))?;
         Ok(Response::new(BeginResponse { txn_id, snapshot_ts }))
+    }
+
+    async fn refresh_snapshot(&self, req: Request<RefreshSnapshotRequest>) -> Res<RefreshSnapshotResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("refresh_snapshot", e))?;
+        let snapshot_ts = db.refresh_snapshot(r.txn_id).await.map_err(|e| log_err("refresh_snapshot", e))?;
+        Ok(Response::new(RefreshSnapshotResponse { snapshot_ts }))
     }
 
     type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send + 'static>>;

@@ -7,16 +7,14 @@ use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
     Float64Array, Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::datatypes::{DataType, Field};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use ebb_proto::pg_types;
 use ebb_proto::storage::{ColumnType, TypeKind, Value, value::Kind};
 
 use crate::error::{Result, StorageError};
 
-/// Precision and scale used for `numeric` without a type modifier.
-pub const DEFAULT_NUMERIC: (u8, i8) = (38, 10);
-/// Arrow field metadata key carrying the PostgreSQL type name.
-pub const PG_TYPE_METADATA: &str = "ebb.pg_type";
+pub use ebb_proto::pg_types::PG_TYPE_METADATA;
 /// Days from 0001-01-01 (CE) to 1970-01-01.
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
@@ -101,7 +99,7 @@ impl PgType {
 
     /// Precision and scale of a numeric column.
     pub fn numeric_ps(&self) -> (u8, i8) {
-        if self.length == 0 { DEFAULT_NUMERIC } else { (self.length as u8, self.scale as i8) }
+        pg_types::numeric_ps(&self.to_proto())
     }
 
     /// The physical layout.
@@ -124,57 +122,17 @@ impl PgType {
 
     /// The Arrow type of this column.
     pub fn arrow_type(&self) -> DataType {
-        use TypeKind::*;
-        match self.kind {
-            Smallint => DataType::Int16,
-            Integer => DataType::Int32,
-            Bigint => DataType::Int64,
-            Numeric => {
-                let (p, s) = self.numeric_ps();
-                DataType::Decimal128(p, s)
-            }
-            Real => DataType::Float32,
-            Double => DataType::Float64,
-            Boolean => DataType::Boolean,
-            Date => DataType::Date32,
-            Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            Bytea => DataType::Binary,
-            Text | Varchar | Char | Uuid | Json | Jsonb | Unspecified => DataType::Utf8,
-        }
+        pg_types::arrow_type(&self.to_proto())
     }
 
     /// An Arrow field for a column of this type, tagged with the SQL type name.
     pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
-        let meta = [(PG_TYPE_METADATA.to_string(), self.sql_name())].into_iter().collect();
-        Field::new(name, self.arrow_type(), nullable).with_metadata(meta)
+        pg_types::arrow_field(name, &self.to_proto(), nullable)
     }
 
     /// The type as PostgreSQL prints it.
     pub fn sql_name(&self) -> String {
-        use TypeKind::*;
-        match self.kind {
-            Smallint => "smallint".into(),
-            Integer => "integer".into(),
-            Bigint => "bigint".into(),
-            Numeric if self.length == 0 => "numeric".into(),
-            Numeric => format!("numeric({},{})", self.length, self.scale),
-            Real => "real".into(),
-            Double => "double precision".into(),
-            Text => "text".into(),
-            Varchar if self.length == 0 => "character varying".into(),
-            Varchar => format!("character varying({})", self.length),
-            Char => format!("character({})", self.length),
-            Boolean => "boolean".into(),
-            Date => "date".into(),
-            Timestamp => "timestamp without time zone".into(),
-            Timestamptz => "timestamp with time zone".into(),
-            Bytea => "bytea".into(),
-            Uuid => "uuid".into(),
-            Json => "json".into(),
-            Jsonb => "jsonb".into(),
-            Unspecified => "unknown".into(),
-        }
+        pg_types::sql_name(&self.to_proto())
     }
 
     /// Checks and normalises a text value for varchar/char/uuid/json columns.
@@ -205,7 +163,7 @@ impl PgType {
                 StorageError::TypeMismatch(format!("invalid input syntax for type json: {e}"))
             }),
             Jsonb => match serde_json::from_str::<serde_json::Value>(s) {
-                Ok(v) => Ok(Some(v.to_string())),
+                Ok(v) => Ok(Some(jsonb_text(&v))),
                 Err(e) => {
                     Err(StorageError::TypeMismatch(format!("invalid input syntax for type json: {e}")))
                 }
@@ -268,10 +226,14 @@ impl PgType {
                 "f" | "false" | "no" | "n" | "off" | "0" => Ok(Datum::Bool(false)),
                 _ => Err(bad()),
             },
-            Phys::I16 | Phys::I32 | Phys::I64 => {
-                let i: i64 = t.parse().map_err(|_| bad())?;
-                self.datum_from_i64(i)
-            }
+            Phys::I16 | Phys::I32 | Phys::I64 => match t.parse::<i64>() {
+                Ok(i) => self.datum_from_i64(i),
+                // All digits but too long for any integer: out of range, not malformed.
+                Err(_) if t.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit()) && !t.is_empty() => {
+                    Err(StorageError::NumericOverflow(format!("value \"{t}\" is out of range for type {}", self.sql_name())))
+                }
+                Err(_) => Err(bad()),
+            },
             Phys::F32 => t.parse::<f32>().map(Datum::F32).map_err(|_| bad()),
             Phys::F64 => t.parse::<f64>().map(Datum::F64).map_err(|_| bad()),
             Phys::Decimal => {
@@ -280,10 +242,10 @@ impl PgType {
             }
             Phys::Date => NaiveDate::parse_from_str(t, "%Y-%m-%d")
                 .map(|d| Datum::Date(days_since_epoch(d)))
-                .map_err(|_| bad()),
-            Phys::Timestamp => parse_timestamp(t, self.kind == TypeKind::Timestamptz)
-                .map(Datum::Timestamp)
-                .ok_or_else(bad),
+                .map_err(|_| StorageError::DatetimeFormat(format!("invalid input syntax for type date: \"{s}\""))),
+            Phys::Timestamp => parse_timestamp(t, self.kind == TypeKind::Timestamptz).map(Datum::Timestamp).ok_or_else(|| {
+                StorageError::DatetimeFormat(format!("invalid input syntax for type {}: \"{s}\"", self.sql_name()))
+            }),
             Phys::Bytes => parse_bytea(s).map(Datum::Bytes).ok_or_else(bad),
             Phys::Text => Ok(Datum::Text(self.check_text(s)?.unwrap_or_else(|| s.to_string()))),
         }
@@ -307,7 +269,7 @@ impl PgType {
             (Phys::Timestamp, Datum::Timestamp(v)) => {
                 let a = TimestampMicrosecondArray::from(vec![*v]);
                 if self.kind == TypeKind::Timestamptz {
-                    Arc::new(a.with_timezone("+00:00"))
+                    Arc::new(a.with_timezone(pg_types::UTC))
                 } else {
                     Arc::new(a)
                 }
@@ -459,6 +421,45 @@ fn parse_uuid(s: &str) -> Result<String> {
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
 }
 
+/// PostgreSQL's text form of a jsonb value: `": "` and `", "` separators,
+/// object keys ordered by length, then bytes (jsonb's storage order).
+pub fn jsonb_text(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_jsonb(v, &mut out);
+    out
+}
+
+fn write_jsonb(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(b.0)));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                write_jsonb(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +486,12 @@ mod tests {
             Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
         );
         assert!(ty(TypeKind::Jsonb, 0, 0).check_text("{bad").is_err());
+        let j = ty(TypeKind::Jsonb, 0, 0).check_text(r#"{"bb":[1,{"x":null}],"a":"s"}"#).unwrap();
+        assert_eq!(j.as_deref(), Some(r#"{"a": "s", "bb": [1, {"x": null}]}"#));
+        assert_eq!(ty(TypeKind::Smallint, 0, 0).parse_text("40000").unwrap_err().sqlstate(), "22003");
+        assert_eq!(ty(TypeKind::Integer, 0, 0).parse_text("99999999999999999999").unwrap_err().sqlstate(), "22003");
+        assert_eq!(ty(TypeKind::Integer, 0, 0).parse_text("12a").unwrap_err().sqlstate(), "22P02");
+        assert_eq!(ty(TypeKind::Date, 0, 0).parse_text("not a date").unwrap_err().sqlstate(), "22007");
     }
 
     #[test]

@@ -16,7 +16,7 @@ async fn the_second_process_fences_the_first() {
         a.commit(CommitRequest { database: "postgres".into(), txn_id: 0, writes: vec![insert(&[(i, i, 1)])] }).await.unwrap();
     }
     // A transaction open on the first node across the takeover.
-    let txn = a.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0 }).await.unwrap().into_inner().txn_id;
+    let txn = a.begin(BeginRequest { database: "postgres".into(), ..Default::default() }).await.unwrap().into_inner().txn_id;
 
     let second = StorageProc::start(&store, &dir.path().join("b"), &[], &[]).await;
     let mut b = second.client().await;

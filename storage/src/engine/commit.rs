@@ -15,7 +15,7 @@ use super::mvcc::newest_version;
 use super::txn::{Pending, PendingKind, Txn};
 use crate::durability::wal::{AppendError, WalCommit, WalOp};
 use crate::error::{Result, StorageError};
-use crate::keys::{self, FIRST_USER_TABLE_ID};
+use crate::keys::{self, CATALOG_TABLE_ID, FIRST_USER_TABLE_ID};
 
 /// A transaction ready to commit.
 pub struct CommitJob {
@@ -41,8 +41,11 @@ impl Database {
         };
         self.submit(job).await?;
         // The snapshot guard lives until here, keeping the versions the
-        // validation reads out of garbage collection.
+        // validation reads out of garbage collection; the row locks are
+        // released only once the commit is visible (or failed), so a waiting
+        // writer then sees it.
         let _snapshot = txn.snapshot;
+        let _locks = txn.locks;
         match tokio::time::timeout(self.commit_timeout(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(StorageError::ShuttingDown),
@@ -60,6 +63,13 @@ impl Database {
     /// than the snapshot, or was written by an earlier commit of this group.
     fn validate(&self, job: &CommitJob, group_keys: &HashSet<Vec<u8>>) -> Result<()> {
         let catalog = self.catalog_read();
+        // Catalog entries this job itself writes (a re-keyed table's new id).
+        let defined: HashSet<&[u8]> = job
+            .writes
+            .iter()
+            .filter(|(k, p)| p.kind != PendingKind::Delete && keys::table_of(k) == Some(CATALOG_TABLE_ID))
+            .map(|(k, _)| k.as_slice())
+            .collect();
         for (key, pending) in &job.writes {
             if group_keys.contains(key) {
                 return Err(StorageError::Conflict);
@@ -78,6 +88,7 @@ impl Database {
             if let Some(t) = keys::table_of(key)
                 && t >= FIRST_USER_TABLE_ID
                 && catalog.get_by_id(t).is_none()
+                && !defined.contains(keys::catalog_key(t).as_slice())
             {
                 return Err(StorageError::UnknownTable(format!("(table id {t}, dropped meanwhile)")));
             }

@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub scan_batch_rows: usize,
     /// Most commits grouped into one WAL object.
     pub max_group_commits: usize,
+    /// How long a writer waits for another transaction's row lock before
+    /// giving up with 40P01 (this also breaks deadlocks).
+    pub lock_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             max_value_bytes: 16 << 20,
             scan_batch_rows: 8192,
             max_group_commits: 512,
+            lock_timeout: Duration::from_secs(10),
         }
     }
 }

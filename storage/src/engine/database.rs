@@ -16,6 +16,7 @@ use super::commit::CommitJob;
 use super::config::{Durability, EngineConfig};
 use super::gc::VersionGcFactory;
 use super::mvcc::VisibleRows;
+use super::locks::LockTable;
 use super::txn::{Snapshots, TxnManager};
 use crate::catalog::{Catalog, Table};
 use crate::durability::objects::Objects;
@@ -40,6 +41,8 @@ pub struct Database {
     pub(crate) catalog: RwLock<Catalog>,
     pub(crate) snapshots: Arc<Snapshots>,
     pub(crate) txns: TxnManager,
+    /// Row write locks of open transactions.
+    pub(crate) locks: Arc<LockTable>,
     pub(crate) metrics: StorageMetrics,
     pub(crate) objects: Objects,
     pub(crate) wal: tokio::sync::Mutex<WalWriter>,
@@ -226,6 +229,7 @@ impl Database {
             catalog: RwLock::new(catalog),
             snapshots,
             txns: TxnManager::new(first_txn_id),
+            locks: LockTable::new(),
             metrics,
             objects,
             wal: tokio::sync::Mutex::new(writer),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ebb_proto::storage::{AlterTableRequest, ColumnDef, TableDef, alter_table_request::Action};
+use ebb_proto::storage::{AlterTableRequest, ColumnDef, Isolation, TableDef, alter_table_request::Action};
 use prost::Message;
 
 use super::database::Database;
@@ -13,6 +13,8 @@ use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{self, DEFAULT_SCHEMA, Table};
 use crate::error::{Result, StorageError};
 use crate::keys;
+use crate::row::{DecodeColumn, RowDecoder};
+use crate::types::Datum;
 
 fn schema_or_default(s: &str) -> &str {
     if s.is_empty() { DEFAULT_SCHEMA } else { s }
@@ -71,6 +73,7 @@ impl Database {
         let table = self.table(schema_or_default(&req.schema), &req.name)?;
         let action = req.action.as_ref().ok_or_else(|| StorageError::InvalidRequest("ALTER TABLE without an action".into()))?;
         let def = match action {
+            Action::AddPrimaryKey(pk) => return self.add_primary_key(&table, &pk.columns).await,
             Action::AddColumn(c) => {
                 if c.not_null && c.default_literal.is_none() && self.has_rows(&table)? {
                     return Err(StorageError::NotNull { table: table.def.name.clone(), column: c.name.clone() });
@@ -92,8 +95,51 @@ impl Database {
         Ok(def)
     }
 
+    /// Re-keys every row of a table without a primary key under a new
+    /// table id, in one commit. Transactions that write the table while
+    /// this runs may lose those writes: like PostgreSQL (which takes an
+    /// exclusive lock), run it when the table is not in use.
+    async fn add_primary_key(&self, table: &Arc<Table>, columns: &[String]) -> Result<TableDef> {
+        let new_id = self.catalog_read().next_table_id;
+        let def = catalog::add_primary_key(table, columns, new_id)?;
+        let key_columns: Vec<DecodeColumn> = columns
+            .iter()
+            .map(|k| {
+                let c = &table.columns[table.column_index(k)?];
+                Ok(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() })
+            })
+            .collect::<Result<_>>()?;
+        let decoder = RowDecoder::new(key_columns, 0);
+        let mut txn = self.ddl_txn();
+        let start = keys::table_prefix(table.id());
+        let end = keys::prefix_successor(&start);
+        let new_prefix = keys::table_prefix(new_id);
+        let mut rows = VisibleRows::new(&self.db, txn.snapshot_ts(), &start, end);
+        while rows.advance()? {
+            let mut key = new_prefix.clone();
+            for (d, name) in decoder.decode_datums(rows.value())?.iter().zip(columns) {
+                if matches!(d, Datum::Null) {
+                    return Err(StorageError::NotNull { table: table.def.name.clone(), column: name.clone() });
+                }
+                keys::encode_key_datum(d, &mut key);
+            }
+            let pending = Pending { kind: PendingKind::Insert, value: Some(rows.value().to_vec()) };
+            if txn.writes.insert(key, pending).is_some() {
+                return Err(StorageError::UniqueViolation(table.def.name.clone()));
+            }
+        }
+        let moved = txn.writes.len();
+        txn.writes.insert(keys::catalog_key(table.id()), Pending { kind: PendingKind::Delete, value: None });
+        put_def(&mut txn, &def);
+        txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((new_id + 1).to_be_bytes().to_vec()) });
+        txn.dropped_tables.push(table.id());
+        self.commit_txn(txn).await?;
+        tracing::info!(database = %self.name, table = %def.name, rows = moved, "added primary key");
+        Ok(def)
+    }
+
     fn ddl_txn(&self) -> Txn {
-        Txn::new(self.txns.next_id(), self.snapshots.acquire(), self.cfg.txn_idle_timeout)
+        self.new_txn(self.txns.next_id(), Isolation::Snapshot, self.cfg.txn_idle_timeout)
     }
 
     fn has_rows(&self, table: &Arc<Table>) -> Result<bool> {

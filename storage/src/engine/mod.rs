@@ -1,5 +1,5 @@
 //! The storage engine: per-database RocksDB with MVCC keys, snapshot
-//! isolation with first-committer-wins, and the commit pipeline that makes
+//! isolation or read committed over row write locks, and the commit pipeline that makes
 //! commits durable in the object store.
 
 pub mod background;
@@ -8,6 +8,7 @@ pub mod config;
 pub mod database;
 pub mod ddl;
 pub mod gc;
+pub mod locks;
 pub mod mvcc;
 pub mod scan;
 pub mod txn;

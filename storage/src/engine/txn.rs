@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ebb_proto::storage::Isolation;
+
+use super::locks::{LockSet, LockTable};
 use crate::error::{Result, StorageError};
 
 /// What a buffered write does to its key.
@@ -107,7 +110,12 @@ impl Drop for SnapshotGuard {
 /// An open transaction.
 pub struct Txn {
     pub id: u64,
+    /// What it reads: fixed for snapshot isolation, refreshed per statement
+    /// for READ COMMITTED.
     pub snapshot: SnapshotGuard,
+    pub isolation: Isolation,
+    /// Row locks of the keys it wrote; released when the transaction ends.
+    pub locks: LockSet,
     /// Buffered writes by user key.
     pub writes: BTreeMap<Vec<u8>, Pending>,
     /// Tables dropped by this transaction.
@@ -117,9 +125,18 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// A transaction reading at `snapshot`.
-    pub fn new(id: u64, snapshot: SnapshotGuard, idle_timeout: Duration) -> Self {
-        Self { id, snapshot, writes: BTreeMap::new(), dropped_tables: Vec::new(), idle_timeout, last_used: Instant::now() }
+    /// A transaction reading at `snapshot`, locking rows in `locks`.
+    pub fn new(id: u64, snapshot: SnapshotGuard, isolation: Isolation, locks: Arc<LockTable>, idle_timeout: Duration) -> Self {
+        Self {
+            id,
+            snapshot,
+            isolation,
+            locks: LockSet::new(locks),
+            writes: BTreeMap::new(),
+            dropped_tables: Vec::new(),
+            idle_timeout,
+            last_used: Instant::now(),
+        }
     }
 
     /// The snapshot timestamp.
@@ -148,11 +165,12 @@ impl TxnManager {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a new transaction.
-    pub fn begin(&self, snapshot: SnapshotGuard, idle_timeout: Duration) -> (u64, u64) {
+    /// Registers a new transaction built by `make` from its id.
+    pub fn begin(&self, make: impl FnOnce(u64) -> Txn) -> (u64, u64) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let ts = snapshot.ts;
-        self.open().insert(id, Arc::new(tokio::sync::Mutex::new(Txn::new(id, snapshot, idle_timeout))));
+        let txn = make(id);
+        let ts = txn.snapshot_ts();
+        self.open().insert(id, Arc::new(tokio::sync::Mutex::new(txn)));
         (id, ts)
     }
 

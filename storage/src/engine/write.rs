@@ -8,10 +8,10 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::record_batch::RecordBatch;
-use ebb_proto::storage::{TableWrite, WriteKind};
+use ebb_proto::storage::{Isolation, TableWrite, WriteKind};
 
 use super::database::Database;
-use super::mvcc::get_visible;
+use super::mvcc::{get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{Column, ROWID_COLUMN, Table};
 use crate::error::{Result, StorageError};
@@ -20,11 +20,35 @@ use crate::row::encode_row;
 use crate::types::{Datum, datum_at};
 
 impl Database {
-    /// Begins a transaction; returns its id and snapshot timestamp.
+    /// Begins a snapshot-isolation transaction; returns its id and snapshot timestamp.
     pub fn begin(&self, idle_timeout: Option<Duration>) -> Result<(u64, u64)> {
+        self.begin_with(idle_timeout, Isolation::Snapshot)
+    }
+
+    /// Begins a transaction at `isolation`; returns its id and snapshot timestamp.
+    pub fn begin_with(&self, idle_timeout: Option<Duration>, isolation: Isolation) -> Result<(u64, u64)> {
         self.check_owned()?;
-        let snapshot = self.snapshots.acquire();
-        Ok(self.txns.begin(snapshot, idle_timeout.unwrap_or(self.cfg.txn_idle_timeout)))
+        let timeout = idle_timeout.unwrap_or(self.cfg.txn_idle_timeout);
+        Ok(self.txns.begin(|id| self.new_txn(id, isolation, timeout)))
+    }
+
+    pub(crate) fn new_txn(&self, id: u64, isolation: Isolation, idle_timeout: Duration) -> Txn {
+        Txn::new(id, self.snapshots.acquire(), isolation, self.locks.clone(), idle_timeout)
+    }
+
+    /// READ COMMITTED: moves the transaction's snapshot to the latest commit
+    /// (at the start of a statement); returns the new snapshot timestamp.
+    pub async fn refresh_snapshot(&self, txn_id: u64) -> Result<u64> {
+        let shared = self.txns.get(txn_id)?;
+        let mut txn = shared.lock().await;
+        if txn.isolation != Isolation::ReadCommitted {
+            return Err(StorageError::InvalidRequest(format!(
+                "transaction {txn_id} is not READ COMMITTED; its snapshot cannot move"
+            )));
+        }
+        txn.snapshot = self.snapshots.acquire();
+        txn.last_used = Instant::now();
+        Ok(txn.snapshot_ts())
     }
 
     /// Buffers a write in transaction `txn_id`; returns rows affected.
@@ -33,9 +57,39 @@ impl Database {
         let shared = self.txns.get(txn_id)?;
         let mut txn = shared.lock().await;
         txn.last_used = Instant::now();
-        let n = self.stage(&mut txn, w);
+        let n = self.stage_locked(&mut txn, w).await;
         txn.last_used = Instant::now();
         n
+    }
+
+    /// Stages a write, takes the locks of its rows, checks that none changed
+    /// after the snapshot, then adds it to the transaction's buffer.
+    async fn stage_locked(&self, txn: &mut Txn, w: &TableWrite) -> Result<u64> {
+        let (staged, affected) = self.stage(txn, w)?;
+        let before = txn.locks.len();
+        let waited = self.locks.acquire(txn.id, staged.keys().map(Vec::as_slice), &mut txn.locks, self.cfg.lock_timeout).await;
+        if let Err(e) = waited {
+            self.metrics.lock_timeouts.inc();
+            return Err(e);
+        }
+        let plain_insert = w.kind == WriteKind::Insert as i32;
+        for key in txn.locks.taken_since(before) {
+            if let Some((ts, live)) = newest_version(&self.db, key)?
+                && ts > txn.snapshot_ts()
+            {
+                return Err(match txn.isolation {
+                    // A concurrent insert of the same key committed first.
+                    _ if plain_insert && live => StorageError::UniqueViolation(w.table.clone()),
+                    Isolation::ReadCommitted => StorageError::RetryStatement,
+                    Isolation::Snapshot => {
+                        self.metrics.conflicts.inc();
+                        StorageError::Conflict
+                    }
+                });
+            }
+        }
+        txn.writes.extend(staged);
+        Ok(affected)
     }
 
     /// Commits transaction `txn_id` (0 = a transaction of its own) after
@@ -43,7 +97,7 @@ impl Database {
     pub async fn commit(&self, txn_id: u64, writes: &[TableWrite]) -> Result<(u64, u64)> {
         self.check_owned()?;
         let mut txn = if txn_id == 0 {
-            Txn::new(self.txns.next_id(), self.snapshots.acquire(), self.cfg.txn_idle_timeout)
+            self.new_txn(self.txns.next_id(), Isolation::Snapshot, self.cfg.txn_idle_timeout)
         } else {
             let shared = self.txns.take(txn_id)?;
             let guard = shared.lock().await;
@@ -59,7 +113,7 @@ impl Database {
         };
         let mut rows = 0;
         for w in writes {
-            rows += self.stage(&mut txn, w)?;
+            rows += self.stage_locked(&mut txn, w).await?;
         }
         let ts = self.commit_txn(txn).await?;
         Ok((ts, rows))
@@ -78,9 +132,9 @@ impl Database {
         Ok(get_visible(&self.db, key, txn.snapshot_ts())?.is_some())
     }
 
-    /// Validates and encodes the rows of one write; nothing is buffered
-    /// unless every row is accepted.
-    fn stage(&self, txn: &mut Txn, w: &TableWrite) -> Result<u64> {
+    /// Validates and encodes the rows of one write, returning them (by key)
+    /// and the rows affected; nothing is buffered here.
+    fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<(BTreeMap<Vec<u8>, Pending>, u64)> {
         let table = self.table(&w.schema, &w.table)?;
         let kind = WriteKind::try_from(w.kind)
             .map_err(|_| StorageError::InvalidRequest(format!("unknown write kind {}", w.kind)))?;
@@ -97,8 +151,7 @@ impl Database {
                 _ => self.stage_rows(txn, &mut staged, &table, &batch, kind)?,
             };
         }
-        txn.writes.extend(staged);
-        Ok(affected)
+        Ok((staged, affected))
     }
 
     fn stage_rows(
@@ -272,7 +325,8 @@ impl Input {
         let opts = CastOptions { safe: false, ..Default::default() };
         let cast = cast_with_options(array, &target, &opts).map_err(|e| {
             let msg = format!("column \"{}\" is of type {}: {e}", col.name, col.ty.sql_name());
-            if e.to_string().contains("too large") || e.to_string().contains("overflow") {
+            let numeric = array.data_type().is_numeric() && target.is_numeric();
+            if numeric || e.to_string().contains("too large") || e.to_string().contains("overflow") {
                 StorageError::NumericOverflow(msg)
             } else {
                 StorageError::TypeMismatch(msg)

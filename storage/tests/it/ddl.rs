@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::display::array_value_to_string;
-use ebb_proto::storage::{AlterTableRequest, ColumnDef, ColumnType, RenameColumn, TypeKind, WriteKind, alter_table_request::Action};
+use ebb_proto::storage::{AlterTableRequest, ColumnDef, ColumnType, PrimaryKey, RenameColumn, TypeKind, WriteKind, alter_table_request::Action};
 
 use crate::support::*;
 
@@ -93,7 +93,7 @@ async fn every_postgres_type_round_trips_from_text() {
             "00ff10",
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
             "{\"a\": [1, 2]}",
-            "{\"a\":2,\"b\":1}",
+            "{\"a\": 2, \"b\": 1}",
         ]
     );
     let types: Vec<String> = out
@@ -193,4 +193,44 @@ async fn create_drop_and_alter() {
     // A new table of the same name starts empty.
     db.create_table("", "inventory", &[typed("id", TypeKind::Bigint, 0, 0)], &[], false).await.unwrap();
     assert_eq!(scan(&db, scan_req("inventory", 0)).await.unwrap().num_rows(), 0);
+}
+
+#[tokio::test]
+async fn add_primary_key_rekeys_rows_and_checks_them() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    let cols = vec![typed("id", TypeKind::Integer, 0, 0), typed("v", TypeKind::Text, 0, 0)];
+    db.create_table("", "heap", &cols, &[], false).await.unwrap();
+    let rows = |ids: Vec<Option<i32>>| {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true), Field::new("v", DataType::Utf8, true)]));
+        let v: Vec<String> = ids.iter().map(|i| format!("v{i:?}")).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(ids)), Arc::new(StringArray::from(v))]).unwrap()
+    };
+    let alter = |name: &str, cols: &[&str]| AlterTableRequest {
+        database: "postgres".into(),
+        schema: String::new(),
+        name: name.into(),
+        action: Some(Action::AddPrimaryKey(PrimaryKey { columns: cols.iter().map(|c| c.to_string()).collect() })),
+    };
+    // Duplicates and NULLs in the key columns are refused, and nothing changes.
+    db.commit(0, &[write("heap", WriteKind::Insert, &rows(vec![Some(3), Some(1), Some(3)]))]).await.unwrap();
+    assert_eq!(db.alter_table(&alter("heap", &["id"])).await.unwrap_err().sqlstate(), "23505");
+    db.create_table("", "holes", &cols, &[], false).await.unwrap();
+    db.commit(0, &[write("holes", WriteKind::Insert, &rows(vec![Some(1), None]))]).await.unwrap();
+    assert_eq!(db.alter_table(&alter("holes", &["id"])).await.unwrap_err().sqlstate(), "23502");
+    assert_eq!(db.alter_table(&alter("holes", &["nope"])).await.unwrap_err().sqlstate(), "42703");
+
+    // Unique keys: rows move to key order and the key is enforced from now on.
+    db.create_table("", "accounts", &cols, &[], false).await.unwrap();
+    db.commit(0, &[write("accounts", WriteKind::Insert, &rows(vec![Some(30), Some(10), Some(20)]))]).await.unwrap();
+    let def = db.alter_table(&alter("accounts", &["id"])).await.unwrap();
+    assert_eq!(def.primary_key, ["id"]);
+    assert!(def.columns[0].not_null);
+    let out = scan(&db, scan_req("accounts", 0)).await.unwrap();
+    let ids = out.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+    assert_eq!(ids.values().to_vec(), vec![10, 20, 30]);
+    assert_eq!(out.column(1).as_string::<i32>().value(0), "vSome(10)");
+    let e = db.commit(0, &[write("accounts", WriteKind::Insert, &rows(vec![Some(20)]))]).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23505");
+    assert_eq!(db.alter_table(&alter("accounts", &["id"])).await.unwrap_err().sqlstate(), "42P16");
 }

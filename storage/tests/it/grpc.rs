@@ -40,7 +40,7 @@ async fn bad_requests_get_clear_statuses_and_the_server_keeps_serving() {
     create_accounts(&*n.db().await).await;
 
     // Unknown database.
-    let e = c.begin(BeginRequest { database: "nope".into(), idle_timeout_ms: 0 }).await.unwrap_err();
+    let e = c.begin(BeginRequest { database: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!((e.code(), sqlstate(&e).as_str()), (tonic::Code::NotFound, "3D000"), "{e}");
     // Unknown table.
     let e = c.commit(commit_req(write("ghost", WriteKind::Insert, &accounts(&[(1, "a", 1)])))).await.unwrap_err();

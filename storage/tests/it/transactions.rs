@@ -1,9 +1,11 @@
-//! Snapshot isolation semantics, through the engine API.
+//! Transaction semantics through the engine API: snapshot isolation, READ
+//! COMMITTED over row locks, rollback and timeouts.
 
 use std::time::Duration;
 
-use ebb_proto::storage::WriteKind;
+use ebb_proto::storage::{Isolation, WriteKind};
 use ebb_storage::StorageError;
+use ebb_storage::engine::EngineConfig;
 
 use crate::support::*;
 
@@ -20,13 +22,75 @@ async fn lost_update_is_prevented_by_a_conflict() {
     let b1 = balances(&scan(&db, scan_req("accounts", t1)).await.unwrap())[0].1;
     let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
     db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
-    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await.unwrap();
+    // The second writer waits for the first one's row lock …
+    let db2 = db.clone();
+    let second = tokio::spawn(async move {
+        db2.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "the second writer must wait for the row lock");
     db.commit(t1, &[]).await.expect("first committer wins");
-    let err = db.commit(t2, &[]).await.expect_err("second committer must fail");
+    // … and fails once the first committed, as REPEATABLE READ does.
+    let err = second.await.unwrap().expect_err("second writer must fail");
     assert!(matches!(err, StorageError::Conflict), "got {err:?}");
     assert_eq!(err.sqlstate(), "40001");
+    db.rollback(t2).unwrap();
     let after = balances(&scan(&db, scan_req("accounts", 0)).await.unwrap());
     assert_eq!(after, vec![(1, 110)], "only the first update is applied");
+}
+
+#[tokio::test]
+async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_version() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+
+    let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t2, s2) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let b1 = balances(&scan(&db, scan_req("accounts", t1)).await.unwrap())[0].1;
+    let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
+    db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
+    let db2 = db.clone();
+    let second = tokio::spawn(async move {
+        db2.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "the second writer must wait for the row lock");
+    db.commit(t1, &[]).await.unwrap();
+    let err = second.await.unwrap().expect_err("the row changed after t2's statement snapshot");
+    assert!(matches!(err, StorageError::RetryStatement), "got {err:?}");
+    // t2 keeps the lock: it refreshes its snapshot, re-reads and writes again.
+    let s2b = db.refresh_snapshot(t2).await.unwrap();
+    assert!(s2b > s2, "the snapshot moved forward");
+    let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
+    assert_eq!(b2, 110, "the refreshed snapshot sees t1's commit");
+    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await.unwrap();
+    db.commit(t2, &[]).await.unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 130)], "no update is lost");
+
+    // A snapshot-isolation transaction cannot move its snapshot.
+    let (t3, _) = db.begin(None).unwrap();
+    assert!(matches!(db.refresh_snapshot(t3).await, Err(StorageError::InvalidRequest(_))));
+}
+
+#[tokio::test]
+async fn a_lock_held_too_long_times_out_and_a_rollback_releases_it() {
+    let cfg = EngineConfig { lock_timeout: Duration::from_millis(200), ..test_config() };
+    let n = start(std::sync::Arc::new(object_store::memory::InMemory::new()), cfg).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    db.write(t1, &write("accounts", WriteKind::Insert, &accounts(&[(7, "x", 1)]))).await.unwrap();
+    let err = db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(7, "y", 2)]))).await.unwrap_err();
+    assert!(matches!(err, StorageError::LockTimeout(200)), "got {err:?}");
+    assert_eq!(err.sqlstate(), "40P01");
+    db.rollback(t1).unwrap();
+    // The rolled-back holder's lock is gone; t2 (still open) now writes.
+    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(7, "y", 2)]))).await.unwrap();
+    db.commit(t2, &[]).await.unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(7, 2)]);
 }
 
 #[tokio::test]
@@ -110,13 +174,17 @@ async fn duplicate_keys_are_unique_violations() {
     let err = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(5, "x", 1), (5, "y", 2)]))]).await.unwrap_err();
     assert_eq!(err.sqlstate(), "23505", "a duplicate within one statement: {err}");
     assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1, "a failed statement writes nothing");
-    // Two concurrent inserts of one key: the later commit is a unique violation.
+    // Two concurrent inserts of one key: the second waits for the first and
+    // is a unique violation once it commits.
     let (t1, _) = db.begin(None).unwrap();
     let (t2, _) = db.begin(None).unwrap();
     db.write(t1, &write("accounts", WriteKind::Insert, &accounts(&[(7, "p", 1)]))).await.unwrap();
-    db.write(t2, &write("accounts", WriteKind::Insert, &accounts(&[(7, "q", 1)]))).await.unwrap();
+    let db2 = db.clone();
+    let second = tokio::spawn(async move { db2.write(t2, &write("accounts", WriteKind::Insert, &accounts(&[(7, "q", 1)]))).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     db.commit(t1, &[]).await.unwrap();
-    assert_eq!(db.commit(t2, &[]).await.unwrap_err().sqlstate(), "23505");
+    assert_eq!(second.await.unwrap().unwrap_err().sqlstate(), "23505");
+    db.rollback(t2).unwrap();
     // INSERT_OR_IGNORE skips existing keys.
     let (_, n_rows) = db.commit(0, &[write("accounts", WriteKind::InsertOrIgnore, &accounts(&[(1, "z", 0), (8, "new", 0)]))]).await.unwrap();
     assert_eq!(n_rows, 1);

@@ -1,0 +1,145 @@
+//! The connected database as a DataFusion catalog: its schemas and tables,
+//! refreshed from storage before each statement is planned.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::datasource::TableProvider;
+use datafusion::error::Result as DfResult;
+use ebb_proto::storage::TableDef;
+
+use crate::error::Result;
+use crate::storage_session::StorageSession;
+use crate::table::StorageTable;
+
+/// The schema every database has.
+pub const PUBLIC: &str = "public";
+
+type Schemas = BTreeMap<String, BTreeMap<String, Arc<StorageTable>>>;
+
+/// The tables of the connected database, by schema.
+pub struct DatabaseCatalog {
+    session: Arc<StorageSession>,
+    schemas: Arc<RwLock<Schemas>>,
+    /// A table whose hidden `_rowid` column is visible (while planning DML).
+    rowid_target: Arc<Mutex<Option<(String, String)>>>,
+    /// Schemas served by the compute itself (`pg_catalog`).
+    system: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+/// Hides the `_rowid` column again when dropped.
+pub struct RowidExposure {
+    target: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl Drop for RowidExposure {
+    fn drop(&mut self) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl fmt::Debug for DatabaseCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseCatalog({})", self.session.database)
+    }
+}
+
+impl DatabaseCatalog {
+    /// An empty catalog; call [`refresh`](Self::refresh) before use.
+    pub fn new(session: Arc<StorageSession>) -> Self {
+        Self { session, schemas: Arc::default(), rowid_target: Arc::default(), system: RwLock::default() }
+    }
+
+    /// Reloads the table list from storage.
+    pub async fn refresh(&self) -> Result<()> {
+        let defs = self.session.client.list_tables(&self.session.database).await?;
+        let target = self.rowid_target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut schemas: Schemas = BTreeMap::new();
+        schemas.entry(PUBLIC.to_string()).or_default();
+        for def in defs {
+            let expose = def.primary_key.is_empty() && target.as_ref() == Some(&(def.schema.clone(), def.name.clone()));
+            let t = Arc::new(StorageTable::new(def, self.session.clone(), expose));
+            schemas.entry(t.def().schema.clone()).or_default().insert(t.def().name.clone(), t);
+        }
+        *self.schemas.write().unwrap_or_else(|p| p.into_inner()) = schemas;
+        Ok(())
+    }
+
+    /// Makes the hidden `_rowid` column of `def` visible until the returned
+    /// guard is dropped, so DML can address rows of tables without a key.
+    pub fn expose_rowid(&self, def: &TableDef) -> RowidExposure {
+        *self.rowid_target.lock().unwrap_or_else(|p| p.into_inner()) = Some((def.schema.clone(), def.name.clone()));
+        RowidExposure { target: self.rowid_target.clone() }
+    }
+
+    /// Every table definition, by schema and name.
+    pub fn table_defs(&self) -> Vec<TableDef> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.values().flat_map(|t| t.values().map(|t| t.def().clone())).collect()
+    }
+
+    /// A table by schema (default `public`) and name.
+    pub fn table(&self, schema: Option<&str>, name: &str) -> Option<Arc<StorageTable>> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.get(schema.unwrap_or(PUBLIC))?.get(name).cloned()
+    }
+}
+
+impl CatalogProvider for DatabaseCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.schemas.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        names.extend(self.system.read().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        names
+    }
+
+    /// Only system schemas (`pg_catalog`) are registered this way; user
+    /// schemas come from storage.
+    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        Ok(self.system.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), schema))
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(s) = self.system.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Some(s.clone());
+        }
+        let exists = self.schemas.read().unwrap_or_else(|p| p.into_inner()).contains_key(name);
+        exists.then(|| Arc::new(DatabaseSchema { name: name.to_string(), schemas: self.schemas.clone() }) as _)
+    }
+}
+
+/// One schema of the database.
+struct DatabaseSchema {
+    name: String,
+    schemas: Arc<RwLock<Schemas>>,
+}
+
+impl fmt::Debug for DatabaseSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseSchema({})", self.name)
+    }
+}
+
+impl DatabaseSchema {
+    fn with<T>(&self, f: impl FnOnce(&BTreeMap<String, Arc<StorageTable>>) -> T) -> Option<T> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.get(&self.name).map(f)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DatabaseSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.with(|t| t.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self.with(|t| t.get(name).cloned()).flatten().map(|t| t as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.with(|t| t.contains_key(name)).unwrap_or(false)
+    }
+}

@@ -1,0 +1,20 @@
+//! ebb compute: the PostgreSQL wire protocol and SQL over DataFusion. A
+//! compute node holds no data; everything it knows comes from storage.
+//!
+//! - [`pg`]: pgwire handlers; [`session`]: statements, transactions, settings;
+//! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
+//!   the DataFusion view of storage; [`storage_client`]: the gRPC client.
+
+pub mod catalog;
+pub mod error;
+pub mod pg;
+pub mod pg_catalog;
+pub mod pushdown;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod storage_client;
+pub mod storage_session;
+pub mod table;
+
+pub use error::{ComputeError, Result};

@@ -1,0 +1,236 @@
+//! Arrow to the PostgreSQL wire: result column types and data rows, and
+//! parameter values from the wire into DataFusion scalars.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use datafusion::common::ScalarValue;
+use ebb_proto::pg_types::PG_TYPE_METADATA;
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use rust_decimal::Decimal;
+
+/// The PostgreSQL type of a result column.
+pub fn pg_type(field: &Field) -> Type {
+    if let Some(name) = field.metadata().get(PG_TYPE_METADATA) {
+        let base = name.split('(').next().unwrap_or(name);
+        match base {
+            "character varying" => return Type::VARCHAR,
+            "character" => return Type::BPCHAR,
+            "uuid" => return Type::UUID,
+            "json" => return Type::JSON,
+            "jsonb" => return Type::JSONB,
+            "numeric" => return Type::NUMERIC,
+            _ => {}
+        }
+    }
+    pg_type_of(field.data_type())
+}
+
+/// The PostgreSQL type of an Arrow type.
+pub fn pg_type_of(dt: &DataType) -> Type {
+    match dt {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Decimal128(..) | DataType::Decimal256(..) => Type::NUMERIC,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Null => Type::TEXT,
+        _ => Type::TEXT,
+    }
+}
+
+/// Row description of a result schema.
+pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f), format.format_for(i)))
+        .collect()
+}
+
+fn micros(unit: &TimeUnit, v: i64) -> i64 {
+    match unit {
+        TimeUnit::Second => v.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => v.saturating_mul(1000),
+        TimeUnit::Microsecond => v,
+        TimeUnit::Nanosecond => v / 1000,
+    }
+}
+
+fn bad(msg: String) -> PgWireError {
+    PgWireError::ApiError(msg.into())
+}
+
+/// Encodes every row of a batch.
+pub fn encode_batch(batch: &RecordBatch, schema: &Arc<Vec<FieldInfo>>, out: &mut Vec<PgWireResult<DataRow>>) -> PgWireResult<()> {
+    let mut enc = DataRowEncoder::new(schema.clone());
+    for row in 0..batch.num_rows() {
+        for (i, col) in batch.columns().iter().enumerate() {
+            encode_value(&mut enc, col.as_ref(), row, &schema[i])?;
+        }
+        out.push(Ok(enc.take_row()));
+    }
+    Ok(())
+}
+
+fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &FieldInfo) -> PgWireResult<()> {
+    use arrow::datatypes as t;
+    if a.is_null(row) {
+        return enc.encode_field(&None::<i32>);
+    }
+    let text = field.format() == FieldFormat::Text;
+    match a.data_type() {
+        DataType::Boolean => enc.encode_field(&a.as_boolean().value(row)),
+        DataType::Int8 => enc.encode_field(&(a.as_primitive::<t::Int8Type>().value(row) as i16)),
+        DataType::Int16 => enc.encode_field(&a.as_primitive::<t::Int16Type>().value(row)),
+        DataType::Int32 => enc.encode_field(&a.as_primitive::<t::Int32Type>().value(row)),
+        DataType::Int64 => enc.encode_field(&a.as_primitive::<t::Int64Type>().value(row)),
+        DataType::UInt8 => enc.encode_field(&(a.as_primitive::<t::UInt8Type>().value(row) as i16)),
+        DataType::UInt16 => enc.encode_field(&(a.as_primitive::<t::UInt16Type>().value(row) as i32)),
+        DataType::UInt32 => enc.encode_field(&(a.as_primitive::<t::UInt32Type>().value(row) as i64)),
+        DataType::UInt64 => {
+            let v = a.as_primitive::<t::UInt64Type>().value(row);
+            enc.encode_field(&i64::try_from(v).map_err(|_| bad(format!("{v} does not fit bigint")))?)
+        }
+        DataType::Float32 => enc.encode_field(&a.as_primitive::<t::Float32Type>().value(row)),
+        DataType::Float64 => enc.encode_field(&a.as_primitive::<t::Float64Type>().value(row)),
+        DataType::Decimal128(_, s) => {
+            let v = a.as_primitive::<t::Decimal128Type>().value(row);
+            if text {
+                enc.encode_field(&decimal_text(v, *s))
+            } else {
+                let d = Decimal::try_from_i128_with_scale(v, (*s).max(0) as u32)
+                    .map_err(|e| bad(format!("numeric value does not fit binary format: {e}")))?;
+                enc.encode_field(&d)
+            }
+        }
+        DataType::Utf8 => enc.encode_field(&a.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => enc.encode_field(&a.as_string::<i64>().value(row)),
+        DataType::Utf8View => enc.encode_field(&a.as_string_view().value(row)),
+        DataType::Binary => enc.encode_field(&a.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => enc.encode_field(&a.as_binary::<i64>().value(row)),
+        DataType::BinaryView => enc.encode_field(&a.as_binary_view().value(row)),
+        DataType::Date32 => {
+            let days = a.as_primitive::<t::Date32Type>().value(row);
+            let d = NaiveDate::from_num_days_from_ce_opt(days + 719_163).ok_or_else(|| bad(format!("date out of range: {days}")))?;
+            enc.encode_field(&d)
+        }
+        DataType::Timestamp(unit, tz) => {
+            let raw = match unit {
+                TimeUnit::Second => a.as_primitive::<t::TimestampSecondType>().value(row),
+                TimeUnit::Millisecond => a.as_primitive::<t::TimestampMillisecondType>().value(row),
+                TimeUnit::Microsecond => a.as_primitive::<t::TimestampMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => a.as_primitive::<t::TimestampNanosecondType>().value(row),
+            };
+            let dt = DateTime::<Utc>::from_timestamp_micros(micros(unit, raw)).ok_or_else(|| bad("timestamp out of range".into()))?;
+            match (text, tz.is_some()) {
+                (true, with_tz) => enc.encode_field(&timestamp_text(&dt.naive_utc(), with_tz)),
+                (false, true) => enc.encode_field(&dt),
+                (false, false) => enc.encode_field(&dt.naive_utc()),
+            }
+        }
+        _ => {
+            let s = arrow::util::display::array_value_to_string(a, row).map_err(|e| bad(e.to_string()))?;
+            enc.encode_field(&s)
+        }
+    }
+}
+
+/// PostgreSQL's text form of a timestamp: fractional seconds only as far as
+/// they are non-zero, and `+00` for timestamptz (sessions run in UTC).
+pub fn timestamp_text(dt: &chrono::NaiveDateTime, with_tz: bool) -> String {
+    let mut s = dt.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    while s.ends_with('0') {
+        s.pop();
+    }
+    if s.ends_with('.') {
+        s.pop();
+    }
+    if with_tz {
+        s.push_str("+00");
+    }
+    s
+}
+
+/// PostgreSQL's text form of an unscaled decimal.
+pub fn decimal_text(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return (v * 10i128.pow((-scale) as u32)).to_string();
+    }
+    let neg = v < 0;
+    let digits = v.unsigned_abs().to_string();
+    let s = scale as usize;
+    let (int, frac) = if digits.len() > s {
+        (digits[..digits.len() - s].to_string(), digits[digits.len() - s..].to_string())
+    } else {
+        ("0".to_string(), format!("{}{digits}", "0".repeat(s - digits.len())))
+    };
+    format!("{}{int}.{frac}", if neg { "-" } else { "" })
+}
+
+/// The PostgreSQL type to announce for a parameter DataFusion inferred.
+pub fn param_pg_type(dt: Option<&DataType>) -> Type {
+    dt.map(pg_type_of).unwrap_or(Type::UNKNOWN)
+}
+
+/// Decodes the bound parameters into scalars, cast to the inferred types.
+pub fn decode_params<S: Clone>(portal: &Portal<S>, inferred: &[Option<DataType>]) -> PgWireResult<Vec<ScalarValue>> {
+    let declared = &portal.statement.parameter_types;
+    (0..portal.parameter_len())
+        .map(|i| {
+            let want = inferred.get(i).cloned().flatten();
+            let ty = declared.get(i).cloned().flatten().unwrap_or_else(|| param_pg_type(want.as_ref()));
+            let value = decode_one(portal, i, &ty)?;
+            match want {
+                Some(dt) if dt != value.data_type() && !value.is_null() => value
+                    .cast_to(&dt)
+                    .map_err(|e| PgWireError::UserError(Box::new(crate::pg::error_info(&crate::error::ComputeError::invalid("22P02", format!("parameter ${}: {e}", i + 1)))))),
+                Some(dt) if value.is_null() => ScalarValue::try_from(&dt).map_err(|e| bad(e.to_string())),
+                _ => Ok(value),
+            }
+        })
+        .collect()
+}
+
+fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    Ok(match *ty {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty)?),
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(i, ty)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, ty)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, ty)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, ty)?),
+        Type::NUMERIC => ScalarValue::Utf8(portal.parameter::<Decimal>(i, ty)?.map(|d| d.to_string())),
+        Type::DATE => ScalarValue::Utf8(portal.parameter::<NaiveDate>(i, ty)?.map(|d| d.to_string())),
+        Type::TIMESTAMP => ScalarValue::Utf8(portal.parameter::<NaiveDateTime>(i, ty)?.map(|d| d.to_string())),
+        Type::TIMESTAMPTZ => ScalarValue::Utf8(portal.parameter::<DateTime<chrono::FixedOffset>>(i, ty)?.map(|d| d.to_rfc3339())),
+        Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, ty)?),
+        _ => ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_print_like_postgres() {
+        assert_eq!(decimal_text(12345, 2), "123.45");
+        assert_eq!(decimal_text(-5, 3), "-0.005");
+        assert_eq!(decimal_text(7, 0), "7");
+    }
+}

@@ -1,0 +1,498 @@
+//! The PostgreSQL front end: one set of pgwire handlers per connection,
+//! sharing that connection's [`Session`].
+
+pub mod encode;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{ServerParameterProvider, StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::{CopyHandler, send_copy_in_response};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response, send_ready_for_query};
+use pgwire::api::results::{CopyResponse, DescribePortalResponse, DescribeStatementResponse, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME, METADATA_DATABASE, METADATA_USER, PgWireConnectionState,
+    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::{NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::extendedquery::Sync as PgSync;
+use pgwire::messages::response::EmptyQueryResponse;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::sync::Mutex;
+
+use crate::error::ComputeError;
+use crate::session::settings::SERVER_VERSION;
+use crate::session::{Block, Output, Session, parse};
+use crate::storage_client::StorageClient;
+use encode::{decode_params, encode_batch, fields, param_pg_type};
+
+/// What every connection of a compute node shares.
+pub struct Shared {
+    /// Storage service client.
+    pub storage: StorageClient,
+    /// With `Some`, every connection uses this database (the `--database` flag).
+    pub database: Option<String>,
+    /// Routes cancel requests to the right connection.
+    pub connections: Arc<ConnectionManager>,
+}
+
+/// The handlers of one connection.
+pub struct Connection {
+    shared: Arc<Shared>,
+    session: Arc<Mutex<Option<Session>>>,
+    parser: Arc<Parser>,
+}
+
+impl Connection {
+    /// Handlers for a new connection.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, session: Arc::default(), parser: Arc::new(Parser) }
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Startup { shared: self.shared.clone(), session: self.session.clone() })
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.shared.connections.clone()))
+    }
+}
+
+/// Maps a compute error to the wire.
+pub fn error_info(e: &ComputeError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string())
+}
+
+fn user_error(e: &ComputeError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+/// Startup: trust (a compute sits behind the proxy), open the session.
+struct Startup {
+    shared: Arc<Shared>,
+    session: Arc<Mutex<Option<Session>>>,
+}
+
+struct Parameters;
+
+impl ServerParameterProvider for Parameters {
+    fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
+        let mut p = HashMap::new();
+        p.insert("server_version".into(), SERVER_VERSION.into());
+        p.insert("server_encoding".into(), "UTF8".into());
+        p.insert("client_encoding".into(), "UTF8".into());
+        p.insert("DateStyle".into(), "ISO, MDY".into());
+        p.insert("IntervalStyle".into(), "postgres".into());
+        p.insert("TimeZone".into(), "UTC".into());
+        p.insert("integer_datetimes".into(), "on".into());
+        p.insert("standard_conforming_strings".into(), "on".into());
+        p.insert("is_superuser".into(), "on".into());
+        p.insert("default_transaction_read_only".into(), "off".into());
+        p.insert("in_hot_standby".into(), "off".into());
+        if let Some(u) = client.metadata().get(METADATA_USER) {
+            p.insert("session_authorization".into(), u.clone());
+        }
+        if let Some(a) = client.metadata().get("application_name") {
+            p.insert("application_name".into(), a.clone());
+        }
+        Some(p)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(ref startup) = message else { return Ok(()) };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let requested = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .or_else(|| client.metadata().get(METADATA_USER))
+            .cloned()
+            .unwrap_or_else(|| "postgres".into());
+        let database = match &self.shared.database {
+            Some(bound) if *bound != requested => {
+                let e = ErrorInfo::new("FATAL".into(), "3D000".into(), format!("this compute serves database \"{bound}\", not \"{requested}\""));
+                return Err(PgWireError::UserError(Box::new(e)));
+            }
+            Some(bound) => bound.clone(),
+            None => requested,
+        };
+        let session = Session::open(self.shared.storage.clone(), &database).await.map_err(|e| {
+            let mut info = error_info(&e);
+            info.severity = "FATAL".into();
+            PgWireError::UserError(Box::new(info))
+        })?;
+        *self.session.lock().await = Some(session);
+        let (pid, secret) = RandomPidSecretKeyGenerator::default().generate(client);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        let (handle, guard) = self.shared.connections.register(pid, secret);
+        client.session_extensions().insert(handle);
+        client.session_extensions().insert(guard);
+        pgwire::api::auth::finish_authentication(client, &Parameters).await?;
+        Ok(())
+    }
+}
+
+/// A statement as the extended protocol stores it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    stmt: Statement,
+}
+
+/// Parses one statement for the extended protocol.
+pub struct Parser;
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = parse(sql).map_err(|e| user_error(&e))?;
+        match stmts.len() {
+            0 => Ok(None),
+            1 => Ok(Some(Prepared { stmt: stmts.remove(0) })),
+            _ => Err(user_error(&ComputeError::invalid("42601", "cannot insert multiple commands into a prepared statement"))),
+        }
+    }
+
+    fn get_parameter_types(&self, _stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(vec![])
+    }
+
+    fn get_result_schema(&self, _stmt: &Prepared, _format: Option<&Format>) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+/// Simple and extended query handling.
+struct Queries {
+    session: Arc<Mutex<Option<Session>>>,
+    parser: Arc<Parser>,
+}
+
+/// Turns one statement's result into a pgwire response, reporting
+/// transaction-block changes so the ReadyForQuery status is right.
+fn response(out: Output, before: Block, after: Block, format: &Format) -> PgWireResult<Response> {
+    let tag = out.tag();
+    match out {
+        Output::Rows { schema, batches } => {
+            let fields = Arc::new(fields(&schema, format));
+            let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+            for b in &batches {
+                encode_batch(b, &fields, &mut rows)?;
+            }
+            Ok(Response::Query(QueryResponse::new(fields, futures::stream::iter(rows))))
+        }
+        Output::CopyIn { columns } => Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))),
+        Output::Command(_) => {
+            let t = Tag::new(&tag);
+            Ok(match (before, after) {
+                (Block::Idle, Block::Open) => Response::TransactionStart(t),
+                (Block::Open | Block::Failed, Block::Idle) => Response::TransactionEnd(t),
+                _ => Response::Execution(t),
+            })
+        }
+    }
+}
+
+async fn send_notices<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for n in session.notices.drain(..) {
+        let info = ErrorInfo::new("WARNING".into(), "25P01".into(), n);
+        client.feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
+    }
+    Ok(())
+}
+
+/// The ReadyForQuery status byte of a session's block state.
+fn status_of(block: Block) -> TransactionStatus {
+    match block {
+        Block::Idle => TransactionStatus::Idle,
+        Block::Open => TransactionStatus::Transaction,
+        Block::Failed => TransactionStatus::Error,
+    }
+}
+
+impl Queries {
+    async fn block(&self) -> Block {
+        self.session.lock().await.as_ref().map(|s| s.block()).unwrap_or(Block::Idle)
+    }
+}
+
+fn is_empty_query(q: &str) -> bool {
+    q.chars().all(|c| c.is_whitespace() || c == ';')
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    /// Like pgwire's default, but the status byte comes from the session
+    /// (a failed COMMIT leaves the session idle, not in a failed block).
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        if is_empty_query(&query.query) {
+            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+        } else {
+            let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+                Some(h) => Some(h.start_query().await),
+                None => None,
+            };
+            let responses = match cancel {
+                Some(rx) => tokio::select! {
+                    r = SimpleQueryHandler::do_query(self, client, &query.query) => r,
+                    _ = rx => Ok(vec![Response::Error(Box::new(error_info(&ComputeError::Cancelled)))]),
+                },
+                None => SimpleQueryHandler::do_query(self, client, &query.query).await,
+            }?;
+            for r in responses {
+                match r {
+                    Response::Query(results) => send_query_response(client, results, true).await?,
+                    Response::Execution(tag) | Response::TransactionStart(tag) | Response::TransactionEnd(tag) => {
+                        send_execution_response(client, tag).await?
+                    }
+                    Response::Error(e) => client.feed(PgWireBackendMessage::ErrorResponse((*e).into())).await?,
+                    Response::EmptyQuery => client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?,
+                    Response::CopyIn(copy) => {
+                        send_copy_in_response(client, copy).await?;
+                        // The COPY's data follows; ReadyForQuery comes after CopyDone.
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        return Ok(());
+                    }
+                    Response::CopyOut(_) | Response::CopyBoth(_) => {
+                        let e = ComputeError::unsupported("COPY … TO");
+                        client.feed(PgWireBackendMessage::ErrorResponse(error_info(&e).into())).await?
+                    }
+                }
+            }
+        }
+        let status = status_of(self.block().await);
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        let stmts = match parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![failed(session, &e)]),
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            let before = session.block();
+            match session.execute(stmt, &[]).await {
+                Ok(o) => {
+                    send_notices(client, session).await?;
+                    out.push(response(o, before, session.block(), &Format::UnifiedText)?);
+                }
+                Err(e) => {
+                    out.push(failed(session, &e));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The error response of a failed statement; logs what is not the client's fault.
+fn failed(session: &Session, e: &ComputeError) -> Response {
+    match e {
+        ComputeError::Internal(_) | ComputeError::StorageUnavailable(_) => {
+            tracing::error!(database = session.database(), error = %e, "statement failed")
+        }
+        _ => tracing::debug!(error = %e, "statement refused"),
+    }
+    Response::Error(Box::new(error_info(e)))
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    /// Reports the session's block state in ReadyForQuery.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = status_of(self.block().await);
+        client.set_transaction_status(status);
+        client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        client.flush().await?;
+        Ok(())
+    }
+
+    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let guard = self.session.lock().await;
+        let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        let (params, schema) = session.describe(&target.statement.stmt).await.map_err(|e| user_error(&e))?;
+        let n = params.len().max(target.parameter_types.len());
+        let types = (0..n)
+            .map(|i| {
+                target.parameter_types.get(i).cloned().flatten().unwrap_or_else(|| param_pg_type(params.get(i).and_then(|t| t.as_ref())))
+            })
+            .collect();
+        let fields = schema.map(|s| fields(&s, &Format::UnifiedText)).unwrap_or_default();
+        Ok(DescribeStatementResponse::new(types, fields))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, portal: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let guard = self.session.lock().await;
+        let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        let (_, schema) = session.describe(&portal.statement.statement.stmt).await.map_err(|e| user_error(&e))?;
+        let fields = schema.map(|s| fields(&s, &portal.result_column_format)).unwrap_or_default();
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        let stmt = &portal.statement.statement.stmt;
+        let inferred = if portal.parameter_len() > 0 {
+            session.describe(stmt).await.map_err(|e| user_error(&e))?.0
+        } else {
+            vec![]
+        };
+        let params = decode_params(portal, &inferred)?;
+        let before = session.block();
+        match session.execute(stmt, &params).await {
+            Ok(o) => {
+                send_notices(client, session).await?;
+                response(o, before, session.block(), &portal.result_column_format)
+            }
+            Err(e) => Ok(failed(session, &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Queries {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(session) = self.session.lock().await.as_mut() {
+            session.copy_data(&data.data).await;
+        }
+        Ok(())
+    }
+
+    /// Sends `COPY n` (pgwire then sends ReadyForQuery) or the COPY's error.
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        let result = session.copy_done().await;
+        client.set_transaction_status(status_of(session.block()));
+        match result {
+            Ok(out) => {
+                send_execution_response(client, Tag::new(&out.tag())).await?;
+                Ok(())
+            }
+            Err(e) => Err(user_error(&e)),
+        }
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        match guard.as_mut() {
+            Some(session) => {
+                let e = session.copy_fail(&fail.message).await;
+                client.set_transaction_status(status_of(session.block()));
+                user_error(&e)
+            }
+            None => PgWireError::ApiError("no session".into()),
+        }
+    }
+}

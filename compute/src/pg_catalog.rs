@@ -1,0 +1,98 @@
+//! `pg_catalog` for tools: psql's `\d` family, drivers' reflection and
+//! pgbench read it. The tables and functions come from the
+//! `datafusion-pg-catalog` crate; this module installs them on a session,
+//! sharing the static tables (a PostgreSQL 15 export, about a megabyte of
+//! Arrow data) across sessions so a connection does not pay to decode them.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{self as pgc, PgCatalogSchemaProvider, PgCatalogStaticTables};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+
+use crate::error::{ComputeError, Result};
+use crate::session::settings::SERVER_VERSION;
+
+static STATIC_TABLES: LazyLock<std::result::Result<Arc<PgCatalogStaticTables>, String>> =
+    LazyLock::new(|| PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| e.to_string()));
+
+/// Decodes the static tables now (at start-up) rather than on the first connection.
+pub fn preload() -> Result<()> {
+    STATIC_TABLES.as_ref().map(|_| ()).map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))
+}
+
+/// Registers `pg_catalog` in `database`'s catalog and the PostgreSQL
+/// functions tools call (`format_type`, `pg_get_expr`, `current_schemas`, …).
+pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
+    let tables = STATIC_TABLES.as_ref().map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?.clone();
+    let provider = PgCatalogSchemaProvider::try_new(ctx.state().catalog_list().clone(), tables, EmptyContextProvider)?;
+    let catalog = ctx
+        .catalog(database)
+        .ok_or_else(|| ComputeError::Internal(format!("catalog of database \"{database}\" is not registered")))?;
+    catalog.register_schema("pg_catalog", Arc::new(provider))?;
+
+    use datafusion_pg_catalog::pg_catalog::{
+        array_bounds_udf, format_type, has_privilege_udf, pg_get_expr_udf, quote_ident_udf,
+    };
+    let udfs = [
+        pgc::create_current_database_udf(database),
+        pgc::create_current_schema_udf(),
+        pgc::create_current_schemas_udf(),
+        pgc::create_pg_get_userbyid_udf(),
+        has_privilege_udf::create_has_privilege_udf("has_table_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_schema_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
+        pgc::create_pg_table_is_visible(),
+        format_type::create_format_type_udf(),
+        pgc::create_session_user_udf(),
+        pg_get_expr_udf::create_pg_get_expr_udf(),
+        pgc::create_pg_get_partkeydef_udf(),
+        pgc::create_pg_relation_is_publishable_udf(),
+        pgc::create_pg_get_statisticsobjdef_columns_udf(),
+        pgc::create_pg_encoding_to_char_udf(),
+        pgc::create_pg_backend_pid_udf(),
+        pgc::create_pg_relation_size_udf(),
+        pgc::create_pg_total_relation_size_udf(),
+        pgc::create_pg_stat_get_numscans(),
+        pgc::create_pg_get_constraintdef(),
+        pgc::create_pg_get_partition_ancestors_udf(),
+        quote_ident_udf::create_quote_ident_udf(),
+        quote_ident_udf::create_parse_ident_udf(),
+        array_bounds_udf::create_array_upper_udf(),
+        array_bounds_udf::create_array_lower_udf(),
+    ];
+    for udf in udfs {
+        ctx.register_udf(udf);
+    }
+    ctx.register_udf(version_udf());
+    if let Ok(tables) = STATIC_TABLES.as_ref() {
+        ctx.register_udtf("pg_get_keywords", tables.pg_get_keywords.clone());
+    }
+    // `regclass`, `regtype`, … as type names in casts.
+    let state = ctx.state_ref();
+    let existing = state.read().clone();
+    *state.write() = SessionStateBuilder::new_from_existing(existing)
+        .with_type_planner(Arc::new(datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner))
+        .build();
+    datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
+    Ok(())
+}
+
+/// `version()` as PostgreSQL answers it: drivers (SQLAlchemy, JDBC) parse the
+/// leading `PostgreSQL <major>.<minor>`.
+fn version_udf() -> ScalarUDF {
+    let text = format!("PostgreSQL {SERVER_VERSION} {} on x86_64-pc-linux-gnu, 64-bit", env!("CARGO_PKG_VERSION"));
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}

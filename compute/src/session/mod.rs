@@ -1,0 +1,597 @@
+//! A client session: its DataFusion context over the connected database,
+//! its settings and its transaction block. Statements come in parsed; the
+//! session runs them against storage and reports rows or a command tag.
+
+pub mod copy_in;
+pub mod settings;
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
+use ebb_proto::storage::Isolation;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+use crate::catalog::{DatabaseCatalog, PUBLIC};
+use crate::error::{ComputeError, Result};
+use crate::sql::{copy, ddl, dml};
+use crate::storage_client::StorageClient;
+use crate::storage_session::StorageSession;
+use settings::Settings;
+
+/// Where the session is with respect to an explicit transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// No BEGIN: each statement is its own transaction.
+    Idle,
+    /// Inside BEGIN … COMMIT.
+    Open,
+    /// A statement failed inside the block; only ROLLBACK/COMMIT are accepted.
+    Failed,
+}
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Output {
+    /// Rows (tag `SELECT n`).
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    /// A command tag such as `INSERT 0 3` or `BEGIN`.
+    Command(String),
+    /// `COPY … FROM STDIN` is waiting for `columns` columns of data.
+    CopyIn { columns: usize },
+}
+
+impl Output {
+    /// The command tag PostgreSQL would send.
+    pub fn tag(&self) -> String {
+        match self {
+            Output::Rows { batches, .. } => format!("SELECT {}", batches.iter().map(|b| b.num_rows()).sum::<usize>()),
+            Output::Command(t) => t.clone(),
+            Output::CopyIn { .. } => "COPY".into(),
+        }
+    }
+}
+
+/// How often a READ COMMITTED statement is re-run after finding a row it
+/// writes changed by a concurrent commit, before reporting 40001.
+const MAX_STATEMENT_RETRIES: u32 = 20;
+
+/// The storage transaction of a writing statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteTxn {
+    /// Storage transaction id.
+    pub id: u64,
+    /// Begun for this statement alone (no transaction block is open).
+    pub own: bool,
+}
+
+/// One client session.
+pub struct Session {
+    storage: Arc<StorageSession>,
+    catalog: Arc<DatabaseCatalog>,
+    ctx: SessionContext,
+    /// SET / SHOW state.
+    pub settings: Settings,
+    block: Block,
+    /// Isolation of the open block.
+    isolation: Isolation,
+    /// Savepoints of the open block, with the session's accepted-write count
+    /// when each was set (see [`Session::rollback_to`]).
+    savepoints: Vec<(String, u64)>,
+    /// Notices for the client (e.g. "there is no transaction in progress").
+    pub notices: Vec<String>,
+    /// A COPY FROM STDIN receiving data.
+    copy: Option<copy_in::CopyIn>,
+}
+
+/// Parses SQL text into statements (PostgreSQL dialect), rewriting the
+/// catalog queries of tools (psql, drivers) into forms DataFusion plans.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    static PARSER: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
+    // VACUUM does nothing in ebb (storage collects garbage itself), so its
+    // PostgreSQL options (`VACUUM ANALYZE t`, `VACUUM (FULL) t`), which the
+    // parser does not know, are dropped.
+    let body = sql.trim().trim_end_matches(';');
+    if body.len() >= 6 && body[..6].eq_ignore_ascii_case("vacuum") && !body.contains(';') {
+        return PARSER.parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
+    }
+    PARSER.parse(&copy::normalize_boolean_options(sql)).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))
+}
+
+impl Session {
+    /// A session on `database`; fails with 3D000 if it does not exist.
+    pub async fn open(client: StorageClient, database: &str) -> Result<Self> {
+        let storage = Arc::new(StorageSession::new(client, database.to_string()));
+        let catalog = Arc::new(DatabaseCatalog::new(storage.clone()));
+        catalog.refresh().await?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(database, PUBLIC)
+            .with_information_schema(true)
+            .with_target_partitions(1)
+            .with_create_default_catalog_and_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(database, catalog.clone());
+        crate::pg_catalog::install(&ctx, database)?;
+        Ok(Self { storage, catalog, ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None })
+    }
+
+    /// The transaction block state (for the ReadyForQuery status byte).
+    pub fn block(&self) -> Block {
+        self.block
+    }
+
+    /// The connected database.
+    pub fn database(&self) -> &str {
+        &self.storage.database
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<StorageSession> {
+        &self.storage
+    }
+
+    pub(crate) fn catalog(&self) -> &Arc<DatabaseCatalog> {
+        &self.catalog
+    }
+
+    /// Runs one statement with positional parameter values.
+    pub async fn execute(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let ends_block = matches!(stmt, Statement::Commit { .. } | Statement::Rollback { .. });
+        if self.block == Block::Failed && !ends_block {
+            return Err(ComputeError::TransactionAborted);
+        }
+        if self.block == Block::Open && self.isolation == Isolation::ReadCommitted && !ends_block {
+            // READ COMMITTED: each statement reads the latest commits.
+            if let Err(e) = self.storage.client.refresh_snapshot(self.database(), self.storage.txn()).await {
+                self.abort_block().await;
+                return Err(e);
+            }
+        }
+        let mut attempts = 0;
+        let result = loop {
+            let writes = self.storage.writes();
+            match self.run_timed(stmt, params, ends_block).await {
+                // READ COMMITTED: a row this statement writes changed after its
+                // snapshot, and none of its writes was taken: run it again on a
+                // fresh snapshot (in a block, the transaction keeps its locks).
+                Err(ComputeError::RetryStatement(_)) if self.storage.writes() == writes && attempts < MAX_STATEMENT_RETRIES => {
+                    attempts += 1;
+                    tracing::debug!(attempts, "re-running a statement on a fresh snapshot");
+                    if self.block == Block::Open
+                        && let Err(e) = self.storage.client.refresh_snapshot(self.database(), self.storage.txn()).await
+                    {
+                        break Err(e);
+                    }
+                }
+                r => break r,
+            }
+        };
+        if result.is_err() && self.block == Block::Open {
+            self.abort_block().await;
+        }
+        result
+    }
+
+    /// Runs a statement under `statement_timeout`.
+    async fn run_timed(&mut self, stmt: &Statement, params: &[ScalarValue], ends_block: bool) -> Result<Output> {
+        let timeout = self.settings.statement_timeout_ms();
+        if timeout > 0 && !ends_block {
+            match tokio::time::timeout(Duration::from_millis(timeout), self.dispatch(stmt, params)).await {
+                Ok(r) => r,
+                Err(_) => Err(ComputeError::invalid("57014", "canceling statement due to statement timeout")),
+            }
+        } else {
+            self.dispatch(stmt, params).await
+        }
+    }
+
+    /// Marks the block failed and releases its storage transaction (kept
+    /// while savepoints exist, so ROLLBACK TO can resume the block).
+    async fn abort_block(&mut self) {
+        let txn = self.storage.txn();
+        if txn != 0 && self.savepoints.is_empty() {
+            if let Err(e) = self.storage.client.rollback(&self.storage.database, txn).await {
+                tracing::debug!(error = %e, "rollback of a failed transaction block");
+            }
+            self.storage.set_txn(0);
+        }
+        self.block = Block::Failed;
+    }
+
+    /// Ends the session: an open transaction is rolled back.
+    pub async fn close(&mut self) {
+        let txn = self.storage.txn();
+        if txn != 0 {
+            let _ = self.storage.client.rollback(&self.storage.database, txn).await;
+            self.storage.set_txn(0);
+        }
+    }
+
+    async fn dispatch(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        match stmt {
+            Statement::StartTransaction { modes, .. } => self.begin(modes).await,
+            Statement::Commit { .. } => self.commit().await,
+            Statement::Rollback { savepoint: Some(name), .. } => self.rollback_to(&name.value),
+            Statement::Rollback { .. } => self.rollback().await,
+            Statement::Savepoint { name } => {
+                if self.block == Block::Idle {
+                    return Err(ComputeError::invalid("25P01", "SAVEPOINT can only be used in transaction blocks"));
+                }
+                self.savepoints.push((name.value.clone(), self.storage.writes()));
+                Ok(Output::Command("SAVEPOINT".into()))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let i = self.savepoint(&name.value)?;
+                self.savepoints.truncate(i);
+                Ok(Output::Command("RELEASE".into()))
+            }
+            Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params).await,
+            Statement::Insert(i) => dml::insert(self, i, params).await,
+            Statement::Update(u) => dml::update(self, u, params).await,
+            Statement::Delete(d) => dml::delete(self, d, params).await,
+            Statement::Truncate(t) => dml::truncate(self, t).await,
+            Statement::Copy { source, to, target, options, legacy_options, .. } => {
+                let from = copy::copy_from(source, *to, target, options, legacy_options)?;
+                self.start_copy(from).await
+            }
+            Statement::CreateTable(ct) => {
+                let req = ddl::create_table(self.database(), ct)?;
+                self.storage.client.create_table(req).await?;
+                Ok(Output::Command("CREATE TABLE".into()))
+            }
+            Statement::AlterTable(at) => {
+                for req in ddl::alter_table(self.database(), at)? {
+                    self.storage.client.alter_table(req).await?;
+                }
+                Ok(Output::Command("ALTER TABLE".into()))
+            }
+            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+                for n in names {
+                    let (schema, name) = ddl::object_name(n)?;
+                    self.storage.client.drop_table(self.database(), schema.as_deref().unwrap_or(""), &name, *if_exists).await?;
+                }
+                Ok(Output::Command("DROP TABLE".into()))
+            }
+            Statement::Drop { object_type: ObjectType::Database, if_exists, names, .. } => {
+                for n in names {
+                    let (_, name) = ddl::object_name(n)?;
+                    if name == self.database() {
+                        return Err(ComputeError::invalid("55006", "cannot drop the currently open database"));
+                    }
+                    self.storage.client.drop_database(&name, *if_exists).await?;
+                }
+                Ok(Output::Command("DROP DATABASE".into()))
+            }
+            Statement::CreateDatabase { db_name, if_not_exists, .. } => {
+                let (_, name) = ddl::object_name(db_name)?;
+                self.storage.client.create_database(&name, *if_not_exists).await?;
+                Ok(Output::Command("CREATE DATABASE".into()))
+            }
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
+                let value = self.settings.get(&name)?.to_string();
+                let schema = Arc::new(Schema::new(vec![Field::new(name.to_lowercase(), DataType::Utf8, false)]));
+                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arrow::array::StringArray::from(vec![value]))])
+                    .map_err(|e| ComputeError::Internal(e.to_string()))?;
+                Ok(Output::Rows { schema, batches: vec![batch] })
+            }
+            Statement::Reset(r) => {
+                match &r.reset {
+                    Reset::ALL => self.settings.reset(None)?,
+                    Reset::ConfigurationParameter(p) => self.settings.reset(Some(&p.to_string()))?,
+                }
+                Ok(Output::Command("RESET".into()))
+            }
+            Statement::Discard { .. } => {
+                self.settings.reset(None)?;
+                Ok(Output::Command("DISCARD ALL".into()))
+            }
+            // Storage collects old versions on its own; there is nothing to do.
+            Statement::Vacuum(_) => Ok(Output::Command("VACUUM".into())),
+            Statement::Analyze(_) => Ok(Output::Command("ANALYZE".into())),
+            other => Err(ComputeError::unsupported(format!("the statement \"{}\"", first_words(&other.to_string())))),
+        }
+    }
+
+    /// The isolation of transactions that do not name one.
+    pub(crate) fn default_isolation(&self) -> Result<Isolation> {
+        settings::isolation_level(self.settings.get("default_transaction_isolation")?)
+    }
+
+    async fn begin(&mut self, modes: &[TransactionMode]) -> Result<Output> {
+        match self.block {
+            Block::Idle => {
+                let mut isolation = self.default_isolation()?;
+                for m in modes {
+                    if let TransactionMode::IsolationLevel(level) = m {
+                        isolation = match level {
+                            TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted => Isolation::ReadCommitted,
+                            TransactionIsolationLevel::RepeatableRead => Isolation::Snapshot,
+                            other => settings::isolation_level(&other.to_string())?,
+                        };
+                    }
+                }
+                let txn = self.storage.client.begin(self.database(), isolation).await?;
+                self.storage.set_txn(txn);
+                self.block = Block::Open;
+                self.isolation = isolation;
+            }
+            Block::Open | Block::Failed => self.notices.push("there is already a transaction in progress".into()),
+        }
+        Ok(Output::Command("BEGIN".into()))
+    }
+
+    async fn commit(&mut self) -> Result<Output> {
+        match self.block {
+            Block::Idle => {
+                self.notices.push("there is no transaction in progress".into());
+                Ok(Output::Command("COMMIT".into()))
+            }
+            Block::Failed => {
+                self.end_block_failed().await;
+                Ok(Output::Command("ROLLBACK".into()))
+            }
+            Block::Open => {
+                let txn = self.storage.txn();
+                self.storage.set_txn(0);
+                self.block = Block::Idle;
+                self.savepoints.clear();
+                self.storage.client.commit(self.database(), txn, vec![]).await?;
+                Ok(Output::Command("COMMIT".into()))
+            }
+        }
+    }
+
+    /// Ends a failed block: its storage transaction (if kept) is rolled back.
+    async fn end_block_failed(&mut self) {
+        let txn = self.storage.txn();
+        self.storage.set_txn(0);
+        self.block = Block::Idle;
+        self.savepoints.clear();
+        if txn != 0
+            && let Err(e) = self.storage.client.rollback(self.database(), txn).await
+        {
+            tracing::debug!(error = %e, "rollback of a failed transaction block");
+        }
+    }
+
+    /// Index of savepoint `name` (the newest of that name).
+    fn savepoint(&self, name: &str) -> Result<usize> {
+        self.savepoints
+            .iter()
+            .rposition(|(n, _)| n == name)
+            .ok_or_else(|| ComputeError::invalid("3B001", format!("savepoint \"{name}\" does not exist")))
+    }
+
+    /// ROLLBACK TO SAVEPOINT. Storage cannot undo part of a transaction, so
+    /// this works when nothing was written since the savepoint (the common
+    /// case of drivers wrapping a query that may fail); otherwise it is
+    /// refused and the transaction must be rolled back as a whole.
+    fn rollback_to(&mut self, name: &str) -> Result<Output> {
+        if self.block == Block::Idle {
+            return Err(ComputeError::invalid("25P01", "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"));
+        }
+        let i = self.savepoint(name)?;
+        if self.storage.txn() == 0 || self.savepoints[i].1 != self.storage.writes() {
+            return Err(ComputeError::unsupported(
+                "ROLLBACK TO SAVEPOINT after writes since the savepoint (ROLLBACK the whole transaction)",
+            ));
+        }
+        self.savepoints.truncate(i + 1);
+        self.block = Block::Open;
+        Ok(Output::Command("ROLLBACK".into()))
+    }
+
+    async fn rollback(&mut self) -> Result<Output> {
+        if self.block == Block::Idle {
+            self.notices.push("there is no transaction in progress".into());
+        }
+        self.savepoints.clear();
+        let txn = self.storage.txn();
+        self.storage.set_txn(0);
+        self.block = Block::Idle;
+        if txn != 0 {
+            self.storage.client.rollback(self.database(), txn).await?;
+        }
+        Ok(Output::Command("ROLLBACK".into()))
+    }
+
+    fn set(&mut self, set: &Set) -> Result<Output> {
+        match set {
+            Set::SingleAssignment { variable, values, .. } => {
+                let value = values.iter().map(setting_text).collect::<Vec<_>>().join(", ");
+                self.settings.set(&variable.to_string(), &value)?;
+            }
+            Set::SetTimeZone { value, .. } => self.settings.set("timezone", &setting_text(value))?,
+            Set::SetNames { charset_name, .. } => self.settings.set("client_encoding", &charset_name.to_string())?,
+            Set::SetTransaction { modes, session, .. } => {
+                for m in modes {
+                    if let TransactionMode::IsolationLevel(level) = m {
+                        let level = level.to_string();
+                        if *session {
+                            // SET SESSION CHARACTERISTICS AS TRANSACTION …
+                            self.settings.set("default_transaction_isolation", &level)?;
+                        } else if self.block != Block::Idle && settings::isolation_level(&level)? != self.isolation {
+                            return Err(ComputeError::unsupported(
+                                "changing the isolation level of an open transaction (name it in BEGIN instead)",
+                            ));
+                        }
+                        self.settings.set("transaction_isolation", &level)?;
+                    }
+                }
+            }
+            other => return Err(ComputeError::unsupported(format!("\"{other}\""))),
+        }
+        Ok(Output::Command("SET".into()))
+    }
+
+    /// Plans a statement with DataFusion against the freshly loaded catalog.
+    pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
+        self.catalog.refresh().await?;
+        let plan = self.ctx.state().statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?;
+        Ok(plan)
+    }
+
+    /// Plans and runs a query with DataFusion.
+    pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok((schema, batches))
+    }
+
+    async fn query(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        let plan = self.plan(stmt).await?;
+        // Several scans in one statement must read one snapshot.
+        let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
+        if implicit {
+            let txn = self.storage.client.begin(self.database(), Isolation::Snapshot).await?;
+            self.storage.set_txn(txn);
+        }
+        let result = self.run_plan(plan, params).await;
+        if implicit {
+            let txn = self.storage.txn();
+            self.storage.set_txn(0);
+            let _ = self.storage.client.rollback(self.database(), txn).await;
+        }
+        let (schema, batches) = result?;
+        Ok(Output::Rows { schema, batches })
+    }
+
+    /// The transaction a writing statement runs in: the open one, or a new
+    /// one of its own that [`Session::end_write`] commits.
+    pub(crate) async fn begin_write(&mut self) -> Result<WriteTxn> {
+        let current = self.storage.txn();
+        if current != 0 {
+            return Ok(WriteTxn { id: current, own: false });
+        }
+        let id = self.storage.client.begin(self.database(), self.default_isolation()?).await?;
+        self.storage.set_txn(id);
+        Ok(WriteTxn { id, own: true })
+    }
+
+    /// Ends a writing statement: a transaction of its own commits when the
+    /// statement succeeded and rolls back when it failed.
+    pub(crate) async fn end_write<T>(&mut self, txn: WriteTxn, result: Result<T>) -> Result<T> {
+        if !txn.own {
+            return result;
+        }
+        self.storage.set_txn(0);
+        match result {
+            Ok(v) => {
+                self.storage.client.commit(self.database(), txn.id, vec![]).await?;
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(r) = self.storage.client.rollback(self.database(), txn.id).await {
+                    tracing::debug!(error = %r, "rollback of a failed statement");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Parameter types of a statement (for Describe), and its result schema
+    /// when it returns rows.
+    pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        match stmt {
+            Statement::Query(_) => {
+                let plan = self.plan(stmt).await?;
+                let out = param_types(&plan, 0)?;
+                Ok((out, Some(Arc::new(plan.schema().as_arrow().clone()))))
+            }
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                let n = count_placeholders(&stmt.to_string());
+                let mut out = vec![None; n];
+                for (i, t) in dml::param_types(self, stmt).await? {
+                    if let Some(slot) = out.get_mut(i) {
+                        slot.get_or_insert(t);
+                    }
+                }
+                Ok((out, None))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+                Ok((vec![], Some(Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)])))))
+            }
+            other => Ok((vec![None; count_placeholders(&other.to_string())], None)),
+        }
+    }
+}
+
+/// Types DataFusion inferred for a plan's `$n` placeholders, by position
+/// (at least `min` of them).
+pub(crate) fn param_types(plan: &LogicalPlan, min: usize) -> Result<Vec<Option<DataType>>> {
+    let mut out = vec![None; min];
+    for (k, v) in plan.get_parameter_types()? {
+        let Some(i) = k.trim_start_matches('$').parse::<usize>().ok().filter(|i| *i > 0) else { continue };
+        if out.len() < i {
+            out.resize(i, None);
+        }
+        out[i - 1] = v;
+    }
+    Ok(out)
+}
+
+/// Number of table scans in a plan.
+fn count_scans(plan: &LogicalPlan) -> usize {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut n = 0;
+    let _ = plan.apply_with_subqueries(|p| {
+        if matches!(p, LogicalPlan::TableScan(_)) {
+            n += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    n
+}
+
+/// Highest `$n` placeholder in SQL text.
+fn count_placeholders(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let mut max = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let start = i + 1;
+            let mut j = start;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j > start
+                && let Ok(n) = sql[start..j].parse::<usize>()
+            {
+                max = max.max(n);
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    max
+}
+
+/// The text of a SET value (`'abc'` → `abc`).
+fn setting_text(e: &datafusion::sql::sqlparser::ast::Expr) -> String {
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The first words of a statement, for messages.
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,223 @@
+//! DDL statements translated into storage catalog requests:
+//! CREATE / DROP / ALTER TABLE, CREATE / DROP DATABASE.
+
+use datafusion::sql::sqlparser::ast::{
+    AlterTable, AlterTableOperation, ColumnDef as AstColumn, ColumnOption, CreateTable, DataType, Expr,
+    ExactNumberInfo, CharacterLength, Ident, ObjectName, ObjectNamePart, RenameTableNameKind, TableConstraint,
+    TimezoneInfo, UnaryOperator, Value,
+};
+use ebb_proto::storage::{
+    AlterTableRequest, ColumnDef, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn, TypeKind, alter_table_request::Action,
+};
+
+use crate::error::{ComputeError, Result};
+
+/// An identifier as PostgreSQL sees it: unquoted names fold to lower case.
+pub fn ident(i: &Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// `[schema.]name` of an object name.
+pub fn object_name(n: &ObjectName) -> Result<(Option<String>, String)> {
+    let parts: Vec<String> = n
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Ok(ident(i)),
+            other => Err(ComputeError::unsupported(format!("object name part {other}"))),
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [name] => Ok((None, name.clone())),
+        [schema, name] => Ok((Some(schema.clone()), name.clone())),
+        [_db, schema, name] => Ok((Some(schema.clone()), name.clone())),
+        _ => Err(ComputeError::Syntax(format!("improper qualified name: {n}"))),
+    }
+}
+
+/// The column names of a PRIMARY KEY constraint.
+fn key_columns(pk: &datafusion::sql::sqlparser::ast::PrimaryKeyConstraint) -> Result<Vec<String>> {
+    pk.columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            Expr::Identifier(i) => Ok(ident(i)),
+            other => Err(ComputeError::unsupported(format!("primary key expression {other}"))),
+        })
+        .collect()
+}
+
+fn ty(kind: TypeKind, length: u32, scale: u32) -> ColumnType {
+    ColumnType { kind: kind as i32, length, scale }
+}
+
+fn char_len(l: &Option<CharacterLength>) -> Result<u32> {
+    match l {
+        None => Ok(0),
+        Some(CharacterLength::IntegerLength { length, .. }) => {
+            u32::try_from(*length).map_err(|_| ComputeError::invalid("22023", format!("length {length} is too large")))
+        }
+        Some(CharacterLength::Max) => Ok(0),
+    }
+}
+
+/// The storage type of a SQL type name.
+pub fn column_type(dt: &DataType) -> Result<ColumnType> {
+    use DataType as D;
+    Ok(match dt {
+        D::SmallInt(_) | D::Int2(_) => ty(TypeKind::Smallint, 0, 0),
+        D::Int(_) | D::Integer(_) | D::Int4(_) => ty(TypeKind::Integer, 0, 0),
+        D::BigInt(_) | D::Int8(_) => ty(TypeKind::Bigint, 0, 0),
+        D::Numeric(info) | D::Decimal(info) | D::Dec(info) => match info {
+            ExactNumberInfo::None => ty(TypeKind::Numeric, 0, 0),
+            ExactNumberInfo::Precision(p) => ty(TypeKind::Numeric, *p as u32, 0),
+            ExactNumberInfo::PrecisionAndScale(p, s) if *s >= 0 => ty(TypeKind::Numeric, *p as u32, *s as u32),
+            ExactNumberInfo::PrecisionAndScale(..) => return Err(ComputeError::unsupported("negative numeric scale")),
+        },
+        D::Real | D::Float4 => ty(TypeKind::Real, 0, 0),
+        D::Float(ExactNumberInfo::Precision(p)) if *p <= 24 => ty(TypeKind::Real, 0, 0),
+        D::Float(_) | D::Float8 | D::Double(_) | D::DoublePrecision => ty(TypeKind::Double, 0, 0),
+        D::Text | D::String(None) => ty(TypeKind::Text, 0, 0),
+        D::Varchar(l) | D::CharacterVarying(l) | D::CharVarying(l) => ty(TypeKind::Varchar, char_len(l)?, 0),
+        D::Char(l) | D::Character(l) => ty(TypeKind::Char, char_len(l)?.max(1), 0),
+        D::Boolean | D::Bool => ty(TypeKind::Boolean, 0, 0),
+        D::Date => ty(TypeKind::Date, 0, 0),
+        D::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => ty(TypeKind::Timestamptz, 0, 0),
+        D::Timestamp(_, _) => ty(TypeKind::Timestamp, 0, 0),
+        D::Bytea => ty(TypeKind::Bytea, 0, 0),
+        D::Uuid => ty(TypeKind::Uuid, 0, 0),
+        D::JSON => ty(TypeKind::Json, 0, 0),
+        D::JSONB => ty(TypeKind::Jsonb, 0, 0),
+        D::Custom(name, _) => match name.to_string().to_lowercase().as_str() {
+            "timestamptz" => ty(TypeKind::Timestamptz, 0, 0),
+            "serial" | "bigserial" | "smallserial" | "serial4" | "serial8" => {
+                return Err(ComputeError::unsupported(format!("the {name} type (sequences)")));
+            }
+            other => return Err(ComputeError::invalid("42704", format!("type \"{other}\" does not exist"))),
+        },
+        other => return Err(ComputeError::unsupported(format!("the type {other}"))),
+    })
+}
+
+/// A constant DEFAULT as PostgreSQL text, or `None` if it must be evaluated.
+fn constant_default(e: &Expr) -> Option<Option<String>> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Some(None),
+            Value::Number(n, _) => Some(Some(n.to_string())),
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(Some(s.clone())),
+            Value::Boolean(b) => Some(Some(b.to_string())),
+            _ => None,
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match constant_default(expr)? {
+            Some(s) => Some(Some(format!("-{s}"))),
+            None => Some(None),
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => constant_default(expr),
+        _ => None,
+    }
+}
+
+/// Translates a column definition; returns it and whether it is a primary key.
+fn column(c: &AstColumn) -> Result<(ColumnDef, bool)> {
+    let mut def = ColumnDef { name: ident(&c.name), r#type: Some(column_type(&c.data_type)?), ..Default::default() };
+    let mut pk = false;
+    for o in &c.options {
+        match &o.option {
+            ColumnOption::Null => def.not_null = false,
+            ColumnOption::NotNull => def.not_null = true,
+            ColumnOption::Default(e) => match constant_default(e) {
+                Some(Some(lit)) => def.default_literal = Some(lit),
+                Some(None) => {}
+                None => def.default_expr = Some(e.to_string()),
+            },
+            ColumnOption::PrimaryKey(_) => {
+                pk = true;
+                def.not_null = true;
+            }
+            other => return Err(ComputeError::unsupported(format!("column constraint \"{other}\""))),
+        }
+    }
+    Ok((def, pk))
+}
+
+/// CREATE TABLE.
+pub fn create_table(database: &str, ct: &CreateTable) -> Result<CreateTableRequest> {
+    if ct.query.is_some() {
+        return Err(ComputeError::unsupported("CREATE TABLE … AS"));
+    }
+    if ct.temporary {
+        return Err(ComputeError::unsupported("temporary tables"));
+    }
+    let (schema, name) = object_name(&ct.name)?;
+    let mut columns = Vec::new();
+    let mut primary_key = Vec::new();
+    for c in &ct.columns {
+        let (def, pk) = column(c)?;
+        if pk {
+            primary_key.push(def.name.clone());
+        }
+        columns.push(def);
+    }
+    for constraint in &ct.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                if !primary_key.is_empty() {
+                    return Err(ComputeError::invalid("42P16", format!("multiple primary keys for table \"{name}\" are not allowed")));
+                }
+                primary_key = key_columns(pk)?;
+            }
+            other => return Err(ComputeError::unsupported(format!("table constraint \"{other}\""))),
+        }
+    }
+    if primary_key.len() > 1 && ct.columns.iter().any(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))) {
+        return Err(ComputeError::invalid("42P16", format!("multiple primary keys for table \"{name}\" are not allowed")));
+    }
+    Ok(CreateTableRequest {
+        database: database.into(),
+        schema: schema.unwrap_or_default(),
+        name,
+        columns,
+        primary_key,
+        if_not_exists: ct.if_not_exists,
+    })
+}
+
+/// ALTER TABLE: one storage request per operation.
+pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequest>> {
+    let (schema, name) = object_name(&at.name)?;
+    let mut out = Vec::new();
+    for op in &at.operations {
+        let action = match op {
+            AlterTableOperation::AddColumn { column_def, .. } => {
+                let (def, pk) = column(column_def)?;
+                if pk {
+                    return Err(ComputeError::unsupported("adding a primary-key column"));
+                }
+                if def.default_expr.is_some() {
+                    return Err(ComputeError::unsupported("ADD COLUMN with a non-constant DEFAULT"));
+                }
+                Action::AddColumn(def)
+            }
+            AlterTableOperation::AddConstraint { constraint: TableConstraint::PrimaryKey(pk), .. } => {
+                Action::AddPrimaryKey(PrimaryKey { columns: key_columns(pk)? })
+            }
+            AlterTableOperation::DropColumn { column_names, .. } if column_names.len() == 1 => {
+                Action::DropColumn(ident(&column_names[0]))
+            }
+            AlterTableOperation::RenameColumn { old_column_name, new_column_name } => {
+                Action::RenameColumn(RenameColumn { from: ident(old_column_name), to: ident(new_column_name) })
+            }
+            AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(n) | RenameTableNameKind::As(n) } => {
+                Action::RenameTable(object_name(n)?.1)
+            }
+            other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
+        };
+        out.push(AlterTableRequest {
+            database: database.into(),
+            schema: schema.clone().unwrap_or_default(),
+            name: name.clone(),
+            action: Some(action),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,396 @@
+//! INSERT, UPDATE, DELETE and TRUNCATE.
+//!
+//! Rows to write are computed by DataFusion and written by key: an UPDATE
+//! plans `SELECT <new row> FROM t WHERE …` and upserts the result, a DELETE
+//! plans `SELECT <key> FROM t WHERE …` and deletes those keys. The WHERE
+//! clause is always evaluated by DataFusion (subqueries included), so a
+//! statement can never silently touch rows it did not select
+//! (apache/datafusion#24654 does not apply: the DML hooks are not used).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, Insert, OnConflictAction, OnInsert, SetExpr, Statement, TableFactor,
+    TableObject, Truncate, Update, Value,
+};
+use ebb_proto::storage::{TableDef, WriteKind};
+
+use super::ddl::{ident, object_name};
+use crate::error::{ComputeError, Result};
+use crate::session::{Output, Session, WriteTxn, parse};
+use crate::storage_client::table_write;
+
+/// The hidden row-id column of tables without a primary key.
+pub const ROWID: &str = "_rowid";
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn qualified(def: &TableDef) -> String {
+    format!("{}.{}", quote(&def.schema), quote(&def.name))
+}
+
+/// Looks a table up, refreshing the catalog first.
+pub(crate) async fn target(s: &Session, schema: Option<&str>, name: &str) -> Result<TableDef> {
+    s.catalog().refresh().await?;
+    s.catalog()
+        .table(schema, name)
+        .map(|t| t.def().clone())
+        .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))
+}
+
+/// Plans and runs a SELECT given as text (parameters `$n` are bound).
+async fn select(s: &Session, sql: &str, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let stmts = parse(sql)?;
+    let stmt = stmts.first().ok_or_else(|| ComputeError::Internal("empty generated query".into()))?;
+    let plan = s.plan(stmt).await?;
+    s.run_plan(plan, params).await
+}
+
+fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    concat_batches(&schema, &batches).map_err(|e| ComputeError::Internal(e.to_string()))
+}
+
+fn project(batch: &RecordBatch, idx: &[usize]) -> Result<RecordBatch> {
+    batch.project(idx).map_err(|e| ComputeError::Internal(e.to_string()))
+}
+
+/// Renames the columns of a batch.
+fn renamed(batch: &RecordBatch, names: &[String]) -> Result<RecordBatch> {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| Field::new(n, f.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec()).map_err(|e| ComputeError::Internal(e.to_string()))
+}
+
+/// Types of the `$n` parameters of an INSERT, UPDATE or DELETE (0-based
+/// position and type): a bare `$n` given to a column takes the column's type
+/// (`VALUES ($1, $2)`, `SET v = $1`); others are inferred by DataFusion from
+/// the query the statement runs (`WHERE id = $1`).
+pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(usize, DataType)>> {
+    let mut out = Vec::new();
+    let mut bare = |e: &Expr, def: &TableDef, column: &str| {
+        if let Expr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+            && let Some(i) = p.trim_start_matches('$').parse::<usize>().ok().filter(|i| *i > 0)
+            && let Some(c) = def.columns.iter().find(|c| c.name == column)
+            && let Some(t) = &c.r#type
+        {
+            out.push((i - 1, ebb_proto::pg_types::arrow_type(t)));
+        }
+    };
+    let query = match stmt {
+        Statement::Insert(ins) => {
+            let TableObject::TableName(name) = &ins.table else { return Ok(vec![]) };
+            let (schema, table) = object_name(name)?;
+            let def = target(s, schema.as_deref(), &table).await?;
+            let columns: Vec<String> = if ins.columns.is_empty() {
+                def.columns.iter().map(|c| c.name.clone()).collect()
+            } else {
+                ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect::<Result<_>>()?
+            };
+            if let Some(source) = &ins.source
+                && let SetExpr::Values(values) = source.body.as_ref()
+            {
+                for row in &values.rows {
+                    for (e, c) in row.iter().zip(&columns) {
+                        bare(e, &def, c);
+                    }
+                }
+            }
+            ins.source.as_ref().map(|q| Statement::Query(q.clone()))
+        }
+        Statement::Update(u) => {
+            let (schema, table, alias) = target_relation(&u.table.relation)?;
+            let def = target(s, schema.as_deref(), &table).await?;
+            let mut items = Vec::new();
+            for a in &u.assignments {
+                if let AssignmentTarget::ColumnName(n) = &a.target {
+                    bare(&a.value, &def, &object_name(n)?.1);
+                }
+                items.push(format!("({})", a.value));
+            }
+            let filter = u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default();
+            parse(&format!("SELECT {} FROM {}{alias}{filter}", items.join(", "), qualified(&def)))?.pop()
+        }
+        Statement::Delete(d) => {
+            let (FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t)) = &d.from;
+            let Some(t) = t.first() else { return Ok(out) };
+            let (schema, table, alias) = target_relation(&t.relation)?;
+            let def = target(s, schema.as_deref(), &table).await?;
+            let filter = d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default();
+            parse(&format!("SELECT 1 FROM {}{alias}{filter}", qualified(&def)))?.pop()
+        }
+        _ => None,
+    };
+    if let Some(q) = query
+        && let Ok(plan) = s.plan(&q).await
+    {
+        for (i, t) in crate::session::param_types(&plan, 0)?.into_iter().enumerate() {
+            if let Some(t) = t {
+                out.push((i, t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// INSERT INTO t [(cols)] VALUES … | SELECT … [ON CONFLICT DO NOTHING]
+pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Result<Output> {
+    let TableObject::TableName(name) = &ins.table else {
+        return Err(ComputeError::unsupported("INSERT into a table function"));
+    };
+    if ins.returning.is_some() {
+        return Err(ComputeError::unsupported("INSERT … RETURNING"));
+    }
+    let kind = match &ins.on {
+        None => WriteKind::Insert,
+        Some(OnInsert::OnConflict(c)) => match &c.action {
+            OnConflictAction::DoNothing => WriteKind::InsertOrIgnore,
+            OnConflictAction::DoUpdate(_) => return Err(ComputeError::unsupported("INSERT … ON CONFLICT DO UPDATE")),
+        },
+        Some(_) => return Err(ComputeError::unsupported("this INSERT conflict clause")),
+    };
+    let (schema, table) = object_name(name)?;
+    let def = target(s, schema.as_deref(), &table).await?;
+    let columns: Vec<String> = if ins.columns.is_empty() {
+        def.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect::<Result<_>>()?
+    };
+    for c in &columns {
+        if !def.columns.iter().any(|d| &d.name == c) {
+            return Err(ComputeError::invalid("42703", format!("column \"{c}\" of relation \"{}\" does not exist", def.name)));
+        }
+    }
+    let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
+    let stmt = Statement::Query(source.clone());
+    let txn = s.begin_write().await?;
+    let result = insert_rows(s, txn, &stmt, &def, &columns, kind, params).await;
+    s.end_write(txn, result).await
+}
+
+async fn insert_rows(
+    s: &mut Session,
+    txn: WriteTxn,
+    source: &Statement,
+    def: &TableDef,
+    columns: &[String],
+    kind: WriteKind,
+    params: &[ScalarValue],
+) -> Result<Output> {
+    let plan = s.plan(source).await?;
+    let (out_schema, batches) = s.run_plan(plan, params).await?;
+    if out_schema.fields().len() > columns.len() {
+        return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
+    }
+    if out_schema.fields().len() < columns.len() {
+        return Err(ComputeError::invalid("42601", "INSERT has more target columns than expressions"));
+    }
+    let batch = one_batch(out_schema, batches)?;
+    let mut batch = renamed(&batch, columns)?;
+    batch = with_expression_defaults(s, def, columns, batch).await?;
+    if batch.num_rows() == 0 {
+        return Ok(Output::Command("INSERT 0 0".into()));
+    }
+    let w = table_write(&def.schema, &def.name, kind, &batch)?;
+    let n = s.storage().write(txn.id, w).await?;
+    Ok(Output::Command(format!("INSERT 0 {n}")))
+}
+
+/// Adds columns whose DEFAULT is an expression (e.g. `now()`), evaluated
+/// once per statement, for columns the INSERT did not name.
+async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String], batch: RecordBatch) -> Result<RecordBatch> {
+    let missing: Vec<_> = def
+        .columns
+        .iter()
+        .filter(|c| c.default_expr.is_some() && !named.contains(&c.name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(batch);
+    }
+    let exprs: Vec<String> = missing.iter().map(|c| c.default_expr.clone().unwrap_or_default()).collect();
+    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[]).await?;
+    let row = values.first().filter(|b| b.num_rows() == 1).ok_or_else(|| ComputeError::Internal("default expression returned no row".into()))?;
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+    for (i, c) in missing.iter().enumerate() {
+        let value = ScalarValue::try_from_array(row.column(i), 0)?;
+        let array = if batch.num_rows() == 0 {
+            new_null_array(row.column(i).data_type(), 0)
+        } else {
+            value.to_array_of_size(batch.num_rows())?
+        };
+        fields.push(Field::new(&c.name, array.data_type().clone(), true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| ComputeError::Internal(e.to_string()))
+}
+
+/// The single target table of an UPDATE or DELETE, with its alias as written.
+fn target_relation(t: &TableFactor) -> Result<(Option<String>, String, String)> {
+    match t {
+        TableFactor::Table { name, alias, .. } => {
+            let (schema, table) = object_name(name)?;
+            let alias_text = alias.as_ref().map(|a| format!(" AS {}", quote(&ident(&a.name)))).unwrap_or_default();
+            Ok((schema, table, alias_text))
+        }
+        other => Err(ComputeError::unsupported(format!("DML on \"{other}\""))),
+    }
+}
+
+/// UPDATE t SET … [WHERE …]
+pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Result<Output> {
+    if u.from.is_some() {
+        return Err(ComputeError::unsupported("UPDATE … FROM"));
+    }
+    if u.returning.is_some() {
+        return Err(ComputeError::unsupported("UPDATE … RETURNING"));
+    }
+    if !u.table.joins.is_empty() {
+        return Err(ComputeError::unsupported("UPDATE with joins"));
+    }
+    let (schema, table, alias) = target_relation(&u.table.relation)?;
+    let def = target(s, schema.as_deref(), &table).await?;
+    let mut assigned = std::collections::HashMap::new();
+    for a in &u.assignments {
+        let AssignmentTarget::ColumnName(n) = &a.target else {
+            return Err(ComputeError::unsupported("UPDATE with tuple assignments"));
+        };
+        let col = object_name(n)?.1;
+        if !def.columns.iter().any(|c| c.name == col) {
+            return Err(ComputeError::invalid("42703", format!("column \"{col}\" of relation \"{}\" does not exist", def.name)));
+        }
+        if assigned.insert(col.clone(), a.value.to_string()).is_some() {
+            return Err(ComputeError::invalid("42601", format!("multiple assignments to same column \"{col}\"")));
+        }
+    }
+    let key_changes = def.primary_key.iter().any(|k| assigned.contains_key(k));
+    let mut items: Vec<String> = def
+        .columns
+        .iter()
+        .map(|c| match assigned.get(&c.name) {
+            Some(e) => format!("({e}) AS {}", quote(&c.name)),
+            None => quote(&c.name),
+        })
+        .collect();
+    let no_pk = def.primary_key.is_empty();
+    if no_pk {
+        items.push(quote(ROWID));
+    }
+    if key_changes {
+        items.extend(def.primary_key.iter().map(|k| format!("{} AS {}", quote(k), quote(&format!("__old_{k}")))));
+    }
+    let sql = format!(
+        "SELECT {} FROM {}{}{}",
+        items.join(", "),
+        qualified(&def),
+        alias,
+        u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+    );
+    let txn = s.begin_write().await?;
+    let result = update_rows(s, txn, &def, &sql, key_changes, params).await;
+    s.end_write(txn, result).await
+}
+
+async fn update_rows(s: &mut Session, txn: WriteTxn, def: &TableDef, sql: &str, key_changes: bool, params: &[ScalarValue]) -> Result<Output> {
+    let no_pk = def.primary_key.is_empty();
+    let _rowid = s.catalog().expose_rowid(def);
+    let (out_schema, batches) = select(s, sql, params).await?;
+    let batch = one_batch(out_schema, batches)?;
+    let n = batch.num_rows();
+    if n == 0 {
+        return Ok(Output::Command("UPDATE 0".into()));
+    }
+    let ncols = def.columns.len() + usize::from(no_pk);
+    let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).chain(no_pk.then(|| ROWID.to_string())).collect();
+    let new_rows = renamed(&project(&batch, &(0..ncols).collect::<Vec<_>>())?, &names)?;
+    if key_changes {
+        let old_idx: Vec<usize> = (ncols..batch.num_columns()).collect();
+        let old_keys = renamed(&project(&batch, &old_idx)?, &def.primary_key)?;
+        let del = table_write(&def.schema, &def.name, WriteKind::Delete, &old_keys)?;
+        s.storage().write(txn.id, del).await?;
+        let ins = table_write(&def.schema, &def.name, WriteKind::Insert, &new_rows)?;
+        s.storage().write(txn.id, ins).await?;
+    } else {
+        let w = table_write(&def.schema, &def.name, WriteKind::Upsert, &new_rows)?;
+        s.storage().write(txn.id, w).await?;
+    }
+    Ok(Output::Command(format!("UPDATE {n}")))
+}
+
+/// Keys (primary-key columns, or the row id) of the rows a WHERE selects, deleted.
+async fn delete_where(s: &mut Session, def: &TableDef, alias: &str, selection: Option<String>, params: &[ScalarValue]) -> Result<u64> {
+    let keys: Vec<String> = if def.primary_key.is_empty() { vec![ROWID.to_string()] } else { def.primary_key.clone() };
+    let sql = format!(
+        "SELECT {} FROM {}{}{}",
+        keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
+        qualified(def),
+        alias,
+        selection.map(|w| format!(" WHERE {w}")).unwrap_or_default()
+    );
+    let txn = s.begin_write().await?;
+    let result = delete_rows(s, txn, def, &sql, &keys, params).await;
+    s.end_write(txn, result).await
+}
+
+async fn delete_rows(s: &mut Session, txn: WriteTxn, def: &TableDef, sql: &str, keys: &[String], params: &[ScalarValue]) -> Result<u64> {
+    let _rowid = s.catalog().expose_rowid(def);
+    let (out_schema, batches) = select(s, sql, params).await?;
+    let batch = one_batch(out_schema, batches)?;
+    if batch.num_rows() == 0 {
+        return Ok(0);
+    }
+    let batch = renamed(&batch, keys)?;
+    let w = table_write(&def.schema, &def.name, WriteKind::Delete, &batch)?;
+    s.storage().write(txn.id, w).await
+}
+
+/// DELETE FROM t [WHERE …]
+pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Result<Output> {
+    if d.using.is_some() {
+        return Err(ComputeError::unsupported("DELETE … USING"));
+    }
+    if d.returning.is_some() {
+        return Err(ComputeError::unsupported("DELETE … RETURNING"));
+    }
+    let tables = match &d.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [t] = tables.as_slice() else {
+        return Err(ComputeError::unsupported("DELETE from several tables"));
+    };
+    let (schema, table, alias) = target_relation(&t.relation)?;
+    let def = target(s, schema.as_deref(), &table).await?;
+    let n = delete_where(s, &def, &alias, d.selection.as_ref().map(|w| w.to_string()), params).await?;
+    Ok(Output::Command(format!("DELETE {n}")))
+}
+
+/// TRUNCATE t [, …]: deletes every row, atomically across the tables.
+pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
+    let mut defs = Vec::new();
+    for target_table in &t.table_names {
+        let (schema, name) = object_name(&target_table.name)?;
+        defs.push(target(s, schema.as_deref(), &name).await?);
+    }
+    let txn = s.begin_write().await?;
+    let mut result = Ok(());
+    for def in &defs {
+        if let Err(e) = delete_where(s, def, "", None, &[]).await {
+            result = Err(e);
+            break;
+        }
+    }
+    s.end_write(txn, result).await?;
+    Ok(Output::Command("TRUNCATE TABLE".into()))
+}

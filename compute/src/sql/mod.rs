@@ -1,0 +1,5 @@
+//! Statements ebb runs itself rather than handing to DataFusion.
+
+pub mod copy;
+pub mod ddl;
+pub mod dml;

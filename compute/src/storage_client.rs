@@ -1,0 +1,160 @@
+//! The compute node's client of the storage service: typed calls, Arrow
+//! batches in and out, and storage errors turned into SQL errors.
+
+use std::time::Duration;
+
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamDecoder;
+use futures::Stream;
+use arrow::record_batch::RecordBatch;
+use ebb_proto::arrow_ipc;
+use ebb_proto::storage::storage_client::StorageClient as Grpc;
+use ebb_proto::storage::*;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ComputeError, Result};
+
+/// Largest gRPC message the client sends or accepts.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// A cheap-to-clone handle on one storage service.
+#[derive(Clone)]
+pub struct StorageClient {
+    grpc: Grpc<Channel>,
+}
+
+impl StorageClient {
+    /// Connects lazily to `url` (`http://host:port`); the first call dials.
+    pub fn connect_lazy(url: &str) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| ComputeError::Config(format!("storage URL \"{url}\": {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let grpc = Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+        Ok(Self { grpc })
+    }
+
+    fn grpc(&self) -> Grpc<Channel> {
+        self.grpc.clone()
+    }
+
+    /// Every database.
+    pub async fn list_databases(&self) -> Result<Vec<DatabaseInfo>> {
+        Ok(self.grpc().list_databases(ListDatabasesRequest {}).await?.into_inner().databases)
+    }
+
+    /// CREATE DATABASE.
+    pub async fn create_database(&self, name: &str, if_not_exists: bool) -> Result<bool> {
+        let r = self.grpc().create_database(CreateDatabaseRequest { name: name.into(), if_not_exists }).await?;
+        Ok(r.into_inner().created)
+    }
+
+    /// DROP DATABASE.
+    pub async fn drop_database(&self, name: &str, if_exists: bool) -> Result<bool> {
+        Ok(self.grpc().drop_database(DropDatabaseRequest { name: name.into(), if_exists }).await?.into_inner().dropped)
+    }
+
+    /// Every table of `database`.
+    pub async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>> {
+        Ok(self.grpc().list_tables(ListTablesRequest { database: database.into() }).await?.into_inner().tables)
+    }
+
+    /// CREATE TABLE.
+    pub async fn create_table(&self, req: CreateTableRequest) -> Result<bool> {
+        Ok(self.grpc().create_table(req).await?.into_inner().created)
+    }
+
+    /// DROP TABLE.
+    pub async fn drop_table(&self, database: &str, schema: &str, name: &str, if_exists: bool) -> Result<bool> {
+        let req = DropTableRequest { database: database.into(), schema: schema.into(), name: name.into(), if_exists };
+        Ok(self.grpc().drop_table(req).await?.into_inner().dropped)
+    }
+
+    /// ALTER TABLE.
+    pub async fn alter_table(&self, req: AlterTableRequest) -> Result<()> {
+        self.grpc().alter_table(req).await?;
+        Ok(())
+    }
+
+    /// Begins a transaction at `isolation`; returns its id.
+    pub async fn begin(&self, database: &str, isolation: Isolation) -> Result<u64> {
+        let req = BeginRequest { database: database.into(), idle_timeout_ms: 0, isolation: isolation as i32 };
+        Ok(self.grpc().begin(req).await?.into_inner().txn_id)
+    }
+
+    /// READ COMMITTED: moves a transaction's snapshot to the latest commit.
+    pub async fn refresh_snapshot(&self, database: &str, txn_id: u64) -> Result<()> {
+        self.grpc().refresh_snapshot(RefreshSnapshotRequest { database: database.into(), txn_id }).await?;
+        Ok(())
+    }
+
+    /// Buffers a write in a transaction; returns rows affected.
+    pub async fn write(&self, database: &str, txn_id: u64, write: TableWrite) -> Result<u64> {
+        let req = WriteRequest { database: database.into(), txn_id, write: Some(write) };
+        Ok(self.grpc().write(req).await?.into_inner().rows_affected)
+    }
+
+    /// Commits (`txn_id` 0: the writes in a transaction of their own); returns rows affected.
+    pub async fn commit(&self, database: &str, txn_id: u64, writes: Vec<TableWrite>) -> Result<u64> {
+        let req = CommitRequest { database: database.into(), txn_id, writes };
+        Ok(self.grpc().commit(req).await?.into_inner().rows_affected)
+    }
+
+    /// Rolls a transaction back.
+    pub async fn rollback(&self, database: &str, txn_id: u64) -> Result<()> {
+        self.grpc().rollback(RollbackRequest { database: database.into(), txn_id }).await?;
+        Ok(())
+    }
+
+    /// Streams a scan's record batches as they arrive.
+    pub async fn scan_stream(self, req: ScanRequest) -> Result<impl Stream<Item = Result<RecordBatch>> + Send + 'static> {
+        let stream = self.grpc().scan(req).await?.into_inner();
+        let state = (stream, StreamDecoder::new());
+        Ok(futures::stream::try_unfold(state, |(mut stream, mut decoder)| async move {
+            loop {
+                let Some(msg) = stream.message().await? else {
+                    decoder.finish().map_err(|e| ComputeError::Internal(format!("scan stream from storage ended early: {e}")))?;
+                    return Ok(None);
+                };
+                let mut buf = Buffer::from(msg.arrow_ipc);
+                let mut out = Vec::new();
+                while !buf.is_empty() {
+                    let before = buf.len();
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(b)) => out.push(b),
+                        Ok(None) if buf.len() == before => break,
+                        Ok(None) => {}
+                        Err(e) => return Err(ComputeError::Internal(format!("bad scan stream from storage: {e}"))),
+                    }
+                }
+                if !out.is_empty() {
+                    let batch = if out.len() == 1 {
+                        out.pop().expect("one batch")
+                    } else {
+                        arrow::compute::concat_batches(&out[0].schema(), &out).map_err(|e| ComputeError::Internal(e.to_string()))?
+                    };
+                    return Ok(Some((batch, (stream, decoder))));
+                }
+            }
+        }))
+    }
+
+    /// Runs a scan to completion.
+    pub async fn scan(&self, req: ScanRequest) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut stream = self.grpc().scan(req).await?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(m) = stream.message().await? {
+            bytes.extend_from_slice(&m.arrow_ipc);
+        }
+        arrow_ipc::decode_with_schema(&bytes).map_err(|e| ComputeError::Internal(format!("bad scan stream from storage: {e}")))
+    }
+}
+
+/// Encodes one batch as the payload of a table write.
+pub fn table_write(schema: &str, table: &str, kind: WriteKind, batch: &RecordBatch) -> Result<TableWrite> {
+    let arrow_ipc = arrow_ipc::encode(std::slice::from_ref(batch)).map_err(|e| ComputeError::Internal(e.to_string()))?;
+    Ok(TableWrite { schema: schema.into(), table: table.into(), kind: kind as i32, arrow_ipc })
+}

@@ -1,0 +1,44 @@
+//! `ebb compute`: command-line flags and settings of the compute role.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Args;
+use ebb_compute::server::{self, ComputeConfig};
+use serde::Deserialize;
+
+/// Flags of `ebb compute`; each also reads an `EBB_*` variable.
+#[derive(Args, Debug)]
+pub struct ComputeArgs {
+    /// PostgreSQL listen address (bind it to loopback or a private network:
+    /// a compute trusts every client, the proxy authenticates).
+    #[arg(long, env = "EBB_COMPUTE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Storage service URL.
+    #[arg(long, env = "EBB_STORAGE")]
+    storage: Option<String>,
+    /// Serve only this database.
+    #[arg(long, env = "EBB_DATABASE")]
+    database: Option<String>,
+}
+
+/// The `[compute]` section of the settings file.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ComputeFile {
+    listen: Option<SocketAddr>,
+    storage: Option<String>,
+    database: Option<String>,
+}
+
+/// Runs `ebb compute`.
+pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let file: ComputeFile = ebb_common::settings::load(config_file, "compute")?;
+    let cfg = ComputeConfig {
+        listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5434))),
+        storage: args.storage.or(file.storage).unwrap_or_else(|| "http://127.0.0.1:5433".into()),
+        database: args.database.or(file.database),
+    };
+    server::run(cfg, crate::shutdown_signal()).await.context("compute failed")
+}

@@ -1,0 +1,249 @@
+//! The compute node end to end: real `ebb storage` and `ebb compute`
+//! processes, spoken to by psql and by tokio-postgres (extended protocol).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::support::*;
+
+/// A running `ebb compute`, killed when dropped.
+pub struct ComputeProc {
+    pub child: Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl ComputeProc {
+    pub async fn start(storage: &StorageProc, dir: &std::path::Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("compute-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["compute", "--listen", &format!("127.0.0.1:{port}"), "--storage", &format!("http://{}", storage.addr)])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ebb compute");
+        let mut me = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(s) = me.child.try_wait().expect("try_wait") {
+                panic!("ebb compute exited with {s}:\n{}", std::fs::read_to_string(&me.log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "compute did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        me
+    }
+
+    pub async fn connect(&self) -> Client {
+        let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port), NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Runs psql with `-c sql`; returns stdout (unaligned, tuples only).
+    pub fn psql(&self, sql: &str) -> (bool, String, String) {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql must be installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    /// Runs psql with `-c sql`, feeding `stdin` (the data of a COPY … FROM STDIN).
+    pub fn psql_stdin(&self, sql: &str, stdin: &str) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql must be installed");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write psql stdin");
+        let out = child.wait_with_output().expect("psql");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    /// Runs a client tool (pgbench, psql) against this compute with `args`.
+    pub fn tool(&self, program: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(program)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    /// The last lines of the compute's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ComputeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn cluster(storage_extra: &[&str]) -> (tempfile::TempDir, StorageProc, ComputeProc) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("objects").display());
+    let storage = StorageProc::start(&store, &dir.path().join("cache"), storage_extra, &[]).await;
+    let compute = ComputeProc::start(&storage, dir.path(), &[]).await;
+    (dir, storage, compute)
+}
+
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_creates_inserts_and_selects() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, _, err) = compute.psql("CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2))");
+    assert!(ok, "{err}");
+    let (ok, out, err) = compute.psql("INSERT INTO items VALUES (1, 'apple', 1.25), (2, 'pear', 2.5), (3, 'fig', NULL)");
+    assert!(ok, "{err}");
+    let _ = out;
+    let (ok, out, err) = compute.psql("SELECT id, name, price FROM items WHERE id >= 2 ORDER BY id");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2|pear|2.50\n3|fig|");
+    let (ok, out, _) = compute.psql("SELECT count(*), sum(price) FROM items");
+    assert!(ok);
+    assert_eq!(out.trim(), "3|3.75");
+    let (ok, out, err) = compute.psql("UPDATE items SET price = price * 2 WHERE name = 'apple'");
+    assert!(ok, "{err}");
+    let _ = out;
+    let (_, out, _) = compute.psql("SELECT price FROM items WHERE id = 1");
+    assert_eq!(out.trim(), "2.50");
+    let (ok, _, err) = compute.psql("DELETE FROM items WHERE id IN (SELECT id FROM items WHERE price IS NULL)");
+    assert!(ok, "{err}");
+    let (_, out, _) = compute.psql("SELECT string_agg(name, ',' ORDER BY id) FROM items");
+    assert_eq!(out.trim(), "apple,pear");
+    let (ok, _, err) = compute.psql("SELECT * FROM nope");
+    assert!(!ok && err.contains("nope"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_tags_parameters_and_errors() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    c.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text, n bigint)").await.unwrap();
+    let insert = c.prepare("INSERT INTO t VALUES ($1, $2, $3)").await.unwrap();
+    for i in 0..10i32 {
+        let n = c.execute(&insert, &[&i, &format!("v{i}"), &(i as i64 * 10)]).await.unwrap();
+        assert_eq!(n, 1, "INSERT 0 1");
+    }
+    let rows = c.query("SELECT v, n FROM t WHERE id = $1", &[&4i32]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "v4");
+    assert_eq!(rows[0].get::<_, i64>(1), 40);
+    assert_eq!(c.execute("UPDATE t SET n = n + 1 WHERE id < $1", &[&5i32]).await.unwrap(), 5);
+    assert_eq!(c.execute("DELETE FROM t WHERE n > $1", &[&50i64]).await.unwrap(), 4);
+    let e = c.execute("INSERT INTO t VALUES (1, 'dup', 0)", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "{e}");
+    let e = c.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42601");
+    let e = c.simple_query("SELECT * FROM missing").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01", "{e}");
+    // The session survives every error.
+    let rows = c.query("SELECT count(*) FROM t", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 6);
+    let v = c.simple_query("SHOW server_version").await.unwrap();
+    assert!(matches!(&v[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).unwrap_or("").starts_with("15")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_conflicts_and_failed_blocks() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let a = compute.connect().await;
+    let b = compute.connect().await;
+    a.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, bal bigint); INSERT INTO acct VALUES (1, 100)").await.unwrap();
+    // Rollback leaves nothing.
+    a.batch_execute("BEGIN; INSERT INTO acct VALUES (2, 5); ROLLBACK").await.unwrap();
+    assert_eq!(a.query("SELECT count(*) FROM acct", &[]).await.unwrap()[0].get::<_, i64>(0), 1);
+    // REPEATABLE READ: two sessions update the same row; the second waits
+    // for the first one's row lock, then gets 40001 once it commits.
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await.unwrap();
+    assert_eq!(b.query("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap()[0].get::<_, i64>(0), 100);
+    a.execute("UPDATE acct SET bal = bal + 10 WHERE id = 1", &[]).await.unwrap();
+    let b = std::sync::Arc::new(b);
+    let b2 = b.clone();
+    let second = tokio::spawn(async move { b2.execute("UPDATE acct SET bal = bal + 20 WHERE id = 1", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second update waits for the row lock");
+    a.batch_execute("COMMIT").await.unwrap();
+    let e = second.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "40001", "{e}");
+    b.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(a.query("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap()[0].get::<_, i64>(0), 110, "no lost update");
+    // READ COMMITTED (the default): the second update waits, then applies to
+    // the row the first one committed — both increments count.
+    a.batch_execute("BEGIN").await.unwrap();
+    b.batch_execute("BEGIN").await.unwrap();
+    a.execute("UPDATE acct SET bal = bal + 10 WHERE id = 1", &[]).await.unwrap();
+    let b2 = b.clone();
+    let second = tokio::spawn(async move { b2.execute("UPDATE acct SET bal = bal + 20 WHERE id = 1", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second update waits for the row lock");
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), 1);
+    assert_eq!(b.query("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap()[0].get::<_, i64>(0), 140, "b sees its own update on a's");
+    b.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(a.query("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap()[0].get::<_, i64>(0), 140, "no lost update");
+    // Autocommit increments from two sessions at once all count.
+    let (x, y) = (compute.connect().await, compute.connect().await);
+    let bump = |c: Client| async move {
+        for _ in 0..20 {
+            c.execute("UPDATE acct SET bal = bal + 1 WHERE id = 1", &[]).await.unwrap();
+        }
+    };
+    tokio::join!(bump(x), bump(y));
+    assert_eq!(a.query("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap()[0].get::<_, i64>(0), 180);
+    // After an error in a block, statements get 25P02 until ROLLBACK.
+    a.batch_execute("BEGIN").await.unwrap();
+    assert!(a.simple_query("SELECT * FROM nope").await.is_err());
+    let e = a.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(a.query("SELECT 1::bigint", &[]).await.unwrap()[0].get::<_, i64>(0), 1);
+    // Read-your-writes and snapshot stability inside a block.
+    a.batch_execute("BEGIN; INSERT INTO acct VALUES (3, 3)").await.unwrap();
+    assert_eq!(a.query("SELECT count(*) FROM acct", &[]).await.unwrap()[0].get::<_, i64>(0), 2);
+    assert_eq!(b.query("SELECT count(*) FROM acct", &[]).await.unwrap()[0].get::<_, i64>(0), 1);
+    a.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_compute_mid_transaction_loses_nothing_committed() {
+    let (dir, storage, mut compute) = cluster(&["--txn-idle-timeout", "1s"]).await;
+    let c = compute.connect().await;
+    c.batch_execute("CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'committed')").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO k VALUES (2, 'in flight')").await.unwrap();
+    compute.kill9();
+    assert!(c.simple_query("COMMIT").await.is_err(), "the client sees the connection die");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fresh = ComputeProc::start(&storage, dir.path(), &[]).await;
+    let c2 = fresh.connect().await;
+    let rows = c2.query("SELECT id, v FROM k ORDER BY id", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1, "the open transaction was aborted by storage");
+    assert_eq!(rows[0].get::<_, String>(1), "committed");
+    // Its key is free again: nothing of the aborted transaction lingers.
+    c2.batch_execute("INSERT INTO k VALUES (2, 'again')").await.unwrap();
+}

@@ -1,0 +1,137 @@
+//! Client tools against a real compute: COPY through psql and
+//! tokio-postgres, psql's describe commands, and pgbench unmodified.
+
+use futures::SinkExt;
+
+use crate::compute::{cluster, sqlstate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_in_text_and_csv() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, _, err) = compute.psql("CREATE TABLE people (id int PRIMARY KEY, name text, born date, note text)");
+    assert!(ok, "{err}");
+    // Text format: tabs, backslash escapes, \N for NULL.
+    let (ok, out, err) = compute.psql_stdin("COPY people FROM STDIN", "1\tada\t1815-12-10\tfirst\\tprogrammer\n2\tgrace\t\\N\t\\N\n\\.\n");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "COPY 2");
+    // CSV with a header, a column list, quotes, a quoted newline.
+    let csv = "id,name,note\n3,\"hopper, g.\",\"line one\nline two\"\n4,linus,\n";
+    let (ok, out, err) = compute.psql_stdin("COPY people (id, name, note) FROM STDIN WITH (FORMAT csv, HEADER true)", csv);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "COPY 2");
+    let (_, out, _) = compute.psql("SELECT id, name, born, note IS NULL, length(note) FROM people ORDER BY id");
+    assert_eq!(out.trim(), "1|ada|1815-12-10|f|16\n2|grace||t|\n3|hopper, g.||f|17\n4|linus||t|");
+    // A bad row fails the whole COPY; nothing of it is kept.
+    let (ok, _, err) = compute.psql_stdin("COPY people FROM STDIN", "5\teve\t\\N\t\\N\n6\tmallory\tnot a date\t\\N\n");
+    assert!(!ok && err.contains("date"), "{err}");
+    let (ok, _, err) = compute.psql_stdin("COPY people FROM STDIN", "7\ttoo\tfew\n");
+    assert!(!ok && err.contains("missing data for column"), "{err}");
+    let (_, out, _) = compute.psql("SELECT count(*) FROM people");
+    assert_eq!(out.trim(), "4");
+    let (ok, _, err) = compute.psql("COPY people FROM '/etc/passwd'");
+    assert!(!ok && err.contains("STDIN"), "{err}");
+
+    // The extended protocol (tokio-postgres), inside a transaction block.
+    let mut c = compute.connect().await;
+    let tx = c.transaction().await.unwrap();
+    let sink = tx.copy_in("COPY people (id, name) FROM STDIN (FORMAT csv)").await.unwrap();
+    futures::pin_mut!(sink);
+    for i in 100..1100 {
+        sink.send(bytes::Bytes::from(format!("{i},n{i}\n"))).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 1000);
+    assert_eq!(tx.query_one("SELECT count(*) FROM people", &[]).await.unwrap().get::<_, i64>(0), 1004);
+    tx.rollback().await.unwrap();
+    assert_eq!(c.query_one("SELECT count(*) FROM people", &[]).await.unwrap().get::<_, i64>(0), 4);
+    // A duplicate key reports 23505 at the end of the COPY.
+    let sink = c.copy_in("COPY people (id, name) FROM STDIN (FORMAT csv)").await.unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1,dup\n")).await.unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "{e}");
+    assert_eq!(c.query_one("SELECT name FROM people WHERE id = 1", &[]).await.unwrap().get::<_, String>(0), "ada");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_primary_key_and_describe_with_psql() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, _, err) = compute.psql("CREATE TABLE heap (id int NOT NULL, v text, n numeric(8,2)); INSERT INTO heap VALUES (2, 'b', 1.5), (1, 'a', NULL), (2, 'dup', 0)");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql("ALTER TABLE heap ADD PRIMARY KEY (id)");
+    assert!(!ok && (err.contains("duplicate") || err.contains("unique")), "{err}");
+    let (ok, _, err) = compute.psql("DELETE FROM heap WHERE v = 'dup'; ALTER TABLE heap ADD PRIMARY KEY (id)");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql("INSERT INTO heap VALUES (1, 'again', 0)");
+    assert!(!ok && err.contains("duplicate key"), "{err}");
+    let (_, out, _) = compute.psql("SELECT id, v FROM heap WHERE id = 2");
+    assert_eq!(out.trim(), "2|b");
+
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("heap") && out.contains("table"), "{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d heap"]);
+    assert!(ok, "{err}");
+    for column in ["id", "v", "n"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(column)), "column {column} missing:\n{out}");
+    }
+    assert!(out.contains("numeric(8,2)") || out.contains("numeric"), "{out}");
+}
+
+/// pgbench unmodified: client-side COPY load, the default TPC-B-like script
+/// with 4 clients (READ COMMITTED: contended rows wait, nothing fails), then
+/// the select-only script with prepared statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_initializes_and_runs_tpcb_and_select_only() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, out, err) = compute.tool("pgbench", &["-i", "-s", "1", "postgres"]);
+    assert!(ok, "pgbench -i failed:\n{out}\n{err}");
+    let (_, out, _) = compute.psql("SELECT count(*), sum(abalance) FROM pgbench_accounts");
+    assert_eq!(out.trim(), "100000|0");
+    let (_, out, _) = compute.psql("SELECT count(*) FROM pgbench_tellers");
+    assert_eq!(out.trim(), "10");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d pgbench_accounts"]);
+    assert!(ok && out.contains("abalance") && out.contains("filler"), "{out}\n{err}");
+
+    let (ok, out, err) = compute.tool("pgbench", &["-c", "4", "-j", "2", "-T", "20", "postgres"]);
+    assert!(ok, "pgbench (TPC-B) failed:\n{out}\n{err}\ncompute log:\n{}", compute.log_tail());
+    assert!(processed(&out) > 20, "{out}");
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+    // Every committed transaction moved money consistently.
+    let (_, accounts, _) = compute.psql("SELECT sum(abalance) FROM pgbench_accounts");
+    let (_, history, _) = compute.psql("SELECT sum(delta), count(*) FROM pgbench_history");
+    let (_, branches, _) = compute.psql("SELECT sum(bbalance) FROM pgbench_branches");
+    let (delta, count) = history.trim().split_once('|').unwrap_or_else(|| panic!("history: {history}"));
+    assert_eq!(accounts.trim(), delta, "sum(abalance) must equal sum(delta)");
+    assert_eq!(branches.trim(), delta, "sum(bbalance) must equal sum(delta)");
+    assert_eq!(count.parse::<u64>().unwrap(), processed(&out), "one history row per transaction");
+
+    let (ok, out, err) = compute.tool("pgbench", &["-S", "-M", "prepared", "-c", "4", "-T", "20", "postgres"]);
+    assert!(ok, "pgbench -S failed:\n{out}\n{err}");
+    assert!(processed(&out) > 100, "{out}");
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+}
+
+/// "number of transactions actually processed: N[/M]" of pgbench's report.
+fn processed(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no transaction count in:\n{out}"))
+}
+
+/// psycopg 3 (installed from PyPI by `.ci/run`): connect, create, insert
+/// with parameters, select, transactions (`tests/e2e/py/drivers.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_connects_writes_and_reads() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/drivers.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(compute.port.to_string())
+        .output()
+        .expect("python3 must be installed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "drivers.py failed:\n{stdout}\n{stderr}\ncompute log:\n{}", compute.log_tail());
+    assert!(stdout.contains("drivers ok"), "{stdout}");
+}
