@@ -93,6 +93,12 @@ impl From<tonic::Status> for ComputeError {
 impl From<datafusion::error::DataFusionError> for ComputeError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;
+        if e.to_string().contains("does not support logical expression ScalarSubquery") {
+            return Self::NotSupported(
+                "this correlated subquery (DataFusion decorrelates scalar subqueries only on equality conditions) is not supported by ebb"
+                    .into(),
+            );
+        }
         match e {
             D::External(inner) => match inner.downcast::<ComputeError>() {
                 Ok(c) => *c,

@@ -16,6 +16,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
 use ebb_proto::storage::Isolation;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
@@ -98,10 +100,26 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     // PostgreSQL options (`VACUUM ANALYZE t`, `VACUUM (FULL) t`), which the
     // parser does not know, are dropped.
     let body = sql.trim().trim_end_matches(';');
-    if body.len() >= 6 && body[..6].eq_ignore_ascii_case("vacuum") && !body.contains(';') {
+    if body.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("vacuum")) && !body.contains(';') {
         return PARSER.parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
-    PARSER.parse(&copy::normalize_boolean_options(sql)).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))
+    let sql = copy::normalize_boolean_options(sql);
+    let parsed = if is_catalog_query(&sql) {
+        PARSER.parse(&sql)
+    } else {
+        Parser::parse_sql(&PostgreSqlDialect {}, &sql)
+    };
+    parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))
+}
+
+/// Whether SQL reads the PostgreSQL catalog, so the compatibility rewrites
+/// of `datafusion-pg-catalog` (for psql's and drivers' catalog queries) apply.
+/// They are kept away from other SQL: one of them replaces correlated scalar
+/// subqueries in a select list with NULL and adds `LIMIT 1` to the others,
+/// which would silently change the results of user queries.
+fn is_catalog_query(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
 }
 
 impl Session {
