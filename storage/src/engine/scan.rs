@@ -73,14 +73,57 @@ impl Database {
             .collect();
             ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay }
         };
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(SCAN_CHUNKS_BUFFERED);
+        if is_point_lookup(&table, req) {
+            // One row at most: a RocksDB seek and a few microseconds of work,
+            // cheaper inline than on a blocking thread; its three chunks
+            // (schema, batch, end) fit the channel without waiting.
+            let sink = Sender::Inline(&tx);
+            if let Err(e) = run_scan(self, &plan, snapshot, sink) {
+                let _ = tx.try_send(Err(e));
+            }
+            return Ok(rx);
+        }
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = run_scan(&db, &plan, snapshot, &tx) {
+            if let Err(e) = run_scan(&db, &plan, snapshot, Sender::Blocking(&tx)) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
         Ok(rx)
+    }
+}
+
+/// Chunks a scan may produce before its reader takes any.
+const SCAN_CHUNKS_BUFFERED: usize = 4;
+
+/// A scan whose bounds pin the whole primary key (`lower == upper`, both
+/// inclusive): it returns at most one row.
+fn is_point_lookup(table: &Table, req: &ScanRequest) -> bool {
+    match (&req.lower, &req.upper) {
+        (Some(l), Some(u)) => {
+            !table.pk.is_empty() && l.inclusive && u.inclusive && l.values.len() == table.pk.len() && l.values == u.values
+        }
+        _ => false,
+    }
+}
+
+/// How a scan hands its chunks to the reader.
+#[derive(Clone, Copy)]
+enum Sender<'a> {
+    /// From a blocking thread: waits while the reader is behind.
+    Blocking(&'a mpsc::Sender<Result<Bytes>>),
+    /// From the async task itself (point lookups): never waits.
+    Inline(&'a mpsc::Sender<Result<Bytes>>),
+}
+
+impl Sender<'_> {
+    /// False when the reader is gone.
+    fn send(self, chunk: Bytes) -> bool {
+        match self {
+            Sender::Blocking(tx) => tx.blocking_send(Ok(chunk)).is_ok(),
+            Sender::Inline(tx) => tx.try_send(Ok(chunk)).is_ok(),
+        }
     }
 }
 
@@ -202,8 +245,8 @@ fn bound_key(table: &Table, prefix: &[u8], b: &KeyBound, lower: bool) -> Result<
     }
 }
 
-/// Produces the stream; runs on a blocking thread.
-fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: &mpsc::Sender<Result<Bytes>>) -> Result<()> {
+/// Produces the stream; runs on a blocking thread (or inline for a point lookup).
+fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) -> Result<()> {
     let (ts, overlay) = match &snapshot {
         ScanSnapshot::Txn { ts, overlay } => (*ts, overlay.as_slice()),
         ScanSnapshot::Own(g) => (g.ts, &[][..]),
@@ -335,7 +378,7 @@ fn eval(f: &Filter, col: &ArrayRef) -> Result<BooleanArray> {
 
 /// Sends what the IPC writer produced since the last flush.
 struct ChunkSink<'a> {
-    tx: &'a mpsc::Sender<Result<Bytes>>,
+    tx: Sender<'a>,
     writer: &'a mut StreamWriter<Vec<u8>>,
 }
 
@@ -346,6 +389,6 @@ impl ChunkSink<'_> {
         if buf.is_empty() {
             return Ok(true);
         }
-        Ok(self.tx.blocking_send(Ok(Bytes::from(buf))).is_ok())
+        Ok(self.tx.send(Bytes::from(buf)))
     }
 }
