@@ -56,12 +56,10 @@ impl DatabaseCatalog {
     /// Reloads the table list from storage.
     pub async fn refresh(&self) -> Result<()> {
         let defs = self.session.client.list_tables(&self.session.database).await?;
-        let target = self.rowid_target.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut schemas: Schemas = BTreeMap::new();
         schemas.entry(PUBLIC.to_string()).or_default();
         for def in defs {
-            let expose = def.primary_key.is_empty() && target.as_ref() == Some(&(def.schema.clone(), def.name.clone()));
-            let t = Arc::new(StorageTable::new(def, self.session.clone(), expose));
+            let t = Arc::new(StorageTable::new(def, self.session.clone(), false));
             schemas.entry(t.def().schema.clone()).or_default().insert(t.def().name.clone(), t);
         }
         *self.schemas.write().unwrap_or_else(|p| p.into_inner()) = schemas;
@@ -106,7 +104,14 @@ impl CatalogProvider for DatabaseCatalog {
             return Some(s.clone());
         }
         let exists = self.schemas.read().unwrap_or_else(|p| p.into_inner()).contains_key(name);
-        exists.then(|| Arc::new(DatabaseSchema { name: name.to_string(), schemas: self.schemas.clone() }) as _)
+        exists.then(|| {
+            Arc::new(DatabaseSchema {
+                name: name.to_string(),
+                schemas: self.schemas.clone(),
+                rowid_target: self.rowid_target.clone(),
+                session: self.session.clone(),
+            }) as _
+        })
     }
 }
 
@@ -114,6 +119,8 @@ impl CatalogProvider for DatabaseCatalog {
 struct DatabaseSchema {
     name: String,
     schemas: Arc<RwLock<Schemas>>,
+    rowid_target: Arc<Mutex<Option<(String, String)>>>,
+    session: Arc<StorageSession>,
 }
 
 impl fmt::Debug for DatabaseSchema {
@@ -135,8 +142,16 @@ impl SchemaProvider for DatabaseSchema {
         self.with(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
+    /// The table; the DML target of [`DatabaseCatalog::expose_rowid`] with
+    /// its `_rowid` column visible.
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.with(|t| t.get(name).cloned()).flatten().map(|t| t as Arc<dyn TableProvider>))
+        let Some(t) = self.with(|t| t.get(name).cloned()).flatten() else { return Ok(None) };
+        let exposed = self.rowid_target.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            == Some(&(self.name.clone(), name.to_string()));
+        if exposed && t.def().primary_key.is_empty() {
+            return Ok(Some(Arc::new(StorageTable::new(t.def().clone(), self.session.clone(), true))));
+        }
+        Ok(Some(t as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -255,6 +255,13 @@ impl Queries {
     async fn block(&self) -> Block {
         self.session.lock().await.as_ref().map(|s| s.block()).unwrap_or(Block::Idle)
     }
+
+    /// The session's Describe of a statement: parameter types and result schema.
+    async fn describe(&self, stmt: &Statement) -> PgWireResult<(Vec<Option<arrow::datatypes::DataType>>, Option<arrow::datatypes::SchemaRef>)> {
+        let guard = self.session.lock().await;
+        let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        session.describe(stmt).await.map_err(|e| user_error(&e))
+    }
 }
 
 fn is_empty_query(q: &str) -> bool {
@@ -391,9 +398,7 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let guard = self.session.lock().await;
-        let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
-        let (params, schema) = session.describe(&target.statement.stmt).await.map_err(|e| user_error(&e))?;
+        let (params, schema) = self.describe(&target.statement.stmt).await?;
         let n = params.len().max(target.parameter_types.len());
         let types = (0..n)
             .map(|i| {
@@ -411,9 +416,7 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let guard = self.session.lock().await;
-        let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
-        let (_, schema) = session.describe(&portal.statement.statement.stmt).await.map_err(|e| user_error(&e))?;
+        let (_, schema) = self.describe(&portal.statement.statement.stmt).await?;
         let fields = schema.map(|s| fields(&s, &portal.result_column_format)).unwrap_or_default();
         Ok(DescribePortalResponse::new(fields))
     }

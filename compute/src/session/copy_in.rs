@@ -10,11 +10,11 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use ebb_proto::storage::{TableDef, WriteKind};
 
-use super::{Block, Output, Session};
+use super::{Block, Output, Session, WriteTxn};
 use crate::error::{ComputeError, Result};
 use crate::sql::copy::{CopyFrom, CopyParser, Row};
 use crate::sql::ddl::object_name;
-use crate::sql::dml::target;
+use crate::sql::dml::{target, target_columns};
 use crate::storage_client::table_write;
 
 /// Rows buffered before they are sent to storage.
@@ -26,9 +26,8 @@ pub struct CopyIn {
     columns: Vec<String>,
     parser: CopyParser,
     rows: Vec<Row>,
-    txn: u64,
-    /// The COPY began its own transaction (no BEGIN block was open).
-    own_txn: bool,
+    /// The open block's transaction, or one of the COPY's own.
+    txn: WriteTxn,
     copied: u64,
     error: Option<ComputeError>,
 }
@@ -38,26 +37,10 @@ impl Session {
     pub(crate) async fn start_copy(&mut self, from: CopyFrom) -> Result<Output> {
         let (schema, name) = object_name(&from.table)?;
         let def = target(self, schema.as_deref(), &name).await?;
-        let columns = if from.columns.is_empty() {
-            def.columns.iter().map(|c| c.name.clone()).collect()
-        } else {
-            for c in &from.columns {
-                if !def.columns.iter().any(|d| &d.name == c) {
-                    return Err(ComputeError::invalid("42703", format!("column \"{c}\" of relation \"{name}\" does not exist")));
-                }
-            }
-            from.columns
-        };
-        let (txn, own_txn) = match self.storage.txn() {
-            0 => {
-                let txn = self.storage.client.begin(self.database(), self.default_isolation()?).await?;
-                self.storage.set_txn(txn);
-                (txn, true)
-            }
-            t => (t, false),
-        };
+        let columns = target_columns(&def, from.columns)?;
+        let txn = self.begin_write().await?;
         let n = columns.len();
-        self.copy = Some(CopyIn { def, columns, parser: CopyParser::new(from.format), rows: Vec::new(), txn, own_txn, copied: 0, error: None });
+        self.copy = Some(CopyIn { def, columns, parser: CopyParser::new(from.format), rows: Vec::new(), txn, copied: 0, error: None });
         Ok(Output::CopyIn { columns: n })
     }
 
@@ -99,39 +82,24 @@ impl Session {
                 }
             }
         };
-        let result = match (result, copy.own_txn) {
-            (Ok(()), true) => {
-                self.storage.set_txn(0);
-                self.storage.client.commit(self.database(), copy.txn, vec![]).await.map(|_| ())
-            }
-            (r, _) => r,
-        };
-        match result {
-            Ok(()) => Ok(Output::Command(format!("COPY {}", copy.copied))),
-            Err(e) => {
-                self.end_failed_copy(&copy).await;
-                Err(e)
-            }
+        let result = self.end_write(copy.txn, result).await;
+        if result.is_err() && !copy.txn.own && self.block == Block::Open {
+            self.abort_block().await;
         }
+        result.map(|()| Output::Command(format!("COPY {}", copy.copied)))
     }
 
     /// CopyFail from the client: the COPY is abandoned.
     pub async fn copy_fail(&mut self, message: &str) -> ComputeError {
+        let e = ComputeError::invalid("57014", format!("COPY from stdin failed: {message}"));
         if let Some(copy) = self.copy.take() {
-            self.end_failed_copy(&copy).await;
-        }
-        ComputeError::invalid("57014", format!("COPY from stdin failed: {message}"))
-    }
-
-    async fn end_failed_copy(&mut self, copy: &CopyIn) {
-        if copy.own_txn {
-            self.storage.set_txn(0);
-            if let Err(e) = self.storage.client.rollback(self.database(), copy.txn).await {
-                tracing::debug!(error = %e, "rollback of a failed COPY");
+            let failed: Result<()> = Err(ComputeError::invalid("57014", "COPY abandoned by the client"));
+            let _ = self.end_write(copy.txn, failed).await;
+            if !copy.txn.own && self.block == Block::Open {
+                self.abort_block().await;
             }
-        } else if self.block == Block::Open {
-            self.abort_block().await;
         }
+        e
     }
 
     async fn flush_copy(&mut self, copy: &mut CopyIn, rows: Vec<Row>) -> Result<()> {
@@ -140,7 +108,7 @@ impl Session {
         }
         let batch = text_batch(&copy.columns, &rows, copy.copied)?;
         let w = table_write(&copy.def.schema, &copy.def.name, WriteKind::Insert, &batch)?;
-        let n = self.storage.write(copy.txn, w).await?;
+        let n = self.storage.write(copy.txn.id, w).await?;
         copy.copied += n;
         Ok(())
     }

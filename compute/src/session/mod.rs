@@ -231,6 +231,10 @@ impl Session {
     }
 
     async fn dispatch(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        if reads_catalog(stmt) {
+            // Once per statement: every lookup and plan of it uses this load.
+            self.catalog.refresh().await?;
+        }
         match stmt {
             Statement::StartTransaction { modes, .. } => self.begin(modes).await,
             Statement::Commit { .. } => self.commit().await,
@@ -449,9 +453,9 @@ impl Session {
         Ok(Output::Command("SET".into()))
     }
 
-    /// Plans a statement with DataFusion against the freshly loaded catalog.
+    /// Plans a statement with DataFusion against the catalog as loaded at
+    /// the start of the statement (see [`reads_catalog`]).
     pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
-        self.catalog.refresh().await?;
         let plan = self.ctx.state().statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?;
         Ok(plan)
     }
@@ -519,6 +523,9 @@ impl Session {
     /// Parameter types of a statement (for Describe), and its result schema
     /// when it returns rows.
     pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        if reads_catalog(stmt) {
+            self.catalog.refresh().await?;
+        }
         match stmt {
             Statement::Query(_) => {
                 let plan = self.plan(stmt).await?;
@@ -542,6 +549,21 @@ impl Session {
             other => Ok((vec![None; count_placeholders(&other.to_string())], None)),
         }
     }
+}
+
+/// Statements that look tables up or plan queries, and so need the catalog
+/// loaded from storage when they start.
+fn reads_catalog(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Truncate(_)
+            | Statement::Copy { .. }
+    )
 }
 
 /// Types DataFusion inferred for a plan's `$n` placeholders, by position

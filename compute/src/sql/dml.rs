@@ -36,13 +36,31 @@ fn qualified(def: &TableDef) -> String {
     format!("{}.{}", quote(&def.schema), quote(&def.name))
 }
 
-/// Looks a table up, refreshing the catalog first.
+/// Looks a table up in the catalog loaded at the start of the statement.
 pub(crate) async fn target(s: &Session, schema: Option<&str>, name: &str) -> Result<TableDef> {
-    s.catalog().refresh().await?;
     s.catalog()
         .table(schema, name)
         .map(|t| t.def().clone())
         .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))
+}
+
+/// The columns a statement writes: `named` (checked to exist), or all of
+/// the table's in order when none are named.
+pub(crate) fn target_columns(def: &TableDef, named: Vec<String>) -> Result<Vec<String>> {
+    if named.is_empty() {
+        return Ok(def.columns.iter().map(|c| c.name.clone()).collect());
+    }
+    for c in &named {
+        if !def.columns.iter().any(|d| &d.name == c) {
+            return Err(ComputeError::invalid("42703", format!("column \"{c}\" of relation \"{}\" does not exist", def.name)));
+        }
+    }
+    Ok(named)
+}
+
+/// The named columns of an INSERT.
+fn insert_columns(ins: &Insert) -> Result<Vec<String>> {
+    ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect()
 }
 
 /// Plans and runs a SELECT given as text (parameters `$n` are bound).
@@ -94,11 +112,7 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
             let TableObject::TableName(name) = &ins.table else { return Ok(vec![]) };
             let (schema, table) = object_name(name)?;
             let def = target(s, schema.as_deref(), &table).await?;
-            let columns: Vec<String> = if ins.columns.is_empty() {
-                def.columns.iter().map(|c| c.name.clone()).collect()
-            } else {
-                ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect::<Result<_>>()?
-            };
+            let columns = target_columns(&def, insert_columns(ins)?)?;
             if let Some(source) = &ins.source
                 && let SetExpr::Values(values) = source.body.as_ref()
             {
@@ -163,16 +177,7 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     };
     let (schema, table) = object_name(name)?;
     let def = target(s, schema.as_deref(), &table).await?;
-    let columns: Vec<String> = if ins.columns.is_empty() {
-        def.columns.iter().map(|c| c.name.clone()).collect()
-    } else {
-        ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect::<Result<_>>()?
-    };
-    for c in &columns {
-        if !def.columns.iter().any(|d| &d.name == c) {
-            return Err(ComputeError::invalid("42703", format!("column \"{c}\" of relation \"{}\" does not exist", def.name)));
-        }
-    }
+    let columns = target_columns(&def, insert_columns(ins)?)?;
     let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
     let stmt = Statement::Query(source.clone());
     let txn = s.begin_write().await?;

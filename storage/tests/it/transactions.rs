@@ -9,6 +9,20 @@ use ebb_storage::engine::EngineConfig;
 
 use crate::support::*;
 
+/// Starts a write of `txn` on another task and checks that it waits for a
+/// row lock another transaction holds.
+async fn waiting_write(
+    db: &std::sync::Arc<ebb_storage::Database>,
+    txn: u64,
+    w: ebb_proto::storage::TableWrite,
+) -> tokio::task::JoinHandle<ebb_storage::Result<u64>> {
+    let db = db.clone();
+    let handle = tokio::spawn(async move { db.write(txn, &w).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!handle.is_finished(), "the second writer must wait for the row lock");
+    handle
+}
+
 #[tokio::test]
 async fn lost_update_is_prevented_by_a_conflict() {
     let n = start_memory().await;
@@ -23,12 +37,7 @@ async fn lost_update_is_prevented_by_a_conflict() {
     let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
     db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
     // The second writer waits for the first one's row lock …
-    let db2 = db.clone();
-    let second = tokio::spawn(async move {
-        db2.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!second.is_finished(), "the second writer must wait for the row lock");
+    let second = waiting_write(&db, t2, write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await;
     db.commit(t1, &[]).await.expect("first committer wins");
     // … and fails once the first committed, as REPEATABLE READ does.
     let err = second.await.unwrap().expect_err("second writer must fail");
@@ -51,12 +60,7 @@ async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_
     let b1 = balances(&scan(&db, scan_req("accounts", t1)).await.unwrap())[0].1;
     let b2 = balances(&scan(&db, scan_req("accounts", t2)).await.unwrap())[0].1;
     db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
-    let db2 = db.clone();
-    let second = tokio::spawn(async move {
-        db2.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!second.is_finished(), "the second writer must wait for the row lock");
+    let second = waiting_write(&db, t2, write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await;
     db.commit(t1, &[]).await.unwrap();
     let err = second.await.unwrap().expect_err("the row changed after t2's statement snapshot");
     assert!(matches!(err, StorageError::RetryStatement), "got {err:?}");
@@ -179,9 +183,7 @@ async fn duplicate_keys_are_unique_violations() {
     let (t1, _) = db.begin(None).unwrap();
     let (t2, _) = db.begin(None).unwrap();
     db.write(t1, &write("accounts", WriteKind::Insert, &accounts(&[(7, "p", 1)]))).await.unwrap();
-    let db2 = db.clone();
-    let second = tokio::spawn(async move { db2.write(t2, &write("accounts", WriteKind::Insert, &accounts(&[(7, "q", 1)]))).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = waiting_write(&db, t2, write("accounts", WriteKind::Insert, &accounts(&[(7, "q", 1)]))).await;
     db.commit(t1, &[]).await.unwrap();
     assert_eq!(second.await.unwrap().unwrap_err().sqlstate(), "23505");
     db.rollback(t2).unwrap();
