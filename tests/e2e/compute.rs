@@ -149,6 +149,9 @@ async fn command_tags_parameters_and_errors() {
         let n = c.execute(&insert, &[&i, &format!("v{i}"), &(i as i64 * 10)]).await.unwrap();
         assert_eq!(n, 1, "INSERT 0 1");
     }
+    // The primary-key equality goes to storage as a key bound; EXPLAIN shows it.
+    let plan: Vec<String> = c.query("EXPLAIN SELECT v FROM t WHERE id = 4", &[]).await.unwrap().iter().map(|r| r.get::<_, String>(1)).collect();
+    assert!(plan.iter().any(|p| p.contains("StorageScanExec") && p.contains("key=(4)")), "{plan:?}");
     let rows = c.query("SELECT v, n FROM t WHERE id = $1", &[&4i32]).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(0), "v4");

@@ -527,7 +527,7 @@ impl Session {
             self.catalog.refresh().await?;
         }
         match stmt {
-            Statement::Query(_) => {
+            Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.plan(stmt).await?;
                 let out = param_types(&plan, 0)?;
                 Ok((out, Some(Arc::new(plan.schema().as_arrow().clone()))))
