@@ -15,6 +15,14 @@ use crate::error::{Result, StorageError};
 
 const MAGIC: &[u8; 8] = b"EBBWAL1\n";
 
+/// How many WAL puts one owner keeps in flight at most; it starts the put at
+/// sequence `n` only once the put at `n - WAL_PIPELINE_DEPTH` has landed. An
+/// opening owner claims this many sequence numbers in a row past the newest
+/// object it finds, which is what keeps a previous owner that is still
+/// running from landing anything after them. Part of the on-store protocol:
+/// raising it needs every opener to claim at least as many.
+pub const WAL_PIPELINE_DEPTH: usize = 4;
+
 /// One WAL object: a group of commits written by one owner.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WalObject {
@@ -146,38 +154,46 @@ impl WalWriter {
         self.index.len()
     }
 
+    /// A handle that puts objects at reserved sequence numbers without
+    /// holding the writer (the commit pipeline keeps several puts in flight).
+    pub fn putter(&self) -> WalPutter {
+        WalPutter { objects: self.objects.clone(), writer_id: self.writer_id.clone(), epoch: self.epoch }
+    }
+
+    /// Takes the next sequence number for a put that is about to start.
+    /// Objects must be [`record`](Self::record)ed in sequence order once they exist.
+    pub fn reserve(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Notes that the object at `seq` exists and holds commits up to `max_ts`.
+    pub fn record(&mut self, seq: u64, max_ts: u64) {
+        self.index.insert(seq, max_ts);
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
     /// Writes `commits` as the next object. On `Store` errors nothing is
     /// consumed and the call may be repeated with the same commits.
     pub async fn append(&mut self, commits: Vec<WalCommit>) -> Result<u64, AppendError> {
         let seq = self.next_seq;
-        let obj = WalObject { epoch: self.epoch, writer_id: self.writer_id.clone(), seq, commits };
-        let max_ts = obj.max_ts();
-        match self.objects.put_if_absent(&wal_key(seq), obj.encode_bytes()).await {
-            Ok(CreateOutcome::Created) => {}
-            Ok(CreateOutcome::AlreadyExists) => {
-                // Either an earlier attempt of ours landed, or we were fenced.
-                match read_wal(&self.objects, seq).await {
-                    Ok(Some(existing)) if existing.writer_id == self.writer_id => {}
-                    Ok(_) => return Err(AppendError::Fenced),
-                    Err(e) => return Err(AppendError::Store(e)),
-                }
-            }
-            Err(e) => return Err(AppendError::Store(e)),
-        }
-        self.index.insert(seq, max_ts);
-        self.next_seq = seq + 1;
+        let max_ts = self.putter().put(seq, commits).await?;
+        self.record(seq, max_ts);
         Ok(seq)
     }
 
-    /// Deletes WAL objects whose commits are all at or below `applied_ts`
-    /// (they are covered by a checkpoint). The newest object is always kept:
-    /// it marks the highest sequence number taken, which fencing relies on.
+    /// Deletes the oldest WAL objects whose commits are all at or below
+    /// `applied_ts` (they are covered by a checkpoint), stopping at the first
+    /// object that is still needed so that no gap opens in the sequence. The
+    /// newest object is always kept: it marks the highest sequence number
+    /// taken, which fencing relies on.
     pub async fn truncate(&mut self, applied_ts: u64) -> Result<usize> {
         let newest = self.index.keys().next_back().copied();
         let doomed: Vec<u64> = self
             .index
             .iter()
-            .filter(|(seq, max)| **max <= applied_ts && Some(**seq) != newest)
+            .take_while(|(seq, max)| **max <= applied_ts && Some(**seq) != newest)
             .map(|(s, _)| *s)
             .collect();
         for seq in &doomed {
@@ -188,5 +204,33 @@ impl WalWriter {
             tracing::debug!(database = %self.database, deleted = doomed.len(), "truncated WAL");
         }
         Ok(doomed.len())
+    }
+}
+
+/// Puts WAL objects for one writer at sequence numbers it reserved.
+#[derive(Clone)]
+pub struct WalPutter {
+    objects: Objects,
+    writer_id: String,
+    epoch: u64,
+}
+
+impl WalPutter {
+    /// Writes `commits` at `seq`, create-only; returns the newest commit
+    /// timestamp written. Finding our own object there (an earlier attempt
+    /// landed) is success; finding somebody else's means we were fenced.
+    /// On `Store` errors the same call may be repeated.
+    pub async fn put(&self, seq: u64, commits: Vec<WalCommit>) -> Result<u64, AppendError> {
+        let obj = WalObject { epoch: self.epoch, writer_id: self.writer_id.clone(), seq, commits };
+        let max_ts = obj.max_ts();
+        match self.objects.put_if_absent(&wal_key(seq), obj.encode_bytes()).await {
+            Ok(CreateOutcome::Created) => Ok(max_ts),
+            Ok(CreateOutcome::AlreadyExists) => match read_wal(&self.objects, seq).await {
+                Ok(Some(existing)) if existing.writer_id == self.writer_id => Ok(max_ts),
+                Ok(_) => Err(AppendError::Fenced),
+                Err(e) => Err(AppendError::Store(e)),
+            },
+            Err(e) => Err(AppendError::Store(e)),
+        }
     }
 }

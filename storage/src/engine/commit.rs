@@ -1,19 +1,24 @@
 //! The commit pipeline: one committer task per database validates commits
 //! (first committer wins), assigns timestamps, makes a whole group durable at
 //! once — one WAL object in `remote` mode, one fsynced RocksDB write in
-//! `local` mode — then applies and acknowledges them.
+//! `local` mode — then applies and acknowledges them. In `remote` mode the
+//! next group is validated and its put started while earlier puts are still
+//! in flight; groups are applied and acknowledged strictly in order.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::Durability;
 use super::database::Database;
 use super::mvcc::newest_version;
 use super::txn::{Pending, PendingKind, Txn};
-use crate::durability::wal::{AppendError, WalCommit, WalOp};
+use crate::durability::wal::{AppendError, WAL_PIPELINE_DEPTH, WalCommit, WalOp, WalPutter};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CATALOG_TABLE_ID, FIRST_USER_TABLE_ID};
 
@@ -60,8 +65,9 @@ impl Database {
     }
 
     /// First-committer-wins: fails if any written key has a version newer
-    /// than the snapshot, or was written by an earlier commit of this group.
-    fn validate(&self, job: &CommitJob, group_keys: &HashSet<Vec<u8>>) -> Result<()> {
+    /// than the snapshot, or is written by a commit that is accepted but not
+    /// applied yet (earlier in this group, or in a group still in flight).
+    fn validate(&self, job: &CommitJob, pending: &HashSet<Vec<u8>>) -> Result<()> {
         let catalog = self.catalog_read();
         // Catalog entries this job itself writes (a re-keyed table's new id).
         let defined: HashSet<&[u8]> = job
@@ -70,14 +76,14 @@ impl Database {
             .filter(|(k, p)| p.kind != PendingKind::Delete && keys::table_of(k) == Some(CATALOG_TABLE_ID))
             .map(|(k, _)| k.as_slice())
             .collect();
-        for (key, pending) in &job.writes {
-            if group_keys.contains(key) {
+        for (key, pending_write) in &job.writes {
+            if pending.contains(key) {
                 return Err(StorageError::Conflict);
             }
             if let Some((ts, live)) = newest_version(&self.db, key)?
                 && ts > job.snapshot_ts
             {
-                if pending.kind == PendingKind::Insert && live {
+                if pending_write.kind == PendingKind::Insert && live {
                     let table = keys::table_of(key).and_then(|t| catalog.get_by_id(t));
                     return Err(StorageError::UniqueViolation(
                         table.map(|t| t.def.name.clone()).unwrap_or_default(),
@@ -97,14 +103,128 @@ impl Database {
     }
 }
 
+impl CommitJob {
+    /// Whether this commit changes the catalog (DDL). Such a commit is
+    /// validated and applied with nothing else in flight, because validation
+    /// reads the catalog as of the last applied commit.
+    fn is_ddl(&self) -> bool {
+        !self.dropped_tables.is_empty()
+            || self.writes.iter().any(|(k, _)| keys::table_of(k) == Some(CATALOG_TABLE_ID))
+    }
+}
+
+/// A validated group on its way to durability.
+struct Group {
+    accepted: Vec<(CommitJob, u64)>,
+    commits: Vec<WalCommit>,
+    /// Keys the group writes (they block other writers until it is applied).
+    keys: Vec<Vec<u8>>,
+    /// WAL sequence number (remote mode).
+    seq: u64,
+}
+
+impl Group {
+    fn last_ts(&self) -> u64 {
+        self.accepted.last().map(|(_, ts)| *ts).unwrap_or(0)
+    }
+
+    fn fail(self, err: impl Fn() -> StorageError) {
+        for (job, _) in self.accepted {
+            let _ = job.reply.send(Err(err()));
+        }
+    }
+}
+
+/// The groups accepted but not yet applied, oldest first, with their WAL
+/// puts (remote mode: up to [`WAL_PIPELINE_DEPTH`] at once).
+struct Pipeline {
+    groups: VecDeque<Group>,
+    puts: FuturesOrdered<BoxFuture<'static, std::result::Result<(), AppendError>>>,
+    /// Keys written by accepted, unapplied commits.
+    pending: HashSet<Vec<u8>>,
+}
+
+impl Pipeline {
+    fn is_full(&self) -> bool {
+        self.groups.len() >= WAL_PIPELINE_DEPTH
+    }
+
+    /// Waits for the oldest put and retires its group.
+    async fn retire_one(&mut self, db: &Database) -> bool {
+        match self.puts.next().await {
+            Some(result) => self.retire(db, result).await,
+            None => true,
+        }
+    }
+
+    /// Applies and answers the oldest group once its put ended with
+    /// `result`; `false` if the database cannot take more commits (fenced,
+    /// poisoned, shutting down).
+    async fn retire(&mut self, db: &Database, result: std::result::Result<(), AppendError>) -> bool {
+        let Some(group) = self.groups.pop_front() else { return true };
+        for k in &group.keys {
+            self.pending.remove(k);
+        }
+        let result = match result {
+            Ok(()) => {
+                db.wal.lock().await.record(group.seq, group.last_ts());
+                Ok(())
+            }
+            Err(AppendError::Fenced) => {
+                db.mark_fenced();
+                Err(StorageError::Fenced(db.name.clone()))
+            }
+            Err(AppendError::Store(e)) => Err(e),
+        };
+        if finish(db, group, result) {
+            return true;
+        }
+        // Later groups may or may not have landed; nobody learns they did.
+        self.puts = FuturesOrdered::new();
+        self.pending.clear();
+        for g in self.groups.drain(..) {
+            db.metrics.commit_failures.inc_by(g.accepted.len() as u64);
+            g.fail(|| StorageError::CommitOutcomeUnknown("an earlier commit group failed".into()));
+        }
+        false
+    }
+
+    /// Retires every group in flight.
+    async fn drain(&mut self, db: &Database) {
+        while !self.groups.is_empty() {
+            self.retire_one(db).await;
+        }
+    }
+}
+
 /// Runs until shutdown: takes every waiting commit, validates, makes the
-/// group durable, applies it and answers.
+/// group durable, applies it and answers. In remote mode several groups'
+/// WAL puts are in flight at once; groups are applied and answered strictly
+/// in order, each only after its own put and every earlier one landed.
 pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>, mut shutdown: watch::Receiver<bool>) {
     let mut next_ts = db.visible_ts() + 1;
+    let mut pipeline = Pipeline { groups: VecDeque::new(), puts: FuturesOrdered::new(), pending: HashSet::new() };
     loop {
         let first = tokio::select! {
-            job = rx.recv() => match job { Some(j) => j, None => return },
-            _ = shutdown.changed() => return,
+            biased;
+            _ = shutdown.changed() => {
+                // Answer what is in flight (puts give up on shutdown).
+                pipeline.drain(&db).await;
+                return;
+            }
+            // Only the stream poll sits in the select (it is cancel-safe);
+            // retiring happens outside it.
+            Some(landed) = pipeline.puts.next(), if !pipeline.groups.is_empty() => {
+                pipeline.retire(&db, landed).await;
+                continue;
+            }
+            job = rx.recv(), if !pipeline.is_full() => match job {
+                Some(j) => j,
+                None => {
+                    pipeline.drain(&db).await;
+                    return;
+                }
+            },
         };
         let mut jobs = vec![first];
         while jobs.len() < db.cfg.max_group_commits {
@@ -122,12 +242,14 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             }
             continue;
         }
+        let ddl = jobs.iter().any(CommitJob::is_ddl);
+        if ddl {
+            pipeline.drain(&db).await;
+        }
         // Validate and assign timestamps.
-        let mut group_keys = HashSet::new();
-        let mut accepted = Vec::with_capacity(jobs.len());
-        let mut commits = Vec::with_capacity(jobs.len());
+        let mut group = Group { accepted: Vec::with_capacity(jobs.len()), commits: Vec::new(), keys: Vec::new(), seq: 0 };
         for job in jobs {
-            if let Err(e) = db.validate(&job, &group_keys) {
+            if let Err(e) = db.validate(&job, &pipeline.pending) {
                 if matches!(e, StorageError::Conflict) {
                     db.metrics.conflicts.inc();
                 }
@@ -138,79 +260,100 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             next_ts += 1;
             let mut ops = Vec::with_capacity(job.writes.len());
             for (key, p) in &job.writes {
-                group_keys.insert(key.clone());
+                pipeline.pending.insert(key.clone());
+                group.keys.push(key.clone());
                 ops.push(WalOp { key: key.clone(), value: p.value.clone() });
             }
-            commits.push(WalCommit { commit_ts: ts, ops, dropped_tables: job.dropped_tables.clone() });
-            accepted.push((job, ts));
+            group.commits.push(WalCommit { commit_ts: ts, ops, dropped_tables: job.dropped_tables.clone() });
+            group.accepted.push((job, ts));
         }
-        if accepted.is_empty() {
+        if group.accepted.is_empty() {
             continue;
         }
-        db.metrics.group_size.observe(accepted.len() as f64);
-        let durable = match db.cfg.durability {
-            Durability::Remote => write_wal(&db, commits.clone(), &mut shutdown).await,
-            Durability::Local => Ok(()),
-        };
-        let result = durable.and_then(|()| {
-            let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-            db.apply(&commits)
-        });
-        match result {
-            Ok(()) => {
-                db.snapshots.advance(next_ts - 1);
-                db.metrics.commits.inc_by(accepted.len() as u64);
-                for (job, ts) in accepted {
-                    let _ = job.reply.send(Ok(ts));
+        db.metrics.group_size.observe(group.accepted.len() as f64);
+        match db.cfg.durability {
+            Durability::Remote => {
+                let mut wal = db.wal.lock().await;
+                group.seq = wal.reserve();
+                let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), shutdown.clone());
+                drop(wal);
+                pipeline.puts.push_back(Box::pin(put));
+                pipeline.groups.push_back(group);
+                if ddl {
+                    pipeline.drain(&db).await;
                 }
             }
-            Err(e) => {
-                // Nothing of this group was applied; its timestamps are burnt.
-                tracing::error!(database = %db.name, error = %e, "commit group failed");
-                db.metrics.commit_failures.inc_by(accepted.len() as u64);
-                let msg = e.to_string();
-                for (job, _) in accepted {
-                    let err = match &e {
-                        StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
-                        StorageError::ShuttingDown => StorageError::ShuttingDown,
-                        _ => StorageError::CommitOutcomeUnknown(msg.clone()),
-                    };
-                    let _ = job.reply.send(Err(err));
+            Durability::Local => {
+                for k in &group.keys {
+                    pipeline.pending.remove(k);
                 }
-                if matches!(e, StorageError::Fenced(_) | StorageError::ShuttingDown) {
-                    continue;
-                }
-                // The group is durable (remote) or may be partly on disk
-                // (local), but the local copy could not take it: stop taking
-                // writes rather than diverge; a restart recovers.
-                db.poison(&msg);
+                finish(&db, group, Ok(()));
             }
         }
     }
 }
 
-/// Makes one group durable as the next WAL object, retrying store errors
-/// with backoff until it succeeds, the node is fenced or shuts down.
-async fn write_wal(db: &Database, commits: Vec<WalCommit>, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
-    let mut wal = db.wal.lock().await;
+/// Applies a group whose durability step ended with `durable`, and answers
+/// its commits. Returns `false` if the database can take no more commits.
+fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
+    let result = durable.and_then(|()| {
+        let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        db.apply(&group.commits)
+    });
+    match result {
+        Ok(()) => {
+            db.snapshots.advance(group.last_ts());
+            db.metrics.commits.inc_by(group.accepted.len() as u64);
+            for (job, ts) in group.accepted {
+                let _ = job.reply.send(Ok(ts));
+            }
+            true
+        }
+        Err(e) => {
+            // Nothing of this group was applied; its timestamps are burnt.
+            tracing::error!(database = %db.name, error = %e, "commit group failed");
+            db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
+            let msg = e.to_string();
+            group.fail(|| match &e {
+                StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
+                StorageError::ShuttingDown => StorageError::ShuttingDown,
+                _ => StorageError::CommitOutcomeUnknown(msg.clone()),
+            });
+            if !matches!(e, StorageError::Fenced(_) | StorageError::ShuttingDown) {
+                // The group is durable (remote) or may be partly on disk
+                // (local), but the local copy could not take it: stop taking
+                // writes rather than diverge; a restart recovers.
+                db.poison(&msg);
+            }
+            false
+        }
+    }
+}
+
+/// Puts one group as WAL object `seq`, retrying store errors with backoff
+/// until it lands, the node is fenced or shuts down.
+async fn put_wal(
+    db: Arc<Database>,
+    putter: WalPutter,
+    seq: u64,
+    commits: Vec<WalCommit>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::result::Result<(), AppendError> {
     let mut backoff = Duration::from_millis(10);
     let started = Instant::now();
     loop {
         let attempt = Instant::now();
-        match wal.append(commits.clone()).await {
+        match putter.put(seq, commits.clone()).await {
             Ok(_) => {
                 db.metrics.wal_upload_seconds.observe(attempt.elapsed().as_secs_f64());
                 return Ok(());
             }
-            Err(AppendError::Fenced) => {
-                db.mark_fenced();
-                return Err(StorageError::Fenced(db.name.clone()));
-            }
+            Err(AppendError::Fenced) => return Err(AppendError::Fenced),
             Err(AppendError::Store(e)) => {
-                tracing::warn!(database = %db.name, error = %e, waited = ?started.elapsed(), "WAL upload failed; retrying");
+                tracing::warn!(database = %db.name, seq, error = %e, waited = ?started.elapsed(), "WAL upload failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Err(StorageError::ShuttingDown),
+                    _ = shutdown.changed() => return Err(AppendError::Store(StorageError::ShuttingDown)),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

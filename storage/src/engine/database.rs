@@ -20,7 +20,7 @@ use super::locks::LockTable;
 use super::txn::{Snapshots, TxnManager};
 use crate::catalog::{Catalog, Table};
 use crate::durability::objects::Objects;
-use crate::durability::wal::{self, WalCommit, WalWriter};
+use crate::durability::wal::{self, WAL_PIPELINE_DEPTH, WalCommit, WalObject, WalPutter, WalWriter};
 use crate::durability::{checkpoint, fence};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CATALOG_TABLE_ID};
@@ -131,16 +131,14 @@ impl Database {
 
         let epoch = fence::claim_epoch(&objects, &me).await?;
         let outbox = read_outbox(&db)?;
-        // Replay the WAL after the local state.
+        // Replay the WAL after the local state, sealing gaps a crashed
+        // pipeline left (see `claim_wal`).
         let mut index = BTreeMap::new();
         let mut foreign_after_outbox = false;
         let outbox_min = outbox.first().map(|c| c.commit_ts);
-        for seq in wal::list_wal(&objects).await? {
-            let Some(obj) = wal::read_wal(&objects, seq).await? else {
-                        index.insert(seq, 0);
-                        continue;
-                    };
-            index.insert(seq, obj.max_ts());
+        let putter = WalWriter::new(objects.clone(), name.to_string(), me.clone(), epoch, BTreeMap::new()).putter();
+        let mut replay = |obj: WalObject, index: &mut BTreeMap<u64, u64>| -> Result<()> {
+            index.insert(obj.seq, obj.max_ts());
             if let Some(min) = outbox_min
                 && obj.max_ts() >= min
                 && Some(&obj.writer_id) != previous_writer.as_ref()
@@ -152,7 +150,37 @@ impl Database {
                 applied = todo.iter().map(|c| c.commit_ts).max().unwrap_or(applied);
                 apply_to_rocks(&db, &todo, true, false)?;
             }
+            Ok(())
+        };
+        let listed = wal::list_wal(&objects).await?;
+        if let (Some(&first), Some(&last)) = (listed.first(), listed.last()) {
+            for seq in first..=last {
+                let obj = if listed.binary_search(&seq).is_ok() { wal::read_wal(&objects, seq).await? } else { None };
+                match obj {
+                    Some(obj) => replay(obj, &mut index)?,
+                    None => {
+                        claim_wal(&putter, &objects, seq, &mut index, &mut replay).await?;
+                    }
+                }
+            }
         }
+        // Fence: claim the next `WAL_PIPELINE_DEPTH` sequence numbers in a
+        // row. A previous owner still running keeps at most that many puts
+        // in flight and starts a new one only after the one that many places
+        // before it landed, so it can land nothing after these; whatever it
+        // landed among them is replayed like any other object.
+        let mut seq = listed.last().map(|s| s + 1).unwrap_or(1);
+        let mut claimed_in_a_row = 0;
+        while claimed_in_a_row < WAL_PIPELINE_DEPTH {
+            if claim_wal(&putter, &objects, seq, &mut index, &mut replay).await? {
+                claimed_in_a_row += 1;
+            } else {
+                claimed_in_a_row = 0;
+            }
+            seq += 1;
+        }
+        drop(replay);
+        tracing::info!(database = name, epoch, fence_seq = seq - 1, "took ownership");
         if foreign_after_outbox {
             // Local mode: unshipped commits of ours and commits of another
             // owner overlap; the object store is the source of truth.
@@ -175,33 +203,7 @@ impl Database {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         db.write_opt(batch, &wo)?;
-
-        // Fence: take the next sequence number; whoever wrote before us
-        // collides with it on their next write.
-        let writer = loop {
-            let mut writer = WalWriter::new(objects.clone(), name.to_string(), me.clone(), epoch, index.clone());
-            let seq = writer.next_seq();
-            match writer.append(Vec::new()).await {
-                Ok(seq) => {
-                    tracing::info!(database = name, epoch, fence_seq = seq, "took ownership");
-                    break writer;
-                }
-                Err(wal::AppendError::Store(e)) => return Err(e),
-                Err(wal::AppendError::Fenced) => {
-                    // A late write of the previous owner: replay it, try the next number.
-                    let Some(obj) = wal::read_wal(&objects, seq).await? else {
-                        index.insert(seq, 0);
-                        continue;
-                    };
-                    let todo: Vec<WalCommit> = obj.commits.iter().filter(|c| c.commit_ts > applied).cloned().collect();
-                    if !todo.is_empty() {
-                        applied = obj.max_ts().max(applied);
-                        apply_to_rocks(&db, &todo, true, false)?;
-                    }
-                    index.insert(seq, obj.max_ts());
-                }
-            }
-        };
+        let writer = WalWriter::new(objects.clone(), name.to_string(), me.clone(), epoch, index);
         let applied = applied.max(outbox.last().map(|c| c.commit_ts).unwrap_or(0));
         snapshots.advance(applied);
 
@@ -425,4 +427,31 @@ pub(crate) fn read_outbox(db: &DB) -> Result<Vec<WalCommit>> {
     }
     it.status()?;
     Ok(out)
+}
+
+/// Claims WAL sequence number `seq` for the opening owner with an empty
+/// object. Returns `true` if the claim landed; if another writer's object
+/// got there first it is replayed instead and `false` is returned.
+async fn claim_wal(
+    putter: &WalPutter,
+    objects: &Objects,
+    seq: u64,
+    index: &mut BTreeMap<u64, u64>,
+    replay: &mut impl FnMut(WalObject, &mut BTreeMap<u64, u64>) -> Result<()>,
+) -> Result<bool> {
+    match putter.put(seq, Vec::new()).await {
+        Ok(_) => {
+            index.insert(seq, 0);
+            Ok(true)
+        }
+        Err(wal::AppendError::Store(e)) => Err(e),
+        Err(wal::AppendError::Fenced) => match wal::read_wal(objects, seq).await? {
+            Some(obj) => {
+                replay(obj, index)?;
+                Ok(false)
+            }
+            // Created and deleted again meanwhile: nothing to replay.
+            None => Ok(false),
+        },
+    }
 }

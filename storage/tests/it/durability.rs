@@ -113,3 +113,50 @@ async fn a_second_node_fences_the_first() {
     let third = start(store.clone(), test_config()).await;
     assert_eq!(balances(&scan(&third.db().await, scan_req("accounts", 0)).await.unwrap()), vec![(1, 1), (3, 3)]);
 }
+
+/// Moves the newest WAL object one sequence number up under another writer's
+/// name: the store then looks as if a pipelined owner crashed with its older
+/// put missing and a newer one landed (never acknowledged).
+async fn leave_a_pipeline_gap(store: &Arc<dyn ObjectStore>) -> u64 {
+    use ebb_storage::durability::wal::WalObject;
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+    let all: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let newest = all.iter().filter(|m| m.location.as_ref().contains("/wal/")).map(|m| m.location.clone()).max().unwrap();
+    let bytes = store.get(&newest).await.unwrap().bytes().await.unwrap();
+    let mut obj = WalObject::decode_bytes(&bytes).unwrap();
+    assert!(!obj.commits.is_empty(), "the newest object holds the last commit");
+    store.delete(&newest).await.unwrap();
+    obj.seq += 1;
+    obj.writer_id = "a-crashed-writer".into();
+    let name = newest.as_ref().rsplit_once('/').unwrap().0.to_string();
+    let moved = Path::from(format!("{name}/{}", ebb_storage::durability::wal::wal_key(obj.seq).trim_start_matches("wal/")));
+    store.put(&moved, obj.encode_bytes().into()).await.unwrap();
+    obj.seq - 1
+}
+
+#[tokio::test]
+async fn an_opener_seals_a_gap_left_by_a_crashed_pipeline_and_fences_the_old_owner() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let first = start(store.clone(), test_config()).await;
+    let old = first.db().await;
+    create_accounts(&old).await;
+    old.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "acked", 1)]))]).await.unwrap();
+    old.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(2, "landed late", 2)]))]).await.unwrap();
+    let gap = leave_a_pipeline_gap(&store).await;
+
+    let second = start(store.clone(), test_config()).await;
+    let new = second.db().await;
+    // The object after the gap is replayed (its commits never saw the
+    // missing group's writes); the gap is sealed with an empty object.
+    assert_eq!(balances(&scan(&new, scan_req("accounts", 0)).await.unwrap()), vec![(1, 1), (2, 2)]);
+    let sealed = format!("/wal/{gap:020}");
+    assert_eq!(count_objects(&store, &sealed).await, 1, "gap {gap} sealed");
+    // The old owner's next put collides with the moved object: fenced.
+    let err = old.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(9, "stale", 9)]))]).await.unwrap_err();
+    assert!(matches!(err, StorageError::Fenced(_)), "got {err:?}");
+    new.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(3, "new", 3)]))]).await.unwrap();
+    let third = start(store.clone(), test_config()).await;
+    assert_eq!(balances(&scan(&third.db().await, scan_req("accounts", 0)).await.unwrap()), vec![(1, 1), (2, 2), (3, 3)]);
+}
