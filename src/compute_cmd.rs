@@ -21,6 +21,10 @@ pub struct ComputeArgs {
     /// Serve only this database.
     #[arg(long, env = "EBB_DATABASE")]
     database: Option<String>,
+    /// Control service address (attach / drain / stats). Without
+    /// `--database`, the compute then waits unbound until attached.
+    #[arg(long, env = "EBB_CONTROL_LISTEN")]
+    control_listen: Option<SocketAddr>,
 }
 
 /// The `[compute]` section of the settings file.
@@ -30,6 +34,7 @@ struct ComputeFile {
     listen: Option<SocketAddr>,
     storage: Option<String>,
     database: Option<String>,
+    control_listen: Option<SocketAddr>,
 }
 
 /// Runs `ebb compute`.
@@ -39,6 +44,7 @@ pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Resul
         listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5434))),
         storage: args.storage.or(file.storage).unwrap_or_else(|| "http://127.0.0.1:5433".into()),
         database: args.database.or(file.database),
+        control_listen: args.control_listen.or(file.control_listen),
     };
     server::run(cfg, crate::shutdown_signal()).await.context("compute failed")
 }

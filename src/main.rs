@@ -1,6 +1,8 @@
 //! The one `ebb` binary: parses the command line and starts a role.
 
 mod compute_cmd;
+mod local_cmd;
+mod status_cmd;
 mod storage_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// Run all of ebb on this machine: storage, proxy, controller, and
+    /// computes as child processes that scale with load and to zero.
+    Local(local_cmd::LocalArgs),
+    /// Show what a running `ebb local` serves.
+    Status(status_cmd::StatusArgs),
     /// Run a storage server.
     Storage(storage_cmd::StorageArgs),
     /// Run a compute node (PostgreSQL protocol, SQL over DataFusion).
@@ -26,10 +33,15 @@ enum Role {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Role::Status(args) = cli.role {
+        return status_cmd::run(args);
+    }
     ebb_common::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.role {
+            Role::Local(args) => local_cmd::run(args).await,
+            Role::Status(_) => unreachable!("handled before the runtime starts"),
             Role::Storage(args) => storage_cmd::run(args, cli.config.as_deref()).await,
             Role::Compute(args) => compute_cmd::run(args, cli.config.as_deref()).await,
         }

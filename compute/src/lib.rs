@@ -5,7 +5,9 @@
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
 //!   the DataFusion view of storage; [`storage_client`]: the gRPC client.
 
+pub mod binding;
 pub mod catalog;
+pub mod control;
 pub mod error;
 pub mod pg;
 pub mod pg_catalog;

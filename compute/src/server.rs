@@ -8,9 +8,17 @@ use std::sync::Arc;
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
+use ebb_proto::control::compute_control_server::ComputeControlServer;
+
+use crate::binding::Binding;
+use crate::control::ControlService;
 use crate::error::{ComputeError, Result};
 use crate::pg::{Connection, Shared};
 use crate::storage_client::StorageClient;
+
+/// Start of the line a compute prints on stdout once it listens:
+/// `EBB_COMPUTE_READY pg=ADDR [control=ADDR]`.
+pub const READY_LINE_PREFIX: &str = "EBB_COMPUTE_READY";
 
 /// Settings of the compute role.
 #[derive(Debug, Clone)]
@@ -19,27 +27,68 @@ pub struct ComputeConfig {
     pub listen: SocketAddr,
     /// Storage service URL (`http://host:port`).
     pub storage: String,
-    /// Serve only this database (otherwise the one each client names).
+    /// Serve only this database (otherwise the one each client names, or
+    /// the one `attach` names when there is a control service).
     pub database: Option<String>,
+    /// Control service listen address (`attach`, `drain`, `stats`).
+    pub control_listen: Option<SocketAddr>,
 }
 
 /// Runs the compute role until `shutdown` resolves.
 pub async fn run(cfg: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| ComputeError::Config(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let listener = bind(cfg.listen, "PostgreSQL").await?;
     run_on(listener, cfg, shutdown).await
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| ComputeError::Config(format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr> {
+    l.local_addr().map_err(|e| ComputeError::Internal(e.to_string()))
 }
 
 /// Like [`run`], on a listener the caller bound.
 pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     crate::pg_catalog::preload()?;
     let storage = StorageClient::connect_lazy(&cfg.storage)?;
+    // One round trip now: it checks the flags and leaves a warm channel, so
+    // that an `attach` later takes milliseconds.
+    let databases = storage.list_databases().await?;
     if let Some(db) = &cfg.database
-        && !storage.list_databases().await?.iter().any(|d| &d.name == db)
+        && !databases.iter().any(|d| &d.name == db)
     {
         return Err(ComputeError::Config(format!("database \"{db}\" does not exist in storage {}", cfg.storage)));
     }
-    let shared = Arc::new(Shared { storage, database: cfg.database.clone(), connections: Arc::new(ConnectionManager::new()) });
-    tracing::info!(addr = %listener.local_addr().map_err(|e| ComputeError::Internal(e.to_string()))?, storage = %cfg.storage, database = ?cfg.database, "compute serving");
+    let binding = Arc::new(match (&cfg.database, cfg.control_listen) {
+        (Some(db), _) => Binding::bound(db.clone()),
+        (None, Some(_)) => Binding::unbound(),
+        (None, None) => Binding::any_database(),
+    });
+    let pg_addr = local_addr(&listener)?;
+    let control_addr = match cfg.control_listen {
+        Some(addr) => {
+            let control = bind(addr, "the control service").await?;
+            let control_addr = local_addr(&control)?;
+            let service = ComputeControlServer::new(ControlService::new(binding.clone(), storage.clone()));
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(control);
+                if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+                    tracing::error!(error = %e, "control service failed");
+                }
+            });
+            Some(control_addr)
+        }
+        None => None,
+    };
+    let shared = Arc::new(Shared { storage, binding, connections: Arc::new(ConnectionManager::new()) });
+    tracing::info!(addr = %pg_addr, control = ?control_addr, storage = %cfg.storage, database = ?cfg.database, "compute serving");
+    // A machine-readable line for whoever started this process (the
+    // `process` runtime of `ebb local` waits for it).
+    match control_addr {
+        Some(c) => println!("{READY_LINE_PREFIX} pg={pg_addr} control={c}"),
+        None => println!("{READY_LINE_PREFIX} pg={pg_addr}"),
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -11,6 +11,11 @@ pub mod storage {
     tonic::include_proto!("ebb.storage.v1");
 }
 
+/// The compute control service (`proto/control.proto`).
+pub mod control {
+    tonic::include_proto!("ebb.control.v1");
+}
+
 /// gRPC metadata key carrying the PostgreSQL SQLSTATE of an error.
 pub const SQLSTATE_METADATA_KEY: &str = "ebb-sqlstate";
 

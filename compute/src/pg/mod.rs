@@ -31,6 +31,7 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
+use crate::binding::Binding;
 use crate::error::ComputeError;
 use crate::session::settings::SERVER_VERSION;
 use crate::session::{Block, Output, Session, parse};
@@ -41,8 +42,8 @@ use encode::{decode_params, encode_batch, fields, param_pg_type};
 pub struct Shared {
     /// Storage service client.
     pub storage: StorageClient,
-    /// With `Some`, every connection uses this database (the `--database` flag).
-    pub database: Option<String>,
+    /// Which database sessions use; drain state and load counters.
+    pub binding: Arc<Binding>,
     /// Routes cancel requests to the right connection.
     pub connections: Arc<ConnectionManager>,
 }
@@ -59,15 +60,19 @@ impl Connection {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared, session: Arc::default(), parser: Arc::new(Parser) }
     }
+
+    fn queries(&self) -> Arc<Queries> {
+        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone(), binding: self.shared.binding.clone() })
+    }
 }
 
 impl PgWireServerHandlers for Connection {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+        self.queries()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+        self.queries()
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -75,7 +80,7 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        Arc::new(Queries { session: self.session.clone(), parser: self.parser.clone() })
+        self.queries()
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
@@ -141,14 +146,11 @@ impl StartupHandler for Startup {
             .or_else(|| client.metadata().get(METADATA_USER))
             .cloned()
             .unwrap_or_else(|| "postgres".into());
-        let database = match &self.shared.database {
-            Some(bound) if *bound != requested => {
-                let e = ErrorInfo::new("FATAL".into(), "3D000".into(), format!("this compute serves database \"{bound}\", not \"{requested}\""));
-                return Err(PgWireError::UserError(Box::new(e)));
-            }
-            Some(bound) => bound.clone(),
-            None => requested,
-        };
+        let database = self.shared.binding.session_database(&requested).map_err(|e| {
+            let mut info = error_info(&e);
+            info.severity = "FATAL".into();
+            PgWireError::UserError(Box::new(info))
+        })?;
         let session = Session::open(self.shared.storage.clone(), &database).await.map_err(|e| {
             let mut info = error_info(&e);
             info.severity = "FATAL".into();
@@ -160,6 +162,7 @@ impl StartupHandler for Startup {
         let (handle, guard) = self.shared.connections.register(pid, secret);
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
+        client.session_extensions().insert(self.shared.binding.session());
         pgwire::api::auth::finish_authentication(client, &Parameters).await?;
         Ok(())
     }
@@ -203,6 +206,8 @@ impl QueryParser for Parser {
 struct Queries {
     session: Arc<Mutex<Option<Session>>>,
     parser: Arc<Parser>,
+    /// Counts statements in flight for the control service's `stats`.
+    binding: Arc<Binding>,
 }
 
 /// Turns one statement's result into a pgwire response, reporting
@@ -331,6 +336,7 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = self.binding.statement();
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
         let stmts = match parse(query) {
@@ -428,6 +434,7 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = self.binding.statement();
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
         let stmt = &portal.statement.statement.stmt;
@@ -469,6 +476,7 @@ impl CopyHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = self.binding.statement();
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
         let result = session.copy_done().await;

@@ -1,0 +1,438 @@
+//! The controller: a warm pool of unbound computes, `acquire` for the proxy,
+//! and a periodic tick that notices dead computes, refills the pool, scales
+//! databases with their load, drains before scale-in and scales idle
+//! databases to zero. Runtime-agnostic: the same code drives processes
+//! (`ebb local`) and, to come, pods.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::autoscaler::{Autoscaler, AutoscalerConfig};
+use crate::control_client::{ControlClient, ControlError};
+use crate::runtime::{ComputeInstance, Runtime};
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Unbound computes kept warm.
+    pub pool_size: usize,
+    /// A database with no sessions for this long scales to zero.
+    pub idle_timeout: Duration,
+    /// Scaling of each database while it has sessions.
+    pub autoscaler: AutoscalerConfig,
+    /// How often the controller looks at load and health.
+    pub tick: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 2,
+            idle_timeout: Duration::from_secs(300),
+            autoscaler: AutoscalerConfig::default(),
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Open sessions per compute id, as the proxy counts them.
+pub trait LoadSource: Send + Sync + 'static {
+    /// Sessions per compute id.
+    fn sessions(&self) -> HashMap<String, u64>;
+}
+
+/// Why `acquire` found no compute.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    #[error("no compute available: {0}")]
+    Unavailable(String),
+}
+
+/// How a database got its compute (the resume-latency label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Claimed from the warm pool.
+    PoolHit,
+    /// The pool was empty: a compute was started for it.
+    Cold,
+}
+
+/// State of a database as `ebb status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseState {
+    Suspended,
+    Resuming,
+    Running,
+    Draining,
+}
+
+impl DatabaseState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspended => "suspended",
+            Self::Resuming => "resuming",
+            Self::Running => "running",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// One database in a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseStatus {
+    pub name: String,
+    pub state: DatabaseState,
+    /// Computes serving it (not draining).
+    pub replicas: usize,
+    pub connections: u64,
+}
+
+/// What the controller runs right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub databases: Vec<DatabaseStatus>,
+    /// Configured pool size.
+    pub pool_size: usize,
+    /// Unbound computes ready now.
+    pub pool_ready: usize,
+}
+
+struct Bound {
+    instance: ComputeInstance,
+    client: ControlClient,
+    draining: bool,
+}
+
+struct Db {
+    computes: Vec<Bound>,
+    autoscaler: Autoscaler,
+    last_active: Instant,
+    /// Held while a compute is being added, so concurrent clients of a
+    /// sleeping database wake it once.
+    waking: Arc<tokio::sync::Mutex<()>>,
+    resuming: bool,
+}
+
+#[derive(Default)]
+struct State {
+    pool: Vec<(ComputeInstance, ControlClient)>,
+    starting: usize,
+    databases: HashMap<String, Db>,
+}
+
+/// Things a tick decided to do outside the state lock.
+#[derive(Default)]
+struct Actions {
+    stop: Vec<String>,
+    drain: Vec<ControlClient>,
+    grow: Vec<String>,
+    start_pool: usize,
+}
+
+/// The controller.
+pub struct Controller {
+    runtime: Arc<dyn Runtime>,
+    cfg: ControllerConfig,
+    state: Mutex<State>,
+    load: Mutex<Option<Arc<dyn LoadSource>>>,
+    /// Every resume: how it was served and how long it took.
+    resumes: Mutex<Vec<(Resume, Duration)>>,
+}
+
+impl Controller {
+    /// A controller over `runtime`; call [`run`](Self::run) to start it.
+    pub fn new(runtime: Arc<dyn Runtime>, cfg: ControllerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            cfg,
+            state: Mutex::new(State::default()),
+            load: Mutex::new(None),
+            resumes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Where session counts come from (the proxy).
+    pub fn set_load_source(&self, source: Arc<dyn LoadSource>) {
+        *self.load.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> HashMap<String, u64> {
+        let source = self.load.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        source.map(|s| s.sessions()).unwrap_or_default()
+    }
+
+    /// Resumes recorded so far (and clears them): for metrics.
+    pub fn take_resumes(&self) -> Vec<(Resume, Duration)> {
+        std::mem::take(&mut *self.resumes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A ready compute for `database`: the least-loaded one serving it,
+    /// else one claimed from the pool, else a new one.
+    pub async fn acquire(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
+        if let Some(i) = self.least_loaded(database) {
+            return Ok(i);
+        }
+        let waking = {
+            let mut st = self.state();
+            let now = Instant::now();
+            let db = st.databases.entry(database.to_string()).or_insert_with(|| Db {
+                computes: Vec::new(),
+                autoscaler: Autoscaler::new(self.cfg.autoscaler.clone()),
+                last_active: now,
+                waking: Arc::default(),
+                resuming: false,
+            });
+            db.waking.clone()
+        };
+        let _waking = waking.lock().await;
+        if let Some(i) = self.least_loaded(database) {
+            return Ok(i);
+        }
+        self.set_resuming(database, true);
+        let r = self.add_compute(database).await;
+        self.set_resuming(database, false);
+        if matches!(r, Err(AcquireError::UnknownDatabase(_))) {
+            let mut st = self.state();
+            if st.databases.get(database).is_some_and(|d| d.computes.is_empty()) {
+                st.databases.remove(database);
+            }
+        }
+        r
+    }
+
+    fn set_resuming(&self, database: &str, on: bool) {
+        if let Some(db) = self.state().databases.get_mut(database) {
+            db.resuming = on;
+            db.last_active = Instant::now();
+        }
+    }
+
+    fn least_loaded(&self, database: &str) -> Option<ComputeInstance> {
+        let sessions = self.sessions();
+        let st = self.state();
+        let db = st.databases.get(database)?;
+        db.computes
+            .iter()
+            .filter(|c| !c.draining && self.runtime.is_alive(&c.instance.id))
+            .min_by_key(|c| sessions.get(&c.instance.id).copied().unwrap_or(0))
+            .map(|c| c.instance.clone())
+    }
+
+    /// Binds one more compute to `database`.
+    async fn add_compute(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
+        let started = Instant::now();
+        let claimed = self.state().pool.pop();
+        let (instance, client, how) = match claimed {
+            Some((i, c)) => (i, c, Resume::PoolHit),
+            None => {
+                let i = self.runtime.start().await.map_err(|e| AcquireError::Unavailable(e.to_string()))?;
+                match ControlClient::connect(i.control_addr).await {
+                    Ok(c) => (i, c, Resume::Cold),
+                    Err(e) => {
+                        self.runtime.stop(&i.id).await;
+                        return Err(AcquireError::Unavailable(e.to_string()));
+                    }
+                }
+            }
+        };
+        match client.attach(database).await {
+            Ok(()) => {
+                let took = started.elapsed();
+                tracing::info!(%database, compute = %instance.id, resume = ?how, ?took, "compute attached");
+                self.resumes.lock().unwrap_or_else(|p| p.into_inner()).push((how, took));
+                let mut st = self.state();
+                if let Some(db) = st.databases.get_mut(database) {
+                    db.computes.push(Bound { instance: instance.clone(), client, draining: false });
+                    db.last_active = Instant::now();
+                }
+                Ok(instance)
+            }
+            Err(ControlError::UnknownDatabase(_)) => {
+                // Still unbound: back to the pool.
+                self.state().pool.push((instance, client));
+                Err(AcquireError::UnknownDatabase(database.to_string()))
+            }
+            Err(e) => {
+                self.runtime.stop(&instance.id).await;
+                Err(AcquireError::Unavailable(format!("attach to {}: {e}", instance.id)))
+            }
+        }
+    }
+
+    /// Runs the periodic tick until `shutdown`, then stops every compute.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.clone().tick(Instant::now()).await,
+                _ = &mut shutdown => break,
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// One look at health and load; acts on what it finds.
+    pub async fn tick(self: Arc<Self>, now: Instant) {
+        let sessions = self.sessions();
+        let actions = self.decide(now, &sessions);
+        for id in &actions.stop {
+            self.runtime.stop(id).await;
+        }
+        for client in actions.drain {
+            if let Err(e) = client.drain().await {
+                tracing::warn!(error = %e, "drain failed; the compute will be stopped when its sessions end");
+            }
+        }
+        for database in actions.grow {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let Some(waking) = this.state().databases.get(&database).map(|d| d.waking.clone()) else { return };
+                let Ok(_guard) = waking.try_lock() else { return };
+                if let Err(e) = this.add_compute(&database).await {
+                    tracing::warn!(%database, error = %e, "scale-out failed");
+                }
+            });
+        }
+        for _ in 0..actions.start_pool {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let started = match this.runtime.start().await {
+                    Ok(i) => match ControlClient::connect(i.control_addr).await {
+                        Ok(c) => Some((i, c)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a new pool compute is unreachable");
+                            this.runtime.stop(&i.id).await;
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not refill the pool");
+                        None
+                    }
+                };
+                let mut st = this.state();
+                st.starting -= 1;
+                if let Some(p) = started {
+                    st.pool.push(p);
+                }
+            });
+        }
+    }
+
+    /// The decisions of one tick, made under the state lock.
+    fn decide(&self, now: Instant, sessions: &HashMap<String, u64>) -> Actions {
+        let mut actions = Actions::default();
+        let mut st = self.state();
+        let runtime = &self.runtime;
+        st.pool.retain(|(i, _)| {
+            let alive = runtime.is_alive(&i.id);
+            if !alive {
+                tracing::warn!(compute = %i.id, "a pool compute died; replacing it");
+            }
+            alive
+        });
+        for (name, db) in st.databases.iter_mut() {
+            db.computes.retain(|c| {
+                let alive = runtime.is_alive(&c.instance.id);
+                if !alive {
+                    tracing::warn!(database = %name, compute = %c.instance.id, "a compute died; its sessions were ended");
+                }
+                alive
+            });
+            let load = |c: &Bound| sessions.get(&c.instance.id).copied().unwrap_or(0);
+            let total: u64 = db.computes.iter().map(load).sum();
+            if total > 0 || db.resuming {
+                db.last_active = now;
+            }
+            // Drained computes go once their last session ended.
+            db.computes.retain(|c| {
+                let done = c.draining && load(c) == 0;
+                if done {
+                    actions.stop.push(c.instance.id.clone());
+                }
+                !done
+            });
+            if db.computes.is_empty() {
+                continue;
+            }
+            if total == 0 && now.duration_since(db.last_active) >= self.cfg.idle_timeout {
+                tracing::info!(database = %name, idle = ?self.cfg.idle_timeout, "idle: scaling to zero");
+                for c in db.computes.drain(..) {
+                    actions.stop.push(c.instance.id);
+                }
+                db.autoscaler = Autoscaler::new(self.cfg.autoscaler.clone());
+                continue;
+            }
+            db.autoscaler.record(now, total as f64);
+            let ready = db.computes.iter().filter(|c| !c.draining).count() as u32;
+            let desired = db.autoscaler.desired(now, ready);
+            if desired > ready {
+                actions.grow.push(name.clone());
+            } else if desired < ready {
+                let mut candidates: Vec<&mut Bound> = db.computes.iter_mut().filter(|c| !c.draining).collect();
+                candidates.sort_by_key(|c| sessions.get(&c.instance.id).copied().unwrap_or(0));
+                for c in candidates.into_iter().take((ready - desired) as usize) {
+                    tracing::info!(database = %name, compute = %c.instance.id, "scaling in: draining");
+                    c.draining = true;
+                    actions.drain.push(c.client.clone());
+                }
+            }
+        }
+        let have = st.pool.len() + st.starting;
+        if have < self.cfg.pool_size {
+            actions.start_pool = self.cfg.pool_size - have;
+            st.starting += actions.start_pool;
+        }
+        actions
+    }
+
+    /// Stops every compute (shutdown).
+    pub async fn stop_all(&self) {
+        let ids: Vec<String> = {
+            let mut st = self.state();
+            let mut ids: Vec<String> = st.pool.drain(..).map(|(i, _)| i.id).collect();
+            for db in st.databases.values_mut() {
+                ids.extend(db.computes.drain(..).map(|c| c.instance.id));
+            }
+            ids
+        };
+        for id in ids {
+            self.runtime.stop(&id).await;
+        }
+    }
+
+    /// What runs now.
+    pub fn status(&self) -> Status {
+        let sessions = self.sessions();
+        let st = self.state();
+        let mut databases: Vec<DatabaseStatus> = st
+            .databases
+            .iter()
+            .map(|(name, db)| {
+                let replicas = db.computes.iter().filter(|c| !c.draining).count();
+                let draining = db.computes.len() - replicas;
+                let state = match (replicas, draining, db.resuming) {
+                    (_, _, true) => DatabaseState::Resuming,
+                    (0, 0, false) => DatabaseState::Suspended,
+                    (0, _, false) => DatabaseState::Draining,
+                    _ => DatabaseState::Running,
+                };
+                let connections = db.computes.iter().map(|c| sessions.get(&c.instance.id).copied().unwrap_or(0)).sum();
+                DatabaseStatus { name: name.clone(), state, replicas, connections }
+            })
+            .collect();
+        databases.sort_by(|a, b| a.name.cmp(&b.name));
+        Status { databases, pool_size: self.cfg.pool_size, pool_ready: st.pool.len() }
+    }
+}

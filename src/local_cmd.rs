@@ -1,0 +1,170 @@
+//! `ebb local`: all of ebb on one machine — storage, proxy and controller in
+//! this process, computes as child processes (the `process` runtime), the
+//! object store in a local directory. Writes `<data-dir>/status.json` every
+//! second for `ebb status`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ebb_operator::autoscaler::AutoscalerConfig;
+use ebb_operator::controller::{AcquireError, LoadSource};
+use ebb_operator::process::ProcessRuntime;
+use ebb_operator::{Controller, ControllerConfig};
+use ebb_proxy::{Proxy, ProxyConfig, Route, RouteError, Router};
+use ebb_storage::engine::EngineConfig;
+use ebb_storage::server::ServerConfig;
+use tokio::net::TcpListener;
+
+use crate::status_cmd::{self, StatusFile};
+
+/// How the proxy authenticates clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Auth {
+    /// Every client is let in (loopback only).
+    Trust,
+    /// SCRAM-SHA-256 against roles in the cluster catalog (not built yet).
+    Scram,
+}
+
+/// Flags of `ebb local`; each also reads an `EBB_*` variable.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Directory for the object store and the local cache.
+    #[arg(long, env = "EBB_DATA_DIR", default_value = "ebb-data")]
+    data_dir: PathBuf,
+    /// Where clients connect (the proxy).
+    #[arg(long, env = "EBB_LISTEN", default_value = "127.0.0.1:5432")]
+    listen: SocketAddr,
+    /// Object store URL (default: file://<data-dir>/objects).
+    #[arg(long, env = "EBB_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// Unbound computes kept warm.
+    #[arg(long, env = "EBB_POOL_SIZE", default_value_t = 2)]
+    pool_size: usize,
+    /// A database without sessions for this long scales to zero.
+    #[arg(long, env = "EBB_IDLE_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Most computes per database.
+    #[arg(long, env = "EBB_MAX_REPLICAS", default_value_t = 4)]
+    max_replicas: u32,
+    /// Target concurrent sessions per compute (autoscaler).
+    #[arg(long, env = "EBB_TARGET_SESSIONS", default_value_t = 8.0)]
+    target_sessions: f64,
+    /// How long a client is held while its database wakes.
+    #[arg(long, env = "EBB_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    wake_timeout: Duration,
+    /// Client authentication.
+    #[arg(long, env = "EBB_AUTH", value_enum, default_value_t = Auth::Trust)]
+    auth: Auth,
+}
+
+struct ControllerRouter(Arc<Controller>);
+
+#[async_trait::async_trait]
+impl Router for ControllerRouter {
+    async fn acquire(&self, database: &str) -> Result<Route, RouteError> {
+        match self.0.acquire(database).await {
+            Ok(i) => Ok(Route { compute_id: i.id, addr: i.pg_addr }),
+            Err(AcquireError::UnknownDatabase(d)) => Err(RouteError::UnknownDatabase(d)),
+            Err(e) => Err(RouteError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+struct ProxyLoad(Arc<Proxy>);
+
+impl LoadSource for ProxyLoad {
+    fn sessions(&self) -> HashMap<String, u64> {
+        self.0.load().snapshot().into_iter().map(|(id, l)| (id, l.sessions)).collect()
+    }
+}
+
+/// Runs `ebb local` until SIGTERM or Ctrl-C.
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    if args.auth == Auth::Scram {
+        bail!("--auth scram is not implemented yet (roles and SCRAM-SHA-256 in the proxy are still to be built); use --auth trust on loopback");
+    }
+    if !args.listen.ip().is_loopback() {
+        bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {}", args.listen);
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let object_store = args.object_store.clone().unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // Storage, in this process, on a loopback port of its own.
+    let storage_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let storage_url = format!("http://{}", storage_listener.local_addr()?);
+    let storage_cfg = ServerConfig {
+        listen: storage_listener.local_addr()?,
+        object_store: object_store.clone(),
+        cache_dir: data_dir.join("cache"),
+        metrics_listen: None,
+        engine: EngineConfig::default(),
+    };
+    let storage = tokio::spawn(ebb_storage::server::run_on(storage_listener, storage_cfg, stopped()));
+
+    // Controller with computes as child processes of this one.
+    let program = std::env::current_exe().context("locating the ebb binary")?;
+    let runtime = Arc::new(ProcessRuntime::new(program, storage_url));
+    let controller = Controller::new(
+        runtime,
+        ControllerConfig {
+            pool_size: args.pool_size,
+            idle_timeout: args.idle_timeout,
+            autoscaler: AutoscalerConfig { max_replicas: args.max_replicas, target: args.target_sessions, ..Default::default() },
+            ..Default::default()
+        },
+    );
+    let proxy = Proxy::new(Arc::new(ControllerRouter(controller.clone())), ProxyConfig { wake_timeout: args.wake_timeout });
+    controller.set_load_source(Arc::new(ProxyLoad(proxy.clone())));
+    let controller_task = tokio::spawn(controller.clone().run(stopped()));
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let proxy_task = tokio::spawn(proxy.clone().serve(listener, stopped()));
+    let status_task = tokio::spawn(write_status(controller.clone(), data_dir.clone(), addr, stopped()));
+
+    tracing::info!(%addr, object_store = %object_store, pool_size = args.pool_size, "ebb local is up");
+    println!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
+
+    crate::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = controller_task.await; // stops every compute
+    let _ = status_task.await;
+    match storage.await {
+        Ok(r) => r.context("storage failed")?,
+        Err(e) => bail!("storage task failed: {e}"),
+    }
+    status_cmd::remove(&data_dir);
+    println!("ebb local stopped.");
+    Ok(())
+}
+
+/// Writes the status file every second until `stop`.
+async fn write_status(controller: Arc<Controller>, data_dir: PathBuf, listen: SocketAddr, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        let file = StatusFile::new(std::process::id(), listen, &controller.status());
+        if let Err(e) = status_cmd::write(&data_dir, &file) {
+            tracing::warn!(error = %e, "cannot write the status file");
+        }
+    }
+}
+
