@@ -46,5 +46,25 @@ pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Resul
         database: args.database.or(file.database),
         control_listen: args.control_listen.or(file.control_listen),
     };
+    if std::env::var_os(EXIT_WITH_PARENT).is_some() {
+        exit_with_parent();
+    }
     server::run(cfg, crate::shutdown_signal()).await.context("compute failed")
+}
+
+/// Set by the `process` runtime: a compute started by `ebb local` exits when
+/// its parent does, even one killed with SIGKILL that could not stop it.
+const EXIT_WITH_PARENT: &str = "EBB_EXIT_WITH_PARENT";
+
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if std::os::unix::process::parent_id() != parent {
+                tracing::warn!(parent, "the parent process is gone; exiting");
+                std::process::exit(1);
+            }
+        }
+    });
 }

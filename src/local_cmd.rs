@@ -55,9 +55,21 @@ pub struct LocalArgs {
     /// Target concurrent sessions per compute (autoscaler).
     #[arg(long, env = "EBB_TARGET_SESSIONS", default_value_t = 8.0)]
     target_sessions: f64,
+    /// Autoscaler stable window: scale decisions average the load over it.
+    #[arg(long, env = "EBB_STABLE_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    stable_window: Duration,
+    /// Autoscaler panic window: a burst of twice the capacity over it scales out at once.
+    #[arg(long, env = "EBB_PANIC_WINDOW", default_value = "6s", value_parser = humantime::parse_duration)]
+    panic_window: Duration,
     /// How long a client is held while its database wakes.
     #[arg(long, env = "EBB_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     wake_timeout: Duration,
+    /// PEM certificate chain for TLS (clients with sslmode=require); needs --tls-key.
+    #[arg(long, env = "EBB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS; needs --tls-cert.
+    #[arg(long, env = "EBB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Client authentication.
     #[arg(long, env = "EBB_AUTH", value_enum, default_value_t = Auth::Trust)]
     auth: Auth,
@@ -92,6 +104,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     if !args.listen.ip().is_loopback() {
         bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {}", args.listen);
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ebb_proxy::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let object_store = args.object_store.clone().unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
@@ -123,11 +139,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         ControllerConfig {
             pool_size: args.pool_size,
             idle_timeout: args.idle_timeout,
-            autoscaler: AutoscalerConfig { max_replicas: args.max_replicas, target: args.target_sessions, ..Default::default() },
+            autoscaler: AutoscalerConfig {
+                max_replicas: args.max_replicas,
+                target: args.target_sessions,
+                stable_window: args.stable_window,
+                panic_window: args.panic_window,
+                ..Default::default()
+            },
             ..Default::default()
         },
     );
-    let proxy = Proxy::new(Arc::new(ControllerRouter(controller.clone())), ProxyConfig { wake_timeout: args.wake_timeout });
+    let proxy = Proxy::new(Arc::new(ControllerRouter(controller.clone())), ProxyConfig { wake_timeout: args.wake_timeout, tls });
     controller.set_load_source(Arc::new(ProxyLoad(proxy.clone())));
     let controller_task = tokio::spawn(controller.clone().run(stopped()));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -64,6 +64,7 @@ impl Runtime for ProcessRuntime {
         let id = format!("compute-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut child = Command::new(&self.program)
             .args(["compute", "--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0", "--storage", &self.storage_url])
+            .env("EBB_EXIT_WITH_PARENT", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -8,13 +8,15 @@
 //! - [`frames`]: message-boundary tracking on a relayed byte stream;
 //! - [`load`]: per-compute counters the controller samples;
 //! - [`cancel`]: which compute a cancel key belongs to;
-//! - [`server`]: the accept loop and one session's life.
+//! - [`server`]: the accept loop and one session's life;
+//! - [`tls`]: TLS for clients that ask for it.
 
 pub mod cancel;
 pub mod frames;
 pub mod load;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 use std::net::SocketAddr;
 

@@ -112,6 +112,32 @@ pub fn error_response(severity: &str, sqlstate: &str, message: &str) -> BytesMut
     msg
 }
 
+/// A field of an ErrorResponse body (`C` = SQLSTATE, `M` = message).
+fn error_field(body: &[u8], field: u8) -> Option<&str> {
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&c| c == 0)?;
+        if code == field {
+            return std::str::from_utf8(&tail[..end]).ok();
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+pub fn error_sqlstate(body: &[u8]) -> Option<&str> {
+    error_field(body, b'C')
+}
+
+/// The message of an ErrorResponse body.
+pub fn error_message(body: &[u8]) -> Option<&str> {
+    error_field(body, b'M')
+}
+
 /// A cancel request packet for `pid`/`secret`.
 pub fn cancel_request(pid: i32, secret: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + secret.len());
@@ -154,6 +180,14 @@ mod tests {
             read_first_packet(&mut cancel.as_slice()).await.unwrap(),
             FirstPacket::Cancel { pid: 42, secret: vec![1, 2, 3, 4] }
         );
+    }
+
+    #[test]
+    fn error_responses_round_trip() {
+        let e = error_response("FATAL", "57P03", "waking up");
+        assert_eq!(error_sqlstate(&e[5..]), Some("57P03"));
+        assert_eq!(error_message(&e[5..]), Some("waking up"));
+        assert_eq!(error_sqlstate(&[b'C', b'x']), None, "unterminated field");
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::cancel::CancelKeys;
 use crate::frames::FrameTracker;
 use crate::load::LoadTable;
@@ -17,15 +19,17 @@ use crate::protocol::{self, FirstPacket};
 use crate::{Route, RouteError, Router};
 
 /// Settings of the proxy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// How long a client is held while its database wakes.
     pub wake_timeout: Duration,
+    /// TLS for clients that send SSLRequest (otherwise they are told `N`).
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { wake_timeout: Duration::from_secs(30) }
+        Self { wake_timeout: Duration::from_secs(30), tls: None }
     }
 }
 
@@ -90,8 +94,27 @@ impl Proxy {
     }
 
     async fn session(&self, mut client: TcpStream) -> Result<(), SessionError> {
+        let first = protocol::read_first_packet(&mut client).await;
+        if let (Ok(FirstPacket::Ssl), Some(tls)) = (&first, &self.cfg.tls) {
+            client.write_all(b"S").await?;
+            let client = tls.accept(client).await?;
+            return self.negotiate(client, None).await;
+        }
+        self.negotiate(client, Some(first)).await
+    }
+
+    /// Reads packets up to the startup message (answering SSL and GSS
+    /// requests with `N`), then serves the session.
+    async fn negotiate<S>(&self, mut client: S, mut pending: Option<Result<FirstPacket, protocol::ProtocolError>>) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let startup = loop {
-            match protocol::read_first_packet(&mut client).await {
+            let packet = match pending.take() {
+                Some(p) => p,
+                None => protocol::read_first_packet(&mut client).await,
+            };
+            match packet {
                 Ok(FirstPacket::Ssl | FirstPacket::GssEnc) => client.write_all(b"N").await?,
                 Ok(FirstPacket::Cancel { pid, secret }) => return self.forward_cancel(pid, &secret).await,
                 Ok(p @ FirstPacket::Startup { .. }) => break p,
@@ -103,15 +126,26 @@ impl Proxy {
         };
         let database = startup.param("database").or(startup.param("user")).unwrap_or("postgres").to_string();
         let FirstPacket::Startup { raw, .. } = &startup else { unreachable!("loop breaks on Startup only") };
-        let (route, mut compute) = match self.connect(&database).await {
-            Ok(r) => r,
-            Err((sqlstate, message)) => {
-                client.write_all(&protocol::error_response(FATAL, sqlstate, &message)).await?;
-                return Err(SessionError::Refused(message));
+        let deadline = Instant::now() + self.cfg.wake_timeout;
+        let (route, compute, key) = loop {
+            let (route, mut compute) = match self.connect(&database, deadline).await {
+                Ok(r) => r,
+                Err((sqlstate, message)) => {
+                    client.write_all(&protocol::error_response(FATAL, sqlstate, &message)).await?;
+                    return Err(SessionError::Refused(message));
+                }
+            };
+            compute.write_all(raw).await?;
+            match relay_startup(&mut compute, &mut client).await {
+                Ok(key) => break (route, compute, key),
+                // Nothing reached the client yet: try another compute.
+                Err(StartupError::Retry(why)) => {
+                    tracing::info!(%database, compute = %route.compute_id, %why, "compute refused a new session; acquiring again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(StartupError::Failed(e)) => return Err(e),
             }
         };
-        compute.write_all(raw).await?;
-        let key = relay_startup(&mut compute, &mut client).await?;
         if let Some((pid, secret)) = &key {
             self.cancels.insert(*pid, secret.clone(), route.addr);
         }
@@ -127,8 +161,7 @@ impl Proxy {
 
     /// Acquires a compute for `database` and connects to it, retrying until
     /// the wake deadline; the error is a SQLSTATE and message for the client.
-    async fn connect(&self, database: &str) -> Result<(Route, TcpStream), (&'static str, String)> {
-        let deadline = Instant::now() + self.cfg.wake_timeout;
+    async fn connect(&self, database: &str, deadline: Instant) -> Result<(Route, TcpStream), (&'static str, String)> {
         let mut last = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -176,8 +209,11 @@ impl Proxy {
     }
 
     /// Relays until either side closes, counting queries.
-    async fn relay(&self, route: &Route, client: TcpStream, compute: TcpStream, unanswered: &AtomicU64) -> Result<(), SessionError> {
-        let (mut client_rd, mut client_wr) = client.into_split();
+    async fn relay<S>(&self, route: &Route, client: S, compute: TcpStream, unanswered: &AtomicU64) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
         let (mut compute_rd, mut compute_wr) = compute.into_split();
         let upstream = async {
             let mut frames = FrameTracker::default();
@@ -227,22 +263,46 @@ impl Proxy {
     }
 }
 
+/// Why a compute's answer to a startup message was not relayed.
+enum StartupError {
+    /// The compute refused before anything reached the client (it is
+    /// draining, or died): another compute may take the session.
+    Retry(String),
+    /// The session cannot go on.
+    Failed(SessionError),
+}
+
+impl<E: Into<SessionError>> From<E> for StartupError {
+    fn from(e: E) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 /// Relays the compute's answer to the startup message up to the first
 /// ReadyForQuery (or error), returning the BackendKeyData it carried.
-async fn relay_startup<R, W>(compute: &mut R, client: &mut W) -> Result<Option<(i32, Vec<u8>)>, SessionError>
+async fn relay_startup<R, W>(compute: &mut R, client: &mut W) -> Result<Option<(i32, Vec<u8>)>, StartupError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut key = None;
+    let mut first = true;
     loop {
-        let kind = compute.read_u8().await?;
+        let kind = match compute.read_u8().await {
+            Ok(k) => k,
+            Err(e) if first => return Err(StartupError::Retry(format!("closed before answering: {e}"))),
+            Err(e) => return Err(e.into()),
+        };
         let len = compute.read_u32().await?;
         if !(4..=1 << 20).contains(&len) {
             return Err(crate::frames::BadFrame(len, kind as char).into());
         }
         let mut body = vec![0u8; len as usize - 4];
         compute.read_exact(&mut body).await?;
+        if first && kind == b'E' && protocol::error_sqlstate(&body) == Some("57P03") {
+            return Err(StartupError::Retry(protocol::error_message(&body).unwrap_or_default().to_string()));
+        }
+        first = false;
         let mut msg = Vec::with_capacity(len as usize + 1);
         msg.push(kind);
         msg.extend_from_slice(&len.to_be_bytes());
@@ -251,9 +311,8 @@ where
         match kind {
             b'K' if body.len() >= 8 => key = Some((i32::from_be_bytes([body[0], body[1], body[2], body[3]]), body[4..].to_vec())),
             b'Z' => return Ok(key),
-            b'E' => return Err(SessionError::Refused("the compute refused the session".into())),
+            b'E' => return Err(SessionError::Refused("the compute refused the session".into()).into()),
             _ => {}
         }
     }
 }
-

@@ -49,43 +49,17 @@ impl ComputeProc {
 
     /// Runs psql with `-c sql`; returns stdout (unaligned, tuples only).
     pub fn psql(&self, sql: &str) -> (bool, String, String) {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql must be installed");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        psql_at(self.port, sql, None)
     }
 
     /// Runs psql with `-c sql`, feeding `stdin` (the data of a COPY … FROM STDIN).
     pub fn psql_stdin(&self, sql: &str, stdin: &str) -> (bool, String, String) {
-        use std::io::Write;
-        let mut child = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("psql must be installed");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write psql stdin");
-        let out = child.wait_with_output().expect("psql");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        psql_at(self.port, sql, Some(stdin))
     }
 
     /// Runs a client tool (pgbench, psql) against this compute with `args`.
     pub fn tool(&self, program: &str, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(program)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
-    }
-
-    /// The last lines of the compute's log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tool_at(self.port, program, args)
     }
 
     pub fn kill9(&mut self) {

@@ -2,6 +2,7 @@
 
 mod compute;
 mod fencing;
+mod local;
 mod recovery;
 mod role;
 mod s3;

@@ -153,3 +153,33 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).expect("read");
     out
 }
+
+/// Runs psql against `port` with `-c sql` (and `stdin`, the data of a COPY …
+/// FROM STDIN); returns success, stdout (unaligned, tuples only), stderr.
+pub fn psql_at(port: u16, sql: &str, stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql must be installed");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(data) = stdin {
+        input.write_all(data.as_bytes()).expect("write psql stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("psql");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Runs a client tool (pgbench, psql) against `port` with `args`.
+pub fn tool_at(port: u16, program: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}

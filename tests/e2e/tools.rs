@@ -3,6 +3,7 @@
 
 use futures::SinkExt;
 
+use crate::local::LocalProc;
 use crate::compute::{cluster, sqlstate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,12 +78,14 @@ async fn add_primary_key_and_describe_with_psql() {
     assert!(out.contains("numeric(8,2)") || out.contains("numeric"), "{out}");
 }
 
-/// pgbench unmodified: client-side COPY load, the default TPC-B-like script
-/// with 4 clients (READ COMMITTED: contended rows wait, nothing fails), then
-/// the select-only script with prepared statements.
+/// pgbench unmodified, through `ebb local` (proxy, controller, a compute
+/// claimed from the pool): client-side COPY load, the default TPC-B-like
+/// script with 4 clients (READ COMMITTED: contended rows wait, nothing
+/// fails), then the select-only script with prepared statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_initializes_and_runs_tpcb_and_select_only() {
-    let (_dir, _storage, compute) = cluster(&[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compute = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
     let (ok, out, err) = compute.tool("pgbench", &["-i", "-s", "1", "postgres"]);
     assert!(ok, "pgbench -i failed:\n{out}\n{err}");
     let (_, out, _) = compute.psql("SELECT count(*), sum(abalance) FROM pgbench_accounts");
@@ -120,11 +123,13 @@ fn processed(out: &str) -> u64 {
         .unwrap_or_else(|| panic!("no transaction count in:\n{out}"))
 }
 
-/// psycopg 3 (installed from PyPI by `.ci/run`): connect, create, insert
-/// with parameters, select, transactions (`tests/e2e/py/drivers.py`).
+/// psycopg 3 (installed from PyPI by `.ci/run`) through `ebb local`:
+/// connect, create, insert with parameters, select, transactions
+/// (`tests/e2e/py/drivers.py`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_connects_writes_and_reads() {
-    let (_dir, _storage, compute) = cluster(&[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compute = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/drivers.py");
     let out = std::process::Command::new("python3")
         .arg(&script)

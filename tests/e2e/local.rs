@@ -1,0 +1,319 @@
+//! `ebb local` end to end: the real binary with its proxy, controller and
+//! compute child processes, driven by tokio-postgres and `ebb status`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::support::*;
+
+/// A running `ebb local`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct LocalProc {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl LocalProc {
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let out = data_dir.with_extension(format!("{port}.out"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["local", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("EBB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("out"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ebb local");
+        let mut me = Self { child, port, data_dir: data_dir.to_path_buf(), log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&out).unwrap_or_default().contains("psql \"postgresql://postgres@127.0.0.1:") {
+            if let Some(s) = me.child.try_wait().expect("try_wait") {
+                panic!("ebb local exited with {s}:\n{}", me.log_text());
+            }
+            assert!(Instant::now() < deadline, "ebb local did not print its connection string:\n{}", me.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        me
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs psql through the proxy with `-c sql`.
+    pub fn psql(&self, sql: &str) -> (bool, String, String) {
+        psql_at(self.port, sql, None)
+    }
+
+    /// Runs a client tool (pgbench, psql) through the proxy.
+    pub fn tool(&self, program: &str, args: &[&str]) -> (bool, String, String) {
+        tool_at(self.port, program, args)
+    }
+
+    pub async fn connect_to(&self, database: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=postgres dbname={database}", self.port), NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    pub async fn connect(&self) -> Client {
+        match self.connect_to("postgres").await {
+            Ok(c) => c,
+            Err(e) => panic!("connect through ebb local: {e}\n{}", self.log_text()),
+        }
+    }
+
+    /// `ebb status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb")).arg("status").arg("--data-dir").arg(&self.data_dir).arg("--json").output().expect("ebb status");
+        assert!(out.status.success(), "ebb status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Waits until `ok(status)` holds.
+    pub async fn wait_status(&self, what: &str, timeout: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last status {s}\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Process ids of the compute children.
+    pub fn compute_pids(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+
+    /// SIGTERM; waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "ebb local did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LocalProc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn database<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["databases"].as_array()?.iter().find(|d| d["name"] == name)
+}
+
+async fn count_t(c: &Client) -> i64 {
+    c.query_one("select count(*) from t", &[]).await.expect("count").get(0)
+}
+
+#[tokio::test]
+async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut local = LocalProc::start(&data, &["--pool-size", "1", "--idle-timeout", "3s"]).await;
+
+    // First connection: the database is at zero; a pool compute is claimed.
+    let c = local.connect().await;
+    c.batch_execute("create table t (id int primary key, v text); insert into t values (1, 'a'), (2, 'b'), (3, 'c')").await.expect("ddl + insert");
+    assert_eq!(count_t(&c).await, 3);
+    // The status file is rewritten every second.
+    let s = local
+        .wait_status("postgres running", Duration::from_secs(10), |s| {
+            database(s, "postgres").is_some_and(|d| d["state"] == "running" && d["replicas"] == 1 && d["connections"] == 1)
+        })
+        .await;
+    assert_eq!(s["pool"]["size"], 1);
+
+    // Unknown database: 3D000 from the proxy.
+    let err = local.connect_to("nosuch").await.err().expect("unknown database is refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("3D000"), "{err}");
+
+    // Idle: scales to zero, and the pool is back at its size.
+    drop(c);
+    local
+        .wait_status("scale to zero", Duration::from_secs(30), |s| {
+            database(s, "postgres").is_some_and(|d| d["state"] == "suspended" && d["replicas"] == 0) && s["pool"]["ready"] == 1
+        })
+        .await;
+    assert_eq!(local.compute_pids().len(), 1, "only the pool compute runs");
+
+    // Resume: the next connection sees every row.
+    let c = local.connect().await;
+    assert_eq!(count_t(&c).await, 3);
+
+    // kill -9 every compute: the open session gets an error (not a hang),
+    // a new connection succeeds on a replacement.
+    let before = local.compute_pids();
+    assert!(!before.is_empty());
+    for pid in &before {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    let r = tokio::time::timeout(Duration::from_secs(10), c.simple_query("select 1")).await.expect("the dead session answers, it does not hang");
+    assert!(r.is_err(), "a session on a killed compute must fail");
+    let c = local.connect().await;
+    assert_eq!(count_t(&c).await, 3);
+    c.batch_execute("insert into t values (4, 'd')").await.expect("insert after replacement");
+    let after = local.compute_pids();
+    assert!(after.iter().all(|p| !before.contains(p)), "replacements are new processes: {before:?} -> {after:?}");
+    drop(c);
+
+    // SIGTERM stops everything and reaps every child.
+    let pids = local.compute_pids();
+    assert!(local.stop().success(), "clean exit:\n{}", local.log_text());
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"), "compute {pid} outlived ebb local");
+    }
+
+    // A restart keeps the data; with no pool the first connection cold-starts a compute.
+    let local = LocalProc::start(&data, &["--pool-size", "0"]).await;
+    let c = local.connect().await;
+    assert_eq!(count_t(&c).await, 4);
+    local.wait_status("no pool", Duration::from_secs(10), |s| s["pool"]["size"] == 0 && s["pool"]["ready"] == 0).await;
+}
+
+#[tokio::test]
+async fn a_burst_scales_out_to_max_replicas_and_back_in_without_losing_a_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let local = LocalProc::start(
+        &data,
+        &["--pool-size", "2", "--max-replicas", "4", "--target-sessions", "8", "--stable-window", "4s", "--panic-window", "1s"],
+    )
+    .await;
+    let c = local.connect().await;
+    c.batch_execute("create table hits (client int, n int, primary key (client, n))").await.expect("create");
+    drop(c);
+
+    // 32 clients, each reconnecting every 10 inserts (so that new sessions
+    // land on new computes), for 12 seconds.
+    let port = local.port;
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut clients = Vec::new();
+    for client in 0..32i32 {
+        clients.push(tokio::spawn(async move {
+            let (mut sent, mut acked, mut failed) = (0u64, 0u64, Vec::new());
+            let mut n = 0i32;
+            while Instant::now() < until {
+                let conn = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"), NoTls).await;
+                let (c, task) = match conn {
+                    Ok(x) => x,
+                    Err(e) => {
+                        failed.push(format!("connect: {e}"));
+                        continue;
+                    }
+                };
+                tokio::spawn(task);
+                for _ in 0..10 {
+                    sent += 1;
+                    match c.execute("insert into hits values ($1, $2)", &[&client, &n]).await {
+                        Ok(1) => acked += 1,
+                        Ok(k) => failed.push(format!("insert reported {k} rows")),
+                        Err(e) => failed.push(format!("insert: {e}")),
+                    }
+                    n += 1;
+                }
+            }
+            (sent, acked, failed)
+        }));
+    }
+    let mut peak = 0;
+    while Instant::now() < until {
+        let s = local.status();
+        if let Some(d) = database(&s, "postgres") {
+            peak = peak.max(d["replicas"].as_u64().unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (mut sent, mut acked) = (0, 0);
+    for c in clients {
+        let (s, a, failed) = c.await.expect("client task");
+        assert!(failed.is_empty(), "client errors: {failed:?}\n{}", local.log_text());
+        sent += s;
+        acked += a;
+    }
+    assert_eq!(sent, acked, "every query got its answer");
+    assert_eq!(peak, 4, "the burst scaled out to --max-replicas\n{}", local.log_text());
+    let c = local.connect().await;
+    let rows: i64 = c.query_one("select count(*) from hits", &[]).await.expect("count").get(0);
+    assert_eq!(rows as u64, acked, "every acknowledged insert is stored, nothing else");
+    drop(c);
+    // The burst is over: scale-in drains computes back down to one.
+    local
+        .wait_status("scale-in", Duration::from_secs(40), |s| database(s, "postgres").is_some_and(|d| d["replicas"] == 1))
+        .await;
+    assert!(local.log_text().contains("scaling in: draining"), "scale-in went through drains");
+}
+
+#[tokio::test]
+async fn tls_connections_work_with_sslmode_require() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (c, k) = (cert.to_string_lossy().to_string(), key.to_string_lossy().to_string());
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1", "--tls-cert", &c, "--tls-key", &k]).await;
+    let out = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require", local.port))
+        .args(["-X", "-A", "-t", "-c", "select 40 + 2", "-c", "\\conninfo"])
+        .output()
+        .expect("psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), local.log_tail());
+    assert!(stdout.starts_with("42"), "{stdout}");
+    assert!(stdout.contains("SSL connection (protocol: TLSv1."), "psql reports TLS: {stdout}");
+    // Without TLS (sslmode=disable) the same proxy still serves plain connections.
+    let (ok, out, err) = local.psql("select 1");
+    assert!(ok && out.trim() == "1", "{out}{err}");
+}
