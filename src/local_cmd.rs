@@ -20,6 +20,7 @@ use ebb_storage::engine::EngineConfig;
 use ebb_storage::server::ServerConfig;
 use tokio::net::TcpListener;
 
+use crate::local_metrics::LocalMetrics;
 use crate::status_cmd::{self, StatusFile};
 
 /// How the proxy authenticates clients.
@@ -61,6 +62,9 @@ pub struct LocalArgs {
     /// Autoscaler panic window: a burst of twice the capacity over it scales out at once.
     #[arg(long, env = "EBB_PANIC_WINDOW", default_value = "6s", value_parser = humantime::parse_duration)]
     panic_window: Duration,
+    /// Prometheus /metrics listen address (storage, controller and proxy metrics).
+    #[arg(long, env = "EBB_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// How long a client is held while its database wakes.
     #[arg(long, env = "EBB_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     wake_timeout: Duration,
@@ -119,6 +123,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
     };
 
+    let registry = prometheus::Registry::new();
+    let metrics = LocalMetrics::new(&registry)?;
     // Storage, in this process, on a loopback port of its own.
     let storage_listener = TcpListener::bind("127.0.0.1:0").await?;
     let storage_url = format!("http://{}", storage_listener.local_addr()?);
@@ -128,6 +134,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         cache_dir: data_dir.join("cache"),
         metrics_listen: None,
         engine: EngineConfig::default(),
+        registry: Some(registry.clone()),
     };
     let storage = tokio::spawn(ebb_storage::server::run_on(storage_listener, storage_cfg, stopped()));
 
@@ -155,7 +162,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let proxy_task = tokio::spawn(proxy.clone().serve(listener, stopped()));
-    let status_task = tokio::spawn(write_status(controller.clone(), data_dir.clone(), addr, stopped()));
+    if let Some(metrics_addr) = args.metrics_listen {
+        let l = TcpListener::bind(metrics_addr).await.with_context(|| format!("cannot listen on {metrics_addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "metrics on /metrics");
+        tokio::spawn(ebb_common::metrics::serve(l, registry, stopped()));
+    }
+    let status_task = tokio::spawn(observe(controller.clone(), proxy.clone(), metrics, data_dir.clone(), addr, stopped()));
 
     tracing::info!(%addr, object_store = %object_store, pool_size = args.pool_size, "ebb local is up");
     println!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
@@ -174,8 +186,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the status file every second until `stop`.
-async fn write_status(controller: Arc<Controller>, data_dir: PathBuf, listen: SocketAddr, stop: impl std::future::Future<Output = ()>) {
+/// Every second until `stop`: samples the metrics and rewrites the status file.
+async fn observe(
+    controller: Arc<Controller>,
+    proxy: Arc<Proxy>,
+    metrics: LocalMetrics,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -183,6 +202,7 @@ async fn write_status(controller: Arc<Controller>, data_dir: PathBuf, listen: So
             _ = tick.tick() => {}
             _ = &mut stop => return,
         }
+        metrics.sample(&controller, &proxy);
         let file = StatusFile::new(std::process::id(), listen, &controller.status());
         if let Err(e) = status_cmd::write(&data_dir, &file) {
             tracing::warn!(error = %e, "cannot write the status file");

@@ -2,6 +2,7 @@
 
 mod compute_cmd;
 mod local_cmd;
+mod local_metrics;
 mod status_cmd;
 mod storage_cmd;
 

@@ -83,6 +83,7 @@ fn resolve(args: StorageArgs, file: StorageFile) -> anyhow::Result<ServerConfig>
         object_store,
         cache_dir,
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        registry: None,
         engine: EngineConfig {
             durability,
             ship_interval: args.ship_interval.or(file.ship_interval).unwrap_or(defaults.ship_interval),

@@ -13,6 +13,10 @@ use crate::autoscaler::{Autoscaler, AutoscalerConfig};
 use crate::control_client::{ControlClient, ControlError};
 use crate::runtime::{ComputeInstance, Runtime};
 
+/// How long `acquire` waits for a pool compute that is starting before it
+/// starts one of its own.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
 /// Controller settings.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -57,6 +61,8 @@ pub enum AcquireError {
 pub enum Resume {
     /// Claimed from the warm pool.
     PoolHit,
+    /// The pool was empty but refilling: waited for a pool compute.
+    PoolMiss,
     /// The pool was empty: a compute was started for it.
     Cold,
 }
@@ -142,6 +148,8 @@ pub struct Controller {
     load: Mutex<Option<Arc<dyn LoadSource>>>,
     /// Every resume: how it was served and how long it took.
     resumes: Mutex<Vec<(Resume, Duration)>>,
+    /// Signalled when a compute joins the pool.
+    pool_filled: tokio::sync::Notify,
 }
 
 impl Controller {
@@ -153,6 +161,7 @@ impl Controller {
             state: Mutex::new(State::default()),
             load: Mutex::new(None),
             resumes: Mutex::new(Vec::new()),
+            pool_filled: tokio::sync::Notify::new(),
         })
     }
 
@@ -227,12 +236,36 @@ impl Controller {
             .map(|c| c.instance.clone())
     }
 
+    /// A pool compute: one that is ready, else one that is being started
+    /// (waiting for it is faster than starting another); `None` when the
+    /// pool is empty and not refilling.
+    async fn claim_from_pool(&self) -> Option<(ComputeInstance, ControlClient, Resume)> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut how = Resume::PoolHit;
+        loop {
+            let filled = self.pool_filled.notified();
+            {
+                let mut st = self.state();
+                if let Some((i, c)) = st.pool.pop() {
+                    return Some((i, c, how));
+                }
+                if st.starting == 0 {
+                    return None;
+                }
+            }
+            how = Resume::PoolMiss;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, filled).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Binds one more compute to `database`.
     async fn add_compute(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
         let started = Instant::now();
-        let claimed = self.state().pool.pop();
-        let (instance, client, how) = match claimed {
-            Some((i, c)) => (i, c, Resume::PoolHit),
+        let (instance, client, how) = match self.claim_from_pool().await {
+            Some((i, c, how)) => (i, c, how),
             None => {
                 let i = self.runtime.start().await.map_err(|e| AcquireError::Unavailable(e.to_string()))?;
                 match ControlClient::connect(i.control_addr).await {
@@ -321,11 +354,14 @@ impl Controller {
                         None
                     }
                 };
-                let mut st = this.state();
-                st.starting -= 1;
-                if let Some(p) = started {
-                    st.pool.push(p);
+                {
+                    let mut st = this.state();
+                    st.starting -= 1;
+                    if let Some(p) = started {
+                        st.pool.push(p);
+                    }
                 }
+                this.pool_filled.notify_waiters();
             });
         }
     }

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub cache_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub engine: EngineConfig,
+    /// Register the metrics here instead of a registry of the role's own
+    /// (`ebb local` serves one `/metrics` for all its parts).
+    pub registry: Option<Registry>,
 }
 
 /// Runs the storage role until `shutdown` resolves.
@@ -33,7 +36,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
 
 /// Like [`run`], on a listener the caller bound (tests bind port 0).
 pub async fn run_on(listener: TcpListener, cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let registry = Registry::new();
+    let registry = cfg.registry.clone().unwrap_or_default();
     let metrics = StorageMetrics::new(&registry).map_err(|e| crate::StorageError::InvalidRequest(e.to_string()))?;
     let (store, prefix) = open_url(&cfg.object_store)?;
     let node = StorageNode::start(store, prefix, cfg.cache_dir.clone(), cfg.engine.clone(), metrics).await?;

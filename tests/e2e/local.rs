@@ -156,7 +156,8 @@ async fn count_t(c: &Client) -> i64 {
 async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut local = LocalProc::start(&data, &["--pool-size", "1", "--idle-timeout", "3s"]).await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut local = LocalProc::start(&data, &["--pool-size", "1", "--idle-timeout", "3s", "--metrics-listen", &metrics_addr]).await;
 
     // First connection: the database is at zero; a pool compute is claimed.
     let c = local.connect().await;
@@ -186,6 +187,32 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     // Resume: the next connection sees every row.
     let c = local.connect().await;
     assert_eq!(count_t(&c).await, 3);
+    // Both resumes were served by the pool (the first perhaps while it was
+    // still filling); storage, controller and proxy share /metrics.
+    let metrics_addr = metrics_addr.parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let count = |m: &str, outcome: &str| -> u64 {
+        let key = format!("ebb_resume_seconds_count{{outcome=\"{outcome}\"}} ");
+        m.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let metrics = loop {
+        let m = http_get(metrics_addr, "/metrics");
+        if count(&m, "pool_hit") + count(&m, "pool_miss") == 2 || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(count(&metrics, "pool_hit") + count(&metrics, "pool_miss"), 2, "{metrics}");
+    assert!(count(&metrics, "pool_hit") >= 1, "the resume from zero claimed a ready pool compute: {metrics}");
+    assert_eq!(count(&metrics, "cold"), 0, "{metrics}");
+    for expected in [
+        "ebb_pool_size 1",
+        "ebb_database_replicas{database=\"postgres\"} 1",
+        "ebb_proxy_connections{database=\"postgres\"} 1",
+        "ebb_storage_commits_total",
+    ] {
+        assert!(metrics.contains(expected), "/metrics lacks {expected}:\n{metrics}");
+    }
 
     // kill -9 every compute: the open session gets an error (not a hang),
     // a new connection succeeds on a replacement.
