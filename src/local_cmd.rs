@@ -15,10 +15,16 @@ use ebb_operator::autoscaler::AutoscalerConfig;
 use ebb_operator::controller::{AcquireError, LoadSource};
 use ebb_operator::process::ProcessRuntime;
 use ebb_operator::{Controller, ControllerConfig};
+use ebb_proxy::auth::{RoleInfo, Roles};
+use ebb_proxy::server::Auth as ProxyAuth;
 use ebb_proxy::{Proxy, ProxyConfig, Route, RouteError, Router};
 use ebb_storage::engine::EngineConfig;
 use ebb_storage::server::ServerConfig;
+use ebb_common::scram::Verifier;
+use ebb_proto::storage::storage_client::StorageClient;
+use ebb_proto::storage::{GetRoleRequest, ListRolesRequest, PutRoleRequest, Role};
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use crate::local_metrics::LocalMetrics;
 use crate::status_cmd::{self, StatusFile};
@@ -28,7 +34,7 @@ use crate::status_cmd::{self, StatusFile};
 pub enum Auth {
     /// Every client is let in (loopback only).
     Trust,
-    /// SCRAM-SHA-256 against roles in the cluster catalog (not built yet).
+    /// SCRAM-SHA-256 against roles in the cluster catalog.
     Scram,
 }
 
@@ -74,9 +80,14 @@ pub struct LocalArgs {
     /// PEM private key for TLS; needs --tls-cert.
     #[arg(long, env = "EBB_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Client authentication.
+    /// Client authentication: trust (loopback only) or scram (SCRAM-SHA-256
+    /// against the roles made with CREATE ROLE).
     #[arg(long, env = "EBB_AUTH", value_enum, default_value_t = Auth::Trust)]
     auth: Auth,
+    /// Password of the `postgres` role when the first start creates it
+    /// (otherwise one is generated and printed once).
+    #[arg(long, env = "EBB_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
 }
 
 struct ControllerRouter(Arc<Controller>);
@@ -100,13 +111,76 @@ impl LoadSource for ProxyLoad {
     }
 }
 
+/// The cluster's roles, read from storage for the proxy.
+struct StorageRoles(StorageClient<Channel>);
+
+impl StorageRoles {
+    /// Connects to storage, waiting up to a minute for it to open.
+    async fn connect(url: &str) -> anyhow::Result<Self> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(c) = StorageClient::connect(url.to_string()).await
+                && c.clone().list_roles(ListRolesRequest {}).await.is_ok()
+            {
+                return Ok(Self(c));
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("storage did not answer at {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// First start: creates the `postgres` superuser with `password`, or a
+    /// generated one that is printed once.
+    async fn bootstrap(&self, password: Option<&str>) -> anyhow::Result<()> {
+        let mut c = self.0.clone();
+        if c.get_role(GetRoleRequest { name: "postgres".into() }).await?.into_inner().role.is_some() {
+            return Ok(());
+        }
+        let generated;
+        let password = match password {
+            Some(p) => p,
+            None => {
+                generated = generate_password();
+                println!("Created role \"postgres\" (superuser) with password: {generated}\n  It is shown only this once; change it with ALTER ROLE postgres PASSWORD '…'.");
+                &generated
+            }
+        };
+        let role = Role {
+            name: "postgres".into(),
+            login: true,
+            superuser: true,
+            password_verifier: Verifier::new(password).to_text(),
+            connect: Vec::new(),
+        };
+        c.put_role(PutRoleRequest { role: Some(role), create: true }).await.context("creating role postgres")?;
+        Ok(())
+    }
+}
+
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[async_trait::async_trait]
+impl Roles for StorageRoles {
+    async fn role(&self, name: &str) -> Result<Option<RoleInfo>, String> {
+        let r = self.0.clone().get_role(GetRoleRequest { name: name.into() }).await.map_err(|e| e.message().to_string())?;
+        Ok(r.into_inner().role.map(|r| RoleInfo {
+            login: r.login,
+            superuser: r.superuser,
+            verifier: Some(r.password_verifier).filter(|v| !v.is_empty()),
+            connect: r.connect,
+        }))
+    }
+}
+
 /// Runs `ebb local` until SIGTERM or Ctrl-C.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    if args.auth == Auth::Scram {
-        bail!("--auth scram is not implemented yet (roles and SCRAM-SHA-256 in the proxy are still to be built); use --auth trust on loopback");
-    }
-    if !args.listen.ip().is_loopback() {
-        bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {}", args.listen);
+    if args.auth == Auth::Trust && !args.listen.ip().is_loopback() {
+        bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {} (use --auth scram)", args.listen);
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ebb_proxy::tls::acceptor(cert, key)?),
@@ -137,10 +211,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         registry: Some(registry.clone()),
     };
     let storage = tokio::spawn(ebb_storage::server::run_on(storage_listener, storage_cfg, stopped()));
+    let roles = StorageRoles::connect(&storage_url).await?;
+    roles.bootstrap(args.password.as_deref()).await?;
 
     // Controller with computes as child processes of this one.
     let program = std::env::current_exe().context("locating the ebb binary")?;
-    let runtime = Arc::new(ProcessRuntime::new(program, storage_url));
+    let runtime = Arc::new(ProcessRuntime::new(program, storage_url.clone()));
     let controller = Controller::new(
         runtime,
         ControllerConfig {
@@ -156,7 +232,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
-    let proxy = Proxy::new(Arc::new(ControllerRouter(controller.clone())), ProxyConfig { wake_timeout: args.wake_timeout, tls });
+    let proxy = Proxy::new(Arc::new(ControllerRouter(controller.clone())), ProxyConfig {
+        wake_timeout: args.wake_timeout,
+        tls,
+        auth: match args.auth {
+            Auth::Trust => ProxyAuth::Trust,
+            Auth::Scram => ProxyAuth::Scram(Arc::new(roles)),
+        },
+    });
     controller.set_load_source(Arc::new(ProxyLoad(proxy.clone())));
     let controller_task = tokio::spawn(controller.clone().run(stopped()));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -171,6 +254,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
     tracing::info!(%addr, object_store = %object_store, pool_size = args.pool_size, "ebb local is up");
     println!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
+    if args.auth == Auth::Scram {
+        println!("  (SCRAM authentication: the postgres role's password was set on the first start)");
+    }
 
     crate::shutdown_signal().await;
     let _ = stop_tx.send(true);

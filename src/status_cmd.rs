@@ -30,6 +30,10 @@ pub struct DatabaseEntry {
     pub state: String,
     pub replicas: usize,
     pub connections: u64,
+    /// PostgreSQL addresses of its computes (for debugging and benches:
+    /// connecting there directly bypasses the proxy).
+    #[serde(default)]
+    pub computes: Vec<SocketAddr>,
 }
 
 /// The warm pool in the status file.
@@ -57,7 +61,13 @@ impl StatusFile {
             databases: s
                 .databases
                 .iter()
-                .map(|d| DatabaseEntry { name: d.name.clone(), state: d.state.as_str().into(), replicas: d.replicas, connections: d.connections })
+                .map(|d| DatabaseEntry {
+                    name: d.name.clone(),
+                    state: d.state.as_str().into(),
+                    replicas: d.replicas,
+                    connections: d.connections,
+                    computes: d.computes.clone(),
+                })
                 .collect(),
             pool: PoolEntry { size: s.pool_size, ready: s.pool_ready },
         }

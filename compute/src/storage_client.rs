@@ -52,6 +52,27 @@ impl StorageClient {
         Ok(r.into_inner().created)
     }
 
+    /// A role by name (`None` if there is none).
+    pub async fn get_role(&self, name: &str) -> Result<Option<Role>> {
+        Ok(self.grpc().get_role(GetRoleRequest { name: name.into() }).await?.into_inner().role)
+    }
+
+    /// Every role.
+    pub async fn list_roles(&self) -> Result<Vec<Role>> {
+        Ok(self.grpc().list_roles(ListRolesRequest {}).await?.into_inner().roles)
+    }
+
+    /// Creates (`create`) or replaces a role.
+    pub async fn put_role(&self, role: Role, create: bool) -> Result<()> {
+        self.grpc().put_role(PutRoleRequest { role: Some(role), create }).await?;
+        Ok(())
+    }
+
+    /// DROP ROLE.
+    pub async fn drop_role(&self, name: &str, if_exists: bool) -> Result<bool> {
+        Ok(self.grpc().drop_role(DropRoleRequest { name: name.into(), if_exists }).await?.into_inner().dropped)
+    }
+
     /// DROP DATABASE.
     pub async fn drop_database(&self, name: &str, if_exists: bool) -> Result<bool> {
         Ok(self.grpc().drop_database(DropDatabaseRequest { name: name.into(), if_exists }).await?.into_inner().dropped)

@@ -96,6 +96,8 @@ pub struct DatabaseStatus {
     /// Computes serving it (not draining).
     pub replicas: usize,
     pub connections: u64,
+    /// PostgreSQL addresses of the computes serving it (not draining).
+    pub computes: Vec<std::net::SocketAddr>,
 }
 
 /// What the controller runs right now.
@@ -465,7 +467,8 @@ impl Controller {
                     _ => DatabaseState::Running,
                 };
                 let connections = db.computes.iter().map(|c| sessions.get(&c.instance.id).copied().unwrap_or(0)).sum();
-                DatabaseStatus { name: name.clone(), state, replicas, connections }
+                let computes = db.computes.iter().filter(|c| !c.draining).map(|c| c.instance.pg_addr).collect();
+                DatabaseStatus { name: name.clone(), state, replicas, connections, computes }
             })
             .collect();
         databases.sort_by(|a, b| a.name.cmp(&b.name));

@@ -4,6 +4,7 @@
 //! sessions and in-flight queries per compute from the protocol's own
 //! message boundaries.
 //!
+//! - [`auth`]: SCRAM-SHA-256 and the database access check;
 //! - [`protocol`]: the few PostgreSQL messages the proxy reads or writes;
 //! - [`frames`]: message-boundary tracking on a relayed byte stream;
 //! - [`load`]: per-compute counters the controller samples;
@@ -11,6 +12,7 @@
 //! - [`server`]: the accept loop and one session's life;
 //! - [`tls`]: TLS for clients that ask for it.
 
+pub mod auth;
 pub mod cancel;
 pub mod frames;
 pub mod load;

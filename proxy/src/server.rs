@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{self, Roles};
 use crate::cancel::CancelKeys;
 use crate::frames::FrameTracker;
 use crate::load::LoadTable;
@@ -25,11 +26,22 @@ pub struct ProxyConfig {
     pub wake_timeout: Duration,
     /// TLS for clients that send SSLRequest (otherwise they are told `N`).
     pub tls: Option<TlsAcceptor>,
+    /// How clients authenticate.
+    pub auth: Auth,
+}
+
+/// Client authentication.
+#[derive(Clone)]
+pub enum Auth {
+    /// Everyone is let in as whoever they say they are.
+    Trust,
+    /// SCRAM-SHA-256 against these roles, then the CONNECT check.
+    Scram(Arc<dyn Roles>),
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { wake_timeout: Duration::from_secs(30), tls: None }
+        Self { wake_timeout: Duration::from_secs(30), tls: None, auth: Auth::Trust }
     }
 }
 
@@ -124,7 +136,14 @@ impl Proxy {
                 }
             }
         };
-        let database = startup.param("database").or(startup.param("user")).unwrap_or("postgres").to_string();
+        let user = startup.param("user").unwrap_or("postgres").to_string();
+        let database = startup.param("database").unwrap_or(&user).to_string();
+        if let Auth::Scram(roles) = &self.cfg.auth
+            && let Err(e) = auth::authenticate(&mut client, roles.as_ref(), &user, &database).await
+        {
+            let _ = client.write_all(&protocol::error_response(FATAL, e.sqlstate, &e.message)).await;
+            return Err(SessionError::Refused(e.message));
+        }
         let FirstPacket::Startup { raw, .. } = &startup else { unreachable!("loop breaks on Startup only") };
         let deadline = Instant::now() + self.cfg.wake_timeout;
         let (route, compute, key) = loop {

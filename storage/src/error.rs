@@ -18,6 +18,10 @@ pub enum StorageError {
     #[error("database \"{0}\" already exists")]
     DatabaseExists(String),
     /// No table with this name.
+    #[error("role \"{0}\" does not exist")]
+    UnknownRole(String),
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
     #[error("relation \"{0}\" does not exist")]
     UnknownTable(String),
     /// A table with this name already exists.
@@ -111,6 +115,8 @@ impl StorageError {
         match self {
             UnknownDatabase(_) => "3D000",
             DatabaseExists(_) => "42P04",
+            UnknownRole(_) => "42704",
+            RoleExists(_) => "42710",
             UnknownTable(_) => "42P01",
             TableExists(_) => "42P07",
             UnknownColumn { .. } => "42703",
@@ -143,10 +149,10 @@ impl StorageError {
     pub fn code(&self) -> tonic::Code {
         use StorageError::*;
         match self {
-            UnknownDatabase(_) | UnknownTable(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
+            UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
                 tonic::Code::NotFound
             }
-            DatabaseExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) => {
+            DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) => {
                 tonic::Code::AlreadyExists
             }
             InvalidDefinition(_)

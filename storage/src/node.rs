@@ -127,6 +127,11 @@ impl StorageNode {
         registry::list(&self.objects).await
     }
 
+    /// The cluster's roles (`cluster/roles/` in the object store).
+    pub fn roles(&self) -> &Objects {
+        &self.objects
+    }
+
     /// Closes every open database (clean shutdown).
     pub async fn shutdown(&self) {
         let dbs: Vec<_> = self.open.lock().await.drain().map(|(_, d)| d).collect();

@@ -10,6 +10,7 @@ use ebb_proto::storage::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::durability::roles;
 use crate::error::StorageError;
 use crate::node::StorageNode;
 
@@ -61,6 +62,29 @@ impl Storage for StorageService {
         Ok(Response::new(ListDatabasesResponse {
             databases: list.into_iter().map(|e| DatabaseInfo { name: e.name, id: e.id }).collect(),
         }))
+    }
+
+    async fn put_role(&self, req: Request<PutRoleRequest>) -> Res<PutRoleResponse> {
+        let r = req.into_inner();
+        let role = r.role.ok_or_else(|| log_err("put_role", StorageError::InvalidRequest("no role given".into())))?;
+        roles::put(self.node.roles(), &role, r.create).await.map_err(|e| log_err("put_role", e))?;
+        Ok(Response::new(PutRoleResponse {}))
+    }
+
+    async fn drop_role(&self, req: Request<DropRoleRequest>) -> Res<DropRoleResponse> {
+        let r = req.into_inner();
+        let dropped = roles::drop(self.node.roles(), &r.name, r.if_exists).await.map_err(|e| log_err("drop_role", e))?;
+        Ok(Response::new(DropRoleResponse { dropped }))
+    }
+
+    async fn get_role(&self, req: Request<GetRoleRequest>) -> Res<GetRoleResponse> {
+        let role = roles::get(self.node.roles(), &req.into_inner().name).await.map_err(|e| log_err("get_role", e))?;
+        Ok(Response::new(GetRoleResponse { role }))
+    }
+
+    async fn list_roles(&self, _req: Request<ListRolesRequest>) -> Res<ListRolesResponse> {
+        let roles = roles::list(self.node.roles()).await.map_err(|e| log_err("list_roles", e))?;
+        Ok(Response::new(ListRolesResponse { roles }))
     }
 
     async fn create_table(&self, req: Request<CreateTableRequest>) -> Res<CreateTableResponse> {

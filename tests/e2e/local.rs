@@ -344,3 +344,61 @@ async fn tls_connections_work_with_sslmode_require() {
     let (ok, out, err) = local.psql("select 1");
     assert!(ok && out.trim() == "1", "{out}{err}");
 }
+
+async fn connect_as(port: u16, user: &str, password: &str, database: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user={user} password={password} dbname={database}"), NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn code(r: Result<Client, tokio_postgres::Error>) -> String {
+    match r {
+        Ok(_) => "connected".into(),
+        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn scram_roles_and_connect_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1", "--auth", "scram", "--password", "s3cret"]).await;
+    let port = local.port;
+    assert_eq!(code(connect_as(port, "postgres", "wrong", "postgres").await), "28P01");
+    assert_eq!(code(connect_as(port, "nobody", "s3cret", "postgres").await), "28P01", "unknown roles fail like wrong passwords");
+    let admin = connect_as(port, "postgres", "s3cret", "postgres").await.expect("superuser logs in");
+    admin
+        .batch_execute(
+            "CREATE ROLE alice WITH LOGIN PASSWORD 'wonderland'; CREATE ROLE bob PASSWORD 'builder'; CREATE DATABASE app",
+        )
+        .await
+        .expect("roles and database");
+    let err = admin.batch_execute("CREATE ROLE alice LOGIN").await.expect_err("duplicate role");
+    assert_eq!(err.code().map(|c| c.code()), Some("42710"));
+    // A role without CONNECT on a database cannot reach it.
+    assert_eq!(code(connect_as(port, "alice", "wonderland", "app").await), "42501");
+    assert_eq!(code(connect_as(port, "bob", "builder", "postgres").await), "28000", "bob has no LOGIN");
+    {
+        let app = connect_as(port, "postgres", "s3cret", "app").await.expect("superuser reaches app");
+        app.batch_execute("CREATE TABLE secrets (id int PRIMARY KEY, v text); INSERT INTO secrets VALUES (1, 'x')").await.expect("app data");
+    }
+    admin.batch_execute("GRANT CONNECT ON DATABASE app TO alice").await.expect("grant");
+    let alice = connect_as(port, "alice", "wonderland", "app").await.expect("alice reaches app after GRANT");
+    let n: i64 = alice.query_one("select count(*) from secrets", &[]).await.expect("read").get(0);
+    assert_eq!(n, 1);
+    let err = alice.batch_execute("CREATE ROLE mallory LOGIN SUPERUSER").await.expect_err("alice is no superuser");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+    assert_eq!(code(connect_as(port, "alice", "wonderland", "postgres").await), "42501");
+    admin.batch_execute("ALTER ROLE alice WITH PASSWORD 'looking-glass'; REVOKE CONNECT ON DATABASE app FROM alice").await.expect("alter, revoke");
+    assert_eq!(code(connect_as(port, "alice", "wonderland", "app").await), "28P01", "old password gone");
+    assert_eq!(code(connect_as(port, "alice", "looking-glass", "app").await), "42501", "CONNECT revoked");
+    admin.batch_execute("DROP ROLE alice").await.expect("drop role");
+    assert_eq!(code(connect_as(port, "alice", "looking-glass", "app").await), "28P01");
+    // psql with a password from the environment, over the same proxy.
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-X", "-A", "-t", "-c", "select 7", "postgres"])
+        .env("PGPASSWORD", "s3cret")
+        .output()
+        .expect("psql");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "7", "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -151,7 +151,8 @@ impl StartupHandler for Startup {
             info.severity = "FATAL".into();
             PgWireError::UserError(Box::new(info))
         })?;
-        let session = Session::open(self.shared.storage.clone(), &database).await.map_err(|e| {
+        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "postgres".into());
+        let session = Session::open(self.shared.storage.clone(), &database, &user).await.map_err(|e| {
             let mut info = error_info(&e);
             info.severity = "FATAL".into();
             PgWireError::UserError(Box::new(info))

@@ -22,7 +22,7 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
 use crate::error::{ComputeError, Result};
-use crate::sql::{copy, ddl, dml};
+use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
 use settings::Settings;
@@ -90,6 +90,8 @@ pub struct Session {
     pub notices: Vec<String>,
     /// A COPY FROM STDIN receiving data.
     copy: Option<copy_in::CopyIn>,
+    /// The role the client connected as.
+    user: String,
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -124,7 +126,7 @@ fn is_catalog_query(sql: &str) -> bool {
 
 impl Session {
     /// A session on `database`; fails with 3D000 if it does not exist.
-    pub async fn open(client: StorageClient, database: &str) -> Result<Self> {
+    pub async fn open(client: StorageClient, database: &str, user: &str) -> Result<Self> {
         let storage = Arc::new(StorageSession::new(client, database.to_string()));
         let catalog = Arc::new(DatabaseCatalog::new(storage.clone()));
         catalog.refresh().await?;
@@ -136,7 +138,20 @@ impl Session {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database)?;
-        Ok(Self { storage, catalog, ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None })
+        Ok(Self { storage, catalog, ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
+    }
+
+    /// Role statements apply at once (they are not transactional) and need
+    /// a superuser.
+    async fn role_admin(&self, what: &str) -> Result<()> {
+        if self.block != Block::Idle {
+            return Err(ComputeError::invalid("25001", format!("{what} cannot run inside a transaction block")));
+        }
+        roles::check_superuser(&self.storage.client, &self.user).await
+    }
+
+    async fn existing_role(&self, name: &str) -> Result<ebb_proto::storage::Role> {
+        self.storage.client.get_role(name).await?.ok_or_else(|| ComputeError::invalid("42704", format!("role \"{name}\" does not exist")))
     }
 
     /// The transaction block state (for the ReadyForQuery status byte).
@@ -293,6 +308,61 @@ impl Session {
                 let (_, name) = ddl::object_name(db_name)?;
                 self.storage.client.create_database(&name, *if_not_exists).await?;
                 Ok(Output::Command("CREATE DATABASE".into()))
+            }
+            Statement::CreateRole(cr) => {
+                self.role_admin("CREATE ROLE").await?;
+                for role in roles::create_roles(cr)? {
+                    let name = role.name.clone();
+                    match self.storage.client.put_role(role, true).await {
+                        Err(e) if cr.if_not_exists && e.sqlstate() == "42710" => {
+                            self.notices.push(format!("role \"{name}\" already exists, skipping"));
+                        }
+                        r => r?,
+                    }
+                }
+                Ok(Output::Command("CREATE ROLE".into()))
+            }
+            Statement::AlterRole { name, operation } => {
+                self.role_admin("ALTER ROLE").await?;
+                let mut role = self.existing_role(&name.value).await?;
+                roles::alter_role(&mut role, operation)?;
+                self.storage.client.put_role(role, false).await?;
+                Ok(Output::Command("ALTER ROLE".into()))
+            }
+            Statement::Drop { object_type: ObjectType::Role, if_exists, names, .. } => {
+                self.role_admin("DROP ROLE").await?;
+                for n in names {
+                    let (_, name) = ddl::object_name(n)?;
+                    if name == self.user {
+                        return Err(ComputeError::invalid("55006", "current user cannot be dropped"));
+                    }
+                    self.storage.client.drop_role(&name, *if_exists).await?;
+                }
+                Ok(Output::Command("DROP ROLE".into()))
+            }
+            Statement::Grant(g) => {
+                self.role_admin("GRANT").await?;
+                let (databases, grantees) = roles::connect_grant(&g.privileges, g.objects.as_ref(), &g.grantees)?;
+                for name in grantees {
+                    let mut role = self.existing_role(&name).await?;
+                    for db in &databases {
+                        if !role.connect.contains(db) {
+                            role.connect.push(db.clone());
+                        }
+                    }
+                    self.storage.client.put_role(role, false).await?;
+                }
+                Ok(Output::Command("GRANT".into()))
+            }
+            Statement::Revoke(r) => {
+                self.role_admin("REVOKE").await?;
+                let (databases, grantees) = roles::connect_grant(&r.privileges, r.objects.as_ref(), &r.grantees)?;
+                for name in grantees {
+                    let mut role = self.existing_role(&name).await?;
+                    role.connect.retain(|d| !databases.contains(d));
+                    self.storage.client.put_role(role, false).await?;
+                }
+                Ok(Output::Command("REVOKE".into()))
             }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => {

@@ -3,3 +3,4 @@
 pub mod copy;
 pub mod ddl;
 pub mod dml;
+pub mod roles;

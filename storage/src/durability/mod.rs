@@ -8,4 +8,5 @@ pub mod fence;
 pub mod object_store_url;
 pub mod objects;
 pub mod registry;
+pub mod roles;
 pub mod wal;
