@@ -1,7 +1,7 @@
 //! `ebb local`: all of ebb on one machine — storage, proxy and controller in
 //! this process, computes as child processes (the `process` runtime), the
 //! object store in a local directory. Writes `<data-dir>/status.json` every
-//! second for `ebb status`.
+//! quarter second for `ebb status`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -272,7 +272,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every second until `stop`: samples the metrics and rewrites the status file.
+/// Four times a second until `stop`: samples the metrics and rewrites the status file.
 async fn observe(
     controller: Arc<Controller>,
     proxy: Arc<Proxy>,
@@ -282,7 +282,7 @@ async fn observe(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = tick.tick() => {}

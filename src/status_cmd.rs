@@ -1,6 +1,6 @@
 //! `ebb status`: what a running `ebb local` serves — each database's state,
 //! replicas and connections, and the warm pool — read from the status file
-//! `ebb local` rewrites every second in its data directory.
+//! `ebb local` rewrites four times a second in its data directory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -60,7 +60,7 @@ async fn main() {
         samples.push(t.elapsed());
         drop(client);
         let _ = task.await;
-        // The status file is rewritten every second: see the database
+        // The status file is rewritten every 250 ms: see the database
         // running before waiting for it to be suspended again.
         let wait = Instant::now();
         while suspended(&data) {

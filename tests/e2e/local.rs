@@ -163,7 +163,7 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     let c = local.connect().await;
     c.batch_execute("create table t (id int primary key, v text); insert into t values (1, 'a'), (2, 'b'), (3, 'c')").await.expect("ddl + insert");
     assert_eq!(count_t(&c).await, 3);
-    // The status file is rewritten every second.
+    // The status file is rewritten four times a second.
     let s = local
         .wait_status("postgres running", Duration::from_secs(10), |s| {
             database(s, "postgres").is_some_and(|d| d["state"] == "running" && d["replicas"] == 1 && d["connections"] == 1)
