@@ -13,7 +13,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use url::Url;
 
@@ -89,12 +89,59 @@ impl FsyncLocalStore {
     }
 }
 
+fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
+    object_store::Error::Generic { store: "FsyncLocalStore", source }
+}
+
+/// Writes `payload` to `path` so that it survives a crash once this returns:
+/// staging file (named like `LocalFileSystem`'s, `<name>#<n>`, which its
+/// listings skip), fdatasync, hard link (create-only: fails with
+/// `AlreadyExists`) or rename, then fsync of the directory.
+fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!("#{}", rand::random::<u32>()));
+    let staging = PathBuf::from(staging);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&staging)?;
+        for chunk in payload.iter() {
+            f.write_all(chunk)?;
+        }
+        f.sync_data()?;
+        if create { std::fs::hard_link(&staging, path) } else { std::fs::rename(&staging, path) }
+    })();
+    if create || written.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    written?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[async_trait]
 impl ObjectStore for FsyncLocalStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-        let r = self.inner.put_opts(location, payload, opts).await?;
-        self.sync(location).await?;
-        Ok(r)
+        let create = match opts.mode {
+            PutMode::Create => true,
+            PutMode::Overwrite => false,
+            PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
+        };
+        if !opts.attributes.is_empty() {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let path = self.fs_path(location);
+        let shown = location.to_string();
+        // One blocking task does it all: write a staging file, fdatasync it,
+        // link (create-only) or rename it into place, fsync the directory.
+        tokio::task::spawn_blocking(move || put_durably(&path, &payload, create))
+            .await
+            .map_err(|e| generic(e.into()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists { path: shown, source: Box::new(e) },
+                _ => generic(e.into()),
+            })?;
+        Ok(PutResult { e_tag: None, version: None })
     }
 
     async fn put_multipart_opts(
@@ -132,5 +179,31 @@ impl ObjectStore for FsyncLocalStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await?;
         self.sync(to).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn file_puts_are_create_only_when_asked_and_leave_no_staging_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open_url(&format!("file://{}", dir.path().display())).unwrap();
+        let p = Path::from("wal/00000000000000000001");
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        store.put_opts(&p, PutPayload::from("first"), create.clone()).await.unwrap();
+        let again = store.put_opts(&p, PutPayload::from("second"), create).await;
+        assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{again:?}");
+        assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap().as_ref(), b"first");
+        store.put(&p, PutPayload::from("third")).await.unwrap();
+        assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap().as_ref(), b"third");
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let on_disk = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert_eq!(on_disk, 1, "no staging file left behind");
     }
 }
