@@ -224,3 +224,23 @@ async fn killing_the_compute_mid_transaction_loses_nothing_committed() {
     // Its key is free again: nothing of the aborted transaction lingers.
     c2.batch_execute("INSERT INTO k VALUES (2, 'again')").await.unwrap();
 }
+
+/// RETURNING through the extended protocol: Describe announces the columns,
+/// parameters bind, and the command tag still counts rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_with_prepared_statements() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    c.batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2) DEFAULT 1.50)").await.expect("create");
+    let insert = c.prepare("INSERT INTO items (id, name) VALUES ($1, $2) RETURNING id, name, price").await.expect("prepare");
+    assert_eq!(insert.columns().iter().map(|c| c.name()).collect::<Vec<_>>(), vec!["id", "name", "price"]);
+    let rows = c.query(&insert, &[&7i64, &"fig"]).await.expect("insert returning");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].get::<_, i64>(0), rows[0].get::<_, String>(1)), (7, "fig".to_string()));
+    let n = c.execute("UPDATE items SET name = upper(name) WHERE id = $1 RETURNING name", &[&7i64]).await.expect("update returning");
+    assert_eq!(n, 1, "UPDATE 1 tag");
+    let gone = c.query("DELETE FROM items WHERE id = $1 RETURNING name", &[&7i64]).await.expect("delete returning");
+    assert_eq!(gone[0].get::<_, String>(0), "FIG");
+    let left: i64 = c.query_one("SELECT count(*) FROM items", &[]).await.expect("count").get(0);
+    assert_eq!(left, 0);
+}

@@ -216,14 +216,8 @@ struct Queries {
 fn response(out: Output, before: Block, after: Block, format: &Format) -> PgWireResult<Response> {
     let tag = out.tag();
     match out {
-        Output::Rows { schema, batches } => {
-            let fields = Arc::new(fields(&schema, format));
-            let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
-            for b in &batches {
-                encode_batch(b, &fields, &mut rows)?;
-            }
-            Ok(Response::Query(QueryResponse::new(fields, futures::stream::iter(rows))))
-        }
+        Output::Rows { schema, batches } => rows_response(&schema, &batches, format, "SELECT"),
+        Output::Returned { command, schema, batches } => rows_response(&schema, &batches, format, &command),
         Output::CopyIn { columns } => Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))),
         Output::Command(_) => {
             let t = Tag::new(&tag);
@@ -234,6 +228,17 @@ fn response(out: Output, before: Block, after: Block, format: &Format) -> PgWire
             })
         }
     }
+}
+
+fn rows_response(schema: &arrow::datatypes::SchemaRef, batches: &[arrow::array::RecordBatch], format: &Format, command: &str) -> PgWireResult<Response> {
+    let fields = Arc::new(fields(schema, format));
+    let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for b in batches {
+        encode_batch(b, &fields, &mut rows)?;
+    }
+    let mut response = QueryResponse::new(fields, futures::stream::iter(rows));
+    response.set_command_tag(command);
+    Ok(Response::Query(response))
 }
 
 async fn send_notices<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>

@@ -43,6 +43,8 @@ pub enum Block {
 pub enum Output {
     /// Rows (tag `SELECT n`).
     Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    /// Rows of a RETURNING clause (tag `<command> n`, e.g. `INSERT 0 n`).
+    Returned { command: String, schema: SchemaRef, batches: Vec<RecordBatch> },
     /// A command tag such as `INSERT 0 3` or `BEGIN`.
     Command(String),
     /// `COPY … FROM STDIN` is waiting for `columns` columns of data.
@@ -54,6 +56,7 @@ impl Output {
     pub fn tag(&self) -> String {
         match self {
             Output::Rows { batches, .. } => format!("SELECT {}", batches.iter().map(|b| b.num_rows()).sum::<usize>()),
+            Output::Returned { command, batches, .. } => format!("{command} {}", batches.iter().map(|b| b.num_rows()).sum::<usize>()),
             Output::Command(t) => t.clone(),
             Output::CopyIn { .. } => "COPY".into(),
         }
@@ -610,7 +613,7 @@ impl Session {
                         slot.get_or_insert(t);
                     }
                 }
-                Ok((out, None))
+                Ok((out, dml::returning_schema(self, stmt).await?))
             }
             Statement::ShowVariable { variable } => {
                 let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");

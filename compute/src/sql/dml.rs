@@ -15,12 +15,13 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Insert, OnConflictAction, OnInsert, SetExpr, Statement, TableFactor,
-    TableObject, Truncate, Update, Value,
+    AssignmentTarget, Delete, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, Truncate, Update, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::{ident, object_name};
+use super::returning;
 use crate::error::{ComputeError, Result};
 use crate::session::{Output, Session, WriteTxn, parse};
 use crate::storage_client::table_write;
@@ -125,7 +126,7 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
             ins.source.as_ref().map(|q| Statement::Query(q.clone()))
         }
         Statement::Update(u) => {
-            let (schema, table, alias) = target_relation(&u.table.relation)?;
+            let (schema, table, alias, _) = target_relation(&u.table.relation)?;
             let def = target(s, schema.as_deref(), &table).await?;
             let mut items = Vec::new();
             for a in &u.assignments {
@@ -140,7 +141,7 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
         Statement::Delete(d) => {
             let (FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t)) = &d.from;
             let Some(t) = t.first() else { return Ok(out) };
-            let (schema, table, alias) = target_relation(&t.relation)?;
+            let (schema, table, alias, _) = target_relation(&t.relation)?;
             let def = target(s, schema.as_deref(), &table).await?;
             let filter = d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default();
             parse(&format!("SELECT 1 FROM {}{alias}{filter}", qualified(&def)))?.pop()
@@ -164,9 +165,6 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     let TableObject::TableName(name) = &ins.table else {
         return Err(ComputeError::unsupported("INSERT into a table function"));
     };
-    if ins.returning.is_some() {
-        return Err(ComputeError::unsupported("INSERT … RETURNING"));
-    }
     let kind = match &ins.on {
         None => WriteKind::Insert,
         Some(OnInsert::OnConflict(c)) => match &c.action {
@@ -180,9 +178,49 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     let columns = target_columns(&def, insert_columns(ins)?)?;
     let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
     let stmt = Statement::Query(source.clone());
+    let returning = ins.returning.as_deref().map(|items| Returning { items, alias: ins.table_alias.as_ref().map(|a| a.alias.value.clone()) });
     let txn = s.begin_write().await?;
-    let result = insert_rows(s, txn, &stmt, &def, &columns, kind, params).await;
+    let result = insert_rows(s, txn, &stmt, &def, &columns, kind, params, returning.as_ref()).await;
     s.end_write(txn, result).await
+}
+
+/// A RETURNING clause with the alias of the target table.
+pub(crate) struct Returning<'a> {
+    items: &'a [SelectItem],
+    alias: Option<String>,
+}
+
+impl Returning<'_> {
+    /// The statement's result: `rows` written (or deleted), shaped by the table.
+    async fn output(&self, command: &str, def: &TableDef, written: &RecordBatch, params: &[ScalarValue]) -> Result<Output> {
+        let rows = returning::table_rows(def, written)?;
+        let (schema, batches) = returning::evaluate(def, self.alias.as_deref(), self.items, rows, params).await?;
+        Ok(Output::Returned { command: command.to_string(), schema, batches })
+    }
+}
+
+/// The result columns of a DML statement's RETURNING clause, if it has one.
+pub(crate) async fn returning_schema(s: &Session, stmt: &Statement) -> Result<Option<SchemaRef>> {
+    let (table, alias, items) = match stmt {
+        Statement::Insert(i) => {
+            let TableObject::TableName(name) = &i.table else { return Ok(None) };
+            (object_name(name)?, i.table_alias.as_ref().map(|a| a.alias.value.clone()), i.returning.as_deref())
+        }
+        Statement::Update(u) => {
+            let (schema, table, _, alias) = target_relation(&u.table.relation)?;
+            ((schema, table), alias, u.returning.as_deref())
+        }
+        Statement::Delete(d) => {
+            let (FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t)) = &d.from;
+            let Some(t) = t.first() else { return Ok(None) };
+            let (schema, table, _, alias) = target_relation(&t.relation)?;
+            ((schema, table), alias, d.returning.as_deref())
+        }
+        _ => return Ok(None),
+    };
+    let Some(items) = items else { return Ok(None) };
+    let def = target(s, table.0.as_deref(), &table.1).await?;
+    Ok(Some(returning::schema(&def, alias.as_deref(), items).await?))
 }
 
 async fn insert_rows(
@@ -193,6 +231,7 @@ async fn insert_rows(
     columns: &[String],
     kind: WriteKind,
     params: &[ScalarValue],
+    returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let plan = s.plan(source).await?;
     let (out_schema, batches) = s.run_plan(plan, params).await?;
@@ -205,12 +244,21 @@ async fn insert_rows(
     let batch = one_batch(out_schema, batches)?;
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
-    if batch.num_rows() == 0 {
-        return Ok(Output::Command("INSERT 0 0".into()));
+    if batch.num_rows() > 0 {
+        let w = table_write(&def.schema, &def.name, kind, &batch)?;
+        let n = s.storage().write(txn.id, w).await?;
+        if returning.is_none() {
+            return Ok(Output::Command(format!("INSERT 0 {n}")));
+        }
+        if n != batch.num_rows() as u64 {
+            // Storage does not say which rows ON CONFLICT DO NOTHING skipped.
+            return Err(ComputeError::unsupported("RETURNING with ON CONFLICT DO NOTHING when some rows conflicted"));
+        }
     }
-    let w = table_write(&def.schema, &def.name, kind, &batch)?;
-    let n = s.storage().write(txn.id, w).await?;
-    Ok(Output::Command(format!("INSERT 0 {n}")))
+    match returning {
+        Some(r) => r.output("INSERT 0", def, &batch, params).await,
+        None => Ok(Output::Command("INSERT 0 0".into())),
+    }
 }
 
 /// Adds columns whose DEFAULT is an expression (e.g. `now()`), evaluated
@@ -242,13 +290,15 @@ async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String],
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| ComputeError::Internal(e.to_string()))
 }
 
-/// The single target table of an UPDATE or DELETE, with its alias as written.
-fn target_relation(t: &TableFactor) -> Result<(Option<String>, String, String)> {
+/// The single target table of an UPDATE or DELETE, with its alias as SQL
+/// text (` AS x` or empty) and as a name.
+fn target_relation(t: &TableFactor) -> Result<(Option<String>, String, String, Option<String>)> {
     match t {
         TableFactor::Table { name, alias, .. } => {
             let (schema, table) = object_name(name)?;
-            let alias_text = alias.as_ref().map(|a| format!(" AS {}", quote(&ident(&a.name)))).unwrap_or_default();
-            Ok((schema, table, alias_text))
+            let alias_name = alias.as_ref().map(|a| ident(&a.name));
+            let alias_text = alias_name.as_ref().map(|a| format!(" AS {}", quote(a))).unwrap_or_default();
+            Ok((schema, table, alias_text, alias_name))
         }
         other => Err(ComputeError::unsupported(format!("DML on \"{other}\""))),
     }
@@ -259,14 +309,12 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
     if u.from.is_some() {
         return Err(ComputeError::unsupported("UPDATE … FROM"));
     }
-    if u.returning.is_some() {
-        return Err(ComputeError::unsupported("UPDATE … RETURNING"));
-    }
     if !u.table.joins.is_empty() {
         return Err(ComputeError::unsupported("UPDATE with joins"));
     }
-    let (schema, table, alias) = target_relation(&u.table.relation)?;
+    let (schema, table, alias, alias_name) = target_relation(&u.table.relation)?;
     let def = target(s, schema.as_deref(), &table).await?;
+    let returning = u.returning.as_deref().map(|items| Returning { items, alias: alias_name });
     let mut assigned = std::collections::HashMap::new();
     for a in &u.assignments {
         let AssignmentTarget::ColumnName(n) = &a.target else {
@@ -304,18 +352,29 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
         u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
-    let result = update_rows(s, txn, &def, &sql, key_changes, params).await;
+    let result = update_rows(s, txn, &def, &sql, key_changes, params, returning.as_ref()).await;
     s.end_write(txn, result).await
 }
 
-async fn update_rows(s: &mut Session, txn: WriteTxn, def: &TableDef, sql: &str, key_changes: bool, params: &[ScalarValue]) -> Result<Output> {
+async fn update_rows(
+    s: &mut Session,
+    txn: WriteTxn,
+    def: &TableDef,
+    sql: &str,
+    key_changes: bool,
+    params: &[ScalarValue],
+    returning: Option<&Returning<'_>>,
+) -> Result<Output> {
     let no_pk = def.primary_key.is_empty();
     let _rowid = s.catalog().expose_rowid(def);
     let (out_schema, batches) = select(s, sql, params).await?;
     let batch = one_batch(out_schema, batches)?;
     let n = batch.num_rows();
     if n == 0 {
-        return Ok(Output::Command("UPDATE 0".into()));
+        return match returning {
+            Some(r) => r.output("UPDATE", def, &batch, params).await,
+            None => Ok(Output::Command("UPDATE 0".into())),
+        };
     }
     let ncols = def.columns.len() + usize::from(no_pk);
     let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).chain(no_pk.then(|| ROWID.to_string())).collect();
@@ -331,34 +390,62 @@ async fn update_rows(s: &mut Session, txn: WriteTxn, def: &TableDef, sql: &str, 
         let w = table_write(&def.schema, &def.name, WriteKind::Upsert, &new_rows)?;
         s.storage().write(txn.id, w).await?;
     }
-    Ok(Output::Command(format!("UPDATE {n}")))
+    match returning {
+        Some(r) => r.output("UPDATE", def, &new_rows, params).await,
+        None => Ok(Output::Command(format!("UPDATE {n}"))),
+    }
 }
 
-/// Keys (primary-key columns, or the row id) of the rows a WHERE selects, deleted.
-async fn delete_where(s: &mut Session, def: &TableDef, alias: &str, selection: Option<String>, params: &[ScalarValue]) -> Result<u64> {
+/// Deletes the rows a WHERE selects by key (primary-key columns, or the
+/// row id); with RETURNING, whole rows are read first and it is evaluated
+/// over them.
+async fn delete_where(
+    s: &mut Session,
+    def: &TableDef,
+    alias: &str,
+    selection: Option<String>,
+    params: &[ScalarValue],
+    returning: Option<&Returning<'_>>,
+) -> Result<Output> {
     let keys: Vec<String> = if def.primary_key.is_empty() { vec![ROWID.to_string()] } else { def.primary_key.clone() };
+    let mut columns: Vec<String> = if returning.is_some() { def.columns.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
+    columns.extend(keys.iter().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
     let sql = format!(
         "SELECT {} FROM {}{}{}",
-        keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
+        columns.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
         qualified(def),
         alias,
         selection.map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
-    let result = delete_rows(s, txn, def, &sql, &keys, params).await;
+    let result = delete_rows(s, txn, def, &sql, &columns, &keys, params, returning).await;
     s.end_write(txn, result).await
 }
 
-async fn delete_rows(s: &mut Session, txn: WriteTxn, def: &TableDef, sql: &str, keys: &[String], params: &[ScalarValue]) -> Result<u64> {
+#[allow(clippy::too_many_arguments)]
+async fn delete_rows(
+    s: &mut Session,
+    txn: WriteTxn,
+    def: &TableDef,
+    sql: &str,
+    columns: &[String],
+    keys: &[String],
+    params: &[ScalarValue],
+    returning: Option<&Returning<'_>>,
+) -> Result<Output> {
     let _rowid = s.catalog().expose_rowid(def);
     let (out_schema, batches) = select(s, sql, params).await?;
-    let batch = one_batch(out_schema, batches)?;
-    if batch.num_rows() == 0 {
-        return Ok(0);
+    let batch = renamed(&one_batch(out_schema, batches)?, columns)?;
+    let mut n = 0;
+    if batch.num_rows() > 0 {
+        let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
+        let w = table_write(&def.schema, &def.name, WriteKind::Delete, &project(&batch, &key_idx)?)?;
+        n = s.storage().write(txn.id, w).await?;
     }
-    let batch = renamed(&batch, keys)?;
-    let w = table_write(&def.schema, &def.name, WriteKind::Delete, &batch)?;
-    s.storage().write(txn.id, w).await
+    match returning {
+        Some(r) => r.output("DELETE", def, &batch, params).await,
+        None => Ok(Output::Command(format!("DELETE {n}"))),
+    }
 }
 
 /// DELETE FROM t [WHERE …]
@@ -366,19 +453,16 @@ pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Resu
     if d.using.is_some() {
         return Err(ComputeError::unsupported("DELETE … USING"));
     }
-    if d.returning.is_some() {
-        return Err(ComputeError::unsupported("DELETE … RETURNING"));
-    }
     let tables = match &d.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
     let [t] = tables.as_slice() else {
         return Err(ComputeError::unsupported("DELETE from several tables"));
     };
-    let (schema, table, alias) = target_relation(&t.relation)?;
+    let (schema, table, alias, alias_name) = target_relation(&t.relation)?;
     let def = target(s, schema.as_deref(), &table).await?;
-    let n = delete_where(s, &def, &alias, d.selection.as_ref().map(|w| w.to_string()), params).await?;
-    Ok(Output::Command(format!("DELETE {n}")))
+    let returning = d.returning.as_deref().map(|items| Returning { items, alias: alias_name });
+    delete_where(s, &def, &alias, d.selection.as_ref().map(|w| w.to_string()), params, returning.as_ref()).await
 }
 
 /// TRUNCATE t [, …]: deletes every row, atomically across the tables.
@@ -391,7 +475,7 @@ pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
     let txn = s.begin_write().await?;
     let mut result = Ok(());
     for def in &defs {
-        if let Err(e) = delete_where(s, def, "", None, &[]).await {
+        if let Err(e) = delete_where(s, def, "", None, &[], None).await {
             result = Err(e);
             break;
         }

@@ -3,4 +3,5 @@
 pub mod copy;
 pub mod ddl;
 pub mod dml;
+pub mod returning;
 pub mod roles;
