@@ -90,6 +90,12 @@ impl From<tonic::Status> for ComputeError {
     }
 }
 
+impl From<arrow::error::ArrowError> for ComputeError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::Internal(format!("arrow: {e}"))
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for ComputeError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as D;

@@ -15,13 +15,13 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
+    AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
     TableFactor, TableObject, Truncate, Update, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::{ident, object_name};
-use super::returning;
+use super::{returning, upsert};
 use crate::error::{ComputeError, Result};
 use crate::session::{Output, Session, WriteTxn, parse};
 use crate::storage_client::table_write;
@@ -165,23 +165,35 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     let TableObject::TableName(name) = &ins.table else {
         return Err(ComputeError::unsupported("INSERT into a table function"));
     };
+    let (schema, table) = object_name(name)?;
+    let def = target(s, schema.as_deref(), &table).await?;
     let kind = match &ins.on {
-        None => WriteKind::Insert,
+        None => Conflict::Fail,
         Some(OnInsert::OnConflict(c)) => match &c.action {
-            OnConflictAction::DoNothing => WriteKind::InsertOrIgnore,
-            OnConflictAction::DoUpdate(_) => return Err(ComputeError::unsupported("INSERT … ON CONFLICT DO UPDATE")),
+            OnConflictAction::DoNothing => Conflict::Ignore,
+            OnConflictAction::DoUpdate(du) => {
+                upsert::check_target(&def, c.conflict_target.as_ref())?;
+                Conflict::Update(du)
+            }
         },
         Some(_) => return Err(ComputeError::unsupported("this INSERT conflict clause")),
     };
-    let (schema, table) = object_name(name)?;
-    let def = target(s, schema.as_deref(), &table).await?;
     let columns = target_columns(&def, insert_columns(ins)?)?;
     let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
     let stmt = Statement::Query(source.clone());
-    let returning = ins.returning.as_deref().map(|items| Returning { items, alias: ins.table_alias.as_ref().map(|a| a.alias.value.clone()) });
+    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
+    let returning = ins.returning.as_deref().map(|items| Returning { items, alias: alias.clone() });
     let txn = s.begin_write().await?;
-    let result = insert_rows(s, txn, &stmt, &def, &columns, kind, params, returning.as_ref()).await;
+    let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed: !ins.columns.is_empty() };
+    let result = insert_rows(s, txn, &stmt, &target, kind, params, returning.as_ref()).await;
     s.end_write(txn, result).await
+}
+
+/// What an INSERT does with a row whose key exists.
+enum Conflict<'a> {
+    Fail,
+    Ignore,
+    Update(&'a DoUpdate),
 }
 
 /// A RETURNING clause with the alias of the target table.
@@ -223,27 +235,47 @@ pub(crate) async fn returning_schema(s: &Session, stmt: &Statement) -> Result<Op
     Ok(Some(returning::schema(&def, alias.as_deref(), items).await?))
 }
 
+/// The table an INSERT writes: its definition, alias and target columns
+/// (`listed`: named in the statement, rather than all of the table's).
+struct Target<'a> {
+    def: &'a TableDef,
+    alias: Option<&'a str>,
+    columns: &'a [String],
+    listed: bool,
+}
+
 async fn insert_rows(
     s: &mut Session,
     txn: WriteTxn,
     source: &Statement,
-    def: &TableDef,
-    columns: &[String],
-    kind: WriteKind,
+    target: &Target<'_>,
+    conflict: Conflict<'_>,
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
+    let (def, columns) = (target.def, target.columns);
     let plan = s.plan(source).await?;
     let (out_schema, batches) = s.run_plan(plan, params).await?;
     if out_schema.fields().len() > columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
     }
+    // Without a column list, PostgreSQL fills the table's leading columns
+    // and gives the rest their defaults.
+    let columns = if target.listed { columns } else { &columns[..out_schema.fields().len()] };
     if out_schema.fields().len() < columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more target columns than expressions"));
     }
     let batch = one_batch(out_schema, batches)?;
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
+    if let Conflict::Update(action) = conflict {
+        let written = upsert::upsert(s, txn.id, def, target.alias, &batch, action, params).await?;
+        return match returning {
+            Some(r) => r.output("INSERT 0", def, &written, params).await,
+            None => Ok(Output::Command(format!("INSERT 0 {}", written.num_rows()))),
+        };
+    }
+    let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
         let w = table_write(&def.schema, &def.name, kind, &batch)?;
         let n = s.storage().write(txn.id, w).await?;

@@ -5,3 +5,4 @@ pub mod ddl;
 pub mod dml;
 pub mod returning;
 pub mod roles;
+pub mod upsert;
