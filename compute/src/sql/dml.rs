@@ -16,7 +16,7 @@ use datafusion::common::ScalarValue;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, Truncate, Update, Value,
+    TableFactor, TableObject, Truncate, Update, UpdateTableFromKind, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
 
@@ -338,15 +338,20 @@ fn target_relation(t: &TableFactor) -> Result<(Option<String>, String, String, O
 
 /// UPDATE t SET … [WHERE …]
 pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Result<Output> {
-    if u.from.is_some() {
-        return Err(ComputeError::unsupported("UPDATE … FROM"));
-    }
+    let from = match &u.from {
+        None => String::new(),
+        Some(UpdateTableFromKind::AfterSet(t) | UpdateTableFromKind::BeforeSet(t)) => {
+            t.iter().map(|t| format!(", {t}")).collect::<String>()
+        }
+    };
     if !u.table.joins.is_empty() {
         return Err(ComputeError::unsupported("UPDATE with joins"));
     }
     let (schema, table, alias, alias_name) = target_relation(&u.table.relation)?;
     let def = target(s, schema.as_deref(), &table).await?;
-    let returning = u.returning.as_deref().map(|items| Returning { items, alias: alias_name });
+    // With FROM, the target's columns are qualified so they are not ambiguous.
+    let col = |c: &str| format!("{}.{}", quote(alias_name.as_deref().unwrap_or(&def.name)), quote(c));
+    let returning = u.returning.as_deref().map(|items| Returning { items, alias: alias_name.clone() });
     let mut assigned = std::collections::HashMap::new();
     for a in &u.assignments {
         let AssignmentTarget::ColumnName(n) = &a.target else {
@@ -366,41 +371,51 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
         .iter()
         .map(|c| match assigned.get(&c.name) {
             Some(e) => format!("({e}) AS {}", quote(&c.name)),
-            None => quote(&c.name),
+            None => format!("{} AS {}", col(&c.name), quote(&c.name)),
         })
         .collect();
     let no_pk = def.primary_key.is_empty();
     if no_pk {
-        items.push(quote(ROWID));
+        items.push(format!("{} AS {}", col(ROWID), quote(ROWID)));
     }
     if key_changes {
-        items.extend(def.primary_key.iter().map(|k| format!("{} AS {}", quote(k), quote(&format!("__old_{k}")))));
+        items.extend(def.primary_key.iter().map(|k| format!("{} AS {}", col(k), quote(&format!("__old_{k}")))));
     }
     let sql = format!(
-        "SELECT {} FROM {}{}{}",
+        "SELECT {} FROM {}{}{from}{}",
         items.join(", "),
         qualified(&def),
         alias,
         u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
-    let result = update_rows(s, txn, &def, &sql, key_changes, params, returning.as_ref()).await;
+    let joined = !from.is_empty();
+    let result = update_rows(s, txn, &def, &sql, key_changes, joined, params, returning.as_ref()).await;
     s.end_write(txn, result).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update_rows(
     s: &mut Session,
     txn: WriteTxn,
     def: &TableDef,
     sql: &str,
     key_changes: bool,
+    joined: bool,
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let no_pk = def.primary_key.is_empty();
     let _rowid = s.catalog().expose_rowid(def);
     let (out_schema, batches) = select(s, sql, params).await?;
-    let batch = one_batch(out_schema, batches)?;
+    let mut batch = one_batch(out_schema, batches)?;
+    let ncols = def.columns.len() + usize::from(no_pk);
+    if joined {
+        // A target row joined to several FROM rows is updated once, with
+        // one of them (PostgreSQL: "which one is not predictable").
+        let key_idx: Vec<usize> = if key_changes { (ncols..batch.num_columns()).collect() } else { key_positions(def) };
+        batch = first_per_key(&batch, &key_idx)?;
+    }
     let n = batch.num_rows();
     if n == 0 {
         return match returning {
@@ -408,7 +423,6 @@ async fn update_rows(
             None => Ok(Output::Command("UPDATE 0".into())),
         };
     }
-    let ncols = def.columns.len() + usize::from(no_pk);
     let names: Vec<String> = def.columns.iter().map(|c| c.name.clone()).chain(no_pk.then(|| ROWID.to_string())).collect();
     let new_rows = renamed(&project(&batch, &(0..ncols).collect::<Vec<_>>())?, &names)?;
     if key_changes {
@@ -428,26 +442,63 @@ async fn update_rows(
     }
 }
 
+/// Positions of the key (primary-key columns, or the row id after the
+/// table's columns) in a row laid out like the table.
+fn key_positions(def: &TableDef) -> Vec<usize> {
+    if def.primary_key.is_empty() {
+        return vec![def.columns.len()];
+    }
+    def.primary_key.iter().filter_map(|k| def.columns.iter().position(|c| &c.name == k)).collect()
+}
+
+/// The first row of `batch` for each distinct value of the `key` columns.
+fn first_per_key(batch: &RecordBatch, key: &[usize]) -> Result<RecordBatch> {
+    let mut seen = std::collections::HashSet::new();
+    let mut keep = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let k: Vec<ScalarValue> = key.iter().map(|&i| ScalarValue::try_from_array(batch.column(i), row)).collect::<Result<_, _>>()?;
+        if seen.insert(k) {
+            keep.push(row as u32);
+        }
+    }
+    if keep.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    let idx = arrow::array::UInt32Array::from(keep);
+    let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &idx, None)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// Deletes the rows a WHERE selects by key (primary-key columns, or the
 /// row id); with RETURNING, whole rows are read first and it is evaluated
 /// over them.
+/// The rows to delete: a target table with its alias (SQL text and name),
+/// tables of a USING clause (SQL text, `, t2, t3`) and a WHERE.
+struct Deletion<'a> {
+    alias: &'a str,
+    alias_name: Option<&'a str>,
+    using: String,
+    selection: Option<String>,
+}
+
 async fn delete_where(
     s: &mut Session,
     def: &TableDef,
-    alias: &str,
-    selection: Option<String>,
+    what: Deletion<'_>,
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let keys: Vec<String> = if def.primary_key.is_empty() { vec![ROWID.to_string()] } else { def.primary_key.clone() };
     let mut columns: Vec<String> = if returning.is_some() { def.columns.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
     columns.extend(keys.iter().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
+    let qualifier = quote(what.alias_name.unwrap_or(&def.name));
     let sql = format!(
-        "SELECT {} FROM {}{}{}",
-        columns.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
+        "SELECT {} FROM {}{}{}{}",
+        columns.iter().map(|k| format!("{qualifier}.{} AS {}", quote(k), quote(k))).collect::<Vec<_>>().join(", "),
         qualified(def),
-        alias,
-        selection.map(|w| format!(" WHERE {w}")).unwrap_or_default()
+        what.alias,
+        what.using,
+        what.selection.map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
     let result = delete_rows(s, txn, def, &sql, &columns, &keys, params, returning).await;
@@ -467,10 +518,11 @@ async fn delete_rows(
 ) -> Result<Output> {
     let _rowid = s.catalog().expose_rowid(def);
     let (out_schema, batches) = select(s, sql, params).await?;
-    let batch = renamed(&one_batch(out_schema, batches)?, columns)?;
+    let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
+    // With USING, a row joined to several rows is deleted (and returned) once.
+    let batch = first_per_key(&renamed(&one_batch(out_schema, batches)?, columns)?, &key_idx)?;
     let mut n = 0;
     if batch.num_rows() > 0 {
-        let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
         let w = table_write(&def.schema, &def.name, WriteKind::Delete, &project(&batch, &key_idx)?)?;
         n = s.storage().write(txn.id, w).await?;
     }
@@ -482,9 +534,6 @@ async fn delete_rows(
 
 /// DELETE FROM t [WHERE …]
 pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Result<Output> {
-    if d.using.is_some() {
-        return Err(ComputeError::unsupported("DELETE … USING"));
-    }
     let tables = match &d.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
@@ -493,8 +542,14 @@ pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Resu
     };
     let (schema, table, alias, alias_name) = target_relation(&t.relation)?;
     let def = target(s, schema.as_deref(), &table).await?;
-    let returning = d.returning.as_deref().map(|items| Returning { items, alias: alias_name });
-    delete_where(s, &def, &alias, d.selection.as_ref().map(|w| w.to_string()), params, returning.as_ref()).await
+    let returning = d.returning.as_deref().map(|items| Returning { items, alias: alias_name.clone() });
+    let what = Deletion {
+        alias: &alias,
+        alias_name: alias_name.as_deref(),
+        using: d.using.iter().flatten().map(|t| format!(", {t}")).collect(),
+        selection: d.selection.as_ref().map(|w| w.to_string()),
+    };
+    delete_where(s, &def, what, params, returning.as_ref()).await
 }
 
 /// TRUNCATE t [, …]: deletes every row, atomically across the tables.
@@ -507,7 +562,8 @@ pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
     let txn = s.begin_write().await?;
     let mut result = Ok(());
     for def in &defs {
-        if let Err(e) = delete_where(s, def, "", None, &[], None).await {
+        let all = Deletion { alias: "", alias_name: None, using: String::new(), selection: None };
+        if let Err(e) = delete_where(s, def, all, &[], None).await {
             result = Err(e);
             break;
         }
