@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 pub mod pg;
 pub mod pg_catalog;
+pub mod pg_functions;
 pub mod pushdown;
 pub mod server;
 pub mod session;

@@ -11,12 +11,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{self as pgc, PgCatalogSchemaProvider, PgCatalogStaticTables};
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-
 use crate::error::{ComputeError, Result};
-use crate::session::settings::SERVER_VERSION;
 
 static STATIC_TABLES: LazyLock<std::result::Result<Arc<PgCatalogStaticTables>, String>> =
     LazyLock::new(|| PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| e.to_string()));
@@ -70,7 +65,9 @@ pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    ctx.register_udf(version_udf());
+    for udf in crate::pg_functions::all() {
+        ctx.register_udf(udf);
+    }
     if let Ok(tables) = STATIC_TABLES.as_ref() {
         ctx.register_udtf("pg_get_keywords", tables.pg_get_keywords.clone());
     }
@@ -82,17 +79,4 @@ pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
         .build();
     datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
     Ok(())
-}
-
-/// `version()` as PostgreSQL answers it: drivers (SQLAlchemy, JDBC) parse the
-/// leading `PostgreSQL <major>.<minor>`.
-fn version_udf() -> ScalarUDF {
-    let text = format!("PostgreSQL {SERVER_VERSION} {} on x86_64-pc-linux-gnu, 64-bit", env!("CARGO_PKG_VERSION"));
-    create_udf(
-        "version",
-        vec![],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
-    )
 }

@@ -140,3 +140,16 @@ async fn psycopg_connects_writes_and_reads() {
     assert!(out.status.success(), "drivers.py failed:\n{stdout}\n{stderr}\ncompute log:\n{}", compute.log_tail());
     assert!(stdout.contains("drivers ok"), "{stdout}");
 }
+
+/// SQLAlchemy Core with the psycopg 3 dialect (installed from PyPI by
+/// `.ci/run`) through `ebb local` (`tests/e2e/py/sqlalchemy_core.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_core_creates_writes_and_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/sqlalchemy_core.py");
+    let out = std::process::Command::new("python3").arg(&script).arg(local.port.to_string()).output().expect("python3 must be installed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sqlalchemy_core.py failed:\n{stdout}\n{stderr}\nlog:\n{}", local.log_tail());
+    assert!(stdout.contains("sqlalchemy ok"), "{stdout}");
+}

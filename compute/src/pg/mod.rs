@@ -230,6 +230,24 @@ fn response(out: Output, before: Block, after: Block, format: &Format) -> PgWire
     }
 }
 
+/// `DEALLOCATE name` removes a statement prepared through the extended
+/// protocol. `DEALLOCATE ALL` is acknowledged without removing anything: the
+/// statement store cannot list its names, and clients that send it (psycopg
+/// after a failed transaction) prepare again under the same names, which
+/// replaces the old statements.
+fn deallocate<C>(client: &C, stmt: &Statement) -> Option<Output>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let Statement::Deallocate { name, .. } = stmt else { return None };
+    if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+        return Some(Output::Command("DEALLOCATE ALL".into()));
+    }
+    client.portal_store().rm_statement(&name.value);
+    Some(Output::Command("DEALLOCATE".into()))
+}
+
 fn rows_response(schema: &arrow::datatypes::SchemaRef, batches: &[arrow::array::RecordBatch], format: &Format, command: &str) -> PgWireResult<Response> {
     let fields = Arc::new(fields(schema, format));
     let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
@@ -352,6 +370,10 @@ impl SimpleQueryHandler for Queries {
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             let before = session.block();
+            if let Some(done) = deallocate(client, stmt) {
+                out.push(response(done, before, session.block(), &Format::UnifiedText)?);
+                continue;
+            }
             match session.execute(stmt, &[]).await {
                 Ok(o) => {
                     send_notices(client, session).await?;

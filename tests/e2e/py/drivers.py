@@ -1,5 +1,4 @@
-"""psycopg 3 against an ebb compute (SQLAlchemy does not work yet: its
-psycopg dialect calls to_regtype() and more pg_catalog than ebb has).
+"""psycopg 3 against ebb (SQLAlchemy Core: see sqlalchemy_core.py).
 
 Run by the end-to-end test `psycopg_connects_writes_and_reads` with the
 compute's port as the only argument. Every step asserts what it reads back;

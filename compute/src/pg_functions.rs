@@ -1,0 +1,239 @@
+//! PostgreSQL functions that drivers and ORMs call and `datafusion-pg-catalog`
+//! lacks: `version()`, `to_regtype()`, `pg_get_serial_sequence()`,
+//! `json_build_object()`, `pg_collation_is_visible()`. Each answers what is
+//! true of ebb (no sequences, so no serial sequence; built-in types only).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+
+use crate::session::settings::SERVER_VERSION;
+
+/// Every function of this module.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        version_udf(),
+        to_regtype_udf(),
+        no_serial_sequence_udf(),
+        ScalarUDF::from(JsonBuildObject::new()),
+        collation_is_visible_udf(),
+    ]
+}
+
+/// `version()` as PostgreSQL answers it: drivers (SQLAlchemy, JDBC) parse the
+/// leading `PostgreSQL <major>.<minor>`.
+fn version_udf() -> ScalarUDF {
+    let text = format!("PostgreSQL {SERVER_VERSION} {} on x86_64-pc-linux-gnu, 64-bit", env!("CARGO_PKG_VERSION"));
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// OIDs of PostgreSQL's built-in types by every name `to_regtype` accepts.
+const TYPE_OIDS: &[(&str, i32)] = &[
+    ("bool", 16), ("boolean", 16), ("bytea", 17), ("char", 18), ("\"char\"", 18), ("name", 19),
+    ("int8", 20), ("bigint", 20), ("int2", 21), ("smallint", 21), ("int4", 23), ("integer", 23), ("int", 23),
+    ("text", 25), ("oid", 26), ("json", 114), ("xml", 142), ("float4", 700), ("real", 700),
+    ("float8", 701), ("double precision", 701), ("bpchar", 1042), ("character", 1042),
+    ("varchar", 1043), ("character varying", 1043), ("date", 1082), ("time", 1083),
+    ("time without time zone", 1083), ("timestamp", 1114), ("timestamp without time zone", 1114),
+    ("timestamptz", 1184), ("timestamp with time zone", 1184), ("interval", 1186), ("timetz", 1266),
+    ("numeric", 1700), ("decimal", 1700), ("uuid", 2950), ("jsonb", 3802), ("regclass", 2205),
+    ("regtype", 2206), ("regproc", 24), ("void", 2278), ("record", 2249), ("unknown", 705),
+    ("_bool", 1000), ("_int2", 1005), ("_int4", 1007), ("_int8", 1016), ("_text", 1009),
+    ("_varchar", 1015), ("_float4", 1021), ("_float8", 1022), ("_numeric", 1231), ("_uuid", 2951),
+    ("_date", 1182), ("_timestamp", 1115), ("_timestamptz", 1185), ("_json", 199), ("_jsonb", 3807),
+];
+
+/// The OID of a type name as `to_regtype` resolves it (`integer`, `int4`,
+/// `pg_catalog.int4`, `integer[]`); `None` for types this server lacks.
+pub fn type_oid(name: &str) -> Option<i32> {
+    let n = name.trim().to_ascii_lowercase();
+    let n = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+    if let Some(elem) = n.strip_suffix("[]") {
+        let elem_oid = type_oid(elem)?;
+        let elem_name = TYPE_OIDS.iter().find(|(_, o)| *o == elem_oid).map(|(n, _)| *n)?;
+        let array = format!("_{elem_name}");
+        return TYPE_OIDS.iter().find(|(t, _)| *t == array).map(|(_, o)| *o);
+    }
+    TYPE_OIDS.iter().find(|(t, _)| *t == n).map(|(_, o)| *o)
+}
+
+/// `to_regtype(text)`: the type's OID, or NULL when there is no such type
+/// (drivers probe optional types such as `hstore` with it).
+fn to_regtype_udf() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oid_of = |v: Option<&str>| v.and_then(type_oid);
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::Int32(match s {
+                    ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => oid_of(v.as_deref()),
+                    _ => None,
+                })),
+                ColumnarValue::Array(a) => {
+                    let strings = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+                    let strings = datafusion::common::cast::as_string_array(&strings)?;
+                    let out: datafusion::arrow::array::Int32Array = strings.iter().map(oid_of).collect();
+                    ColumnarValue::Array(Arc::new(out))
+                }
+            })
+        }),
+    )
+}
+
+/// `pg_get_serial_sequence(table, column)`: the sequence behind a serial
+/// column. ebb has no sequences, so the answer is always NULL (true here).
+fn no_serial_sequence_udf() -> ScalarUDF {
+    create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
+                ColumnarValue::Array(a) => ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Utf8, a.len())),
+            })
+        }),
+    )
+}
+
+
+/// `pg_collation_is_visible(oid)`: every collation ebb lists lives in
+/// `pg_catalog`, which is always on the search path.
+fn collation_is_visible_udf() -> ScalarUDF {
+    create_udf(
+        "pg_collation_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::Boolean(Some(!s.is_null()))),
+                ColumnarValue::Array(a) => {
+                    ColumnarValue::Array(Arc::new((0..a.len()).map(|i| Some(!a.is_null(i))).collect::<BooleanArray>()))
+                }
+            })
+        }),
+    )
+}
+
+/// `json_build_object(key, value, …)` as JSON text, formatted like
+/// PostgreSQL's (`{"a" : 1, "b" : "x"}`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        Self { signature: Signature::variadic_any(Volatility::Immutable) }
+    }
+}
+
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        v if v.is_null() => J::Null,
+        ScalarValue::Boolean(Some(b)) => J::Bool(*b),
+        ScalarValue::Int8(Some(n)) => J::from(*n),
+        ScalarValue::Int16(Some(n)) => J::from(*n),
+        ScalarValue::Int32(Some(n)) => J::from(*n),
+        ScalarValue::Int64(Some(n)) => J::from(*n),
+        ScalarValue::UInt8(Some(n)) => J::from(*n),
+        ScalarValue::UInt16(Some(n)) => J::from(*n),
+        ScalarValue::UInt32(Some(n)) => J::from(*n),
+        ScalarValue::UInt64(Some(n)) => J::from(*n),
+        ScalarValue::Float32(Some(f)) => serde_json::Number::from_f64(f64::from(*f)).map(J::Number).unwrap_or(J::Null),
+        ScalarValue::Float64(Some(f)) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => J::String(s.clone()),
+        other => J::String(other.to_string()),
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        if args.args.len() % 2 != 0 {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "argument list must have even number of elements".into(),
+            ));
+        }
+        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            let mut parts = Vec::with_capacity(arrays.len() / 2);
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return Err(datafusion::error::DataFusionError::Execution("null value not allowed for object key".into()));
+                }
+                let key = match json_value(&key) {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let value = json_value(&ScalarValue::try_from_array(&pair[1], row)?);
+                parts.push(format!("{} : {}", serde_json::Value::String(key), value));
+            }
+            out.push(Some(format!("{{{}}}", parts.join(", "))));
+        }
+        let array: ArrayRef = Arc::new(StringArray::from(out));
+        Ok(if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, StringArray};
+
+    use super::type_oid;
+
+    #[tokio::test]
+    async fn json_build_object_formats_like_postgres() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for udf in super::all() {
+            ctx.register_udf(udf);
+        }
+        let batches = ctx.sql("SELECT json_build_object('a', 1, 'b', 'x\"y', 'c', NULL, 'd', true)").await.unwrap().collect().await.unwrap();
+        let col = batches[0].column(0).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+        assert_eq!(col, r#"{"a" : 1, "b" : "x\"y", "c" : null, "d" : true}"#);
+        assert!(ctx.sql("SELECT json_build_object('a')").await.unwrap().collect().await.is_err());
+    }
+
+    #[test]
+    fn type_names_resolve_like_postgres() {
+        assert_eq!(type_oid("integer"), Some(23));
+        assert_eq!(type_oid("pg_catalog.INT4"), Some(23));
+        assert_eq!(type_oid("double precision"), Some(701));
+        assert_eq!(type_oid("integer[]"), Some(1007));
+        assert_eq!(type_oid("hstore"), None);
+    }
+}
