@@ -402,3 +402,26 @@ async fn scram_roles_and_connect_grants() {
         .expect("psql");
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "7", "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A cancel request sent to the proxy reaches the compute running the query.
+#[tokio::test]
+async fn cancel_requests_reach_the_compute_through_the_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
+    let c = local.connect().await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let long = tokio::spawn(async move {
+        let r = c.simple_query("SELECT count(*) FROM generate_series(1, 2000000000) a").await;
+        (r, c)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(NoTls).await.expect("cancel request sent");
+    let (r, c) = tokio::time::timeout(Duration::from_secs(20), long).await.expect("cancelled in time").expect("task");
+    let err = r.expect_err("the query was cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The session is still usable.
+    let rows = c.simple_query("SELECT 1").await.expect("after cancel");
+    assert!(!rows.is_empty());
+}
