@@ -1,8 +1,9 @@
 //! Code several ebb roles share: logging setup, the `/metrics` endpoint,
-//! settings-file loading and SCRAM-SHA-256 (compute writes verifiers, the
+//! settings-file loading, gRPC accept with TCP_NODELAY and SCRAM-SHA-256 (compute writes verifiers, the
 //! proxy checks them). Nothing else belongs here.
 
 pub mod metrics;
+pub mod net;
 pub mod scram;
 pub mod settings;
 pub mod telemetry;

@@ -72,7 +72,7 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
             let control_addr = local_addr(&control)?;
             let service = ComputeControlServer::new(ControlService::new(binding.clone(), storage.clone()));
             tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(control);
+                let incoming = ebb_common::net::nodelay_incoming(control);
                 if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
                     tracing::error!(error = %e, "control service failed");
                 }

@@ -51,7 +51,7 @@ pub async fn run_on(listener: TcpListener, cfg: ServerConfig, shutdown: impl Fut
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, object_store = %cfg.object_store, durability = %cfg.engine.durability, "storage serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = ebb_common::net::nodelay_incoming(listener);
     let served = tonic::transport::Server::builder()
         .add_service(StorageService::new(node.clone()).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -19,7 +19,7 @@ async fn serve() -> (TestNode, StorageClient<Channel>) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .serve_with_incoming(ebb_common::net::nodelay_incoming(listener))
             .await
     });
     let client = StorageClient::connect(format!("http://{addr}")).await.unwrap().max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
