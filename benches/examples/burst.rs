@@ -9,10 +9,11 @@
 //! `cargo run --release -p ebb-bench --example burst -- <path/to/ebb> <out.csv>`
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use ebb_bench::LocalEbb;
 
 fn status(data: &std::path::Path) -> Option<(u64, u64, Vec<String>)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("status.json")).ok()?).ok()?;
@@ -26,19 +27,12 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let ebb = args.next().expect("usage: burst <path/to/ebb> <out.csv>");
     let out = args.next().unwrap_or_else(|| "burst.csv".into());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let mut child = Command::new(&ebb)
-        .args(["local", "--listen", &format!("127.0.0.1:{port}"), "--pool-size", "2", "--max-replicas", "4"])
-        .args(["--target-sessions", "8", "--stable-window", "10s", "--panic-window", "2s", "--idle-timeout", "10m"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("EBB_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ebb local");
-    let conninfo = Arc::new(format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"));
+    let local = LocalEbb::start(
+        &ebb,
+        &["--pool-size", "2", "--max-replicas", "4", "--target-sessions", "8", "--stable-window", "10s", "--panic-window", "2s", "--idle-timeout", "10m"],
+    );
+    let data = local.data.clone();
+    let conninfo = Arc::new(local.conninfo());
     while tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -99,8 +93,7 @@ async fn main() {
     for c in clients {
         let _ = c.await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+    drop(local);
     println!(
         "ebb burst step=3->30 clients: new compute attached after {} (status sampled every 100 ms, file rewritten every 250 ms); answered={} failed={} csv={out}",
         attached_after.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),

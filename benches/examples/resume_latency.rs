@@ -6,7 +6,8 @@
 //! `cargo run --release -p ebb-bench --example resume_latency -- <path/to/ebb> <warm|cold> [iterations]`
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+
+use ebb_bench::LocalEbb;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -28,18 +29,8 @@ async fn main() {
     let mode = args.next().unwrap_or_else(|| "warm".into());
     let iterations: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let pool = if mode == "cold" { "0" } else { "2" };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let mut child = Command::new(&ebb)
-        .args(["local", "--listen", &format!("127.0.0.1:{port}"), "--pool-size", pool, "--idle-timeout", "1s"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("EBB_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ebb local");
-    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let local = LocalEbb::start(&ebb, &["--pool-size", pool, "--idle-timeout", "1s"]);
+    let (data, conninfo) = (local.data.clone(), local.conninfo());
     let mut samples = Vec::with_capacity(iterations);
     // The first connection creates nothing but makes the database known.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -68,8 +59,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+    drop(local);
     samples.sort();
     println!(
         "ebb resume_latency mode={mode} n={} p50={:.1}ms p95={:.1}ms p99={:.1}ms max={:.1}ms",

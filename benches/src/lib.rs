@@ -78,3 +78,44 @@ pub async fn load(db: &Database, n: i64) {
         start = end;
     }
 }
+
+/// A running `ebb local` started by a load harness; stopped with SIGTERM
+/// when dropped.
+pub struct LocalEbb {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub data: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl LocalEbb {
+    /// Starts `<ebb> local` on a free loopback port with `args`, in a fresh
+    /// data directory.
+    pub fn start(ebb: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let child = std::process::Command::new(ebb)
+            .args(["local", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("EBB_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start ebb local");
+        Self { child, port, data, _dir: dir }
+    }
+
+    /// The libpq connection string of the `postgres` database.
+    pub fn conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+}
+
+impl Drop for LocalEbb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -15,7 +15,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
+    Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
     TableFactor, TableObject, Truncate, Update, UpdateTableFromKind, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
@@ -322,6 +322,29 @@ async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String],
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| ComputeError::Internal(e.to_string()))
 }
 
+/// The columns a SET list assigns, each with its expression as SQL text
+/// (`render` may rewrite it); unknown and repeated columns are errors.
+pub(crate) fn assignments(
+    def: &TableDef,
+    list: &[Assignment],
+    render: impl Fn(&Expr) -> String,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut assigned = std::collections::HashMap::new();
+    for a in list {
+        let AssignmentTarget::ColumnName(n) = &a.target else {
+            return Err(ComputeError::unsupported("tuple assignments (SET (a, b) = …)"));
+        };
+        let col = object_name(n)?.1;
+        if !def.columns.iter().any(|c| c.name == col) {
+            return Err(ComputeError::invalid("42703", format!("column \"{col}\" of relation \"{}\" does not exist", def.name)));
+        }
+        if assigned.insert(col.clone(), render(&a.value)).is_some() {
+            return Err(ComputeError::invalid("42601", format!("multiple assignments to same column \"{col}\"")));
+        }
+    }
+    Ok(assigned)
+}
+
 /// The single target table of an UPDATE or DELETE, with its alias as SQL
 /// text (` AS x` or empty) and as a name.
 fn target_relation(t: &TableFactor) -> Result<(Option<String>, String, String, Option<String>)> {
@@ -352,19 +375,7 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
     // With FROM, the target's columns are qualified so they are not ambiguous.
     let col = |c: &str| format!("{}.{}", quote(alias_name.as_deref().unwrap_or(&def.name)), quote(c));
     let returning = u.returning.as_deref().map(|items| Returning { items, alias: alias_name.clone() });
-    let mut assigned = std::collections::HashMap::new();
-    for a in &u.assignments {
-        let AssignmentTarget::ColumnName(n) = &a.target else {
-            return Err(ComputeError::unsupported("UPDATE with tuple assignments"));
-        };
-        let col = object_name(n)?.1;
-        if !def.columns.iter().any(|c| c.name == col) {
-            return Err(ComputeError::invalid("42703", format!("column \"{col}\" of relation \"{}\" does not exist", def.name)));
-        }
-        if assigned.insert(col.clone(), a.value.to_string()).is_some() {
-            return Err(ComputeError::invalid("42601", format!("multiple assignments to same column \"{col}\"")));
-        }
-    }
+    let assigned = assignments(&def, &u.assignments, |e| e.to_string())?;
     let key_changes = def.primary_key.iter().any(|k| assigned.contains_key(k));
     let mut items: Vec<String> = def
         .columns

@@ -15,7 +15,7 @@ use arrow::compute::concat_batches;
 use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{AssignmentTarget, ConflictTarget, DoUpdate, Expr, Ident, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{ConflictTarget, DoUpdate, Expr, Ident, visit_expressions_mut};
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::object_name;
@@ -83,19 +83,9 @@ pub async fn upsert(
     let excluded = table_rows(def, proposed)?;
     check_distinct_keys(def, &excluded)?;
     let target = alias.unwrap_or(&def.name).to_string();
-    let mut set = std::collections::HashMap::new();
-    for a in &action.assignments {
-        let AssignmentTarget::ColumnName(n) = &a.target else {
-            return Err(ComputeError::unsupported("ON CONFLICT DO UPDATE with tuple assignments"));
-        };
-        let col = object_name(n)?.1;
-        if !def.columns.iter().any(|c| c.name == col) {
-            return Err(ComputeError::invalid("42703", format!("column \"{col}\" of relation \"{}\" does not exist", def.name)));
-        }
-        if def.primary_key.contains(&col) {
-            return Err(ComputeError::unsupported("ON CONFLICT DO UPDATE that changes the primary key"));
-        }
-        set.insert(col, qualify(&a.value, def, &target));
+    let set = super::dml::assignments(def, &action.assignments, |e| qualify(e, def, &target))?;
+    if def.primary_key.iter().any(|k| set.contains_key(k)) {
+        return Err(ComputeError::unsupported("ON CONFLICT DO UPDATE that changes the primary key"));
     }
     let exists = format!("{}.{} IS NOT NULL", quote(&target), quote(&def.primary_key[0]));
     let guard = action.selection.as_ref().map(|w| format!(" AND ({})", qualify(w, def, &target))).unwrap_or_default();

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# pgbench against `ebb local` (through its proxy) and PostgreSQL 15 on the
+# same machine: scale 1, select-only with prepared statements and TPC-B, 4
+# clients, plus count/sum over pgbench_accounts at scale 10.
+# Usage: bash benches/pgbench_compare.sh <path/to/ebb> [seconds]   (runs PostgreSQL as user postgres)
+set -euo pipefail
+ebb=${1:?usage: pgbench_compare.sh <path/to/ebb> [seconds]}
+secs=${2:-10}
+bin=/usr/lib/postgresql/15/bin
+dir=$(mktemp -d /tmp/ebb-pgbench.XXXX)
+chown postgres "$dir"
+pg_port=$((20000 + RANDOM % 10000))
+ebb_port=$((30000 + RANDOM % 10000))
+as_pg() { runuser -u postgres -- "$@"; }
+as_pg "$bin/initdb" -D "$dir/pg" -A trust -U postgres >/dev/null
+as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -o "-p $pg_port -k $dir -c max_connections=50" start >/dev/null
+EBB_LOG=warn "$ebb" local --data-dir "$dir/ebb" --listen "127.0.0.1:$ebb_port" --pool-size 1 --idle-timeout 1h >/dev/null &
+ebb_pid=$!
+trap 'kill -TERM $ebb_pid; wait $ebb_pid 2>/dev/null; as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast stop >/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$ebb_port" && break; sleep 0.2; done
+
+tps() { awk '/^tps/ {print $3}'; }
+bench() { # system host port
+  local host=$2 port=$3
+  pgbench -q -i -s 1 -h "$host" -p "$port" -U postgres postgres >/dev/null 2>&1
+  local s t
+  s=$(pgbench -S -M prepared -c 4 -j 2 -T "$secs" -h "$host" -p "$port" -U postgres postgres 2>/dev/null | tps)
+  t=$(pgbench -c 4 -j 2 -T "$secs" -h "$host" -p "$port" -U postgres postgres 2>/dev/null | tps)
+  echo "$1 select_only_tps=$s tpcb_tps=$t"
+}
+bench postgresql15 "$dir" "$pg_port"
+bench ebb 127.0.0.1 "$ebb_port"
+
+scan() { # system host port
+  local host=$2 port=$3
+  pgbench -q -i -s 10 -I dtg -h "$host" -p "$port" -U postgres postgres >/dev/null 2>&1
+  local best=""
+  for _ in 1 2 3; do
+    local t0 t1
+    t0=$(date +%s%N)
+    psql -X -q -h "$host" -p "$port" -U postgres -c "SELECT count(*), sum(abalance) FROM pgbench_accounts" postgres >/dev/null
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / 1000000 ))
+  done | sort -n | sed -n 2p | xargs -I{} echo "$1 count_sum_scale10_median_ms={}"
+}
+scan postgresql15 "$dir" "$pg_port"
+scan ebb 127.0.0.1 "$ebb_port"
