@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,8 @@ pub struct Controller {
     resumes: Mutex<Vec<(Resume, Duration)>>,
     /// Signalled when a compute joins the pool.
     pool_filled: tokio::sync::Notify,
+    /// Set by [`stop_all`](Self::stop_all).
+    stopping: AtomicBool,
 }
 
 impl Controller {
@@ -164,6 +167,7 @@ impl Controller {
             load: Mutex::new(None),
             resumes: Mutex::new(Vec::new()),
             pool_filled: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -188,21 +192,35 @@ impl Controller {
 
     /// A ready compute for `database`: the least-loaded one serving it,
     /// else one claimed from the pool, else a new one.
-    pub async fn acquire(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
+    pub async fn acquire(self: &Arc<Self>, database: &str) -> Result<ComputeInstance, AcquireError> {
         if let Some(i) = self.least_loaded(database) {
             return Ok(i);
         }
+        // Waking runs as a task of its own: a caller that gives up (the
+        // proxy's deadline) must not leave a compute attached but untracked,
+        // or the database marked as resuming.
+        let this = self.clone();
+        let database = database.to_string();
+        tokio::spawn(async move { this.wake(&database).await })
+            .await
+            .map_err(|e| AcquireError::Unavailable(format!("waking failed: {e}")))?
+    }
+
+    fn new_db(&self, now: Instant) -> Db {
+        Db {
+            computes: Vec::new(),
+            autoscaler: Autoscaler::new(self.cfg.autoscaler.clone()),
+            last_active: now,
+            waking: Arc::default(),
+            resuming: false,
+        }
+    }
+
+    async fn wake(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
         let waking = {
             let mut st = self.state();
             let now = Instant::now();
-            let db = st.databases.entry(database.to_string()).or_insert_with(|| Db {
-                computes: Vec::new(),
-                autoscaler: Autoscaler::new(self.cfg.autoscaler.clone()),
-                last_active: now,
-                waking: Arc::default(),
-                resuming: false,
-            });
-            db.waking.clone()
+            st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(now)).waking.clone()
         };
         let _waking = waking.lock().await;
         if let Some(i) = self.least_loaded(database) {
@@ -285,15 +303,16 @@ impl Controller {
                 tracing::info!(%database, compute = %instance.id, resume = ?how, ?took, "compute attached");
                 self.resumes.lock().unwrap_or_else(|p| p.into_inner()).push((how, took));
                 let mut st = self.state();
-                if let Some(db) = st.databases.get_mut(database) {
-                    db.computes.push(Bound { instance: instance.clone(), client, draining: false });
-                    db.last_active = Instant::now();
-                }
+                let now = Instant::now();
+                let db = st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(now));
+                db.computes.push(Bound { instance: instance.clone(), client, draining: false });
+                db.last_active = now;
                 Ok(instance)
             }
             Err(ControlError::UnknownDatabase(_)) => {
                 // Still unbound: back to the pool.
                 self.state().pool.push((instance, client));
+                self.pool_filled.notify_waiters();
                 Err(AcquireError::UnknownDatabase(database.to_string()))
             }
             Err(e) => {
@@ -319,6 +338,9 @@ impl Controller {
 
     /// One look at health and load; acts on what it finds.
     pub async fn tick(self: Arc<Self>, now: Instant) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let sessions = self.sessions();
         let actions = self.decide(now, &sessions);
         for id in &actions.stop {
@@ -356,14 +378,23 @@ impl Controller {
                         None
                     }
                 };
-                {
+                let orphan = {
                     let mut st = this.state();
                     st.starting -= 1;
-                    if let Some(p) = started {
-                        st.pool.push(p);
+                    match started {
+                        // Started while shutting down: nothing would stop it later.
+                        Some((i, _)) if this.stopping.load(Ordering::SeqCst) => Some(i.id),
+                        Some(p) => {
+                            st.pool.push(p);
+                            None
+                        }
+                        None => None,
                     }
+                };
+                match orphan {
+                    Some(id) => this.runtime.stop(&id).await,
+                    None => this.pool_filled.notify_waiters(),
                 }
-                this.pool_filled.notify_waiters();
             });
         }
     }
@@ -435,8 +466,10 @@ impl Controller {
         actions
     }
 
-    /// Stops every compute (shutdown).
+    /// Stops every compute (shutdown); pool computes still starting are
+    /// stopped as soon as they are up.
     pub async fn stop_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let ids: Vec<String> = {
             let mut st = self.state();
             let mut ids: Vec<String> = st.pool.drain(..).map(|(i, _)| i.id).collect();

@@ -85,6 +85,10 @@ fn parse_params(mut b: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
             return Ok(out);
         }
         let (value, rest) = cstr(rest)?;
+        // The proxy checks one value and the compute may read another.
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(ProtocolError::Malformed("a startup parameter is given twice"));
+        }
         out.push((key, value));
         b = rest;
     }
@@ -201,6 +205,8 @@ mod tests {
         unterminated[n - 1] = b'x';
         unterminated[n - 2] = b'x';
         assert!(matches!(read_first_packet(&mut unterminated.as_slice()).await, Err(ProtocolError::Malformed(_))));
+        let twice = startup(&[("user", "alice"), ("user", "postgres")]);
+        assert!(matches!(read_first_packet(&mut twice.as_slice()).await, Err(ProtocolError::Malformed(_))));
         let short = [0, 0, 0, 8, 0];
         assert!(matches!(read_first_packet(&mut short.as_slice()).await, Err(ProtocolError::Io(_))));
     }

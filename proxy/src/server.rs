@@ -65,6 +65,17 @@ enum SessionError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Refused(String),
+    #[error("the client did not finish connecting within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a client may take from connecting to being authenticated
+/// (PostgreSQL's `authentication_timeout` defaults to a minute too).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a handshake step within [`HANDSHAKE_TIMEOUT`].
+async fn handshake<T>(step: impl std::future::Future<Output = Result<T, SessionError>>) -> Result<T, SessionError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, step).await.map_err(|_| SessionError::Timeout(HANDSHAKE_TIMEOUT))?
 }
 
 const FATAL: &str = "FATAL";
@@ -106,44 +117,35 @@ impl Proxy {
     }
 
     async fn session(&self, mut client: TcpStream) -> Result<(), SessionError> {
-        let first = protocol::read_first_packet(&mut client).await;
+        // On the plain socket: decline GSS encryption (libpq may ask for it
+        // before SSL); an SSLRequest upgrades when TLS is configured.
+        let first = handshake(async {
+            loop {
+                match protocol::read_first_packet(&mut client).await {
+                    Ok(FirstPacket::GssEnc) => client.write_all(b"N").await?,
+                    other => return Ok(other),
+                }
+            }
+        })
+        .await?;
         if let (Ok(FirstPacket::Ssl), Some(tls)) = (&first, &self.cfg.tls) {
             client.write_all(b"S").await?;
-            let client = tls.accept(client).await?;
+            let client = handshake(async { Ok(tls.accept(client).await?) }).await?;
             return self.negotiate(client, None).await;
         }
         self.negotiate(client, Some(first)).await
     }
 
     /// Reads packets up to the startup message (answering SSL and GSS
-    /// requests with `N`), then serves the session.
-    async fn negotiate<S>(&self, mut client: S, mut pending: Option<Result<FirstPacket, protocol::ProtocolError>>) -> Result<(), SessionError>
+    /// requests with `N`) and authenticates, within [`HANDSHAKE_TIMEOUT`];
+    /// then serves the session.
+    async fn negotiate<S>(&self, mut client: S, pending: Option<Result<FirstPacket, protocol::ProtocolError>>) -> Result<(), SessionError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let startup = loop {
-            let packet = match pending.take() {
-                Some(p) => p,
-                None => protocol::read_first_packet(&mut client).await,
-            };
-            match packet {
-                Ok(FirstPacket::Ssl | FirstPacket::GssEnc) => client.write_all(b"N").await?,
-                Ok(FirstPacket::Cancel { pid, secret }) => return self.forward_cancel(pid, &secret).await,
-                Ok(p @ FirstPacket::Startup { .. }) => break p,
-                Err(e) => {
-                    let _ = client.write_all(&protocol::error_response(FATAL, "08P01", &e.to_string())).await;
-                    return Err(e.into());
-                }
-            }
+        let Some((startup, database)) = handshake(self.open(&mut client, pending)).await? else {
+            return Ok(());
         };
-        let user = startup.param("user").unwrap_or("postgres").to_string();
-        let database = startup.param("database").unwrap_or(&user).to_string();
-        if let Auth::Scram(roles) = &self.cfg.auth
-            && let Err(e) = auth::authenticate(&mut client, roles.as_ref(), &user, &database).await
-        {
-            let _ = client.write_all(&protocol::error_response(FATAL, e.sqlstate, &e.message)).await;
-            return Err(SessionError::Refused(e.message));
-        }
         let FirstPacket::Startup { raw, .. } = &startup else { unreachable!("loop breaks on Startup only") };
         let deadline = Instant::now() + self.cfg.wake_timeout;
         let (route, compute, key) = loop {
@@ -155,7 +157,11 @@ impl Proxy {
                 }
             };
             compute.write_all(raw).await?;
-            match relay_startup(&mut compute, &mut client).await {
+            let answer_within = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
+            let answered = tokio::time::timeout(answer_within, relay_startup(&mut compute, &mut client))
+                .await
+                .unwrap_or_else(|_| Err(StartupError::Retry(format!("no answer to the startup message within {answer_within:?}"))));
+            match answered {
                 Ok(key) => break (route, compute, key),
                 // Nothing reached the client yet: try another compute.
                 Err(StartupError::Retry(why)) => {
@@ -176,6 +182,46 @@ impl Proxy {
             self.cancels.remove(*pid, secret);
         }
         result
+    }
+
+    /// Reads the startup message and authenticates the client; returns it
+    /// with the database asked for. `None` when the connection was a cancel
+    /// request (already forwarded).
+    async fn open<S>(
+        &self,
+        client: &mut S,
+        mut pending: Option<Result<FirstPacket, protocol::ProtocolError>>,
+    ) -> Result<Option<(FirstPacket, String)>, SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let startup = loop {
+            let packet = match pending.take() {
+                Some(p) => p,
+                None => protocol::read_first_packet(client).await,
+            };
+            match packet {
+                Ok(FirstPacket::Ssl | FirstPacket::GssEnc) => client.write_all(b"N").await?,
+                Ok(FirstPacket::Cancel { pid, secret }) => {
+                    self.forward_cancel(pid, &secret).await?;
+                    return Ok(None);
+                }
+                Ok(p @ FirstPacket::Startup { .. }) => break p,
+                Err(e) => {
+                    let _ = client.write_all(&protocol::error_response(FATAL, "08P01", &e.to_string())).await;
+                    return Err(e.into());
+                }
+            }
+        };
+        let user = startup.param("user").unwrap_or("postgres").to_string();
+        let database = startup.param("database").unwrap_or(&user).to_string();
+        if let Auth::Scram(roles) = &self.cfg.auth
+            && let Err(e) = auth::authenticate(client, roles.as_ref(), &user, &database).await
+        {
+            let _ = client.write_all(&protocol::error_response(FATAL, e.sqlstate, &e.message)).await;
+            return Err(SessionError::Refused(e.message));
+        }
+        Ok(Some((startup, database)))
     }
 
     /// Acquires a compute for `database` and connects to it, retrying until

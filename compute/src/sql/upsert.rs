@@ -42,7 +42,9 @@ pub fn check_target(def: &TableDef, target: Option<&ConflictTarget>) -> Result<(
             key.sort_unstable();
             !pk.is_empty() && named == key
         }
-        Some(ConflictTarget::OnConstraint(name)) => object_name(name).is_ok_and(|(_, n)| n == format!("{}_pkey", def.name)),
+        Some(ConflictTarget::OnConstraint(name)) => {
+            !pk.is_empty() && object_name(name).is_ok_and(|(_, n)| n == format!("{}_pkey", def.name))
+        }
         None => false,
     };
     if ok {

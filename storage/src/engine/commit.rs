@@ -234,17 +234,18 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             }
         }
         if let Err(e) = db.check_owned() {
-            for j in jobs {
-                let _ = j.reply.send(Err(match &e {
-                    StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
-                    _ => StorageError::Poisoned(db.name.clone()),
-                }));
-            }
+            refuse(&db, jobs, &e);
             continue;
         }
         let ddl = jobs.iter().any(CommitJob::is_ddl);
         if ddl {
             pipeline.drain(&db).await;
+            // A group that failed while draining leaves the database fenced
+            // or poisoned; the DDL must not be validated against that state.
+            if let Err(e) = db.check_owned() {
+                refuse(&db, jobs, &e);
+                continue;
+            }
         }
         // Validate and assign timestamps.
         let mut group = Group { accepted: Vec::with_capacity(jobs.len()), commits: Vec::new(), keys: Vec::new(), seq: 0 };
@@ -293,6 +294,16 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
     }
 }
 
+/// Answers commits the database can no longer take (fenced or poisoned).
+fn refuse(db: &Database, jobs: Vec<CommitJob>, why: &StorageError) {
+    for j in jobs {
+        let _ = j.reply.send(Err(match why {
+            StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
+            _ => StorageError::Poisoned(db.name.clone()),
+        }));
+    }
+}
+
 /// Applies a group whose durability step ended with `durable`, and answers
 /// its commits. Returns `false` if the database can take no more commits.
 fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
@@ -314,9 +325,10 @@ fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
             tracing::error!(database = %db.name, error = %e, "commit group failed");
             db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
             let msg = e.to_string();
+            // Shutting down here means a put was still being retried: an
+            // earlier attempt may have landed, so the outcome is unknown.
             group.fail(|| match &e {
                 StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
-                StorageError::ShuttingDown => StorageError::ShuttingDown,
                 _ => StorageError::CommitOutcomeUnknown(msg.clone()),
             });
             if !matches!(e, StorageError::Fenced(_) | StorageError::ShuttingDown) {
