@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pgbench against `ebb local` (through its proxy) and PostgreSQL 15 on the
 # same machine: scale 1, select-only with prepared statements and TPC-B, 4
-# clients, plus count/sum over pgbench_accounts at scale 10.
+# clients, plus count/sum over pgbench_accounts at scale 10. Both over TCP
+# on 127.0.0.1 (ebb is reached through its proxy).
 # Usage: bash benches/pgbench_compare.sh <path/to/ebb> [seconds]   (runs PostgreSQL as user postgres)
 set -euo pipefail
 ebb=${1:?usage: pgbench_compare.sh <path/to/ebb> [seconds]}
@@ -28,7 +29,7 @@ bench() { # system host port
   t=$(pgbench -c 4 -j 2 -T "$secs" -h "$host" -p "$port" -U postgres postgres 2>/dev/null | tps)
   echo "$1 select_only_tps=$s tpcb_tps=$t"
 }
-bench postgresql15 "$dir" "$pg_port"
+bench postgresql15 127.0.0.1 "$pg_port"
 bench ebb 127.0.0.1 "$ebb_port"
 
 scan() { # system host port
@@ -43,5 +44,5 @@ scan() { # system host port
     echo $(( (t1 - t0) / 1000000 ))
   done | sort -n | sed -n 2p | xargs -I{} echo "$1 count_sum_scale10_median_ms={}"
 }
-scan postgresql15 "$dir" "$pg_port"
+scan postgresql15 127.0.0.1 "$pg_port"
 scan ebb 127.0.0.1 "$ebb_port"
