@@ -144,6 +144,23 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The process (among `pids`) listening on TCP `port`: its socket inode
+/// from /proc/net/tcp, found among each process's open descriptors.
+fn pid_listening_on(port: u16, pids: &[u32]) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
+        (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let wanted = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == wanted)))
+            .unwrap_or(false)
+    })
+}
+
 fn database<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
     status["databases"].as_array()?.iter().find(|d| d["name"] == name)
 }
@@ -424,4 +441,33 @@ async fn cancel_requests_reach_the_compute_through_the_proxy() {
     // The session is still usable.
     let rows = c.simple_query("SELECT 1").await.expect("after cancel");
     assert!(!rows.is_empty());
+}
+
+/// `kill -9` of the compute serving one database: its session gets an
+/// error, a session of another database (on another compute) carries on,
+/// and the next connection gets a replacement.
+#[tokio::test]
+async fn killing_one_compute_leaves_other_sessions_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "0"]).await;
+    let admin = local.connect().await;
+    admin.batch_execute("CREATE DATABASE other").await.expect("create database");
+    let other = local.connect_to("other").await.expect("connect other");
+    other.batch_execute("CREATE TABLE o (id int PRIMARY KEY); INSERT INTO o VALUES (1)").await.expect("other data");
+    let s = local
+        .wait_status("two databases running", Duration::from_secs(10), |s| {
+            ["postgres", "other"].iter().all(|d| database(s, d).is_some_and(|d| d["replicas"] == 1))
+        })
+        .await;
+    let addr = database(&s, "postgres").and_then(|d| d["computes"][0].as_str()).expect("postgres compute address").to_string();
+    let port: u16 = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
+    let victim = pid_listening_on(port, &local.compute_pids()).expect("the compute serving postgres");
+    let _ = Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+    let r = tokio::time::timeout(Duration::from_secs(10), admin.simple_query("select 1")).await.expect("no hang");
+    assert!(r.is_err(), "the killed compute's session fails");
+    let n: i64 = other.query_one("select count(*) from o", &[]).await.expect("the other database's session carries on").get(0);
+    assert_eq!(n, 1);
+    let again = local.connect().await;
+    again.simple_query("select 1").await.expect("a replacement serves postgres");
+    assert!(!local.compute_pids().contains(&victim));
 }
