@@ -34,19 +34,17 @@ enum Role {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Role::Status(args) = cli.role {
-        return status_cmd::run(args);
-    }
+    let config = cli.config.as_deref();
+    // `ebb status` only reads a file: no logging set-up, no runtime.
+    let serve = match cli.role {
+        Role::Status(args) => return status_cmd::run(args),
+        Role::Local(args) => Box::pin(local_cmd::run(args)) as std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>,
+        Role::Storage(args) => Box::pin(storage_cmd::run(args, config)),
+        Role::Compute(args) => Box::pin(compute_cmd::run(args, config)),
+    };
     ebb_common::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        match cli.role {
-            Role::Local(args) => local_cmd::run(args).await,
-            Role::Status(_) => unreachable!("handled before the runtime starts"),
-            Role::Storage(args) => storage_cmd::run(args, cli.config.as_deref()).await,
-            Role::Compute(args) => compute_cmd::run(args, cli.config.as_deref()).await,
-        }
-    })
+    runtime.block_on(serve)
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

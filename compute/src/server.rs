@@ -8,6 +8,7 @@ use std::sync::Arc;
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
+use ebb_proto::COMPUTE_READY_LINE_PREFIX;
 use ebb_proto::control::compute_control_server::ComputeControlServer;
 
 use crate::binding::Binding;
@@ -15,10 +16,6 @@ use crate::control::ControlService;
 use crate::error::{ComputeError, Result};
 use crate::pg::{Connection, Shared};
 use crate::storage_client::StorageClient;
-
-/// Start of the line a compute prints on stdout once it listens:
-/// `EBB_COMPUTE_READY pg=ADDR [control=ADDR]`.
-pub const READY_LINE_PREFIX: &str = "EBB_COMPUTE_READY";
 
 /// Settings of the compute role.
 #[derive(Debug, Clone)]
@@ -86,8 +83,8 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
     // A machine-readable line for whoever started this process (the
     // `process` runtime of `ebb local` waits for it).
     match control_addr {
-        Some(c) => println!("{READY_LINE_PREFIX} pg={pg_addr} control={c}"),
-        None => println!("{READY_LINE_PREFIX} pg={pg_addr}"),
+        Some(c) => println!("{COMPUTE_READY_LINE_PREFIX} pg={pg_addr} control={c}"),
+        None => println!("{COMPUTE_READY_LINE_PREFIX} pg={pg_addr}"),
     }
     tokio::pin!(shutdown);
     loop {

@@ -10,13 +10,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ebb_proto::COMPUTE_READY_LINE_PREFIX;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::runtime::{ComputeInstance, Runtime, RuntimeError};
 
-/// What the ready line of a compute starts with (see `ebb_compute::server`).
-pub const READY_LINE_PREFIX: &str = "EBB_COMPUTE_READY";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs computes as child processes.
@@ -45,7 +44,7 @@ impl ProcessRuntime {
 
 /// Parses `EBB_COMPUTE_READY pg=ADDR control=ADDR`.
 pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.trim().strip_prefix(READY_LINE_PREFIX)?;
+    let rest = line.trim().strip_prefix(COMPUTE_READY_LINE_PREFIX)?;
     let mut pg = None;
     let mut control = None;
     for part in rest.split_whitespace() {

@@ -16,6 +16,11 @@ pub mod control {
     tonic::include_proto!("ebb.control.v1");
 }
 
+/// Start of the line a compute prints on stdout once it listens,
+/// `EBB_COMPUTE_READY pg=ADDR [control=ADDR]`; the `process` runtime of the
+/// controller waits for it.
+pub const COMPUTE_READY_LINE_PREFIX: &str = "EBB_COMPUTE_READY";
+
 /// gRPC metadata key carrying the PostgreSQL SQLSTATE of an error.
 pub const SQLSTATE_METADATA_KEY: &str = "ebb-sqlstate";
 

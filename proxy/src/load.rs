@@ -14,8 +14,6 @@ pub struct ComputeLoad {
     pub sessions: u64,
     /// Queries sent and not yet answered with ReadyForQuery.
     pub in_flight: u64,
-    /// Queries answered since the proxy started.
-    pub queries_total: u64,
 }
 
 /// Counters for every compute with sessions.
@@ -38,11 +36,16 @@ impl LoadTable {
     }
 
     /// A session to `compute` ended, with `unanswered` queries still open.
+    /// A compute without sessions leaves the table (computes come and go).
     pub fn session_closed(&self, compute: &str, unanswered: u64) {
-        self.with(compute, |l| {
+        let mut map = self.computes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get_mut(compute) {
             l.sessions = l.sessions.saturating_sub(1);
             l.in_flight = l.in_flight.saturating_sub(unanswered);
-        });
+            if l.sessions == 0 {
+                map.remove(compute);
+            }
+        }
     }
 
     /// The client sent a query (`Q`) or a Sync (`S`).
@@ -52,19 +55,31 @@ impl LoadTable {
 
     /// The compute answered with ReadyForQuery.
     pub fn query_answered(&self, compute: &str) {
-        self.with(compute, |l| {
-            l.in_flight = l.in_flight.saturating_sub(1);
-            l.queries_total += 1;
-        });
-    }
-
-    /// Forgets a compute that is gone.
-    pub fn remove(&self, compute: &str) {
-        self.computes.lock().unwrap_or_else(|p| p.into_inner()).remove(compute);
+        self.with(compute, |l| l.in_flight = l.in_flight.saturating_sub(1));
     }
 
     /// A copy of every compute's counters.
     pub fn snapshot(&self) -> HashMap<String, ComputeLoad> {
         self.computes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_sessions_and_queries_and_forgets_idle_computes() {
+        let t = LoadTable::default();
+        t.session_opened("c1", "app");
+        t.session_opened("c1", "app");
+        t.query_sent("c1");
+        t.query_sent("c1");
+        t.query_answered("c1");
+        assert_eq!(t.snapshot()["c1"], ComputeLoad { database: "app".into(), sessions: 2, in_flight: 1 });
+        t.session_closed("c1", 1);
+        assert_eq!(t.snapshot()["c1"].in_flight, 0);
+        t.session_closed("c1", 0);
+        assert!(t.snapshot().is_empty(), "a compute without sessions is forgotten");
     }
 }

@@ -244,3 +244,39 @@ async fn returning_with_prepared_statements() {
     let left: i64 = c.query_one("SELECT count(*) FROM items", &[]).await.expect("count").get(0);
     assert_eq!(left, 0);
 }
+
+/// The control service of an unbound compute: sessions wait for `attach`,
+/// `stats` counts them, a bound compute is never rebound, `drain` turns new
+/// sessions away while open ones carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_service_attaches_counts_and_drains() {
+    use ebb_proto::control::compute_control_client::ComputeControlClient;
+    use ebb_proto::control::{AttachRequest, DrainRequest, StatsRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("objects").display());
+    let storage = StorageProc::start(&store, &dir.path().join("cache"), &[], &[]).await;
+    let control_addr = format!("127.0.0.1:{}", free_port());
+    let compute = ComputeProc::start(&storage, dir.path(), &["--control-listen", &control_addr]).await;
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", compute.port);
+    let unbound = tokio_postgres::connect(&conninfo, NoTls).await.err().expect("unbound compute refuses sessions");
+    assert_eq!(sqlstate(&unbound), "57P03");
+
+    let mut control = ComputeControlClient::connect(format!("http://{control_addr}")).await.expect("control service");
+    let missing = control.attach(AttachRequest { database: "nosuch".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    control.attach(AttachRequest { database: "postgres".into() }).await.expect("attach");
+    let c = compute.connect().await;
+    c.simple_query("SELECT 1").await.expect("bound compute serves");
+    let stats = control.stats(StatsRequest {}).await.expect("stats").into_inner();
+    assert_eq!((stats.database.as_str(), stats.connections, stats.draining), ("postgres", 1, false));
+    assert!(stats.memory_bytes > 0);
+    c.batch_execute("CREATE DATABASE other").await.expect("create database");
+    let rebind = control.attach(AttachRequest { database: "other".into() }).await.unwrap_err();
+    assert_eq!(rebind.code(), tonic::Code::FailedPrecondition, "{rebind:?}");
+
+    let open = control.drain(DrainRequest {}).await.expect("drain").into_inner().connections;
+    assert_eq!(open, 1);
+    let refused = tokio_postgres::connect(&conninfo, NoTls).await.err().expect("a draining compute refuses new sessions");
+    assert_eq!(sqlstate(&refused), "57P03");
+    c.simple_query("SELECT 1").await.expect("an open session carries on while draining");
+}

@@ -471,3 +471,25 @@ async fn killing_one_compute_leaves_other_sessions_running() {
     again.simple_query("select 1").await.expect("a replacement serves postgres");
     assert!(!local.compute_pids().contains(&victim));
 }
+
+/// Computes started by `ebb local` exit on their own when it is killed
+/// with SIGKILL (and so cannot stop them).
+#[tokio::test]
+async fn computes_exit_when_ebb_local_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
+    let c = local.connect().await;
+    c.simple_query("SELECT 1").await.expect("query");
+    let pids = local.compute_pids();
+    assert!(!pids.is_empty());
+    let _ = local.child.kill();
+    let _ = local.child.wait();
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(alive) {
+        assert!(Instant::now() < deadline, "computes outlived a killed ebb local: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -29,7 +29,7 @@ use crate::storage_client::table_write;
 /// The hidden row-id column of tables without a primary key.
 pub const ROWID: &str = "_rowid";
 
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -455,7 +455,7 @@ async fn update_rows(
 
 /// Positions of the key (primary-key columns, or the row id after the
 /// table's columns) in a row laid out like the table.
-fn key_positions(def: &TableDef) -> Vec<usize> {
+pub(crate) fn key_positions(def: &TableDef) -> Vec<usize> {
     if def.primary_key.is_empty() {
         return vec![def.columns.len()];
     }
@@ -463,7 +463,7 @@ fn key_positions(def: &TableDef) -> Vec<usize> {
 }
 
 /// The first row of `batch` for each distinct value of the `key` columns.
-fn first_per_key(batch: &RecordBatch, key: &[usize]) -> Result<RecordBatch> {
+pub(crate) fn first_per_key(batch: &RecordBatch, key: &[usize]) -> Result<RecordBatch> {
     let mut seen = std::collections::HashSet::new();
     let mut keep = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {

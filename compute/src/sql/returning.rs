@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::SelectItem;
 use ebb_proto::storage::TableDef;
 
+use super::dml::quote;
 use crate::error::{ComputeError, Result};
 use crate::table::table_schema;
 
@@ -56,7 +57,7 @@ pub async fn evaluate(
     let table = MemTable::try_new(rows.schema(), vec![vec![rows]])?;
     ctx.register_table(datafusion::common::TableReference::bare(def.name.as_str()), Arc::new(table))?;
     let list = items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-    let from = format!("\"{}\"{}", def.name.replace('"', "\"\""), alias.map(|a| format!(" AS \"{}\"", a.replace('"', "\"\""))).unwrap_or_default());
+    let from = format!("{}{}", quote(&def.name), alias.map(|a| format!(" AS {}", quote(a))).unwrap_or_default());
     let mut df = ctx.sql(&format!("SELECT {list} FROM {from}")).await?;
     if !params.is_empty() {
         df = df.with_param_values(params.to_vec())?;

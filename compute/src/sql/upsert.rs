@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{ConflictTarget, DoUpdate, Expr, Ident, vis
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::object_name;
+use super::dml::{first_per_key, key_positions, quote};
 use super::returning::table_rows;
 use crate::error::{ComputeError, Result};
 use crate::session::Session;
@@ -26,10 +27,6 @@ use crate::storage_client::table_write;
 
 const NEW_ROW: &str = "__ebb_new_row";
 const EXCLUDED: &str = "excluded";
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// Checks that the conflict target is the primary key.
 pub fn check_target(def: &TableDef, target: Option<&ConflictTarget>) -> Result<()> {
@@ -141,22 +138,11 @@ pub async fn upsert(
 
 /// PostgreSQL refuses to update one row twice in a statement (21000).
 fn check_distinct_keys(def: &TableDef, rows: &RecordBatch) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    for i in 0..rows.num_rows() {
-        let key: Vec<String> = def
-            .primary_key
-            .iter()
-            .map(|k| {
-                let col = rows.column_by_name(k).ok_or_else(|| ComputeError::Internal(format!("no key column {k}")))?;
-                Ok(ScalarValue::try_from_array(col, i)?.to_string())
-            })
-            .collect::<Result<_>>()?;
-        if !seen.insert(key) {
-            return Err(ComputeError::invalid(
-                "21000",
-                "ON CONFLICT DO UPDATE command cannot affect row a second time: the proposed rows repeat a key",
-            ));
-        }
+    if first_per_key(rows, &key_positions(def))?.num_rows() != rows.num_rows() {
+        return Err(ComputeError::invalid(
+            "21000",
+            "ON CONFLICT DO UPDATE command cannot affect row a second time: the proposed rows repeat a key",
+        ));
     }
     Ok(())
 }
