@@ -15,18 +15,14 @@ use ebb_operator::autoscaler::AutoscalerConfig;
 use ebb_operator::controller::{AcquireError, LoadSource};
 use ebb_operator::process::ProcessRuntime;
 use ebb_operator::{Controller, ControllerConfig};
-use ebb_proxy::auth::{RoleInfo, Roles};
 use ebb_proxy::server::Auth as ProxyAuth;
 use ebb_proxy::{Proxy, ProxyConfig, Route, RouteError, Router};
 use ebb_storage::engine::EngineConfig;
 use ebb_storage::server::ServerConfig;
-use ebb_common::scram::Verifier;
-use ebb_proto::storage::storage_client::StorageClient;
-use ebb_proto::storage::{GetRoleRequest, ListRolesRequest, PutRoleRequest, Role};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 use crate::local_metrics::LocalMetrics;
+use crate::storage_roles::StorageRoles;
 use crate::status_cmd::{self, StatusFile};
 
 /// How the proxy authenticates clients.
@@ -108,72 +104,6 @@ struct ProxyLoad(Arc<Proxy>);
 impl LoadSource for ProxyLoad {
     fn sessions(&self) -> HashMap<String, u64> {
         self.0.load().snapshot().into_iter().map(|(id, l)| (id, l.sessions)).collect()
-    }
-}
-
-/// The cluster's roles, read from storage for the proxy.
-struct StorageRoles(StorageClient<Channel>);
-
-impl StorageRoles {
-    /// Connects to storage, waiting up to a minute for it to open.
-    async fn connect(url: &str) -> anyhow::Result<Self> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(c) = StorageClient::connect(url.to_string()).await
-                && c.clone().list_roles(ListRolesRequest {}).await.is_ok()
-            {
-                return Ok(Self(c));
-            }
-            if std::time::Instant::now() >= deadline {
-                bail!("storage did not answer at {url}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// First start: creates the `postgres` superuser with `password`, or a
-    /// generated one that is printed once.
-    async fn bootstrap(&self, password: Option<&str>) -> anyhow::Result<()> {
-        let mut c = self.0.clone();
-        if c.get_role(GetRoleRequest { name: "postgres".into() }).await?.into_inner().role.is_some() {
-            return Ok(());
-        }
-        let generated;
-        let password = match password {
-            Some(p) => p,
-            None => {
-                generated = generate_password();
-                println!("Created role \"postgres\" (superuser) with password: {generated}\n  It is shown only this once; change it with ALTER ROLE postgres PASSWORD '…'.");
-                &generated
-            }
-        };
-        let role = Role {
-            name: "postgres".into(),
-            login: true,
-            superuser: true,
-            password_verifier: Verifier::new(password).to_text(),
-            connect: Vec::new(),
-        };
-        c.put_role(PutRoleRequest { role: Some(role), create: true }).await.context("creating role postgres")?;
-        Ok(())
-    }
-}
-
-fn generate_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
-#[async_trait::async_trait]
-impl Roles for StorageRoles {
-    async fn role(&self, name: &str) -> Result<Option<RoleInfo>, String> {
-        let r = self.0.clone().get_role(GetRoleRequest { name: name.into() }).await.map_err(|e| e.message().to_string())?;
-        Ok(r.into_inner().role.map(|r| RoleInfo {
-            login: r.login,
-            superuser: r.superuser,
-            verifier: Some(r.password_verifier).filter(|v| !v.is_empty()),
-            connect: r.connect,
-        }))
     }
 }
 

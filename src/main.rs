@@ -1,10 +1,14 @@
 //! The one `ebb` binary: parses the command line and starts a role.
 
 mod compute_cmd;
+mod crd_cmd;
 mod local_cmd;
 mod local_metrics;
+mod operator_cmd;
+mod proxy_cmd;
 mod status_cmd;
 mod storage_cmd;
+mod storage_roles;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +34,12 @@ enum Role {
     Storage(storage_cmd::StorageArgs),
     /// Run a compute node (PostgreSQL protocol, SQL over DataFusion).
     Compute(compute_cmd::ComputeArgs),
+    /// Run a proxy in front of computes the operator's broker hands out (Kubernetes).
+    Proxy(proxy_cmd::ProxyArgs),
+    /// Run the Kubernetes operator (EbbCluster and Database resources).
+    Operator(operator_cmd::OperatorArgs),
+    /// Print the CustomResourceDefinitions.
+    Crd,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,9 +48,12 @@ fn main() -> anyhow::Result<()> {
     // `ebb status` only reads a file: no logging set-up, no runtime.
     let serve = match cli.role {
         Role::Status(args) => return status_cmd::run(args),
+        Role::Crd => return crd_cmd::run(),
         Role::Local(args) => Box::pin(local_cmd::run(args)) as std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>,
         Role::Storage(args) => Box::pin(storage_cmd::run(args, config)),
         Role::Compute(args) => Box::pin(compute_cmd::run(args, config)),
+        Role::Proxy(args) => Box::pin(proxy_cmd::run(args)),
+        Role::Operator(args) => Box::pin(operator_cmd::run(args)),
     };
     ebb_common::telemetry::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

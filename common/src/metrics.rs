@@ -1,4 +1,4 @@
-//! The Prometheus `/metrics` HTTP endpoint.
+//! The Prometheus `/metrics` HTTP endpoint (and `/healthz`).
 
 use std::future::Future;
 
@@ -9,15 +9,18 @@ use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-/// Serves `registry` at `/metrics` until `shutdown` resolves.
+/// Serves `registry` at `/metrics`, and `/healthz` (answers `ok` while the
+/// process runs: for liveness probes), until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move { render(&registry) }
-        }),
-    );
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { render(&registry) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "metrics endpoint failed");
     }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Autoscaler settings of one database.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AutoscalerConfig {
     /// Target concurrent sessions per compute.
     pub target: f64,

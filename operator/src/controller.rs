@@ -2,7 +2,8 @@
 //! and a periodic tick that notices dead computes, refills the pool, scales
 //! databases with their load, drains before scale-in and scales idle
 //! databases to zero. Runtime-agnostic: the same code drives processes
-//! (`ebb local`) and, to come, pods.
+//! (`ebb local`) and pods (`ebb operator`). Load comes from the proxy when
+//! it runs in the same process, else from the computes' own stats.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +18,9 @@ use crate::runtime::{ComputeInstance, Runtime};
 /// How long `acquire` waits for a pool compute that is starting before it
 /// starts one of its own.
 const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the tick waits for a compute's stats.
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Controller settings.
 #[derive(Debug, Clone)]
@@ -39,6 +43,25 @@ impl Default for ControllerConfig {
             autoscaler: AutoscalerConfig::default(),
             tick: Duration::from_millis(500),
         }
+    }
+}
+
+/// Settings of one database (a Kubernetes `Database` sets its own; `ebb
+/// local` uses the controller's defaults for every database).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// Computes kept even without sessions; 0 lets it scale to zero.
+    pub min_replicas: u32,
+    /// With `min_replicas` 0: no sessions for this long scales it to zero.
+    pub idle_timeout: Duration,
+    /// Scaling while it has sessions (its `min_replicas` is at least 1).
+    pub autoscaler: AutoscalerConfig,
+}
+
+impl ControllerConfig {
+    /// The settings of a database that sets none of its own.
+    pub fn database_defaults(&self) -> DatabaseConfig {
+        DatabaseConfig { min_replicas: 0, idle_timeout: self.idle_timeout, autoscaler: self.autoscaler.clone() }
     }
 }
 
@@ -118,6 +141,7 @@ struct Bound {
 }
 
 struct Db {
+    cfg: DatabaseConfig,
     computes: Vec<Bound>,
     autoscaler: Autoscaler,
     last_active: Instant,
@@ -132,6 +156,8 @@ struct State {
     pool: Vec<(ComputeInstance, ControlClient)>,
     starting: usize,
     databases: HashMap<String, Db>,
+    /// Settings of databases configured one by one.
+    configs: HashMap<String, DatabaseConfig>,
 }
 
 /// Things a tick decided to do outside the state lock.
@@ -149,6 +175,8 @@ pub struct Controller {
     cfg: ControllerConfig,
     state: Mutex<State>,
     load: Mutex<Option<Arc<dyn LoadSource>>>,
+    /// Sessions per compute from the computes' stats, when no load source is set.
+    polled: Mutex<HashMap<String, u64>>,
     /// Every resume: how it was served and how long it took.
     resumes: Mutex<Vec<(Resume, Duration)>>,
     /// Signalled when a compute joins the pool.
@@ -165,6 +193,7 @@ impl Controller {
             cfg,
             state: Mutex::new(State::default()),
             load: Mutex::new(None),
+            polled: Mutex::new(HashMap::new()),
             resumes: Mutex::new(Vec::new()),
             pool_filled: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
@@ -182,7 +211,72 @@ impl Controller {
 
     fn sessions(&self) -> HashMap<String, u64> {
         let source = self.load.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        source.map(|s| s.sessions()).unwrap_or_default()
+        match source {
+            Some(s) => s.sessions(),
+            None => self.polled.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// Without a load source, asks every bound compute for its sessions.
+    async fn poll_stats(&self) {
+        if self.load.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        let clients: Vec<(String, ControlClient)> = {
+            let st = self.state();
+            st.databases.values().flat_map(|d| d.computes.iter().map(|c| (c.instance.id.clone(), c.client.clone()))).collect()
+        };
+        let ids: std::collections::HashSet<String> = clients.iter().map(|(id, _)| id.clone()).collect();
+        let polls = clients.into_iter().map(|(id, client)| async move {
+            match tokio::time::timeout(STATS_TIMEOUT, client.stats()).await {
+                Ok(Ok(stats)) => Some((id, stats.connections)),
+                Ok(Err(e)) => {
+                    tracing::debug!(compute = %id, error = %e, "stats failed; keeping its last count");
+                    None
+                }
+                Err(_) => None,
+            }
+        });
+        let fresh = futures::future::join_all(polls).await;
+        let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
+        // A compute that did not answer keeps its last count: a draining
+        // one must not look idle because one poll failed.
+        polled.retain(|id, _| ids.contains(id));
+        polled.extend(fresh.into_iter().flatten());
+    }
+
+    /// Sets the settings of `database` (they apply from the next tick; a
+    /// changed autoscaler starts from fresh samples). A database with
+    /// `min_replicas` > 0 is brought up to it even without sessions.
+    pub fn configure_database(&self, database: &str, cfg: DatabaseConfig) {
+        let now = Instant::now();
+        let mut st = self.state();
+        st.configs.insert(database.to_string(), cfg.clone());
+        if let Some(db) = st.databases.get_mut(database) {
+            if db.cfg.autoscaler != cfg.autoscaler {
+                db.autoscaler = Autoscaler::new(cfg.autoscaler.clone());
+            }
+            db.cfg = cfg;
+        } else if cfg.min_replicas > 0 {
+            let db = self.new_db(cfg, now);
+            st.databases.insert(database.to_string(), db);
+        }
+    }
+
+    /// Forgets `database` (its resource was deleted): its computes are stopped.
+    pub async fn remove_database(&self, database: &str) {
+        let ids: Vec<String> = {
+            let mut st = self.state();
+            st.configs.remove(database);
+            st.databases.remove(database).map(|d| d.computes.into_iter().map(|c| c.instance.id).collect()).unwrap_or_default()
+        };
+        for id in ids {
+            self.runtime.stop(&id).await;
+        }
+    }
+
+    fn config_of(&self, st: &State, database: &str) -> DatabaseConfig {
+        st.configs.get(database).cloned().unwrap_or_else(|| self.cfg.database_defaults())
     }
 
     /// Resumes recorded so far (and clears them): for metrics.
@@ -206,10 +300,11 @@ impl Controller {
             .map_err(|e| AcquireError::Unavailable(format!("waking failed: {e}")))?
     }
 
-    fn new_db(&self, now: Instant) -> Db {
+    fn new_db(&self, cfg: DatabaseConfig, now: Instant) -> Db {
         Db {
+            autoscaler: Autoscaler::new(cfg.autoscaler.clone()),
+            cfg,
             computes: Vec::new(),
-            autoscaler: Autoscaler::new(self.cfg.autoscaler.clone()),
             last_active: now,
             waking: Arc::default(),
             resuming: false,
@@ -220,7 +315,8 @@ impl Controller {
         let waking = {
             let mut st = self.state();
             let now = Instant::now();
-            st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(now)).waking.clone()
+            let cfg = self.config_of(&st, database);
+            st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(cfg, now)).waking.clone()
         };
         let _waking = waking.lock().await;
         if let Some(i) = self.least_loaded(database) {
@@ -259,7 +355,10 @@ impl Controller {
     /// A pool compute: one that is ready, else one that is being started
     /// (waiting for it is faster than starting another); `None` when the
     /// pool is empty and not refilling.
-    async fn claim_from_pool(&self) -> Option<(ComputeInstance, ControlClient, Resume)> {
+    async fn claim_from_pool(&self, database: &str) -> Option<(ComputeInstance, ControlClient, Resume)> {
+        if self.runtime.keeps_pool() {
+            return self.claim_from_runtime(database).await;
+        }
         let deadline = Instant::now() + POOL_WAIT;
         let mut how = Resume::PoolHit;
         loop {
@@ -281,10 +380,30 @@ impl Controller {
         }
     }
 
+    /// A compute claimed from the runtime's own pool.
+    async fn claim_from_runtime(&self, database: &str) -> Option<(ComputeInstance, ControlClient, Resume)> {
+        let instance = match self.runtime.claim(database).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%database, error = %e, "claiming a warm compute failed; starting one");
+                return None;
+            }
+        };
+        match ControlClient::connect(instance.control_addr).await {
+            Ok(c) => Some((instance, c, Resume::PoolHit)),
+            Err(e) => {
+                tracing::warn!(compute = %instance.id, error = %e, "a claimed warm compute is unreachable; stopping it");
+                self.runtime.stop(&instance.id).await;
+                None
+            }
+        }
+    }
+
     /// Binds one more compute to `database`.
     async fn add_compute(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
         let started = Instant::now();
-        let (instance, client, how) = match self.claim_from_pool().await {
+        let (instance, client, how) = match self.claim_from_pool(database).await {
             Some((i, c, how)) => (i, c, how),
             None => {
                 let i = self.runtime.start().await.map_err(|e| AcquireError::Unavailable(e.to_string()))?;
@@ -302,17 +421,26 @@ impl Controller {
                 let took = started.elapsed();
                 tracing::info!(%database, compute = %instance.id, resume = ?how, ?took, "compute attached");
                 self.resumes.lock().unwrap_or_else(|p| p.into_inner()).push((how, took));
+                if how == Resume::Cold {
+                    self.runtime.bound(&instance.id, database).await;
+                }
                 let mut st = self.state();
                 let now = Instant::now();
-                let db = st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(now));
+                let cfg = self.config_of(&st, database);
+                let db = st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(cfg, now));
                 db.computes.push(Bound { instance: instance.clone(), client, draining: false });
                 db.last_active = now;
                 Ok(instance)
             }
-            Err(ControlError::UnknownDatabase(_)) => {
+            Err(ControlError::UnknownDatabase(_)) if !self.runtime.keeps_pool() => {
                 // Still unbound: back to the pool.
                 self.state().pool.push((instance, client));
                 self.pool_filled.notify_waiters();
+                Err(AcquireError::UnknownDatabase(database.to_string()))
+            }
+            Err(ControlError::UnknownDatabase(_)) => {
+                // Claimed out of the runtime's pool: it cannot go back.
+                self.runtime.stop(&instance.id).await;
                 Err(AcquireError::UnknownDatabase(database.to_string()))
             }
             Err(e) => {
@@ -324,6 +452,13 @@ impl Controller {
 
     /// Runs the periodic tick until `shutdown`, then stops every compute.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        self.clone().run_ticks(shutdown).await;
+        self.stop_all().await;
+    }
+
+    /// Runs the periodic tick until `shutdown`, leaving computes running
+    /// (the operator stepping down: its successor adopts them).
+    pub async fn run_ticks(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(self.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -333,7 +468,22 @@ impl Controller {
                 _ = &mut shutdown => break,
             }
         }
-        self.stop_all().await;
+    }
+
+    /// Takes over a compute already bound to `database` (found running by
+    /// an operator that just started).
+    pub async fn adopt(&self, database: &str, instance: ComputeInstance) -> Result<(), ControlError> {
+        let client = ControlClient::connect(instance.control_addr).await?;
+        let draining = client.stats().await?.draining;
+        let mut st = self.state();
+        let now = Instant::now();
+        let cfg = self.config_of(&st, database);
+        let db = st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(cfg, now));
+        if !db.computes.iter().any(|c| c.instance.id == instance.id) {
+            tracing::info!(%database, compute = %instance.id, draining, "adopted a running compute");
+            db.computes.push(Bound { instance, client, draining });
+        }
+        Ok(())
     }
 
     /// One look at health and load; acts on what it finds.
@@ -341,6 +491,8 @@ impl Controller {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
+        self.runtime.refresh().await;
+        self.poll_stats().await;
         let sessions = self.sessions();
         let actions = self.decide(now, &sessions);
         for id in &actions.stop {
@@ -433,14 +585,17 @@ impl Controller {
                 !done
             });
             if db.computes.is_empty() {
+                if db.cfg.min_replicas > 0 && !db.resuming {
+                    actions.grow.push(name.clone());
+                }
                 continue;
             }
-            if total == 0 && now.duration_since(db.last_active) >= self.cfg.idle_timeout {
-                tracing::info!(database = %name, idle = ?self.cfg.idle_timeout, "idle: scaling to zero");
+            if total == 0 && db.cfg.min_replicas == 0 && now.duration_since(db.last_active) >= db.cfg.idle_timeout {
+                tracing::info!(database = %name, idle = ?db.cfg.idle_timeout, "idle: scaling to zero");
                 for c in db.computes.drain(..) {
                     actions.stop.push(c.instance.id);
                 }
-                db.autoscaler = Autoscaler::new(self.cfg.autoscaler.clone());
+                db.autoscaler = Autoscaler::new(db.cfg.autoscaler.clone());
                 continue;
             }
             db.autoscaler.record(now, total as f64);
@@ -459,7 +614,7 @@ impl Controller {
             }
         }
         let have = st.pool.len() + st.starting;
-        if have < self.cfg.pool_size {
+        if !self.runtime.keeps_pool() && have < self.cfg.pool_size {
             actions.start_pool = self.cfg.pool_size - have;
             st.starting += actions.start_pool;
         }
@@ -505,6 +660,7 @@ impl Controller {
             })
             .collect();
         databases.sort_by(|a, b| a.name.cmp(&b.name));
-        Status { databases, pool_size: self.cfg.pool_size, pool_ready: st.pool.len() }
+        let pool_ready = if self.runtime.keeps_pool() { self.runtime.warm_ready() } else { st.pool.len() };
+        Status { databases, pool_size: self.cfg.pool_size, pool_ready }
     }
 }

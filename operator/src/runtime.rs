@@ -1,6 +1,8 @@
 //! Where computes run. The controller only starts, stops and watches them
 //! through this trait; `process` runs them as child processes, the
-//! Kubernetes runtime (to come) as pods.
+//! Kubernetes runtime (`k8s::pod_runtime`) as pods. A runtime may keep the
+//! warm pool itself (Kubernetes: a Deployment of unbound pods), in which case
+//! the controller claims from it instead of starting pool computes.
 
 use std::net::SocketAddr;
 
@@ -30,6 +32,28 @@ pub trait Runtime: Send + Sync + 'static {
     async fn start(&self) -> Result<ComputeInstance, RuntimeError>;
     /// Stops a compute (it is gone when this returns).
     async fn stop(&self, id: &str);
-    /// Whether the compute is still running.
+    /// Whether the compute is still running (answered from what the last
+    /// [`refresh`](Self::refresh) saw where the runtime has to ask).
     fn is_alive(&self, id: &str) -> bool;
+
+    /// Whether the runtime keeps the warm pool itself; the controller then
+    /// claims with [`claim`](Self::claim) and starts no pool computes.
+    fn keeps_pool(&self) -> bool {
+        false
+    }
+    /// Claims one ready warm compute for `database` from the runtime's own
+    /// pool. Concurrent claims never get the same compute. `Ok(None)`: none
+    /// is ready.
+    async fn claim(&self, _database: &str) -> Result<Option<ComputeInstance>, RuntimeError> {
+        Ok(None)
+    }
+    /// Ready computes in the runtime's own pool.
+    fn warm_ready(&self) -> usize {
+        0
+    }
+    /// Records that a compute this runtime started now serves `database`.
+    async fn bound(&self, _id: &str, _database: &str) {}
+    /// Brings what [`is_alive`](Self::is_alive) and
+    /// [`warm_ready`](Self::warm_ready) answer up to date; called every tick.
+    async fn refresh(&self) {}
 }

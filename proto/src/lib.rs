@@ -16,6 +16,11 @@ pub mod control {
     tonic::include_proto!("ebb.control.v1");
 }
 
+/// The operator's compute broker (`proto/broker.proto`).
+pub mod broker {
+    tonic::include_proto!("ebb.broker.v1");
+}
+
 /// Start of the line a compute prints on stdout once it listens,
 /// `EBB_COMPUTE_READY pg=ADDR [control=ADDR]`; the `process` runtime of the
 /// controller waits for it.

@@ -8,6 +8,7 @@
 //! - [`protocol`]: the few PostgreSQL messages the proxy reads or writes;
 //! - [`frames`]: message-boundary tracking on a relayed byte stream;
 //! - [`load`]: per-compute counters the controller samples;
+//! - [`metrics`]: Prometheus gauges of those counters;
 //! - [`cancel`]: which compute a cancel key belongs to;
 //! - [`server`]: the accept loop and one session's life;
 //! - [`tls`]: TLS for clients that ask for it.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod cancel;
 pub mod frames;
 pub mod load;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod tls;

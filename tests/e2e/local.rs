@@ -209,7 +209,7 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     let metrics_addr = metrics_addr.parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(10);
     let count = |m: &str, outcome: &str| -> u64 {
-        let key = format!("ebb_resume_seconds_count{{outcome=\"{outcome}\"}} ");
+        let key = format!("ebb_resume_seconds_count{{cluster=\"local\",outcome=\"{outcome}\"}} ");
         m.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     let metrics = loop {
@@ -223,8 +223,8 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     assert!(count(&metrics, "pool_hit") >= 1, "the resume from zero claimed a ready pool compute: {metrics}");
     assert_eq!(count(&metrics, "cold"), 0, "{metrics}");
     for expected in [
-        "ebb_pool_size 1",
-        "ebb_database_replicas{database=\"postgres\"} 1",
+        "ebb_pool_size{cluster=\"local\"} 1",
+        "ebb_database_replicas{cluster=\"local\",database=\"postgres\"} 1",
         "ebb_proxy_connections{database=\"postgres\"} 1",
         "ebb_storage_commits_total",
     ] {

@@ -1,0 +1,129 @@
+//! Reconciles an `EbbCluster`: applies its storage, proxy and warm-pool
+//! workloads with server-side apply (owned by the cluster, so deleting it
+//! deletes them), runs its controller, and reports status, conditions and
+//! events. Its finalizer stops the controller and the computes it bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::conditions::{self, READY};
+use super::context::{Context, Error, key};
+use super::crd::{EbbCluster, EbbClusterStatus};
+use super::resources::{self, FIELD_MANAGER};
+
+/// Finalizer of `EbbCluster`s.
+pub const FINALIZER: &str = "ebb.dev/cluster";
+
+/// Reconciles one `EbbCluster`.
+pub async fn reconcile(cluster: Arc<EbbCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cluster.namespace().ok_or_else(|| Error::Invalid("EbbCluster without namespace".into()))?;
+    let api: Api<EbbCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+/// What the cluster's children report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChildrenReady {
+    pub storage: i32,
+    pub proxy: i32,
+    pub warm: i32,
+}
+
+/// Phase and Ready condition from what the children report (pure).
+pub fn readiness(ready: ChildrenReady) -> (&'static str, bool, &'static str, String) {
+    match ready {
+        ChildrenReady { storage: 0, .. } => ("Pending", false, "StorageNotReady", "waiting for the storage pod to be ready".into()),
+        ChildrenReady { proxy: 0, .. } => ("Pending", false, "ProxyNotReady", "waiting for a proxy pod to be ready".into()),
+        r => ("Ready", true, "Ready", format!("storage ready, {} proxies, {} warm computes", r.proxy, r.warm)),
+    }
+}
+
+async fn apply(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for child in resources::children(cluster, &ctx.settings.image, &ctx.settings.broker_url)? {
+        let patch = Patch::Apply(&child.object);
+        match child.kind {
+            "Service" => drop(Api::<Service>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
+            "StatefulSet" => drop(Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
+            "Deployment" => drop(Api::<Deployment>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
+            other => return Err(Error::Invalid(format!("no API for child kind {other}"))),
+        }
+    }
+    ctx.ensure_cluster(cluster).await?;
+
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let deploys: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let ready_of = |d: Option<Deployment>| d.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let ready = ChildrenReady {
+        storage: sts.get_opt(&resources::storage_name(&name)).await?.and_then(|s| s.status).and_then(|s| s.ready_replicas).unwrap_or(0),
+        proxy: ready_of(deploys.get_opt(&resources::proxy_name(&name)).await?),
+        warm: ready_of(deploys.get_opt(&resources::pool_name(&name)).await?),
+    };
+    let (phase, is_ready, reason, message) = readiness(ready);
+    let generation = cluster.metadata.generation;
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let first_of_generation = status.observed_generation != generation;
+    let became_ready = is_ready && !conditions::is_true(&status.conditions, READY);
+    conditions::set(&mut status.conditions, READY, is_ready, reason, &message, generation, Timestamp::now());
+    let new = EbbClusterStatus {
+        observed_generation: generation,
+        phase: Some(phase.into()),
+        conditions: status.conditions,
+        storage_ready_replicas: ready.storage,
+        proxy_ready_replicas: ready.proxy,
+        warm_pods: ready.warm,
+        endpoint: Some(resources::endpoint(cluster)),
+    };
+    if cluster.status.as_ref() != Some(&new) {
+        let api: Api<EbbCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": new }))).await?;
+    }
+    if first_of_generation {
+        let note = format!("applied storage, proxy and a warm pool of {} (generation {})", cluster.spec.pool.size, generation.unwrap_or(0));
+        ctx.event(cluster, false, "Applied", "Apply", note).await;
+    }
+    if became_ready {
+        ctx.event(cluster, false, "Ready", "Reconcile", format!("clients can connect to {}", resources::endpoint(cluster))).await;
+    }
+    // Children changes trigger reconciles too; this refreshes the status.
+    Ok(Action::requeue(Duration::from_secs(if is_ready { 60 } else { 5 })))
+}
+
+async fn cleanup(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
+    let k = key(&cluster.namespace().unwrap_or_default(), &cluster.name_any());
+    ctx.remove_cluster(&k).await;
+    ctx.event(cluster, false, "Deleting", "Delete", "stopped the controller and its computes; workloads follow by owner references".into())
+        .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_storage_and_a_proxy() {
+        assert_eq!(readiness(ChildrenReady { storage: 0, proxy: 2, warm: 2 }).2, "StorageNotReady");
+        assert_eq!(readiness(ChildrenReady { storage: 1, proxy: 0, warm: 2 }).2, "ProxyNotReady");
+        let (phase, ready, _, _) = readiness(ChildrenReady { storage: 1, proxy: 1, warm: 0 });
+        assert_eq!((phase, ready), ("Ready", true));
+    }
+}
