@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use ebb_operator::autoscaler::AutoscalerConfig;
+use ebb_operator::broker::{Broker, Single};
 use ebb_operator::controller::{AcquireError, LoadSource};
 use ebb_operator::process::ProcessRuntime;
 use ebb_operator::{Controller, ControllerConfig};
@@ -80,6 +81,11 @@ pub struct LocalArgs {
     /// against the roles made with CREATE ROLE).
     #[arg(long, env = "EBB_AUTH", value_enum, default_value_t = Auth::Trust)]
     auth: Auth,
+    /// Also serve the controller's broker here, so that `ebb proxy`
+    /// processes (cluster `local`) can front the same computes; load then
+    /// comes from the computes' own counts, which see every proxy.
+    #[arg(long, env = "EBB_BROKER_LISTEN")]
+    broker_listen: Option<SocketAddr>,
     /// Password of the `postgres` role when the first start creates it
     /// (otherwise one is generated and printed once).
     #[arg(long, env = "EBB_PASSWORD", hide_env_values = true)]
@@ -170,7 +176,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             Auth::Scram => ProxyAuth::Scram(Arc::new(roles)),
         },
     });
-    controller.set_load_source(Arc::new(ProxyLoad(proxy.clone())));
+    match args.broker_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "broker listening (cluster \"local\")");
+            let single = Arc::new(Single { name: "local".into(), controller: controller.clone() });
+            let broker = tonic::transport::Server::builder()
+                .add_service(Broker::service(single))
+                .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(l), stopped());
+            tokio::spawn(broker);
+        }
+        None => controller.set_load_source(Arc::new(ProxyLoad(proxy.clone()))),
+    }
     let controller_task = tokio::spawn(controller.clone().run(stopped()));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -1,6 +1,7 @@
 //! `ebb proxy`: the proxy as a role of its own (Kubernetes). Clients
 //! authenticate against the roles in storage; computes come from the
-//! operator's broker.
+//! operator's broker (or from an `ebb local` started with `--broker-listen`,
+//! as cluster `local`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,9 +27,9 @@ pub struct ProxyArgs {
     /// Where clients connect.
     #[arg(long, env = "EBB_LISTEN", default_value = "0.0.0.0:5432")]
     listen: SocketAddr,
-    /// The storage service (roles are read from it).
+    /// The storage service (roles are read from it; needed with --auth scram).
     #[arg(long, env = "EBB_STORAGE")]
-    storage: String,
+    storage: Option<String>,
     /// The operator's broker, asked for computes.
     #[arg(long, env = "EBB_BROKER")]
     broker: String,
@@ -91,7 +92,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let router = BrokerRouter { client: ComputeBrokerClient::new(broker), cluster: args.cluster.clone() };
     let auth = match args.auth {
         Auth::Trust => ProxyAuth::Trust,
-        Auth::Scram => ProxyAuth::Scram(Arc::new(StorageRoles::connect(&args.storage).await?)),
+        Auth::Scram => {
+            let Some(storage) = &args.storage else { anyhow::bail!("--auth scram reads roles from storage: give --storage") };
+            ProxyAuth::Scram(Arc::new(StorageRoles::connect(storage).await?))
+        }
     };
     let proxy = Proxy::new(Arc::new(router), ProxyConfig { wake_timeout: args.wake_timeout, tls, auth });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

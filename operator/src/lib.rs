@@ -7,12 +7,14 @@
 //!   and time, modelled on Knative's KPA;
 //! - [`runtime`]: where computes run (the [`process`] runtime: children of
 //!   this process; `k8s::pod_runtime`: pods);
+//! - [`broker`]: the gRPC service proxies in other processes ask for computes;
 //! - [`control_client`]: the gRPC client of a compute's control service;
 //! - [`controller`]: pool, acquire, scale, idle and failure handling;
 //! - [`metrics`]: Prometheus metrics of controllers;
 //! - [`k8s`]: the Kubernetes operator (CRDs, reconcilers, pod runtime).
 
 pub mod autoscaler;
+pub mod broker;
 pub mod control_client;
 pub mod controller;
 pub mod k8s;

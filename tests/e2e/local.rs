@@ -493,3 +493,78 @@ async fn computes_exit_when_ebb_local_is_killed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A standalone `ebb proxy` process, killed when dropped.
+struct ProxyProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ebb proxy` as a process of its own, in front of `ebb local`'s
+/// controller through its broker (cluster `local`): both proxies reach the
+/// same computes; load is counted at the computes, so a session held only
+/// through the second proxy keeps its database awake; unknown databases get
+/// 3D000; once that session ends the database scales to zero.
+#[tokio::test]
+async fn a_standalone_proxy_fronts_ebb_local_through_its_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = free_port();
+    let broker_listen = format!("127.0.0.1:{broker}");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1", "--idle-timeout", "3s", "--broker-listen", &broker_listen]).await;
+    let port = free_port();
+    let log = dir.path().join("proxy.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["proxy", "--listen", &format!("127.0.0.1:{port}"), "--broker", &format!("http://{broker_listen}"), "--cluster", "local", "--auth", "trust"])
+        .env("EBB_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn ebb proxy");
+    let proxy = ProxyProc { child, log };
+    let connect = |database: &'static str| async move {
+        let (client, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname={database}"), NoTls).await?;
+        tokio::spawn(conn);
+        Ok::<Client, tokio_postgres::Error>(client)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let via_proxy = loop {
+        match connect("postgres").await {
+            Ok(c) => break c,
+            Err(e) => {
+                let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+                assert!(Instant::now() < deadline, "cannot connect through ebb proxy: {e}\n{log}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    via_proxy.batch_execute("CREATE TABLE via_proxy (id int PRIMARY KEY); INSERT INTO via_proxy VALUES (1), (2)").await.expect("write through ebb proxy");
+    let via_local = local.connect().await;
+    let n: i64 = via_local.query_one("SELECT count(*) FROM via_proxy", &[]).await.expect("read through ebb local").get(0);
+    assert_eq!(n, 2);
+    local.wait_status("postgres running", Duration::from_secs(10), |s| database(s, "postgres").is_some()).await;
+    let status = local.status();
+    assert_eq!(database(&status, "postgres").expect("postgres")["replicas"], 1, "one compute serves both proxies: {status}");
+    drop(via_local);
+
+    // Past the idle timeout, held only through the standalone proxy.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rows = via_proxy.query_one("SELECT count(*) FROM via_proxy", &[]).await.expect("the session through ebb proxy lived on");
+    assert_eq!(rows.get::<_, i64>(0), 2);
+    let err = connect("nope").await.err().expect("unknown database refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("3D000"), "{err}");
+
+    drop(via_proxy);
+    local
+        .wait_status("scale to zero after the last session through ebb proxy", Duration::from_secs(30), |s| {
+            database(s, "postgres").is_some_and(|d| d["replicas"] == 0)
+        })
+        .await;
+}

@@ -63,6 +63,12 @@ pub struct Context {
     pub applied_owner_secrets: Mutex<HashMap<String, String>>,
 }
 
+impl crate::broker::Controllers for Context {
+    fn controller(&self, cluster: &str) -> Option<Arc<Controller>> {
+        self.cluster(cluster).map(|h| h.controller.clone())
+    }
+}
+
 /// `namespace/name`.
 pub fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")

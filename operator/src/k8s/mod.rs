@@ -9,11 +9,9 @@
 //! - [`context`]: what reconciles share, one controller per cluster;
 //! - [`cluster_reconciler`], [`database_reconciler`]: the reconcilers;
 //! - [`storage_admin`]: databases and owner roles in a cluster's storage;
-//! - [`broker`]: the gRPC service proxies ask for computes;
 //! - [`leader`]: one active operator, by Lease;
 //! - [`operator`]: `ebb operator` put together.
 
-pub mod broker;
 pub mod cluster_reconciler;
 pub mod conditions;
 pub mod context;

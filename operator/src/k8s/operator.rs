@@ -13,7 +13,7 @@ use kube::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
-use super::broker::Broker;
+use crate::broker::Broker;
 use super::context::{Context, Error, Settings};
 use super::crd::{Database, EbbCluster};
 use super::leader::Leader;

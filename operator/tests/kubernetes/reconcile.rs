@@ -430,7 +430,7 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     eventually("shop in storage", 20, || async { h.storage_databases().await.contains(&"shop".to_string()).then_some(()) }).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = ebb_operator::k8s::broker::Broker::service(h.ctx.clone());
+    let service = ebb_operator::broker::Broker::service(h.ctx.clone());
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
     let mut broker = ComputeBrokerClient::connect(format!("http://{addr}")).await.unwrap();
     let got = broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "shop".into() }).await.expect("acquire").into_inner();
