@@ -115,6 +115,26 @@ impl Leader {
         }
     }
 
+    /// Gives the lease up (clean shutdown), so a standby takes over at its
+    /// next look instead of after the lease expires.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => {
+                tracing::info!(lease = %self.name, "released the lease");
+                Ok(())
+            }
+            // Someone else changed it meanwhile: it is not ours to release.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Renews the lease until a renewal cannot be made before it would
     /// expire; returns then (the caller must stop acting as leader).
     pub async fn keep(&self) {

@@ -160,5 +160,13 @@ pub async fn run(client: kube::Client, cfg: OperatorConfig, shutdown: impl Futur
         Err(e) => tracing::warn!(error = %e, "broker task failed"),
         Ok(Ok(())) => {}
     }
+    if outcome.is_ok() {
+        if let Err(e) = label_leader(&client, &cfg.pod, false).await {
+            tracing::warn!(error = %e, "unlabelling this pod failed");
+        }
+        if let Err(e) = leader.release().await {
+            tracing::warn!(error = %e, "releasing the lease failed; a standby takes over when it expires");
+        }
+    }
     outcome
 }

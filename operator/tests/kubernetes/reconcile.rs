@@ -444,3 +444,119 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     let e = broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 }
+
+/// Two `ebb operator`s (the same `run` the binary calls): one leads and
+/// labels its pod for the broker Service, the other stands by; when the
+/// leader shuts down it releases the Lease, the standby takes over, adopts
+/// the compute already bound to a database and serves it without a new claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_operator_takes_over_and_adopts_bound_computes() {
+    use ebb_operator::k8s::operator::{LEADER_LABEL, OperatorConfig, run};
+    use ebb_proto::broker::AcquireRequest;
+    use ebb_proto::broker::compute_broker_client::ComputeBrokerClient;
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_test_writer().try_init();
+    let api = FakeApi::start().await;
+    let cluster = FakeCluster::start(api.client()).await;
+    let pods: Api<Pod> = Api::namespaced(api.client(), "ebb-system");
+    for name in ["op-a", "op-b"] {
+        let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": name }, "spec": { "containers": [{ "name": "operator", "image": "ebb:test" }] } })).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let start = |name: &'static str| {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = OperatorConfig {
+            settings: Settings {
+                image: "ebb:test".into(),
+                broker_url: "http://ebb-operator.ebb-system.svc:5436".into(),
+                start_timeout: Duration::from_secs(20),
+                tick: Duration::from_millis(200),
+                storage_url_override: Some(cluster.storage_url.clone()),
+            },
+            watch_namespace: None,
+            broker_listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            lease: ("ebb-system".into(), "ebb-operator".into()),
+            identity: name.into(),
+            pod: Some(("ebb-system".into(), name.into())),
+            registry: prometheus::Registry::new(),
+        };
+        let registry = cfg.registry.clone();
+        let (stop, rx) = watch::channel(false);
+        let client = api.client();
+        let task = tokio::spawn(async move {
+            let mut rx = rx;
+            run(client, cfg, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        (port, stop, task, registry)
+    };
+    let leader_label = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.get(name).await.ok()?.labels().get(LEADER_LABEL).cloned() }
+    };
+    let (port_a, stop_a, task_a, registry_a) = start("op-a");
+    eventually("op-a to lead", 10, || async { (leader_label("op-a").await.as_deref() == Some("true")).then_some(()) }).await;
+    let (port_b, stop_b, task_b, _) = start("op-b");
+    eventually("op-b to stand by", 10, || async { (leader_label("op-b").await.as_deref() == Some("false")).then_some(()) }).await;
+
+    let clusters: Api<EbbCluster> = Api::namespaced(api.client(), "default");
+    let spec = EbbClusterSpec {
+        image: None,
+        object_store: ObjectStoreSpec { url: "s3://b".into(), credentials_secret: None },
+        storage: Default::default(),
+        proxy: Default::default(),
+        pool: Default::default(),
+        database_defaults: Default::default(),
+    };
+    clusters.create(&PostParams::default(), &EbbCluster::new("main", spec)).await.unwrap();
+    let dbs: Api<Database> = Api::namespaced(api.client(), "default");
+    let db = DatabaseSpec {
+        cluster: "main".into(),
+        database_name: None,
+        min_replicas: None,
+        max_replicas: None,
+        idle_timeout: None,
+        target_sessions: None,
+        owner: None,
+        deletion_policy: DeletionPolicy::Retain,
+    };
+    dbs.create(&PostParams::default(), &Database::new("shop", db)).await.unwrap();
+    eventually("shop Suspended", 30, || async { dbs.get("shop").await.ok()?.status?.phase.filter(|p| p == "Suspended") }).await;
+    eventually("a warm pod", 30, || async {
+        let warm = pods_in(&api, "default", &format!("{POOL_LABEL}={WARM}")).await;
+        warm.iter().any(|p| instance(p).is_some()).then_some(())
+    })
+    .await;
+
+    let acquire = |port: u16| async move {
+        let mut broker = ComputeBrokerClient::connect(format!("http://127.0.0.1:{port}")).await.ok()?;
+        broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "shop".into() }).await.ok().map(|r| r.into_inner())
+    };
+    let first = acquire(port_a).await.expect("the leader's broker answers");
+    assert!(acquire(port_b).await.is_none(), "a standby serves no broker");
+    eventually("the leader's metrics", 5, || async {
+        let m = prometheus::TextEncoder::new().encode_to_string(&registry_a.gather()).unwrap();
+        m.contains("ebb_database_replicas{cluster=\"default/main\",database=\"shop\"} 1").then_some(())
+    })
+    .await;
+
+    // The leader shuts down cleanly: the standby leads within seconds.
+    let _ = stop_a.send(true);
+    task_a.await.unwrap().expect("op-a stopped cleanly");
+    assert_eq!(leader_label("op-a").await.as_deref(), Some("false"));
+    eventually("op-b to lead", 15, || async { (leader_label("op-b").await.as_deref() == Some("true")).then_some(()) }).await;
+    let second = eventually("op-b's broker", 15, || acquire(port_b)).await;
+    assert_eq!(second.compute_id, first.compute_id, "the bound compute was adopted, not replaced");
+    assert_eq!(pods_in(&api, "default", &format!("{POOL_LABEL}={CLAIMED}")).await.len(), 1, "no second claim");
+    let _ = stop_b.send(true);
+    task_b.await.unwrap().expect("op-b stopped cleanly");
+}
+
+async fn pods_in(api: &FakeApi, ns: &str, selector: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(api.client(), ns);
+    pods.list(&ListParams::default().labels(selector)).await.map(|l| l.items).unwrap_or_default()
+}
