@@ -59,15 +59,15 @@ inputs=()   # "label=path" pairs for the validator; one label is one set of obje
 
 # --- kustomize ---------------------------------------------------------------
 if command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize "$deploy/kustomize/base" >"$work/kustomize.yaml" \
-    || die "kubectl kustomize deploy/kustomize/base failed"
+  kubectl kustomize "$deploy/kustomize" >"$work/kustomize.yaml" \
+    || die "kubectl kustomize deploy/kustomize failed"
 elif command -v kustomize >/dev/null 2>&1; then
-  kustomize build "$deploy/kustomize/base" >"$work/kustomize.yaml" \
-    || die "kustomize build deploy/kustomize/base failed"
+  kustomize build "$deploy/kustomize" >"$work/kustomize.yaml" \
+    || die "kustomize build deploy/kustomize failed"
 else
   die "neither kubectl nor kustomize is installed: cannot render deploy/kustomize/base"
 fi
-say "ok   rendered kustomize/base ($(grep -c '^kind:' "$work/kustomize.yaml") objects)"
+say "ok   rendered kustomize (deploy/kustomize -> base, $(grep -c '^kind:' "$work/kustomize.yaml") objects)"
 inputs+=("kustomize/base=$work/kustomize.yaml")
 
 # --- Helm ----------------------------------------------------------------------
