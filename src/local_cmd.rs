@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ebb_operator::autoscaler::AutoscalerConfig;
 use ebb_operator::broker::{Broker, Single};
 use ebb_operator::controller::{AcquireError, LoadSource};
@@ -22,18 +22,10 @@ use ebb_storage::engine::EngineConfig;
 use ebb_storage::server::ServerConfig;
 use tokio::net::TcpListener;
 
+use crate::client_flags::{Auth, TlsArgs};
 use crate::local_metrics::LocalMetrics;
 use crate::storage_roles::StorageRoles;
 use crate::status_cmd::{self, StatusFile};
-
-/// How the proxy authenticates clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Auth {
-    /// Every client is let in (loopback only).
-    Trust,
-    /// SCRAM-SHA-256 against roles in the cluster catalog.
-    Scram,
-}
 
 /// Flags of `ebb local`; each also reads an `EBB_*` variable.
 #[derive(Args, Debug)]
@@ -71,12 +63,8 @@ pub struct LocalArgs {
     /// How long a client is held while its database wakes.
     #[arg(long, env = "EBB_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     wake_timeout: Duration,
-    /// PEM certificate chain for TLS (clients with sslmode=require); needs --tls-key.
-    #[arg(long, env = "EBB_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS; needs --tls-cert.
-    #[arg(long, env = "EBB_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Client authentication: trust (loopback only) or scram (SCRAM-SHA-256
     /// against the roles made with CREATE ROLE).
     #[arg(long, env = "EBB_AUTH", value_enum, default_value_t = Auth::Trust)]
@@ -115,13 +103,8 @@ impl LoadSource for ProxyLoad {
 
 /// Runs `ebb local` until SIGTERM or Ctrl-C.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    if args.auth == Auth::Trust && !args.listen.ip().is_loopback() {
-        bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {} (use --auth scram)", args.listen);
-    }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(ebb_proxy::tls::acceptor(cert, key)?),
-        _ => None,
-    };
+    args.auth.check(args.listen)?;
+    let tls = args.tls.acceptor()?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let object_store = args.object_store.clone().unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));

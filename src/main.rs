@@ -1,5 +1,6 @@
 //! The one `ebb` binary: parses the command line and starts a role.
 
+mod client_flags;
 mod compute_cmd;
 mod crd_cmd;
 mod local_cmd;

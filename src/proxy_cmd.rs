@@ -4,7 +4,6 @@
 //! as cluster `local`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use ebb_proxy::{Proxy, ProxyConfig, Route, RouteError, Router};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::local_cmd::Auth;
+use crate::client_flags::{Auth, TlsArgs};
 use crate::storage_roles::StorageRoles;
 
 /// Flags of `ebb proxy`; each also reads an `EBB_*` variable.
@@ -42,12 +41,8 @@ pub struct ProxyArgs {
     /// How long a client is held while its database wakes.
     #[arg(long, env = "EBB_WAKE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     wake_timeout: Duration,
-    /// PEM certificate chain for TLS; needs --tls-key.
-    #[arg(long, env = "EBB_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS; needs --tls-cert.
-    #[arg(long, env = "EBB_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Prometheus /metrics and /healthz listen address.
     #[arg(long, env = "EBB_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -77,13 +72,8 @@ impl Router for BrokerRouter {
 
 /// Runs the proxy until SIGTERM or Ctrl-C.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    if args.auth == Auth::Trust && !args.listen.ip().is_loopback() {
-        anyhow::bail!("--auth trust lets every client in; it is only allowed on a loopback --listen address, not {}", args.listen);
-    }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(ebb_proxy::tls::acceptor(cert, key)?),
-        _ => None,
-    };
+    args.auth.check(args.listen)?;
+    let tls = args.tls.acceptor()?;
     let broker = Endpoint::from_shared(args.broker.clone())
         .with_context(|| format!("bad --broker {}", args.broker))?
         .connect_timeout(Duration::from_secs(3))

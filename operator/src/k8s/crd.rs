@@ -52,6 +52,20 @@ pub struct EbbClusterSpec {
     pub database_defaults: DatabaseDefaults,
 }
 
+impl EbbClusterSpec {
+    /// A cluster on `object_store_url` with every other setting defaulted.
+    pub fn new(object_store_url: &str) -> Self {
+        Self {
+            image: None,
+            object_store: ObjectStoreSpec { url: object_store_url.into(), credentials_secret: None },
+            storage: StorageSpec::default(),
+            proxy: ProxySpec::default(),
+            pool: PoolSpec::default(),
+            database_defaults: DatabaseDefaults::default(),
+        }
+    }
+}
+
 /// The object store.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -273,6 +287,23 @@ pub struct DatabaseSpec {
     /// What deleting the resource does to the data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+impl DatabaseSpec {
+    /// A database of `cluster` with every other setting from the cluster's
+    /// defaults, kept when deleted.
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.into(),
+            database_name: None,
+            min_replicas: None,
+            max_replicas: None,
+            idle_timeout: None,
+            target_sessions: None,
+            owner: None,
+            deletion_policy: DeletionPolicy::Retain,
+        }
+    }
 }
 
 /// The owner role of a database.

@@ -241,33 +241,14 @@ async fn cleanup(db: &Database, ctx: &Context) -> Result<Action, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::crd::{DatabaseSpec, EbbClusterSpec, ObjectStoreSpec};
+    use crate::k8s::crd::{DatabaseSpec, EbbClusterSpec};
 
     fn cluster() -> EbbCluster {
-        EbbCluster::new(
-            "main",
-            EbbClusterSpec {
-                image: None,
-                object_store: ObjectStoreSpec { url: "s3://b".into(), credentials_secret: None },
-                storage: Default::default(),
-                proxy: Default::default(),
-                pool: Default::default(),
-                database_defaults: Default::default(),
-            },
-        )
+        EbbCluster::new("main", EbbClusterSpec::new("s3://b"))
     }
 
     fn db(spec: impl FnOnce(&mut DatabaseSpec)) -> Database {
-        let mut s = DatabaseSpec {
-            cluster: "main".into(),
-            database_name: None,
-            min_replicas: None,
-            max_replicas: None,
-            idle_timeout: None,
-            target_sessions: None,
-            owner: None,
-            deletion_policy: DeletionPolicy::Retain,
-        };
+        let mut s = DatabaseSpec::new("main");
         spec(&mut s);
         Database::new("shop", s)
     }

@@ -429,12 +429,8 @@ mod tests {
         let mut c = EbbCluster::new(
             "main",
             EbbClusterSpec {
-                image: None,
                 object_store: ObjectStoreSpec { url: "s3://bucket/ebb".into(), credentials_secret: Some("s3".into()) },
-                storage: Default::default(),
-                proxy: Default::default(),
-                pool: Default::default(),
-                database_defaults: Default::default(),
+                ..EbbClusterSpec::new("s3://bucket/ebb")
             },
         );
         c.metadata.namespace = Some("tenants".into());

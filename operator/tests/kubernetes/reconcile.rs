@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ebb_operator::control_client::ControlClient;
 use ebb_operator::k8s::context::{Context, Settings};
-use ebb_operator::k8s::crd::{Database, DatabaseSpec, DeletionPolicy, EbbCluster, EbbClusterSpec, ObjectStoreSpec, OwnerRole, SecretKey};
+use ebb_operator::k8s::crd::{Database, DatabaseSpec, DeletionPolicy, EbbCluster, EbbClusterSpec, OwnerRole, SecretKey};
 use ebb_operator::k8s::operator::run_reconcilers;
 use ebb_operator::k8s::pod_runtime::{PodRuntime, instance};
 use ebb_operator::k8s::resources::{self, CLAIMED, POOL_LABEL, WARM};
@@ -81,30 +81,15 @@ impl Harness {
     }
 
     async fn create_cluster(&self, pool: i32) -> EbbCluster {
-        let mut spec = EbbClusterSpec {
-            image: None,
-            object_store: ObjectStoreSpec { url: "s3://bucket/ebb".into(), credentials_secret: Some("s3-credentials".into()) },
-            storage: Default::default(),
-            proxy: Default::default(),
-            pool: Default::default(),
-            database_defaults: Default::default(),
-        };
+        let mut spec = EbbClusterSpec::new("s3://bucket/ebb");
+        spec.object_store.credentials_secret = Some("s3-credentials".into());
         spec.pool.size = pool;
         let api: Api<EbbCluster> = Api::namespaced(self.client(), "default");
         api.create(&PostParams::default(), &EbbCluster::new("main", spec)).await.expect("create EbbCluster")
     }
 
     async fn create_database(&self, name: &str, edit: impl FnOnce(&mut DatabaseSpec)) -> Database {
-        let mut spec = DatabaseSpec {
-            cluster: "main".into(),
-            database_name: None,
-            min_replicas: None,
-            max_replicas: None,
-            idle_timeout: None,
-            target_sessions: None,
-            owner: None,
-            deletion_policy: DeletionPolicy::Retain,
-        };
+        let mut spec = DatabaseSpec::new("main");
         edit(&mut spec);
         let api: Api<Database> = Api::namespaced(self.client(), "default");
         api.create(&PostParams::default(), &Database::new(name, spec)).await.expect("create Database")
@@ -254,17 +239,7 @@ async fn a_database_at_zero_has_no_compute_and_resumes_from_the_pool() {
 async fn concurrent_claims_win_each_warm_pod_exactly_once() {
     let api = FakeApi::start().await;
     let _cluster = FakeCluster::start(api.client()).await;
-    let cluster = EbbCluster::new(
-        "main",
-        EbbClusterSpec {
-            image: None,
-            object_store: ObjectStoreSpec { url: "s3://b".into(), credentials_secret: None },
-            storage: Default::default(),
-            proxy: Default::default(),
-            pool: Default::default(),
-            database_defaults: Default::default(),
-        },
-    );
+    let cluster = EbbCluster::new("main", EbbClusterSpec::new("s3://b"));
     let mut cluster = cluster;
     cluster.metadata.namespace = Some("default".into());
     let template = resources::compute_pod_template(&cluster, "ebb:test");
@@ -504,26 +479,10 @@ async fn a_standby_operator_takes_over_and_adopts_bound_computes() {
     eventually("op-b to stand by", 10, || async { (leader_label("op-b").await.as_deref() == Some("false")).then_some(()) }).await;
 
     let clusters: Api<EbbCluster> = Api::namespaced(api.client(), "default");
-    let spec = EbbClusterSpec {
-        image: None,
-        object_store: ObjectStoreSpec { url: "s3://b".into(), credentials_secret: None },
-        storage: Default::default(),
-        proxy: Default::default(),
-        pool: Default::default(),
-        database_defaults: Default::default(),
-    };
+    let spec = EbbClusterSpec::new("s3://b");
     clusters.create(&PostParams::default(), &EbbCluster::new("main", spec)).await.unwrap();
     let dbs: Api<Database> = Api::namespaced(api.client(), "default");
-    let db = DatabaseSpec {
-        cluster: "main".into(),
-        database_name: None,
-        min_replicas: None,
-        max_replicas: None,
-        idle_timeout: None,
-        target_sessions: None,
-        owner: None,
-        deletion_policy: DeletionPolicy::Retain,
-    };
+    let db = DatabaseSpec::new("main");
     dbs.create(&PostParams::default(), &Database::new("shop", db)).await.unwrap();
     eventually("shop Suspended", 30, || async { dbs.get("shop").await.ok()?.status?.phase.filter(|p| p == "Suspended") }).await;
     eventually("a warm pod", 30, || async {
