@@ -54,7 +54,11 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     }));
     let pod = args.identity.clone().map(|name| (args.lease_namespace.clone(), name));
-    let identity = args.identity.unwrap_or_else(|| format!("ebb-operator-{}", std::process::id()));
+    // Without POD_NAME: the host name and a random suffix (every container's pid is 1).
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "ebb-operator".into());
+        format!("{host}-{:08x}", rand::random::<u32>())
+    });
     let cfg = OperatorConfig {
         settings: Settings {
             image: args.image,

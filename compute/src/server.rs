@@ -63,14 +63,20 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
         (None, None) => Binding::any_database(),
     });
     let pg_addr = local_addr(&listener)?;
+    // The control service stops with the PostgreSQL listener.
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
     let control_addr = match cfg.control_listen {
         Some(addr) => {
             let control = bind(addr, "the control service").await?;
             let control_addr = local_addr(&control)?;
             let service = ComputeControlServer::new(ControlService::new(binding.clone(), storage.clone()));
+            let mut stopped = stopped_rx.clone();
             tokio::spawn(async move {
                 let incoming = ebb_common::net::nodelay_incoming(control);
-                if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, stop).await {
                     tracing::error!(error = %e, "control service failed");
                 }
             });
@@ -108,6 +114,7 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
             _ = &mut shutdown => break,
         }
     }
+    let _ = stopped_tx.send(true);
     tracing::info!("compute stopped");
     Ok(())
 }

@@ -47,7 +47,9 @@ impl ComputeBroker for Broker {
     async fn acquire(&self, request: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {
         let AcquireRequest { cluster, database } = request.into_inner();
         let Some(controller) = self.controllers.controller(&cluster) else {
-            return Err(Status::not_found(format!("no cluster {cluster:?} is served here")));
+            // Not (yet) running here: the operator may be starting or
+            // failing over, so the proxy should retry, not report 3D000.
+            return Err(Status::unavailable(format!("cluster {cluster:?} is not running here (yet)")));
         };
         match controller.acquire(&database).await {
             Ok(i) => Ok(Response::new(AcquireResponse { compute_id: i.id, address: i.pg_addr.to_string() })),

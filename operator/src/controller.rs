@@ -217,19 +217,28 @@ impl Controller {
         }
     }
 
+    /// Ids of every compute the controller knows (pool and bound).
+    fn tracked(&self) -> std::collections::HashSet<String> {
+        let st = self.state();
+        st.pool.iter().map(|(i, _)| i.id.clone()).chain(st.databases.values().flat_map(|d| d.computes.iter().map(|c| c.instance.id.clone()))).collect()
+    }
+
     /// Without a load source, asks every bound compute for its sessions.
     async fn poll_stats(&self) {
         if self.load.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             return;
         }
-        let clients: Vec<(String, ControlClient)> = {
+        let clients: Vec<(String, String, ControlClient)> = {
             let st = self.state();
-            st.databases.values().flat_map(|d| d.computes.iter().map(|c| (c.instance.id.clone(), c.client.clone()))).collect()
+            st.databases
+                .iter()
+                .flat_map(|(name, d)| d.computes.iter().map(move |c| (name.clone(), c.instance.id.clone(), c.client.clone())))
+                .collect()
         };
-        let ids: std::collections::HashSet<String> = clients.iter().map(|(id, _)| id.clone()).collect();
-        let polls = clients.into_iter().map(|(id, client)| async move {
+        let ids: std::collections::HashSet<String> = clients.iter().map(|(_, id, _)| id.clone()).collect();
+        let polls = clients.into_iter().map(|(database, id, client)| async move {
             match tokio::time::timeout(STATS_TIMEOUT, client.stats()).await {
-                Ok(Ok(stats)) => Some((id, stats.connections)),
+                Ok(Ok(stats)) => Some((database, id, stats)),
                 Ok(Err(e)) => {
                     tracing::debug!(compute = %id, error = %e, "stats failed; keeping its last count");
                     None
@@ -237,12 +246,25 @@ impl Controller {
                 Err(_) => None,
             }
         });
-        let fresh = futures::future::join_all(polls).await;
-        let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
-        // A compute that did not answer keeps its last count: a draining
-        // one must not look idle because one poll failed.
-        polled.retain(|id, _| ids.contains(id));
-        polled.extend(fresh.into_iter().flatten());
+        let fresh: Vec<_> = futures::future::join_all(polls).await.into_iter().flatten().collect();
+        // A compute that no longer knows its database restarted (its
+        // binding lives in memory): it serves nobody, so it goes.
+        let lost: Vec<(String, String)> =
+            fresh.iter().filter(|(db, _, s)| s.database != *db).map(|(db, id, _)| (db.clone(), id.clone())).collect();
+        {
+            let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
+            // A compute that did not answer keeps its last count: a draining
+            // one must not look idle because one poll failed.
+            polled.retain(|id, _| ids.contains(id));
+            polled.extend(fresh.into_iter().map(|(_, id, s)| (id, s.connections)));
+        }
+        for (database, id) in lost {
+            tracing::warn!(%database, compute = %id, "a compute lost its database (restarted?); replacing it");
+            if let Some(db) = self.state().databases.get_mut(&database) {
+                db.computes.retain(|c| c.instance.id != id);
+            }
+            self.runtime.stop(&id).await;
+        }
     }
 
     /// Sets the settings of `database` (they apply from the next tick; a
@@ -470,11 +492,19 @@ impl Controller {
         }
     }
 
-    /// Takes over a compute already bound to `database` (found running by
-    /// an operator that just started).
+    /// Takes over a compute claimed for `database` (found running by an
+    /// operator that just started). One claimed but never attached (its
+    /// claimer crashed in between) is attached now; one bound to another
+    /// database is refused.
     pub async fn adopt(&self, database: &str, instance: ComputeInstance) -> Result<(), ControlError> {
         let client = ControlClient::connect(instance.control_addr).await?;
-        let draining = client.stats().await?.draining;
+        let stats = client.stats().await?;
+        if stats.database.is_empty() {
+            client.attach(database).await?;
+        } else if stats.database != database {
+            return Err(ControlError::Refused(format!("{} is bound to {:?}, not {database:?}", instance.id, stats.database)));
+        }
+        let draining = stats.draining;
         let mut st = self.state();
         let now = Instant::now();
         let cfg = self.config_of(&st, database);
@@ -491,7 +521,8 @@ impl Controller {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        self.runtime.refresh().await;
+        let tracked = self.tracked();
+        self.runtime.refresh(&tracked).await;
         self.poll_stats().await;
         let sessions = self.sessions();
         let actions = self.decide(now, &sessions);

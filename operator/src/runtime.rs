@@ -54,6 +54,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// Records that a compute this runtime started now serves `database`.
     async fn bound(&self, _id: &str, _database: &str) {}
     /// Brings what [`is_alive`](Self::is_alive) and
-    /// [`warm_ready`](Self::warm_ready) answer up to date; called every tick.
-    async fn refresh(&self) {}
+    /// [`warm_ready`](Self::warm_ready) answer up to date, and may stop
+    /// computes it runs that the controller does not track (`tracked`: the
+    /// ids it knows); called every tick.
+    async fn refresh(&self, _tracked: &std::collections::HashSet<String>) {}
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
@@ -18,7 +18,7 @@ use serde_json::json;
 use super::conditions::{self, READY};
 use super::context::{Context, Error, key};
 use super::crd::{EbbCluster, EbbClusterStatus};
-use super::resources::{self, FIELD_MANAGER};
+use super::resources::{self, CLUSTER_LABEL, FIELD_MANAGER};
 
 /// Finalizer of `EbbCluster`s.
 pub const FINALIZER: &str = "ebb.dev/cluster";
@@ -108,8 +108,18 @@ async fn apply(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn cleanup(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
-    let k = key(&cluster.namespace().unwrap_or_default(), &cluster.name_any());
+    let ns = cluster.namespace().unwrap_or_default();
+    let k = key(&ns, &cluster.name_any());
     ctx.remove_cluster(&k).await;
+    // Claimed computes are owned by their Databases, not the cluster, and
+    // this operator may not know them all (it restarted): go by label.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{CLUSTER_LABEL}={},app.kubernetes.io/component=compute", cluster.name_any());
+    for pod in pods.list(&ListParams::default().labels(&selector)).await?.items {
+        if pod.metadata.deletion_timestamp.is_none() {
+            pods.delete(&pod.name_any(), &DeleteParams::default()).await?;
+        }
+    }
     ctx.event(cluster, false, "Deleting", "Delete", "stopped the controller and its computes; workloads follow by owner references".into())
         .await;
     Ok(Action::await_change())

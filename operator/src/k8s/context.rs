@@ -123,6 +123,8 @@ impl Context {
             ..ControllerConfig::default()
         };
         let controller = Controller::new(runtime.clone(), cfg);
+        // See the pods first: adopted computes must look alive to the first tick.
+        runtime.observe().await;
         self.adopt_bound_pods(&ns, &name, &controller).await?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(controller.clone().run_ticks(async move {
@@ -147,10 +149,19 @@ impl Context {
                 continue;
             }
             if let Err(e) = controller.adopt(&database, inst).await {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "could not adopt a bound compute; it will be replaced");
+                tracing::warn!(pod = %pod.name_any(), error = %e, "could not adopt a claimed compute; it will be deleted");
             }
         }
         Ok(())
+    }
+
+    /// Stops every cluster's tick, leaving its computes running (stepping
+    /// down: the next leader adopts them). Done first, before anything else
+    /// stops, so a former leader makes no more changes.
+    pub fn stop_ticks(&self) {
+        for h in self.clusters().values() {
+            let _ = h.stop.send(true);
+        }
     }
 
     /// Stops the controller of a deleted cluster and deletes its bound computes.

@@ -200,7 +200,10 @@ async fn apply_owner(db: &Database, ctx: &Context, storage: &StorageAdmin, owner
         not_ready(db, ctx, "Pending", "OwnerSecretMissing", format!("Secret {secret_name:?} has no non-empty key {key_name:?}")).await?;
         return Err(Error::Invalid(format!("Secret {secret_name} lacks {key_name}")));
     };
-    storage.put_owner(&owner.name, &password, sql).await?;
+    if let Err(e) = storage.put_owner(&owner.name, &password, sql).await {
+        not_ready(db, ctx, "Failed", "OwnerRoleRefused", e.message.clone()).await?;
+        return Err(e.into());
+    }
     ctx.applied_owner_secrets.lock().unwrap_or_else(|p| p.into_inner()).insert(db_key, version);
     ctx.event(db, false, "OwnerRoleApplied", "Apply", format!("role {:?} may log in and connect to {sql:?}", owner.name)).await;
     Ok(())
@@ -209,6 +212,11 @@ async fn apply_owner(db: &Database, ctx: &Context, storage: &StorageAdmin, owner
 async fn cleanup(db: &Database, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let sql = db.sql_name();
+    if let Some(other) = name_taken_by(db, ctx).await? {
+        // It was refused (NameInUse): the database is the other one's.
+        ctx.event(db, false, "Released", "Delete", format!("{sql:?} stays with Database {other}")).await;
+        return Ok(Action::await_change());
+    }
     if let Some(handle) = ctx.cluster(&key(&ns, &db.spec.cluster)) {
         handle.controller.remove_database(&sql).await;
         handle.runtime.remove_owner(&sql);
@@ -225,7 +233,7 @@ async fn cleanup(db: &Database, ctx: &Context) -> Result<Action, Error> {
                     let storage = StorageAdmin::new(&ctx.storage_url(&cluster))?;
                     storage.drop_database(&sql).await?;
                     if let Some(owner) = &db.spec.owner {
-                        storage.drop_role(&owner.name).await?;
+                        storage.drop_owner(&owner.name, &sql).await?;
                     }
                     ctx.event(db, false, "Dropped", "Delete", format!("dropped database {sql:?} (deletionPolicy Delete)")).await;
                 }

@@ -147,12 +147,14 @@ pub async fn run(client: kube::Client, cfg: OperatorConfig, shutdown: impl Futur
         .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(listener), stopped());
     let broker = tokio::spawn(broker);
     tokio::spawn(sample_metrics(ctx.clone(), metrics, stopped()));
-    let reconcilers = tokio::spawn(run_reconcilers(ctx, cfg.watch_namespace.clone(), stopped()));
+    let reconcilers = tokio::spawn(run_reconcilers(ctx.clone(), cfg.watch_namespace.clone(), stopped()));
     label_leader(&client, &cfg.pod, true).await?;
     let outcome = tokio::select! {
         _ = &mut shutdown => Ok(()),
         _ = leader.keep() => Err("lost the leader lease".to_string()),
     };
+    // No more scaling, claims or deletions from here on.
+    ctx.stop_ticks();
     let _ = stop_tx.send(true);
     let _ = reconcilers.await;
     match broker.await {

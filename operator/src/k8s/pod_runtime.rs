@@ -24,6 +24,16 @@ use crate::runtime::{ComputeInstance, Runtime, RuntimeError};
 
 /// How often a cold start looks whether its pod is ready.
 const START_POLL: Duration = Duration::from_millis(200);
+/// Deadline of one API call: a hung request must not stall the tick.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs an API call under [`API_TIMEOUT`].
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, kube::Error> {
+    match tokio::time::timeout(API_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service(format!("{what} took over {API_TIMEOUT:?}").into())),
+    }
+}
 
 /// What the runtime last saw of one compute pod.
 #[derive(Debug, Clone)]
@@ -43,6 +53,9 @@ pub struct PodRuntime {
     template: Mutex<PodTemplateSpec>,
     start_timeout: Duration,
     seen: Mutex<HashMap<String, PodView>>,
+    /// Pods this runtime claimed or created, and when: not orphans while
+    /// their attach may still be under way.
+    mine: Mutex<HashMap<String, Instant>>,
     /// Owner reference of each database's `Database` resource.
     owners: Mutex<HashMap<String, OwnerReference>>,
 }
@@ -57,6 +70,7 @@ impl PodRuntime {
             template: Mutex::new(template),
             start_timeout,
             seen: Mutex::new(HashMap::new()),
+            mine: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
         }
     }
@@ -102,6 +116,54 @@ impl PodRuntime {
 
     fn remember(&self, pod: &Pod) {
         lock(&self.seen).insert(pod.name_any(), view(pod));
+    }
+}
+
+impl PodRuntime {
+    /// Lists the cluster's compute pods and updates what
+    /// [`is_alive`](Runtime::is_alive) answers from; `None` when the list failed.
+    pub async fn observe(&self) -> Option<Vec<Pod>> {
+        let began = Instant::now();
+        match bounded("listing compute pods", self.pods.list(&ListParams::default().labels(&self.compute_selector()))).await {
+            Ok(list) => {
+                let mut seen: HashMap<String, PodView> = list.items.iter().map(|p| (p.name_any(), view(p))).collect();
+                let mut current = lock(&self.seen);
+                // What a claim or start saw after this list began is newer.
+                for (name, v) in current.drain() {
+                    if v.at > began {
+                        seen.insert(name, v);
+                    }
+                }
+                *current = seen;
+                Some(list.items)
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, error = %e, "listing compute pods failed; keeping what was seen");
+                None
+            }
+        }
+    }
+
+    /// Deletes claimed pods nobody serves with: left by a crash between a
+    /// claim or cold start and its attach, by a lost response, or by a
+    /// delete that failed. Pods claimed or started here recently are
+    /// spared: their attach may still be under way.
+    async fn sweep_orphans(&self, pods: &[Pod], tracked: &std::collections::HashSet<String>) {
+        let grace = self.start_timeout * 2;
+        let orphans: Vec<String> = {
+            let mut mine = lock(&self.mine);
+            mine.retain(|_, at| at.elapsed() < grace);
+            pods.iter()
+                .filter(|p| p.labels().get(POOL_LABEL).map(String::as_str) == Some(CLAIMED))
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.name_any())
+                .filter(|name| !tracked.contains(name) && !mine.contains_key(name))
+                .collect()
+        };
+        for name in orphans {
+            tracing::warn!(pod = %name, cluster = %self.cluster, "deleting a claimed compute pod no database is served by");
+            self.stop(&name).await;
+        }
     }
 }
 
@@ -167,12 +229,13 @@ impl Runtime for PodRuntime {
             spec: template.spec,
             status: None,
         };
-        let created = self.pods.create(&PostParams::default(), &pod).await.map_err(|e| RuntimeError::Start(e.to_string()))?;
+        let created = bounded("creating a pod", self.pods.create(&PostParams::default(), &pod)).await.map_err(|e| RuntimeError::Start(e.to_string()))?;
         let name = created.name_any();
+        lock(&self.mine).insert(name.clone(), Instant::now());
         tracing::info!(pod = %name, "cold-starting a compute pod");
         let deadline = Instant::now() + self.start_timeout;
         loop {
-            match self.pods.get_opt(&name).await {
+            match bounded("reading a pod", self.pods.get_opt(&name)).await {
                 Ok(Some(p)) if is_ready(&p) => {
                     self.remember(&p);
                     return instance(&p).ok_or_else(|| RuntimeError::Start(format!("pod {name} has no compute ports")));
@@ -190,7 +253,7 @@ impl Runtime for PodRuntime {
     }
 
     async fn stop(&self, id: &str) {
-        match self.pods.delete(id, &DeleteParams::default()).await {
+        match bounded("deleting a pod", self.pods.delete(id, &DeleteParams::default())).await {
             Ok(_) => tracing::info!(pod = %id, "compute pod deleted"),
             Err(e) if is_not_found(&e) => {}
             Err(e) => tracing::warn!(pod = %id, error = %e, "deleting a compute pod failed"),
@@ -208,7 +271,9 @@ impl Runtime for PodRuntime {
 
     async fn claim(&self, database: &str) -> Result<Option<ComputeInstance>, RuntimeError> {
         let selector = format!("{},{POOL_LABEL}={WARM}", self.compute_selector());
-        let list = self.pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| RuntimeError::Start(e.to_string()))?;
+        let list = bounded("listing warm pods", self.pods.list(&ListParams::default().labels(&selector)))
+            .await
+            .map_err(|e| RuntimeError::Start(e.to_string()))?;
         let mut candidates: Vec<Pod> = list.items.into_iter().filter(is_ready).collect();
         // Oldest first: the longest-warm pod has its caches filled.
         candidates.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
@@ -216,8 +281,9 @@ impl Runtime for PodRuntime {
             let name = pod.name_any();
             let Some(instance) = instance(&pod) else { continue };
             let patch = self.binding_patch(database, pod.resource_version().as_deref());
-            match self.pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match bounded("claiming a pod", self.pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await {
                 Ok(claimed) => {
+                    lock(&self.mine).insert(name.clone(), Instant::now());
                     tracing::info!(pod = %name, %database, "claimed a warm compute pod");
                     self.remember(&claimed);
                     return Ok(Some(instance));
@@ -236,25 +302,15 @@ impl Runtime for PodRuntime {
 
     async fn bound(&self, id: &str, database: &str) {
         let patch = self.binding_patch(database, None);
-        if let Err(e) = self.pods.patch(id, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        if let Err(e) = bounded("labelling a pod", self.pods.patch(id, &PatchParams::default(), &Patch::Merge(&patch))).await {
             tracing::warn!(pod = %id, %database, error = %e, "labelling a cold-started compute failed");
         }
     }
 
-    async fn refresh(&self) {
-        let began = Instant::now();
-        match self.pods.list(&ListParams::default().labels(&self.compute_selector())).await {
-            Ok(list) => {
-                let mut seen: HashMap<String, PodView> = list.items.iter().map(|p| (p.name_any(), view(p))).collect();
-                let mut current = lock(&self.seen);
-                for (name, v) in current.drain() {
-                    if v.at > began && !seen.contains_key(&name) {
-                        seen.insert(name, v);
-                    }
-                }
-                *current = seen;
-            }
-            Err(e) => tracing::warn!(cluster = %self.cluster, error = %e, "listing compute pods failed; keeping what was seen"),
+    async fn refresh(&self, tracked: &std::collections::HashSet<String>) {
+        if let Some(pods) = self.observe().await {
+            self.sweep_orphans(&pods, tracked).await;
         }
     }
+
 }

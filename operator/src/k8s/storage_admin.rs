@@ -51,10 +51,14 @@ impl StorageAdmin {
     }
 
     /// Makes `role` a login role with `password` that may connect to
-    /// `database`, keeping its other grants.
+    /// `database`, keeping its other grants. A superuser is refused: a
+    /// `Database` must not be able to take one over.
     pub async fn put_owner(&self, role: &str, password: &str, database: &str) -> Result<(), StorageAdminError> {
         let mut c = self.client.clone();
         let existing = c.get_role(GetRoleRequest { name: role.into() }).await.map_err(|s| self.err(s))?.into_inner().role;
+        if existing.as_ref().is_some_and(|r| r.superuser) {
+            return Err(StorageAdminError { url: self.url.clone(), message: format!("role {role:?} is a superuser; a Database owner must be an ordinary role") });
+        }
         let create = existing.is_none();
         let mut r = existing.unwrap_or(Role { name: role.into(), ..Role::default() });
         r.login = true;
@@ -66,9 +70,20 @@ impl StorageAdmin {
         Ok(())
     }
 
-    /// Drops `role` if it exists.
-    pub async fn drop_role(&self, role: &str) -> Result<(), StorageAdminError> {
-        self.client.clone().drop_role(DropRoleRequest { name: role.into(), if_exists: true }).await.map_err(|s| self.err(s))?;
+    /// Drops the owner `role` of `database` when it is only that: an
+    /// ordinary role allowed to connect to nothing else. Otherwise only its
+    /// grant on `database` goes.
+    pub async fn drop_owner(&self, role: &str, database: &str) -> Result<(), StorageAdminError> {
+        let mut c = self.client.clone();
+        let Some(mut r) = c.get_role(GetRoleRequest { name: role.into() }).await.map_err(|s| self.err(s))?.into_inner().role else {
+            return Ok(());
+        };
+        if !r.superuser && r.connect.iter().all(|d| d == database) {
+            c.drop_role(DropRoleRequest { name: role.into(), if_exists: true }).await.map_err(|s| self.err(s))?;
+        } else {
+            r.connect.retain(|d| d != database);
+            c.put_role(PutRoleRequest { role: Some(r), create: false }).await.map_err(|s| self.err(s))?;
+        }
         Ok(())
     }
 }

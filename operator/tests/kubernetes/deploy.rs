@@ -3,12 +3,11 @@
 //! must validate against the Kubernetes schemas.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ebb_operator::k8s::leader::Leader;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
 
 use crate::fake_api::FakeApi;
 
@@ -19,20 +18,26 @@ fn repo() -> PathBuf {
 #[tokio::test]
 async fn one_operator_leads_at_a_time() {
     let api = FakeApi::start().await;
-    let a = Leader::new(api.client(), "ebb-system", "ebb-operator", "operator-a");
-    let b = Leader::new(api.client(), "ebb-system", "ebb-operator", "operator-b");
+    let a = Leader::new(api.client(), "ebb-system", "ebb-operator", "operator-a").with_lease_seconds(1);
+    let b = Leader::new(api.client(), "ebb-system", "ebb-operator", "operator-b").with_lease_seconds(1);
     assert!(a.try_hold().await.unwrap(), "the first takes the free lease");
     assert!(!b.try_hold().await.unwrap(), "a valid lease is respected");
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(a.try_hold().await.unwrap(), "the holder renews");
-    // a stops renewing: its lease expires.
-    let leases: Api<Lease> = Api::namespaced(api.client(), "ebb-system");
-    let stale = json!({ "spec": { "renewTime": "2020-01-01T00:00:00.000000Z", "acquireTime": "2020-01-01T00:00:00.000000Z" } });
-    leases.patch("ebb-operator", &PatchParams::default(), &Patch::Merge(stale)).await.unwrap();
+    assert!(!b.try_hold().await.unwrap(), "a renewed lease is respected");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!b.try_hold().await.unwrap(), "renewed 0.6 s ago: still valid");
+    // a stops renewing: after a lease duration seen unchanged, b takes it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(b.try_hold().await.unwrap(), "an expired lease is taken over");
     assert!(!a.try_hold().await.unwrap(), "the old holder lost it");
+    let leases: Api<Lease> = Api::namespaced(api.client(), "ebb-system");
     let lease = leases.get("ebb-operator").await.unwrap().spec.unwrap();
     assert_eq!(lease.holder_identity.as_deref(), Some("operator-b"));
     assert_eq!(lease.lease_transitions, Some(1));
+    // A clean release hands it over at the next look.
+    b.release().await.unwrap();
+    assert!(a.try_hold().await.unwrap(), "a released lease is free");
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub struct FakeCluster {
     /// The storage every compute and the operator use.
     pub storage_url: String,
     stop: watch::Sender<bool>,
+    restarts: tokio::sync::mpsc::UnboundedSender<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,10 +69,49 @@ impl FakeCluster {
         };
         tokio::spawn(ebb_storage::server::run_on(listener, cfg, stopped(&rx)));
         let storage_url = format!("http://{addr}");
-        tokio::spawn(kubelet(client.clone(), storage_url.clone(), rx.clone()));
+        let (restarts, restart_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(kubelet(client.clone(), storage_url.clone(), rx.clone(), restart_rx));
         tokio::spawn(workload_controllers(client, rx));
-        FakeCluster { storage_url, stop, _dir: dir }
+        FakeCluster { storage_url, stop, restarts, _dir: dir }
     }
+
+    /// Restarts the container of compute pod `name` in place, as after a
+    /// crash: same IP and ports, a fresh (unbound) compute.
+    pub fn restart_container(&self, name: &str) {
+        let _ = self.restarts.send(name.to_string());
+    }
+}
+
+/// One compute the kubelet runs.
+struct Running {
+    name: String,
+    addr: (IpAddr, u16, u16),
+    stop: watch::Sender<bool>,
+}
+
+/// Starts an in-process compute on `ip` and waits until its control port
+/// answers (the readiness probe); `None` if the ports cannot be had.
+async fn run_compute(storage_url: &str, ip: IpAddr, pg: u16, control: u16) -> Option<watch::Sender<bool>> {
+    let mut bind_tries = 0;
+    let listener = loop {
+        match TcpListener::bind(SocketAddr::new(ip, pg)).await {
+            Ok(l) => break l,
+            Err(_) if bind_tries < 100 => {
+                bind_tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => return None,
+        }
+    };
+    let (tx, rx) = watch::channel(false);
+    let cfg = ComputeConfig { listen: SocketAddr::new(ip, pg), storage: storage_url.to_string(), database: None, control_listen: Some(SocketAddr::new(ip, control)) };
+    tokio::spawn(ebb_compute::server::run_on(listener, cfg, stopped(&rx)));
+    let mut probes = 0;
+    while tokio::net::TcpStream::connect(SocketAddr::new(ip, control)).await.is_err() && probes < 200 {
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(tx)
 }
 
 fn named_port(pod: &Pod, name: &str) -> Option<u16> {
@@ -84,17 +124,26 @@ fn is_compute(pod: &Pod) -> bool {
 }
 
 /// Runs compute pods as in-process computes and reports pods ready.
-async fn kubelet(client: kube::Client, storage_url: String, stop: watch::Receiver<bool>) {
+async fn kubelet(client: kube::Client, storage_url: String, stop: watch::Receiver<bool>, mut restarts: tokio::sync::mpsc::UnboundedReceiver<String>) {
     let pods: Api<Pod> = Api::all(client.clone());
-    let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     while !*stop.borrow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(name) = restarts.try_recv() {
+            if let Some(r) = running.values_mut().find(|r| r.name == name) {
+                let _ = r.stop.send(true);
+                let (ip, pg, control) = r.addr;
+                if let Some(tx) = run_compute(&storage_url, ip, pg, control).await {
+                    r.stop = tx;
+                }
+            }
+        }
         let Ok(list) = pods.list(&ListParams::default()).await else { continue };
         let alive: Vec<String> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| p.uid().unwrap_or_default()).collect();
-        running.retain(|uid, s| {
+        running.retain(|uid, r| {
             let keep = alive.contains(uid);
             if !keep {
-                let _ = s.send(true);
+                let _ = r.stop.send(true);
             }
             keep
         });
@@ -107,22 +156,8 @@ async fn kubelet(client: kube::Client, storage_url: String, stop: watch::Receive
             let ip = if is_compute(&pod) {
                 let (Some(pg), Some(control)) = (named_port(&pod, "postgres"), named_port(&pod, "control")) else { continue };
                 let ip = next_ip();
-                let (tx, rx) = watch::channel(false);
-                let Ok(listener) = TcpListener::bind(SocketAddr::new(ip, pg)).await else { continue };
-                let cfg = ComputeConfig {
-                    listen: SocketAddr::new(ip, pg),
-                    storage: storage_url.clone(),
-                    database: None,
-                    control_listen: Some(SocketAddr::new(ip, control)),
-                };
-                tokio::spawn(ebb_compute::server::run_on(listener, cfg, stopped(&rx)));
-                running.insert(uid, tx);
-                // The readiness probe: the control port answers.
-                let mut probes = 0;
-                while tokio::net::TcpStream::connect(SocketAddr::new(ip, control)).await.is_err() && probes < 200 {
-                    probes += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                let Some(stop) = run_compute(&storage_url, ip, pg, control).await else { continue };
+                running.insert(uid, Running { name: pod.name_any(), addr: (ip, pg, control), stop });
                 ip
             } else {
                 IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -136,8 +171,8 @@ async fn kubelet(client: kube::Client, storage_url: String, stop: watch::Receive
             let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await;
         }
     }
-    for (_, s) in running {
-        let _ = s.send(true);
+    for (_, r) in running {
+        let _ = r.stop.send(true);
     }
 }
 

@@ -415,7 +415,7 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     let again = broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "shop".into() }).await.unwrap().into_inner();
     assert_eq!(again.compute_id, got.compute_id, "a running database is served by the compute it has");
     let e = broker.acquire(AcquireRequest { cluster: "default/other".into(), database: "shop".into() }).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(e.code(), tonic::Code::Unavailable, "an unknown cluster may be starting: retry");
     let e = broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 }
@@ -518,4 +518,86 @@ async fn a_standby_operator_takes_over_and_adopts_bound_computes() {
 async fn pods_in(api: &FakeApi, ns: &str, selector: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(api.client(), ns);
     pods.list(&ListParams::default().labels(selector)).await.map(|l| l.items).unwrap_or_default()
+}
+
+/// A compute pod whose container restarted comes back unbound: the
+/// operator notices (its stats name no database) and replaces it instead of
+/// routing sessions to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compute_whose_container_restarted_is_replaced() {
+    let h = Harness::start().await;
+    h.create_cluster(2).await;
+    h.ready_cluster(2).await;
+    h.create_database("shop", |s| s.min_replicas = Some(1)).await;
+    let first = eventually("a bound compute", 30, || async {
+        h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await.into_iter().find(|p| instance(p).is_some())
+    })
+    .await;
+    let first_name = first.name_any();
+    let i = instance(&first).unwrap();
+    let stats = ControlClient::connect(i.control_addr).await.unwrap().stats().await.unwrap();
+    assert_eq!(stats.database, "shop");
+    h.cluster.restart_container(&first_name);
+    // The restarted one is deleted and another serves shop.
+    eventually("the restarted compute to be replaced", 30, || async {
+        let gone = h.api.object("v1", "pods", "default", &first_name).is_none();
+        let claimed = h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await;
+        let replaced = claimed.iter().any(|p| p.name_any() != first_name && instance(p).is_some());
+        (gone && replaced).then_some(())
+    })
+    .await;
+    let compute = h.ctx.cluster("default/main").unwrap().controller.acquire("shop").await.expect("acquire");
+    assert_ne!(compute.id, first_name);
+    let (client, conn) = tokio_postgres::connect(&format!("host={} port={} user=postgres dbname=shop", compute.pg_addr.ip(), compute.pg_addr.port()), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the replacement");
+    tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.expect("the replacement serves shop");
+}
+
+/// Two `Database`s for one SQL name: the newer is refused (NameInUse), and
+/// deleting it — even with `deletionPolicy: Delete` — leaves the older
+/// one's data and computes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_refused_for_its_name_deletes_nothing_of_the_owner() {
+    let h = Harness::start().await;
+    h.create_cluster(1).await;
+    h.ready_cluster(1).await;
+    h.create_database("shop", |_| {}).await;
+    eventually("shop Suspended", 20, || async { h.database("shop").await?.status?.phase.filter(|p| p == "Suspended") }).await;
+    h.create_database("shop-copy", |s| {
+        s.database_name = Some("shop".into());
+        s.deletion_policy = DeletionPolicy::Delete;
+    })
+    .await;
+    let s = eventually("shop-copy refused", 20, || async { h.database("shop-copy").await?.status.filter(|s| s.phase.as_deref() == Some("Failed")) }).await;
+    assert_eq!(s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str()), Some("NameInUse"));
+    Api::<Database>::namespaced(h.client(), "default").delete("shop-copy", &DeleteParams::default()).await.unwrap();
+    eventually("shop-copy gone", 20, || async { h.database("shop-copy").await.is_none().then_some(()) }).await;
+    assert!(h.storage_databases().await.contains(&"shop".to_string()), "the owner's database was not dropped");
+    assert!(!h.events("Released").is_empty());
+    assert_eq!(h.database("shop").await.unwrap().status.unwrap().phase.as_deref(), Some("Suspended"));
+}
+
+/// A `Database` cannot make a superuser its owner (and so reset its password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_superuser_cannot_be_a_database_owner() {
+    use ebb_proto::storage::{PutRoleRequest, Role};
+    let h = Harness::start().await;
+    h.create_cluster(1).await;
+    h.ready_cluster(1).await;
+    let mut storage = StorageClient::connect(h.cluster.storage_url.clone()).await.unwrap();
+    let admin = Role { name: "admin".into(), login: true, superuser: true, password_verifier: "SCRAM-SHA-256$4096:c2FsdA==$a2V5:a2V5".into(), connect: vec![] };
+    storage.put_role(PutRoleRequest { role: Some(admin.clone()), create: true }).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(h.client(), "default");
+    let secret: Secret = serde_json::from_value(json!({ "metadata": { "name": "pw" }, "stringData": { "password": "taken-over" } })).unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    h.create_database("shop", |s| {
+        s.owner = Some(OwnerRole { name: "admin".into(), password_secret: SecretKey { name: "pw".into(), key: "password".into() } });
+    })
+    .await;
+    let s = eventually("the owner refused", 20, || async { h.database("shop").await?.status.filter(|s| s.phase.as_deref() == Some("Failed")) }).await;
+    assert_eq!(s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str()), Some("OwnerRoleRefused"));
+    let role = storage.get_role(GetRoleRequest { name: "admin".into() }).await.unwrap().into_inner().role.unwrap();
+    assert_eq!(role.password_verifier, admin.password_verifier, "the superuser's password is untouched");
 }

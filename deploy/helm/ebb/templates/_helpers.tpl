@@ -96,10 +96,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["services", "pods", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Object-store credentials (checked to exist) and owner passwords (read).
+# Owner passwords: read one by one, never listed.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
