@@ -108,13 +108,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let object_store = args.object_store.clone().unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop, stopped) = ebb_common::shutdown::signal();
 
     let registry = prometheus::Registry::new();
     let metrics = LocalMetrics::new(&registry)?;
@@ -129,7 +123,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         engine: EngineConfig::default(),
         registry: Some(registry.clone()),
     };
-    let storage = tokio::spawn(ebb_storage::server::run_on(storage_listener, storage_cfg, stopped()));
+    let storage = tokio::spawn(ebb_storage::server::run_on(storage_listener, storage_cfg, stopped.wait()));
     let roles = StorageRoles::connect(&storage_url).await?;
     roles.bootstrap(args.password.as_deref()).await?;
 
@@ -166,21 +160,21 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             let single = Arc::new(Single { name: "local".into(), controller: controller.clone() });
             let broker = tonic::transport::Server::builder()
                 .add_service(Broker::service(single))
-                .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(l), stopped());
+                .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(l), stopped.wait());
             tokio::spawn(broker);
         }
         None => controller.set_load_source(Arc::new(ProxyLoad(proxy.clone()))),
     }
-    let controller_task = tokio::spawn(controller.clone().run(stopped()));
+    let controller_task = tokio::spawn(controller.clone().run(stopped.wait()));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let proxy_task = tokio::spawn(proxy.clone().serve(listener, stopped()));
+    let proxy_task = tokio::spawn(proxy.clone().serve(listener, stopped.wait()));
     if let Some(metrics_addr) = args.metrics_listen {
         let l = TcpListener::bind(metrics_addr).await.with_context(|| format!("cannot listen on {metrics_addr}"))?;
         tracing::info!(addr = %l.local_addr()?, "metrics on /metrics");
-        tokio::spawn(ebb_common::metrics::serve(l, registry, stopped()));
+        tokio::spawn(ebb_common::metrics::serve(l, registry, stopped.wait()));
     }
-    let status_task = tokio::spawn(observe(controller.clone(), proxy.clone(), metrics, data_dir.clone(), addr, stopped()));
+    let status_task = tokio::spawn(observe(controller.clone(), proxy.clone(), metrics, data_dir.clone(), addr, stopped.wait()));
 
     tracing::info!(%addr, object_store = %object_store, pool_size = args.pool_size, "ebb local is up");
     println!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
@@ -189,7 +183,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
 
     crate::shutdown_signal().await;
-    let _ = stop_tx.send(true);
+    stop.stop();
     let _ = proxy_task.await;
     let _ = controller_task.await; // stops every compute
     let _ = status_task.await;

@@ -48,11 +48,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let registry = prometheus::Registry::new();
     let metrics = tokio::net::TcpListener::bind(args.metrics_listen).await.with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut rx = stop_rx.clone();
-    tokio::spawn(ebb_common::metrics::serve(metrics, registry.clone(), async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let (stop, stopped) = ebb_common::shutdown::signal();
+    tokio::spawn(ebb_common::metrics::serve(metrics, registry.clone(), stopped.wait()));
     let pod = args.identity.clone().map(|name| (args.lease_namespace.clone(), name));
     // Without POD_NAME: the host name and a random suffix (every container's pid is 1).
     let identity = args.identity.unwrap_or_else(|| {
@@ -75,6 +72,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         registry,
     };
     let result = operator::run(client, cfg, crate::shutdown_signal()).await;
-    let _ = stop_tx.send(true);
+    stop.stop();
     result.map_err(|e| anyhow::anyhow!(e))
 }

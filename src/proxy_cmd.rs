@@ -88,19 +88,13 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         }
     };
     let proxy = Proxy::new(Arc::new(router), ProxyConfig { wake_timeout: args.wake_timeout, tls, auth });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop, stopped) = ebb_common::shutdown::signal();
     if let Some(addr) = args.metrics_listen {
         let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let registry = prometheus::Registry::new();
         let metrics = ProxyMetrics::new(&registry)?;
-        tokio::spawn(ebb_common::metrics::serve(l, registry, stopped()));
-        let (proxy, stop) = (proxy.clone(), stopped());
+        tokio::spawn(ebb_common::metrics::serve(l, registry, stopped.wait()));
+        let (proxy, stop) = (proxy.clone(), stopped.wait());
         tokio::spawn(async move {
             tokio::pin!(stop);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -114,9 +108,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, cluster = %args.cluster, "proxy listening");
-    let task = tokio::spawn(proxy.clone().serve(listener, stopped()));
+    let task = tokio::spawn(proxy.clone().serve(listener, stopped.wait()));
     crate::shutdown_signal().await;
-    let _ = stop_tx.send(true);
+    stop.stop();
     let _ = task.await;
     Ok(())
 }

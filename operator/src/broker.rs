@@ -20,7 +20,9 @@ pub trait Controllers: Send + Sync + 'static {
 
 /// One controller under one cluster name (`ebb local`: `local`).
 pub struct Single {
+    /// The cluster name proxies ask for.
     pub name: String,
+    /// Its controller.
     pub controller: Arc<Controller>,
 }
 

@@ -33,6 +33,10 @@ pub struct ControllerConfig {
     pub autoscaler: AutoscalerConfig,
     /// How often the controller looks at load and health.
     pub tick: Duration,
+    /// Serve only databases configured with
+    /// [`configure_database`](Controller::configure_database) (Kubernetes:
+    /// those with a `Database` resource); others are unknown.
+    pub configured_only: bool,
 }
 
 impl Default for ControllerConfig {
@@ -42,6 +46,7 @@ impl Default for ControllerConfig {
             idle_timeout: Duration::from_secs(300),
             autoscaler: AutoscalerConfig::default(),
             tick: Duration::from_millis(500),
+            configured_only: false,
         }
     }
 }
@@ -336,6 +341,9 @@ impl Controller {
     async fn wake(&self, database: &str) -> Result<ComputeInstance, AcquireError> {
         let waking = {
             let mut st = self.state();
+            if self.cfg.configured_only && !st.configs.contains_key(database) {
+                return Err(AcquireError::UnknownDatabase(database.to_string()));
+            }
             let now = Instant::now();
             let cfg = self.config_of(&st, database);
             st.databases.entry(database.to_string()).or_insert_with(|| self.new_db(cfg, now)).waking.clone()

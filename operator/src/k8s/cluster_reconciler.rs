@@ -40,8 +40,11 @@ pub async fn reconcile(cluster: Arc<EbbCluster>, ctx: Arc<Context>) -> Result<Ac
 /// What the cluster's children report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ChildrenReady {
+    /// Ready storage pods.
     pub storage: i32,
+    /// Ready proxy pods.
     pub proxy: i32,
+    /// Ready warm compute pods.
     pub warm: i32,
 }
 
@@ -54,18 +57,36 @@ pub fn readiness(ready: ChildrenReady) -> (&'static str, bool, &'static str, Str
     }
 }
 
-async fn apply(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
+/// Applies every child with server-side apply.
+async fn apply_children(cluster: &EbbCluster, ctx: &Context) -> Result<(), Error> {
     let ns = cluster.namespace().unwrap_or_default();
-    let name = cluster.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for child in resources::children(cluster, &ctx.settings.image, &ctx.settings.broker_url)? {
         let patch = Patch::Apply(&child.object);
-        match child.kind {
-            "Service" => drop(Api::<Service>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
-            "StatefulSet" => drop(Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
-            "Deployment" => drop(Api::<Deployment>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await?),
+        let applied = match child.kind {
+            "Service" => Api::<Service>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await.map(drop),
+            "StatefulSet" => Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await.map(drop),
+            "Deployment" => Api::<Deployment>::namespaced(ctx.client.clone(), &ns).patch(&child.name, &params, &patch).await.map(drop),
             other => return Err(Error::Invalid(format!("no API for child kind {other}"))),
+        };
+        applied.map_err(|e| Error::Apply(format!("applying {} {}: {e}", child.kind, child.name)))?;
+    }
+    Ok(())
+}
+
+async fn apply(cluster: &EbbCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    if let Err(e) = apply_children(cluster, ctx).await {
+        // Visible where people look: the status and an event.
+        let mut status = cluster.status.clone().unwrap_or_default();
+        if conditions::set(&mut status.conditions, READY, false, "ApplyFailed", &e.to_string(), cluster.metadata.generation, Timestamp::now()) {
+            ctx.event(cluster, true, "ApplyFailed", "Apply", e.to_string()).await;
+            status.phase = Some("Failed".into());
+            let api: Api<EbbCluster> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
         }
+        return Err(e);
     }
     ctx.ensure_cluster(cluster).await?;
 

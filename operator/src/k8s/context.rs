@@ -27,6 +27,8 @@ pub enum Error {
     Storage(#[from] super::storage_admin::StorageAdminError),
     #[error("invalid resource: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Apply(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
@@ -48,15 +50,20 @@ pub struct Settings {
 
 /// A cluster's running controller.
 pub struct ClusterHandle {
+    /// Pool claims, scaling and idling of the cluster's databases.
     pub controller: Arc<Controller>,
+    /// Its compute pods.
     pub runtime: Arc<PodRuntime>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Shared by every reconcile.
 pub struct Context {
+    /// The Kubernetes API.
     pub client: kube::Client,
+    /// The operator's settings.
     pub settings: Settings,
+    /// Publishes Kubernetes events.
     pub recorder: Recorder,
     clusters: Mutex<HashMap<String, Arc<ClusterHandle>>>,
     /// Owner-secret resourceVersion last applied per database resource.
@@ -120,6 +127,7 @@ impl Context {
         let cfg = ControllerConfig {
             pool_size: usize::try_from(cluster.spec.pool.size).unwrap_or(0),
             tick: self.settings.tick,
+            configured_only: true,
             ..ControllerConfig::default()
         };
         let controller = Controller::new(runtime.clone(), cfg);

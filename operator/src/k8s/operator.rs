@@ -23,6 +23,7 @@ use crate::metrics::ControllerMetrics;
 /// Where the operator runs and what it watches.
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {
+    /// What the reconcilers use.
     pub settings: Settings,
     /// Only this namespace; all when `None`.
     pub watch_namespace: Option<String>,
@@ -30,6 +31,7 @@ pub struct OperatorConfig {
     pub broker_listen: SocketAddr,
     /// The leader Lease: (namespace, name), and this operator's identity.
     pub lease: (String, String),
+    /// This operator's name in the Lease (its pod name).
     pub identity: String,
     /// This operator's own pod (namespace, name), when it runs in one: the
     /// leader labels it so that the broker Service only selects the leader.
@@ -86,19 +88,13 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
 /// Runs the reconcilers (no leader election): for tests and for [`run`].
 pub async fn run_reconcilers(ctx: Arc<Context>, watch_namespace: Option<String>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let client = ctx.client.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop, stopped) = ebb_common::shutdown::signal();
     let cfg = watcher::Config::default();
     let clusters = Controller::new(api::<EbbCluster>(&client, &watch_namespace), cfg.clone())
         .owns(api::<StatefulSet>(&client, &watch_namespace), cfg.clone())
         .owns(api::<Deployment>(&client, &watch_namespace), cfg.clone())
         .owns(api::<Service>(&client, &watch_namespace), cfg.clone())
-        .graceful_shutdown_on(stopped())
+        .graceful_shutdown_on(stopped.wait())
         .run(cluster_reconciler::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -106,7 +102,7 @@ pub async fn run_reconcilers(ctx: Arc<Context>, watch_namespace: Option<String>,
             }
         });
     let databases = Controller::new(api::<Database>(&client, &watch_namespace), cfg)
-        .graceful_shutdown_on(stopped())
+        .graceful_shutdown_on(stopped.wait())
         .run(database_reconciler::reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -115,7 +111,7 @@ pub async fn run_reconcilers(ctx: Arc<Context>, watch_namespace: Option<String>,
         });
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop.stop();
     });
     futures::join!(clusters, databases);
 }
@@ -135,19 +131,13 @@ pub async fn run(client: kube::Client, cfg: OperatorConfig, shutdown: impl Futur
     let ctx = Context::new(client.clone(), cfg.settings.clone(), Some(cfg.identity.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.broker_listen).await.map_err(|e| format!("broker listen {}: {e}", cfg.broker_listen))?;
     tracing::info!(addr = %cfg.broker_listen, "broker listening");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let (stop, stopped) = ebb_common::shutdown::signal();
     let broker = tonic::transport::Server::builder()
         .add_service(Broker::service(ctx.clone()))
-        .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(listener), stopped());
+        .serve_with_incoming_shutdown(ebb_common::net::nodelay_incoming(listener), stopped.wait());
     let broker = tokio::spawn(broker);
-    tokio::spawn(sample_metrics(ctx.clone(), metrics, stopped()));
-    let reconcilers = tokio::spawn(run_reconcilers(ctx.clone(), cfg.watch_namespace.clone(), stopped()));
+    tokio::spawn(sample_metrics(ctx.clone(), metrics, stopped.wait()));
+    let reconcilers = tokio::spawn(run_reconcilers(ctx.clone(), cfg.watch_namespace.clone(), stopped.wait()));
     label_leader(&client, &cfg.pod, true).await?;
     let outcome = tokio::select! {
         _ = &mut shutdown => Ok(()),
@@ -155,7 +145,7 @@ pub async fn run(client: kube::Client, cfg: OperatorConfig, shutdown: impl Futur
     };
     // No more scaling, claims or deletions from here on.
     ctx.stop_ticks();
-    let _ = stop_tx.send(true);
+    stop.stop();
     let _ = reconcilers.await;
     match broker.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "broker stopped with an error"),

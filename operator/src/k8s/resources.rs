@@ -406,8 +406,11 @@ pub fn children(cluster: &EbbCluster, default_image: &str, broker_url: &str) -> 
 /// One child object ready to apply.
 #[derive(Debug, Clone)]
 pub struct Child {
+    /// `Service`, `StatefulSet` or `Deployment`.
     pub kind: &'static str,
+    /// Its name in the cluster's namespace.
     pub name: String,
+    /// The object to apply, with `apiVersion` and `kind`.
     pub object: serde_json::Value,
 }
 

@@ -418,6 +418,7 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     assert_eq!(e.code(), tonic::Code::Unavailable, "an unknown cluster may be starting: retry");
     let e = broker.acquire(AcquireRequest { cluster: "default/main".into(), database: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert_eq!(h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await.len(), 1, "a database without a Database resource claims nothing");
 }
 
 /// Two `ebb operator`s (the same `run` the binary calls): one leads and
