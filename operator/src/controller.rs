@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,8 @@ pub struct Controller {
     cfg: ControllerConfig,
     state: Mutex<State>,
     load: Mutex<Option<Arc<dyn LoadSource>>>,
+    /// Unbound computes kept warm (starts as `cfg.pool_size`).
+    pool_size: AtomicUsize,
     /// Sessions per compute from the computes' stats, when no load source is set.
     polled: Mutex<HashMap<String, u64>>,
     /// Every resume: how it was served and how long it took.
@@ -195,6 +197,7 @@ impl Controller {
     pub fn new(runtime: Arc<dyn Runtime>, cfg: ControllerConfig) -> Arc<Self> {
         Arc::new(Self {
             runtime,
+            pool_size: AtomicUsize::new(cfg.pool_size),
             cfg,
             state: Mutex::new(State::default()),
             load: Mutex::new(None),
@@ -220,6 +223,11 @@ impl Controller {
             Some(s) => s.sessions(),
             None => self.polled.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// Changes the pool size (Kubernetes: `spec.pool.size` changed).
+    pub fn set_pool_size(&self, size: usize) {
+        self.pool_size.store(size, Ordering::Relaxed);
     }
 
     /// Ids of every compute the controller knows (pool and bound).
@@ -653,8 +661,9 @@ impl Controller {
             }
         }
         let have = st.pool.len() + st.starting;
-        if !self.runtime.keeps_pool() && have < self.cfg.pool_size {
-            actions.start_pool = self.cfg.pool_size - have;
+        let pool_size = self.pool_size.load(Ordering::Relaxed);
+        if !self.runtime.keeps_pool() && have < pool_size {
+            actions.start_pool = pool_size - have;
             st.starting += actions.start_pool;
         }
         actions
@@ -700,6 +709,6 @@ impl Controller {
             .collect();
         databases.sort_by(|a, b| a.name.cmp(&b.name));
         let pool_ready = if self.runtime.keeps_pool() { self.runtime.warm_ready() } else { st.pool.len() };
-        Status { databases, pool_size: self.cfg.pool_size, pool_ready }
+        Status { databases, pool_size: self.pool_size.load(Ordering::Relaxed), pool_ready }
     }
 }

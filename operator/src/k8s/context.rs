@@ -121,6 +121,7 @@ impl Context {
         let template = resources::compute_pod_template(cluster, &self.settings.image);
         if let Some(h) = self.cluster(&key(&ns, &name)) {
             h.runtime.set_template(template);
+            h.controller.set_pool_size(usize::try_from(cluster.spec.pool.size).unwrap_or(0));
             return Ok(h);
         }
         let runtime = Arc::new(PodRuntime::new(self.client.clone(), &ns, &name, template, self.settings.start_timeout));

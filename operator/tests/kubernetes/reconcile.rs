@@ -162,6 +162,16 @@ async fn an_ebbcluster_creates_its_children_by_server_side_apply() {
     assert!(!h.events("Applied").is_empty(), "an Applied event was published");
     assert_eq!(h.pods(&format!("{POOL_LABEL}={WARM}")).await.len(), 2, "the pool Deployment made two warm pods");
 
+    // A bigger pool: the Deployment follows and so does the controller.
+    let clusters: Api<EbbCluster> = Api::namespaced(h.client(), "default");
+    clusters.patch("main", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "pool": { "size": 3 } } }))).await.unwrap();
+    eventually("three warm pods", 20, || async {
+        let handle = h.ctx.cluster("default/main")?;
+        let warm = h.pods(&format!("{POOL_LABEL}={WARM}")).await.len();
+        (warm == 3 && handle.controller.status().pool_size == 3).then_some(())
+    })
+    .await;
+
     // Deleting the cluster runs its finalizer and the owned children follow.
     Api::<EbbCluster>::namespaced(h.client(), "default").delete("main", &DeleteParams::default()).await.unwrap();
     eventually("the cluster and its children to be gone", 20, || async {
