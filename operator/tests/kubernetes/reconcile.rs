@@ -307,9 +307,18 @@ async fn scale_in_drains_and_deletes_only_when_sessions_ended() {
     })
     .await;
     // minReplicas 2: two computes without any client.
-    let bound = eventually("two bound computes", 30, || async {
+    let bound = eventually("two computes attached to shop", 30, || async {
         let p = h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await;
-        (p.len() == 2 && p.iter().all(|p| instance(p).is_some())).then_some(p)
+        if p.len() != 2 {
+            return None;
+        }
+        for pod in &p {
+            let stats = ControlClient::connect(instance(pod)?.control_addr).await.ok()?.stats().await.ok()?;
+            if stats.database != "shop" {
+                return None;
+            }
+        }
+        Some(p)
     })
     .await;
     // A session on each.
@@ -540,14 +549,14 @@ async fn a_compute_whose_container_restarted_is_replaced() {
     h.create_cluster(2).await;
     h.ready_cluster(2).await;
     h.create_database("shop", |s| s.min_replicas = Some(1)).await;
-    let first = eventually("a bound compute", 30, || async {
-        h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await.into_iter().find(|p| instance(p).is_some())
+    // Claimed (labelled) comes a moment before attached: wait for both.
+    let first = eventually("a compute attached to shop", 30, || async {
+        let pod = h.pods(&format!("{POOL_LABEL}={CLAIMED}")).await.into_iter().find(|p| instance(p).is_some())?;
+        let stats = ControlClient::connect(instance(&pod)?.control_addr).await.ok()?.stats().await.ok()?;
+        (stats.database == "shop").then_some(pod)
     })
     .await;
     let first_name = first.name_any();
-    let i = instance(&first).unwrap();
-    let stats = ControlClient::connect(i.control_addr).await.unwrap().stats().await.unwrap();
-    assert_eq!(stats.database, "shop");
     h.cluster.restart_container(&first_name);
     // The restarted one is deleted and another serves shop.
     eventually("the restarted compute to be replaced", 30, || async {
