@@ -154,6 +154,15 @@ struct Db {
     /// sleeping database wake it once.
     waking: Arc<tokio::sync::Mutex<()>>,
     resuming: bool,
+    /// Scale-outs that failed in a row, and when the next may be tried.
+    grow_failures: u32,
+    grow_after: Option<Instant>,
+}
+
+/// How long scale-out waits after `failures` failed attempts in a row:
+/// 1 s, 2 s, 4 s, … up to a minute.
+pub fn grow_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 #[derive(Default)]
@@ -343,6 +352,8 @@ impl Controller {
             last_active: now,
             waking: Arc::default(),
             resuming: false,
+            grow_failures: 0,
+            grow_after: None,
         }
     }
 
@@ -555,8 +566,17 @@ impl Controller {
             tokio::spawn(async move {
                 let Some(waking) = this.state().databases.get(&database).map(|d| d.waking.clone()) else { return };
                 let Ok(_guard) = waking.try_lock() else { return };
-                if let Err(e) = this.add_compute(&database).await {
-                    tracing::warn!(%database, error = %e, "scale-out failed");
+                let failed = this.add_compute(&database).await.err();
+                let mut st = this.state();
+                let Some(db) = st.databases.get_mut(&database) else { return };
+                match failed {
+                    None => (db.grow_failures, db.grow_after) = (0, None),
+                    Some(e) => {
+                        db.grow_failures += 1;
+                        let wait = grow_backoff(db.grow_failures);
+                        db.grow_after = Some(Instant::now() + wait);
+                        tracing::warn!(%database, error = %e, failures = db.grow_failures, retry_in = ?wait, "scale-out failed");
+                    }
                 }
             });
         }
@@ -631,8 +651,9 @@ impl Controller {
                 }
                 !done
             });
+            let may_grow = db.grow_after.is_none_or(|t| now >= t);
             if db.computes.is_empty() {
-                if db.cfg.min_replicas > 0 && !db.resuming {
+                if db.cfg.min_replicas > 0 && !db.resuming && may_grow {
                     actions.grow.push(name.clone());
                 }
                 continue;
@@ -648,7 +669,7 @@ impl Controller {
             db.autoscaler.record(now, total as f64);
             let ready = db.computes.iter().filter(|c| !c.draining).count() as u32;
             let desired = db.autoscaler.desired(now, ready);
-            if desired > ready {
+            if desired > ready && may_grow {
                 actions.grow.push(name.clone());
             } else if desired < ready {
                 let mut candidates: Vec<&mut Bound> = db.computes.iter_mut().filter(|c| !c.draining).collect();
@@ -710,5 +731,17 @@ impl Controller {
         databases.sort_by(|a, b| a.name.cmp(&b.name));
         let pool_ready = if self.runtime.keeps_pool() { self.runtime.warm_ready() } else { st.pool.len() };
         Status { databases, pool_size: self.pool_size.load(Ordering::Relaxed), pool_ready }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_out_backs_off_exponentially_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|f| grow_backoff(f).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(grow_backoff(u32::MAX), Duration::from_secs(60));
     }
 }

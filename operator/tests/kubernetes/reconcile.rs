@@ -421,7 +421,8 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     h.create_cluster(1).await;
     h.ready_cluster(1).await;
     h.create_database("shop", |_| {}).await;
-    eventually("shop in storage", 20, || async { h.storage_databases().await.contains(&"shop".to_string()).then_some(()) }).await;
+    // Served once reconciled (created in storage, settings handed over).
+    eventually("shop Suspended", 20, || async { h.database("shop").await?.status?.phase.filter(|p| p == "Suspended") }).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = ebb_operator::broker::Broker::service(h.ctx.clone());
