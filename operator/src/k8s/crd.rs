@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -246,8 +246,12 @@ pub struct EbbClusterStatus {
     pub endpoint: Option<String>,
 }
 
-/// One tenant database of an `EbbCluster`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The CEL transition rule that keeps a `Database`'s cluster and SQL name.
+const IMMUTABLE_NAMES: &str = "self.cluster == oldSelf.cluster && has(self.databaseName) == has(oldSelf.databaseName) && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)";
+
+/// One tenant database of an `EbbCluster`. Its cluster and SQL name cannot
+/// change (the API server refuses it): delete and recreate it instead.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "ebb.dev",
     version = "v1alpha1",
@@ -262,6 +266,7 @@ pub struct EbbClusterStatus {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(IMMUTABLE_NAMES).message("spec.cluster and spec.databaseName cannot change: delete and recreate the Database"))]
 pub struct DatabaseSpec {
     /// The `EbbCluster` (same namespace) that serves it.
     #[schemars(length(min = 1))]
@@ -394,4 +399,21 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn a_databases_cluster_and_name_are_immutable_by_a_transition_rule() {
+        let crd = serde_json::to_value(Database::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let rules = spec["x-kubernetes-validations"].as_array().expect("validations on spec");
+        assert!(rules.iter().any(|r| r["rule"] == IMMUTABLE_NAMES), "{rules:?}");
+        assert!(IMMUTABLE_NAMES.contains("oldSelf.cluster") && IMMUTABLE_NAMES.contains("oldSelf.databaseName"));
+        // The rest of the schema keeps its validation.
+        assert_eq!(spec["properties"]["maxReplicas"]["minimum"], 1.0);
+    }
 }
