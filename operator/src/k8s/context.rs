@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::crd::EbbCluster;
 use super::pod_runtime::{PodRuntime, instance, is_ready};
 use super::resources::{self, CLAIMED, CLUSTER_LABEL, DATABASE_ANNOTATION, POOL_LABEL};
+use super::storage_admin::StorageAdmin;
 use crate::controller::{Controller, ControllerConfig};
 
 /// A reconciler failure (retried with backoff).
@@ -54,6 +55,8 @@ pub struct ClusterHandle {
     pub controller: Arc<Controller>,
     /// Its compute pods.
     pub runtime: Arc<PodRuntime>,
+    /// Its storage, on one channel kept across reconciles.
+    pub storage: Arc<StorageAdmin>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -125,6 +128,7 @@ impl Context {
             return Ok(h);
         }
         let runtime = Arc::new(PodRuntime::new(self.client.clone(), &ns, &name, template, self.settings.start_timeout));
+        let storage = Arc::new(StorageAdmin::new(&self.storage_url(cluster))?);
         let cfg = ControllerConfig {
             pool_size: usize::try_from(cluster.spec.pool.size).unwrap_or(0),
             tick: self.settings.tick,
@@ -139,7 +143,7 @@ impl Context {
         tokio::spawn(controller.clone().run_ticks(async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
-        let handle = Arc::new(ClusterHandle { controller, runtime, stop });
+        let handle = Arc::new(ClusterHandle { controller, runtime, storage, stop });
         // Another reconcile may have raced us here: keep the first.
         let mut clusters = self.clusters();
         let entry = clusters.entry(key(&ns, &name)).or_insert_with(|| handle.clone());

@@ -121,7 +121,7 @@ async fn apply(db: &Database, ctx: &Context) -> Result<Action, Error> {
         not_ready(db, ctx, "Pending", "ClusterNotReconciled", format!("EbbCluster {:?} is not running yet", db.spec.cluster)).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    let storage = StorageAdmin::new(&ctx.storage_url(&cluster))?;
+    let storage = handle.storage.clone();
     let created = match storage.ensure_database(&sql).await {
         Ok(c) => c,
         Err(e) => {
