@@ -25,6 +25,9 @@ pub struct ComputeArgs {
     /// `--database`, the compute then waits unbound until attached.
     #[arg(long, env = "EBB_CONTROL_LISTEN")]
     control_listen: Option<SocketAddr>,
+    /// Prometheus /metrics and /healthz listen address.
+    #[arg(long, env = "EBB_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The `[compute]` section of the settings file.
@@ -35,6 +38,7 @@ struct ComputeFile {
     storage: Option<String>,
     database: Option<String>,
     control_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs `ebb compute`.
@@ -45,6 +49,7 @@ pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Resul
         storage: args.storage.or(file.storage).unwrap_or_else(|| "http://127.0.0.1:5433".into()),
         database: args.database.or(file.database),
         control_listen: args.control_listen.or(file.control_listen),
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
     };
     if std::env::var_os(EXIT_WITH_PARENT).is_some() {
         exit_with_parent();

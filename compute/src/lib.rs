@@ -3,12 +3,15 @@
 //!
 //! - [`pg`]: pgwire handlers; [`session`]: statements, transactions, settings;
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
-//!   the DataFusion view of storage; [`storage_client`]: the gRPC client.
+//!   the DataFusion view of storage; [`storage_client`]: the gRPC client;
+//! - [`binding`], [`control`]: which database it serves and the control
+//!   service; [`metrics`]: its Prometheus gauges.
 
 pub mod binding;
 pub mod catalog;
 pub mod control;
 pub mod error;
+pub mod metrics;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pg_functions;

@@ -13,6 +13,7 @@ use ebb_proto::control::compute_control_server::ComputeControlServer;
 
 use crate::binding::Binding;
 use crate::control::ControlService;
+use crate::metrics::ComputeMetrics;
 use crate::error::{ComputeError, Result};
 use crate::pg::{Connection, Shared};
 use crate::storage_client::StorageClient;
@@ -29,6 +30,8 @@ pub struct ComputeConfig {
     pub database: Option<String>,
     /// Control service listen address (`attach`, `drain`, `stats`).
     pub control_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` (and `/healthz`) listen address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the compute role until `shutdown` resolves.
@@ -84,6 +87,25 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
         }
         None => None,
     };
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = bind(addr, "metrics").await?;
+        let registry = prometheus::Registry::new();
+        let metrics = ComputeMetrics::new(&registry).map_err(|e| ComputeError::Internal(e.to_string()))?;
+        let stop = stopped_rx.clone();
+        tokio::spawn(ebb_common::metrics::serve(listener, registry, wait_stopped(stop.clone())));
+        let binding = binding.clone();
+        tokio::spawn(async move {
+            let stopped = wait_stopped(stop);
+            tokio::pin!(stopped);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics.sample(&binding),
+                    _ = &mut stopped => return,
+                }
+            }
+        });
+    }
     let shared = Arc::new(Shared { storage, binding, connections: Arc::new(ConnectionManager::new()) });
     tracing::info!(addr = %pg_addr, control = ?control_addr, storage = %cfg.storage, database = ?cfg.database, "compute serving");
     // A machine-readable line for whoever started this process (the
@@ -117,4 +139,9 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
     let _ = stopped_tx.send(true);
     tracing::info!("compute stopped");
     Ok(())
+}
+
+/// Resolves once the compute stops.
+async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }

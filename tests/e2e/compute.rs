@@ -256,7 +256,20 @@ async fn control_service_attaches_counts_and_drains() {
     let store = format!("file://{}", dir.path().join("objects").display());
     let storage = StorageProc::start(&store, &dir.path().join("cache"), &[], &[]).await;
     let control_addr = format!("127.0.0.1:{}", free_port());
-    let compute = ComputeProc::start(&storage, dir.path(), &["--control-listen", &control_addr]).await;
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let compute = ComputeProc::start(&storage, dir.path(), &["--control-listen", &control_addr, "--metrics-listen", &metrics_addr.to_string()]).await;
+    // /metrics shows what stats say (sampled once a second).
+    let metrics_show = |expected: &'static [&'static str]| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = http_get(metrics_addr, "/metrics");
+            if expected.iter().all(|e| m.contains(e)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/metrics lacks {expected:?}:\n{m}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", compute.port);
     let unbound = tokio_postgres::connect(&conninfo, NoTls).await.err().expect("unbound compute refuses sessions");
     assert_eq!(sqlstate(&unbound), "57P03");
@@ -270,6 +283,7 @@ async fn control_service_attaches_counts_and_drains() {
     let stats = control.stats(StatsRequest {}).await.expect("stats").into_inner();
     assert_eq!((stats.database.as_str(), stats.connections, stats.draining), ("postgres", 1, false));
     assert!(stats.memory_bytes > 0);
+    metrics_show(&["ebb_compute_sessions 1", "ebb_compute_bound{database=\"postgres\"} 1", "ebb_compute_draining 0"]).await;
     c.batch_execute("CREATE DATABASE other").await.expect("create database");
     let rebind = control.attach(AttachRequest { database: "other".into() }).await.unwrap_err();
     assert_eq!(rebind.code(), tonic::Code::FailedPrecondition, "{rebind:?}");
@@ -279,4 +293,5 @@ async fn control_service_attaches_counts_and_drains() {
     let refused = tokio_postgres::connect(&conninfo, NoTls).await.err().expect("a draining compute refuses new sessions");
     assert_eq!(sqlstate(&refused), "57P03");
     c.simple_query("SELECT 1").await.expect("an open session carries on while draining");
+    metrics_show(&["ebb_compute_draining 1"]).await;
 }

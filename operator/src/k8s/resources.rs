@@ -345,9 +345,10 @@ pub fn compute_pod_template(cluster: &EbbCluster, default_image: &str) -> PodTem
             format!("--listen=0.0.0.0:{PG_PORT}"),
             format!("--control-listen=0.0.0.0:{CONTROL_PORT}"),
             format!("--storage={}", storage_url(cluster)),
+            format!("--metrics-listen=0.0.0.0:{METRICS_PORT}"),
         ]),
         env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), value_from: None }]),
-        ports: Some(vec![port("postgres", PG_PORT), port("control", CONTROL_PORT)]),
+        ports: Some(vec![port("postgres", PG_PORT), port("control", CONTROL_PORT), port("metrics", METRICS_PORT)]),
         // Ready once the control service answers: then it can be attached.
         readiness_probe: Some(Probe { period_seconds: Some(1), ..tcp_probe(CONTROL_PORT, 1) }),
         resources: cluster.spec.pool.resources.clone(),

@@ -1,0 +1,43 @@
+//! Prometheus gauges of one compute — the figures its control service's
+//! `stats` reports: sessions, statements in flight, the database it is
+//! bound to, whether it drains. Served with `--metrics-listen`.
+
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::binding::Binding;
+
+/// The compute's gauges.
+pub struct ComputeMetrics {
+    sessions: IntGauge,
+    in_flight: IntGauge,
+    bound: IntGaugeVec,
+    draining: IntGauge,
+}
+
+impl ComputeMetrics {
+    /// Registers the gauges in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            sessions: IntGauge::new("ebb_compute_sessions", "Open client sessions")?,
+            in_flight: IntGauge::new("ebb_compute_in_flight_statements", "Statements being executed")?,
+            bound: IntGaugeVec::new(Opts::new("ebb_compute_bound", "1 for the database this compute serves (none while unbound)"), &["database"])?,
+            draining: IntGauge::new("ebb_compute_draining", "1 while the compute takes no new sessions")?,
+        };
+        registry.register(Box::new(m.sessions.clone()))?;
+        registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.bound.clone()))?;
+        registry.register(Box::new(m.draining.clone()))?;
+        Ok(m)
+    }
+
+    /// Takes one sample.
+    pub fn sample(&self, binding: &Binding) {
+        self.sessions.set(binding.connections() as i64);
+        self.in_flight.set(binding.in_flight() as i64);
+        self.draining.set(binding.is_draining() as i64);
+        self.bound.reset();
+        if let Some(db) = binding.database() {
+            self.bound.with_label_values(&[db.as_str()]).set(1);
+        }
+    }
+}
