@@ -147,6 +147,8 @@ pub async fn run(client: kube::Client, cfg: OperatorConfig, shutdown: impl Futur
     ctx.stop_ticks();
     stop.stop();
     let _ = reconcilers.await;
+    // A reconcile that was under way may have started a cluster's ticks.
+    ctx.stop_ticks();
     match broker.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "broker stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "broker task failed"),
