@@ -69,6 +69,19 @@ impl Verifier {
         Self::with_salt(password, &salt, ITERATIONS)
     }
 
+    /// A verifier no password matches, for a role that does not exist or
+    /// has none. The exchange then runs as for a real role — the same salt
+    /// for the same name within this process, as PostgreSQL's mock salt —
+    /// without the PBKDF2 work, so unknown names cost no CPU and a client
+    /// cannot tell them apart.
+    pub fn mock(name: &str) -> Self {
+        static SECRET: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+        let salt = hmac(&*SECRET, name.as_bytes())[..16].to_vec();
+        let server_key: [u8; 32] = rand::random();
+        let client_key: [u8; 32] = rand::random();
+        Self { iterations: ITERATIONS, salt, stored_key: sha256(&client_key), server_key }
+    }
+
     /// A verifier for `password` with the given salt and iterations.
     pub fn with_salt(password: &str, salt: &[u8], iterations: u32) -> Self {
         let salted = hi(password.as_bytes(), salt, iterations);
@@ -196,6 +209,18 @@ pub mod client {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_mock_verifier_keeps_its_salt_per_name_and_matches_no_password() {
+        let a = Verifier::mock("nobody");
+        assert_eq!(a.salt, Verifier::mock("nobody").salt, "same salt for the same name");
+        assert_ne!(a.salt, Verifier::mock("someone").salt);
+        assert_eq!(a.iterations, ITERATIONS);
+        for password in ["", "nobody", "password"] {
+            let real = Verifier::with_salt(password, &a.salt, a.iterations);
+            assert_ne!(real.stored_key, a.stored_key);
+        }
+    }
+
     use super::*;
 
     #[test]

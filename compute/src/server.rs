@@ -67,19 +67,16 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
     });
     let pg_addr = local_addr(&listener)?;
     // The control service stops with the PostgreSQL listener.
-    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = ebb_common::shutdown::signal();
     let control_addr = match cfg.control_listen {
         Some(addr) => {
             let control = bind(addr, "the control service").await?;
             let control_addr = local_addr(&control)?;
             let service = ComputeControlServer::new(ControlService::new(binding.clone(), storage.clone()));
-            let mut stopped = stopped_rx.clone();
+            let stop_control = stopped.wait();
             tokio::spawn(async move {
                 let incoming = ebb_common::net::nodelay_incoming(control);
-                let stop = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, stop).await {
+                if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, stop_control).await {
                     tracing::error!(error = %e, "control service failed");
                 }
             });
@@ -91,11 +88,10 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
         let listener = bind(addr, "metrics").await?;
         let registry = prometheus::Registry::new();
         let metrics = ComputeMetrics::new(&registry).map_err(|e| ComputeError::Internal(e.to_string()))?;
-        let stop = stopped_rx.clone();
-        tokio::spawn(ebb_common::metrics::serve(listener, registry, wait_stopped(stop.clone())));
+        tokio::spawn(ebb_common::metrics::serve(listener, registry, stopped.wait()));
         let binding = binding.clone();
+        let stopped = stopped.wait();
         tokio::spawn(async move {
-            let stopped = wait_stopped(stop);
             tokio::pin!(stopped);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
@@ -136,12 +132,7 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
             _ = &mut shutdown => break,
         }
     }
-    let _ = stopped_tx.send(true);
+    stop.stop();
     tracing::info!("compute stopped");
     Ok(())
-}
-
-/// Resolves once the compute stops.
-async fn wait_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
 }

@@ -85,10 +85,10 @@ where
     let failed = || AuthFailure::new("28P01", format!("password authentication failed for user \"{user}\""));
     let role = roles.role(user).await.map_err(|e| AuthFailure::new("08006", format!("cannot look up roles: {e}")))?;
     // An unknown role or one without a password still goes through the
-    // exchange (with a throw-away verifier), so a client cannot tell them apart.
+    // exchange (with a mock verifier), so a client cannot tell them apart.
     let verifier = role.as_ref().and_then(|r| r.verifier.as_deref()).and_then(|v| Verifier::parse(v).ok());
     let known = verifier.is_some();
-    let verifier = verifier.unwrap_or_else(|| Verifier::new(&format!("{:x}", rand::random::<u128>())));
+    let verifier = verifier.unwrap_or_else(|| Verifier::mock(user));
 
     let mut offer = MECHANISM.as_bytes().to_vec();
     offer.extend_from_slice(&[0, 0]);

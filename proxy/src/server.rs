@@ -158,10 +158,7 @@ impl Proxy {
             };
             compute.write_all(raw).await?;
             let answer_within = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
-            let answered = tokio::time::timeout(answer_within, relay_startup(&mut compute, &mut client))
-                .await
-                .unwrap_or_else(|_| Err(StartupError::Retry(format!("no answer to the startup message within {answer_within:?}"))));
-            match answered {
+            match relay_startup(&mut compute, &mut client, answer_within).await {
                 Ok(key) => break (route, compute, key),
                 // Nothing reached the client yet: try another compute.
                 Err(StartupError::Retry(why)) => {
@@ -345,25 +342,37 @@ impl<E: Into<SessionError>> From<E> for StartupError {
 
 /// Relays the compute's answer to the startup message up to the first
 /// ReadyForQuery (or error), returning the BackendKeyData it carried.
-async fn relay_startup<R, W>(compute: &mut R, client: &mut W) -> Result<Option<(i32, Vec<u8>)>, StartupError>
+/// One backend message: kind, length, body.
+async fn read_message<R: AsyncRead + Unpin>(compute: &mut R) -> Result<(u8, u32, Vec<u8>), StartupError> {
+    let kind = compute.read_u8().await?;
+    let len = compute.read_u32().await?;
+    if !(4..=1 << 20).contains(&len) {
+        return Err(crate::frames::BadFrame(len, kind as char).into());
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    compute.read_exact(&mut body).await?;
+    Ok((kind, len, body))
+}
+
+async fn relay_startup<R, W>(compute: &mut R, client: &mut W, answer_within: Duration) -> Result<Option<(i32, Vec<u8>)>, StartupError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut key = None;
     let mut first = true;
+    let deadline = tokio::time::Instant::now() + answer_within;
     loop {
-        let kind = match compute.read_u8().await {
-            Ok(k) => k,
-            Err(e) if first => return Err(StartupError::Retry(format!("closed before answering: {e}"))),
-            Err(e) => return Err(e.into()),
+        // Only while nothing reached the client may another compute be tried.
+        let (kind, len, body) = match tokio::time::timeout_at(deadline, read_message(compute)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(StartupError::Failed(SessionError::Io(e)))) if first => {
+                return Err(StartupError::Retry(format!("closed before answering: {e}")));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) if first => return Err(StartupError::Retry(format!("no answer to the startup message within {answer_within:?}"))),
+            Err(_) => return Err(SessionError::Refused(format!("the compute stopped answering during the startup ({answer_within:?})")).into()),
         };
-        let len = compute.read_u32().await?;
-        if !(4..=1 << 20).contains(&len) {
-            return Err(crate::frames::BadFrame(len, kind as char).into());
-        }
-        let mut body = vec![0u8; len as usize - 4];
-        compute.read_exact(&mut body).await?;
         if first && kind == b'E' && protocol::error_sqlstate(&body) == Some("57P03") {
             return Err(StartupError::Retry(protocol::error_message(&body).unwrap_or_default().to_string()));
         }

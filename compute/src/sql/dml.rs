@@ -512,7 +512,8 @@ async fn delete_where(
         what.selection.map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
-    let result = delete_rows(s, txn, def, &sql, &columns, &keys, params, returning).await;
+    let joined = !what.using.is_empty();
+    let result = delete_rows(s, txn, def, &sql, &columns, &keys, params, returning, joined).await;
     s.end_write(txn, result).await
 }
 
@@ -526,12 +527,15 @@ async fn delete_rows(
     keys: &[String],
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
+    joined: bool,
 ) -> Result<Output> {
     let _rowid = s.catalog().expose_rowid(def);
     let (out_schema, batches) = select(s, sql, params).await?;
     let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
-    // With USING, a row joined to several rows is deleted (and returned) once.
-    let batch = first_per_key(&renamed(&one_batch(out_schema, batches)?, columns)?, &key_idx)?;
+    let batch = renamed(&one_batch(out_schema, batches)?, columns)?;
+    // With USING, a row joined to several rows is deleted (and returned) once;
+    // without, every row comes once already.
+    let batch = if joined { first_per_key(&batch, &key_idx)? } else { batch };
     let mut n = 0;
     if batch.num_rows() > 0 {
         let w = table_write(&def.schema, &def.name, WriteKind::Delete, &project(&batch, &key_idx)?)?;

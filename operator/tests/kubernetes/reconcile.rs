@@ -622,3 +622,26 @@ async fn a_superuser_cannot_be_a_database_owner() {
     let role = storage.get_role(GetRoleRequest { name: "admin".into() }).await.unwrap().into_inner().role.unwrap();
     assert_eq!(role.password_verifier, admin.password_verifier, "the superuser's password is untouched");
 }
+
+/// A claimed compute pod that no database is served by — left by a crash
+/// between a claim and its attach, a lost response or a failed delete — is
+/// deleted by the cluster's controller; the warm pool is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claimed_pod_nobody_serves_with_is_deleted() {
+    let h = Harness::start().await;
+    let cluster = h.create_cluster(1).await;
+    h.ready_cluster(1).await;
+    let mut c = cluster.clone();
+    c.metadata.namespace = Some("default".into());
+    let template = resources::compute_pod_template(&c, "ebb:test");
+    let mut labels = template.metadata.clone().unwrap().labels.unwrap();
+    labels.insert(POOL_LABEL.into(), CLAIMED.into());
+    let stray = Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some("main-stray".into()), labels: Some(labels), ..Default::default() },
+        spec: template.spec.clone(),
+        status: None,
+    };
+    Api::<Pod>::namespaced(h.client(), "default").create(&PostParams::default(), &stray).await.unwrap();
+    eventually("the stray claimed pod to be deleted", 20, || async { h.api.object("v1", "pods", "default", "main-stray").is_none().then_some(()) }).await;
+    assert_eq!(h.pods(&format!("{POOL_LABEL}={WARM}")).await.len(), 1, "the warm pool is untouched");
+}

@@ -119,16 +119,23 @@ fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool) -> st
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// What `FsyncLocalStore` refuses rather than do without an fsync.
+fn not_implemented(operation: &str) -> object_store::Error {
+    object_store::Error::NotImplemented { operation: operation.into(), implementer: "FsyncLocalStore".into() }
+}
+
 #[async_trait]
 impl ObjectStore for FsyncLocalStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        // Conditional updates and attributes are not used by ebb; refuse them
+        // rather than write without the fsync.
         let create = match opts.mode {
             PutMode::Create => true,
             PutMode::Overwrite => false,
-            PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
+            PutMode::Update(_) => return Err(not_implemented("put with PutMode::Update")),
         };
         if !opts.attributes.is_empty() {
-            return self.inner.put_opts(location, payload, opts).await;
+            return Err(not_implemented("put with attributes"));
         }
         let path = self.fs_path(location);
         let shown = location.to_string();
@@ -151,10 +158,7 @@ impl ObjectStore for FsyncLocalStore {
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         // Multipart uploads are not used by ebb; refuse rather than skip the fsync.
         let _ = (location, opts);
-        Err(object_store::Error::NotImplemented {
-            operation: "put_multipart".into(),
-            implementer: "FsyncLocalStore".into(),
-        })
+        Err(not_implemented("put_multipart"))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {

@@ -111,6 +111,18 @@ impl Objects {
         Ok(out)
     }
 
+    /// The contents of every object directly under `rel_dir`, in key
+    /// order; one deleted between the list and its read is skipped.
+    pub async fn get_all(&self, rel_dir: &str) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        for (name, _) in self.list(rel_dir).await? {
+            if let Some(b) = self.get(&format!("{rel_dir}/{name}")).await? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, rel: &str) -> Result<()> {
         match self.store.delete(&self.path(rel)).await {

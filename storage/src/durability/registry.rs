@@ -18,7 +18,8 @@ fn key(name: &str) -> String {
     format!("cluster/databases/{}", hex(name.as_bytes()))
 }
 
-fn hex(b: &[u8]) -> String {
+/// Hex of `b`: object keys stand for names that may hold any character.
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|c| format!("{c:02x}")).collect()
 }
 
@@ -38,12 +39,7 @@ pub async fn lookup(objects: &Objects, name: &str) -> Result<Option<DatabaseEntr
 
 /// Every registered database.
 pub async fn list(objects: &Objects) -> Result<Vec<DatabaseEntry>> {
-    let mut out = Vec::new();
-    for (name, _) in objects.list("cluster/databases").await? {
-        if let Some(b) = objects.get(&format!("cluster/databases/{name}")).await? {
-            out.push(parse(&b)?);
-        }
-    }
+    let mut out = objects.get_all("cluster/databases").await?.iter().map(|b| parse(b)).collect::<Result<Vec<_>>>()?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -40,8 +40,7 @@ impl From<RoleEntry> for Role {
 }
 
 fn key(name: &str) -> String {
-    let hex: String = name.bytes().map(|c| format!("{c:02x}")).collect();
-    format!("cluster/roles/{hex}")
+    format!("cluster/roles/{}", super::registry::hex(name.as_bytes()))
 }
 
 fn encode(role: &Role) -> Result<Bytes> {
@@ -74,12 +73,7 @@ pub async fn get(objects: &Objects, name: &str) -> Result<Option<Role>> {
 
 /// Every role, by name.
 pub async fn list(objects: &Objects) -> Result<Vec<Role>> {
-    let mut out = Vec::new();
-    for (name, _) in objects.list("cluster/roles").await? {
-        if let Some(b) = objects.get(&format!("cluster/roles/{name}")).await? {
-            out.push(parse(&b)?);
-        }
-    }
+    let mut out = objects.get_all("cluster/roles").await?.iter().map(|b| parse(b)).collect::<Result<Vec<_>>>()?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
