@@ -528,7 +528,8 @@ async fn a_standby_operator_takes_over_and_adopts_bound_computes() {
     let _ = stop_a.send(true);
     task_a.await.unwrap().expect("op-a stopped cleanly");
     assert_eq!(leader_label("op-a").await.as_deref(), Some("false"));
-    eventually("op-b to lead", 15, || async { (leader_label("op-b").await.as_deref() == Some("true")).then_some(()) }).await;
+    // A released lease is taken at the standby's next look (every 2 s), not after it expired (15 s).
+    eventually("op-b to lead within a few seconds", 6, || async { (leader_label("op-b").await.as_deref() == Some("true")).then_some(()) }).await;
     let second = eventually("op-b's broker", 15, || acquire(port_b)).await;
     assert_eq!(second.compute_id, first.compute_id, "the bound compute was adopted, not replaced");
     assert_eq!(pods_in(&api, "default", &format!("{POOL_LABEL}={CLAIMED}")).await.len(), 1, "no second claim");
