@@ -66,7 +66,7 @@ pub fn bench_rows(ids: std::ops::Range<i64>, kind: WriteKind) -> TableWrite {
         Arc::new(Int64Array::from(ids.iter().map(|i| i * 7).collect::<Vec<_>>())),
     ];
     let batch = RecordBatch::try_new(schema, cols).expect("batch");
-    TableWrite { schema: String::new(), table: "bench".into(), kind: kind as i32, arrow_ipc: ipc::encode(&[batch]).expect("ipc") }
+    TableWrite { schema: String::new(), table: "bench".into(), kind: kind as i32, arrow_ipc: ipc::encode(&[batch]).expect("ipc"), expect: None }
 }
 
 /// Loads `n` rows in commits of 10,000.

@@ -1,8 +1,12 @@
 //! The connected database as a DataFusion catalog: its schemas and tables,
-//! refreshed from storage before each statement is planned.
+//! loaded from storage when the session opens and reloaded only when it
+//! turns out stale. Every scan and write names the table definition it was
+//! planned with, and storage refuses one that is no longer current, so a
+//! stale catalog costs a reload and a re-run, never a wrong answer.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -28,6 +32,8 @@ pub struct DatabaseCatalog {
     rowid_target: Arc<Mutex<Option<(String, String)>>>,
     /// Schemas served by the compute itself (`pg_catalog`).
     system: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
+    /// Bumped by every reload that changed a table (see [`DatabaseCatalog::generation`]).
+    generation: AtomicU64,
 }
 
 /// Hides the `_rowid` column again when dropped.
@@ -50,20 +56,39 @@ impl fmt::Debug for DatabaseCatalog {
 impl DatabaseCatalog {
     /// An empty catalog; call [`refresh`](Self::refresh) before use.
     pub fn new(session: Arc<StorageSession>) -> Self {
-        Self { session, schemas: Arc::default(), rowid_target: Arc::default(), system: RwLock::default() }
+        Self { session, schemas: Arc::default(), rowid_target: Arc::default(), system: RwLock::default(), generation: AtomicU64::new(0) }
     }
 
-    /// Reloads the table list from storage.
-    pub async fn refresh(&self) -> Result<()> {
+    /// Reloads the table list from storage; true if any table was created,
+    /// dropped or altered since the last load.
+    pub async fn refresh(&self) -> Result<bool> {
         let defs = self.session.client.list_tables(&self.session.database).await?;
+        let mut current = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        let unchanged = defs.len() == current.values().map(BTreeMap::len).sum::<usize>()
+            && defs.iter().all(|d| {
+                current
+                    .get(&d.schema)
+                    .and_then(|t| t.get(&d.name))
+                    .is_some_and(|t| t.def().id == d.id && t.def().version == d.version)
+            });
+        if unchanged && current.contains_key(PUBLIC) {
+            return Ok(false);
+        }
         let mut schemas: Schemas = BTreeMap::new();
         schemas.entry(PUBLIC.to_string()).or_default();
         for def in defs {
             let t = Arc::new(StorageTable::new(def, self.session.clone(), false));
             schemas.entry(t.def().schema.clone()).or_default().insert(t.def().name.clone(), t);
         }
-        *self.schemas.write().unwrap_or_else(|p| p.into_inner()) = schemas;
-        Ok(())
+        *current = schemas;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// How many reloads changed the catalog; a plan made at one generation
+    /// is current as long as the generation is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Makes the hidden `_rowid` column of `def` visible until the returned

@@ -1,7 +1,7 @@
 //! The compute crate's errors. Each carries the SQLSTATE the client sees;
 //! storage errors keep the SQLSTATE storage put in the status metadata.
 
-use ebb_proto::{RETRY_STATEMENT_METADATA_KEY, SQLSTATE_METADATA_KEY};
+use ebb_proto::{CATALOG_CHANGED_METADATA_KEY, RETRY_STATEMENT_METADATA_KEY, SQLSTATE_METADATA_KEY};
 
 /// Result alias for the compute crate.
 pub type Result<T, E = ComputeError> = std::result::Result<T, E>;
@@ -28,6 +28,11 @@ pub enum ComputeError {
     /// snapshot; the session re-runs the statement on a fresh one.
     #[error("{0}")]
     RetryStatement(String),
+    /// A table the statement was planned with was dropped, recreated or
+    /// altered since the session loaded its catalog; storage did nothing,
+    /// and the session reloads the catalog and runs the statement again.
+    #[error("{0}")]
+    CatalogChanged(String),
     /// A statement in a transaction that already failed.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     TransactionAborted,
@@ -55,7 +60,7 @@ impl ComputeError {
             Self::NotSupported(_) => "0A000",
             Self::Query { sqlstate, .. } | Self::InvalidInput { sqlstate, .. } => sqlstate,
             Self::TransactionAborted => "25P02",
-            Self::RetryStatement(_) => "40001",
+            Self::RetryStatement(_) | Self::CatalogChanged(_) => "40001",
             Self::Config(_) => "F0000",
             Self::Cancelled => "57014",
             Self::Internal(_) => "XX000",
@@ -75,6 +80,9 @@ impl ComputeError {
 
 impl From<tonic::Status> for ComputeError {
     fn from(s: tonic::Status) -> Self {
+        if s.metadata().get(CATALOG_CHANGED_METADATA_KEY).is_some() {
+            return Self::CatalogChanged(s.message().to_string());
+        }
         if s.metadata().get(RETRY_STATEMENT_METADATA_KEY).is_some() {
             return Self::RetryStatement(s.message().to_string());
         }

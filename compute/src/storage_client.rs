@@ -174,8 +174,14 @@ impl StorageClient {
     }
 }
 
-/// Encodes one batch as the payload of a table write.
-pub fn table_write(schema: &str, table: &str, kind: WriteKind, batch: &RecordBatch) -> Result<TableWrite> {
+/// Encodes one batch as a write to the table `def` describes; storage
+/// refuses it if the table no longer has that definition.
+pub fn table_write(def: &TableDef, kind: WriteKind, batch: &RecordBatch) -> Result<TableWrite> {
     let arrow_ipc = arrow_ipc::encode(std::slice::from_ref(batch)).map_err(|e| ComputeError::Internal(e.to_string()))?;
-    Ok(TableWrite { schema: schema.into(), table: table.into(), kind: kind as i32, arrow_ipc })
+    Ok(TableWrite { schema: def.schema.clone(), table: def.name.clone(), kind: kind as i32, arrow_ipc, expect: Some(expected(def)) })
+}
+
+/// The version of a table definition requests name (see `TableVersion`).
+pub fn expected(def: &TableDef) -> TableVersion {
+    TableVersion { id: def.id, version: def.version }
 }

@@ -132,6 +132,7 @@ impl TableProvider for StorageTable {
             limit: limit.map(|l| l as u64).unwrap_or(0),
             batch_size: 0,
             include_row_id,
+            expect: Some(crate::storage_client::expected(&self.def)),
         };
         Ok(Arc::new(StorageScanExec::new(req, schema, self.session.clone())))
     }

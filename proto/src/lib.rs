@@ -33,3 +33,8 @@ pub const SQLSTATE_METADATA_KEY: &str = "ebb-sqlstate";
 /// after the statement's snapshot: the statement may be re-run on a fresh
 /// snapshot (the transaction keeps the row's lock meanwhile).
 pub const RETRY_STATEMENT_METADATA_KEY: &str = "ebb-retry-statement";
+
+/// gRPC metadata key set when a request named a table definition
+/// (`TableVersion`) that is no longer current: the caller reloads its
+/// catalog and plans the statement again. Nothing was read or written.
+pub const CATALOG_CHANGED_METADATA_KEY: &str = "ebb-catalog-changed";

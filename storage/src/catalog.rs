@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use ebb_proto::storage::{ColumnDef, TableDef};
+use ebb_proto::storage::{ColumnDef, TableDef, TableVersion};
 use prost::Message;
 
 use crate::error::{Result, StorageError};
@@ -285,6 +285,18 @@ impl Catalog {
             .and_then(|id| self.tables.get(id))
             .cloned()
             .ok_or_else(|| StorageError::UnknownTable(name.to_string()))
+    }
+
+    /// A table by name, as the definition `expect` names when it is given:
+    /// [`StorageError::CatalogChanged`] when the table was since dropped,
+    /// recreated or altered.
+    pub fn get_expected(&self, schema: &str, name: &str, expect: Option<&TableVersion>) -> Result<Arc<Table>> {
+        let Some(expect) = expect else { return self.get(schema, name) };
+        match self.get(schema, name) {
+            Ok(t) if t.def.id == expect.id && t.def.version == expect.version => Ok(t),
+            Ok(_) | Err(StorageError::UnknownTable(_)) => Err(StorageError::CatalogChanged(name.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     /// Looks a table up by id.

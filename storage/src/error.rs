@@ -3,7 +3,7 @@
 //! Every error knows the PostgreSQL SQLSTATE that compute should report, so
 //! the code is carried in the status metadata and mapped once at each edge.
 
-use ebb_proto::{RETRY_STATEMENT_METADATA_KEY, SQLSTATE_METADATA_KEY};
+use ebb_proto::{CATALOG_CHANGED_METADATA_KEY, RETRY_STATEMENT_METADATA_KEY, SQLSTATE_METADATA_KEY};
 
 /// Result alias for the storage crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -24,6 +24,10 @@ pub enum StorageError {
     RoleExists(String),
     #[error("relation \"{0}\" does not exist")]
     UnknownTable(String),
+    /// A request named a definition of the table (`TableVersion`) that was
+    /// since dropped, recreated or altered.
+    #[error("relation \"{0}\" was changed by a concurrent statement; run the statement again")]
+    CatalogChanged(String),
     /// A table with this name already exists.
     #[error("relation \"{0}\" already exists")]
     TableExists(String),
@@ -129,7 +133,7 @@ impl StorageError {
             ValueTooLarge { .. } => "54000",
             NotNull { .. } => "23502",
             UniqueViolation(_) => "23505",
-            Conflict | RetryStatement => "40001",
+            Conflict | RetryStatement | CatalogChanged(_) => "40001",
             LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
             TransactionTimedOut { .. } => "25P03",
@@ -164,7 +168,7 @@ impl StorageError {
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } => tonic::Code::OutOfRange,
-            Conflict | RetryStatement | LockTimeout(_) | TransactionTimedOut { .. } => tonic::Code::Aborted,
+            Conflict | RetryStatement | CatalogChanged(_) | LockTimeout(_) | TransactionTimedOut { .. } => tonic::Code::Aborted,
             NotSupported(_) => tonic::Code::Unimplemented,
             Fenced(_) => tonic::Code::FailedPrecondition,
             Poisoned(_) => tonic::Code::Unavailable,
@@ -179,6 +183,9 @@ impl From<StorageError> for tonic::Status {
         let mut status = tonic::Status::new(err.code(), err.to_string());
         if let Ok(v) = err.sqlstate().parse() {
             status.metadata_mut().insert(SQLSTATE_METADATA_KEY, v);
+        }
+        if matches!(err, StorageError::CatalogChanged(_)) {
+            status.metadata_mut().insert(CATALOG_CHANGED_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
         }
         if matches!(err, StorageError::RetryStatement) {
             status.metadata_mut().insert(RETRY_STATEMENT_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));

@@ -145,6 +145,46 @@ async fn command_tags_parameters_and_errors() {
     assert!(matches!(&v[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).unwrap_or("").starts_with("15")));
 }
 
+/// A prepared statement keeps its plan between executions and follows DDL
+/// made by another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_keep_their_plan_across_ddl() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (a, b) = (compute.connect().await, compute.connect().await);
+    a.batch_execute("CREATE TABLE p (id integer PRIMARY KEY, v text)").await.unwrap();
+    a.batch_execute("INSERT INTO p VALUES (1, 'one'), (2, 'two')").await.unwrap();
+    let named = b.prepare("SELECT v FROM p WHERE id = $1").await.unwrap();
+    let star = b.prepare("SELECT * FROM p WHERE id = $1").await.unwrap();
+    for (id, v) in [(1i32, "one"), (2, "two"), (3, "")] {
+        let rows = b.query(&named, &[&id]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), if v.is_empty() { vec![] } else { vec![v.to_string()] });
+    }
+    assert_eq!(b.query(&star, &[&1i32]).await.unwrap().len(), 1);
+    // Another connection adds a column and writes it: the named-column
+    // statement still runs (its result is unchanged) and reads current data.
+    a.batch_execute("ALTER TABLE p ADD COLUMN w bigint; UPDATE p SET v = 'uno', w = 5 WHERE id = 1").await.unwrap();
+    let rows = b.query(&named, &[&1i32]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "uno");
+    // `SELECT *` would now return another column than the client was told:
+    // PostgreSQL's error, which drivers answer by preparing again.
+    let e = b.query(&star, &[&1i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e}");
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("cached plan must not change result type"), "{e:?}");
+    let star = b.prepare("SELECT * FROM p WHERE id = $1").await.unwrap();
+    let rows = b.query(&star, &[&1i32]).await.unwrap();
+    assert_eq!((rows[0].get::<_, String>(1), rows[0].get::<_, i64>(2)), ("uno".to_string(), 5));
+    // A dropped column the statement names is an error, not stale data.
+    a.batch_execute("ALTER TABLE p DROP COLUMN v").await.unwrap();
+    let e = b.query(&named, &[&1i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42703", "{e}");
+    // An insert prepared before the table was recreated with other types.
+    let insert = b.prepare("INSERT INTO p (id) VALUES ($1)").await.unwrap();
+    a.batch_execute("DROP TABLE p; CREATE TABLE p (id bigint PRIMARY KEY)").await.unwrap();
+    assert_eq!(b.execute(&insert, &[&7i32]).await.unwrap(), 1);
+    let rows = a.query("SELECT id FROM p", &[]).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![7]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_conflicts_and_failed_blocks() {
     let (_dir, _storage, compute) = cluster(&[]).await;

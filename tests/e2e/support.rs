@@ -119,6 +119,7 @@ pub fn insert(rs: &[(i64, i64, i64)]) -> TableWrite {
         table: "t".into(),
         kind: WriteKind::Insert as i32,
         arrow_ipc: ebb_proto::arrow_ipc::encode(&[rows(rs)]).expect("ipc"),
+        expect: None,
     }
 }
 

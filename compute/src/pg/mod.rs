@@ -34,6 +34,7 @@ use tokio::sync::Mutex;
 use crate::binding::Binding;
 use crate::error::ComputeError;
 use crate::session::settings::SERVER_VERSION;
+use crate::session::plan_cache::PlanCache;
 use crate::session::{Block, Output, Session, parse};
 use crate::storage_client::StorageClient;
 use encode::{decode_params, encode_batch, fields, param_pg_type};
@@ -169,10 +170,12 @@ impl StartupHandler for Startup {
     }
 }
 
-/// A statement as the extended protocol stores it.
+/// A statement as the extended protocol stores it, with the plan its
+/// executions share.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     stmt: Statement,
+    cache: Arc<PlanCache>,
 }
 
 /// Parses one statement for the extended protocol.
@@ -189,7 +192,7 @@ impl QueryParser for Parser {
         let mut stmts = parse(sql).map_err(|e| user_error(&e))?;
         match stmts.len() {
             0 => Ok(None),
-            1 => Ok(Some(Prepared { stmt: stmts.remove(0) })),
+            1 => Ok(Some(Prepared { stmt: stmts.remove(0), cache: Arc::default() })),
             _ => Err(user_error(&ComputeError::invalid("42601", "cannot insert multiple commands into a prepared statement"))),
         }
     }
@@ -286,10 +289,10 @@ impl Queries {
     }
 
     /// The session's Describe of a statement: parameter types and result schema.
-    async fn describe(&self, stmt: &Statement) -> PgWireResult<(Vec<Option<arrow::datatypes::DataType>>, Option<arrow::datatypes::SchemaRef>)> {
+    async fn describe(&self, prepared: &Prepared) -> PgWireResult<(Vec<Option<arrow::datatypes::DataType>>, Option<arrow::datatypes::SchemaRef>)> {
         let guard = self.session.lock().await;
         let session = guard.as_ref().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
-        session.describe(stmt).await.map_err(|e| user_error(&e))
+        session.describe(&prepared.stmt, Some(&prepared.cache)).await.map_err(|e| user_error(&e))
     }
 }
 
@@ -432,7 +435,7 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (params, schema) = self.describe(&target.statement.stmt).await?;
+        let (params, schema) = self.describe(&target.statement).await?;
         let n = params.len().max(target.parameter_types.len());
         let types = (0..n)
             .map(|i| {
@@ -450,7 +453,7 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (_, schema) = self.describe(&portal.statement.statement.stmt).await?;
+        let (_, schema) = self.describe(&portal.statement.statement).await?;
         let fields = schema.map(|s| fields(&s, &portal.result_column_format)).unwrap_or_default();
         Ok(DescribePortalResponse::new(fields))
     }
@@ -465,15 +468,15 @@ impl ExtendedQueryHandler for Queries {
         let _running = self.binding.statement();
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
-        let stmt = &portal.statement.statement.stmt;
+        let Prepared { stmt, cache } = &portal.statement.statement;
         let inferred = if portal.parameter_len() > 0 {
-            session.describe(stmt).await.map_err(|e| user_error(&e))?.0
+            session.param_types(stmt, Some(cache)).await.map_err(|e| user_error(&e))?
         } else {
             vec![]
         };
         let params = decode_params(portal, &inferred)?;
         let before = session.block();
-        match session.execute(stmt, &params).await {
+        match session.execute_prepared(stmt, &params, Some(cache)).await {
             Ok(o) => {
                 send_notices(client, session).await?;
                 response(o, before, session.block(), &portal.result_column_format)

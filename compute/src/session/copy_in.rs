@@ -36,6 +36,9 @@ impl Session {
     /// Starts a COPY: checks the table and columns and opens the transaction.
     pub(crate) async fn start_copy(&mut self, from: CopyFrom) -> Result<Output> {
         let (schema, name) = object_name(&from.table)?;
+        // The data arrives after this statement returned, too late to re-run
+        // it on a reloaded catalog: load the current one now.
+        self.catalog().refresh().await?;
         let def = target(self, schema.as_deref(), &name).await?;
         let columns = target_columns(&def, from.columns)?;
         let txn = self.begin_write().await?;
@@ -107,7 +110,7 @@ impl Session {
             return Ok(());
         }
         let batch = text_batch(&copy.columns, &rows, copy.copied)?;
-        let w = table_write(&copy.def.schema, &copy.def.name, WriteKind::Insert, &batch)?;
+        let w = table_write(&copy.def, WriteKind::Insert, &batch)?;
         let n = self.storage.write(copy.txn.id, w).await?;
         copy.copied += n;
         Ok(())

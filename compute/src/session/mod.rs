@@ -3,6 +3,7 @@
 //! session runs them against storage and reports rows or a command tag.
 
 pub mod copy_in;
+pub mod plan_cache;
 pub mod settings;
 
 use std::sync::{Arc, LazyLock};
@@ -11,7 +12,9 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
@@ -25,6 +28,7 @@ use crate::error::{ComputeError, Result};
 use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
+use plan_cache::PlanCache;
 use settings::Settings;
 
 /// Where the session is with respect to an explicit transaction block.
@@ -80,7 +84,12 @@ pub(crate) struct WriteTxn {
 pub struct Session {
     storage: Arc<StorageSession>,
     catalog: Arc<DatabaseCatalog>,
-    ctx: SessionContext,
+    /// DataFusion's state (functions, catalog, configuration), built once:
+    /// it is not changed by statements, and copying it costs more than
+    /// planning a point query.
+    state: SessionState,
+    /// What plans execute with, derived from `state` once.
+    task_ctx: Arc<TaskContext>,
     /// SET / SHOW state.
     pub settings: Settings,
     block: Block,
@@ -141,7 +150,9 @@ impl Session {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database)?;
-        Ok(Self { storage, catalog, ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
+        let state = ctx.state();
+        let task_ctx = state.task_ctx();
+        Ok(Self { storage, catalog, state, task_ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -177,6 +188,12 @@ impl Session {
 
     /// Runs one statement with positional parameter values.
     pub async fn execute(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        self.execute_prepared(stmt, params, None).await
+    }
+
+    /// Runs one statement, reusing and keeping its plan in `cache` (a
+    /// prepared statement's).
+    pub async fn execute_prepared(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let ends_block = matches!(stmt, Statement::Commit { .. } | Statement::Rollback { .. });
         if self.block == Block::Failed && !ends_block {
             return Err(ComputeError::TransactionAborted);
@@ -189,9 +206,16 @@ impl Session {
             }
         }
         let mut attempts = 0;
+        let mut reloads = 0;
         let result = loop {
             let writes = self.storage.writes();
-            match self.run_timed(stmt, params, ends_block).await {
+            match self.run_timed(stmt, params, ends_block, cache).await {
+                // The cached catalog was stale: run the statement again on a
+                // fresh one if nothing of it was written.
+                Err(e) if self.storage.writes() == writes && reloads < MAX_CATALOG_RELOADS && self.reload_if_stale(stmt, &e).await => {
+                    reloads += 1;
+                    tracing::debug!(error = %e, "re-running a statement after reloading the catalog");
+                }
                 // READ COMMITTED: a row this statement writes changed after its
                 // snapshot, and none of its writes was taken: run it again on a
                 // fresh snapshot (in a block, the transaction keeps its locks).
@@ -214,15 +238,39 @@ impl Session {
     }
 
     /// Runs a statement under `statement_timeout`.
-    async fn run_timed(&mut self, stmt: &Statement, params: &[ScalarValue], ends_block: bool) -> Result<Output> {
+    async fn run_timed(&mut self, stmt: &Statement, params: &[ScalarValue], ends_block: bool, cache: Option<&PlanCache>) -> Result<Output> {
         let timeout = self.settings.statement_timeout_ms();
         if timeout > 0 && !ends_block {
-            match tokio::time::timeout(Duration::from_millis(timeout), self.dispatch(stmt, params)).await {
+            match tokio::time::timeout(Duration::from_millis(timeout), self.dispatch(stmt, params, cache)).await {
                 Ok(r) => r,
                 Err(_) => Err(ComputeError::invalid("57014", "canceling statement due to statement timeout")),
             }
         } else {
-            self.dispatch(stmt, params).await
+            self.dispatch(stmt, params, cache).await
+        }
+    }
+
+    /// Whether `e` may come from the session's catalog being stale, and
+    /// reloading it changed something: the statement is then worth running
+    /// again. Suspect are storage refusing a table definition, and errors
+    /// compute raised itself for a statement on tables (a table or column
+    /// it did not find, a value that did not fit a column type it knew);
+    /// errors storage raised against the current definition are final.
+    async fn reload_if_stale(&self, stmt: &Statement, e: &ComputeError) -> bool {
+        let suspect = match e {
+            ComputeError::CatalogChanged(_) => true,
+            ComputeError::Query { .. } | ComputeError::InvalidInput { .. } | ComputeError::NotSupported(_) => uses_tables(stmt),
+            _ => false,
+        };
+        if !suspect {
+            return false;
+        }
+        match self.catalog.refresh().await {
+            Ok(changed) => changed,
+            Err(r) => {
+                tracing::debug!(error = %r, "reloading the catalog failed");
+                false
+            }
         }
     }
 
@@ -248,11 +296,16 @@ impl Session {
         }
     }
 
-    async fn dispatch(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
-        if reads_catalog(stmt) {
-            // Once per statement: every lookup and plan of it uses this load.
+    async fn dispatch(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
+        let output = self.run_statement(stmt, params, cache).await?;
+        if changes_catalog(stmt) {
+            // This session's own DDL: later statements plan with it.
             self.catalog.refresh().await?;
         }
+        Ok(output)
+    }
+
+    async fn run_statement(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         match stmt {
             Statement::StartTransaction { modes, .. } => self.begin(modes).await,
             Statement::Commit { .. } => self.commit().await,
@@ -270,7 +323,7 @@ impl Session {
                 self.savepoints.truncate(i);
                 Ok(Output::Command("RELEASE".into()))
             }
-            Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params).await,
+            Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params, cache).await,
             Statement::Insert(i) => dml::insert(self, i, params).await,
             Statement::Update(u) => dml::update(self, u, params).await,
             Statement::Delete(d) => dml::delete(self, d, params).await,
@@ -526,24 +579,45 @@ impl Session {
         Ok(Output::Command("SET".into()))
     }
 
-    /// Plans a statement with DataFusion against the catalog as loaded at
-    /// the start of the statement (see [`reads_catalog`]).
+    /// Plans a statement with DataFusion against the session's catalog.
     pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
-        let plan = self.ctx.state().statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?;
+        let plan = self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?;
+        if reads_system_tables(&plan) && self.catalog.refresh().await? {
+            // `pg_catalog` and `information_schema` list the tables: they
+            // read the catalog as storage has it now.
+            return Ok(self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?);
+        }
+        Ok(plan)
+    }
+
+    /// A query's plan: the one `cache` kept for the current catalog, or a
+    /// new one that it keeps.
+    async fn query_plan(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<LogicalPlan> {
+        let generation = self.catalog.generation();
+        if let Some(plan) = cache.and_then(|c| c.plan(generation)).filter(|p| !reads_system_tables(p)) {
+            return Ok(plan);
+        }
+        let plan = self.plan(stmt).await?;
+        if let Some(cache) = cache {
+            // PostgreSQL's words, which drivers (pgjdbc) recognise and prepare again on.
+            cache
+                .keep_plan(self.catalog.generation(), &plan)
+                .map_err(|_| ComputeError::NotSupported("cached plan must not change result type".into()))?;
+        }
         Ok(plan)
     }
 
     /// Plans and runs a query with DataFusion.
     pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let physical = self.state.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, self.task_ctx.clone()).await?;
         Ok((schema, batches))
     }
 
-    async fn query(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
-        let plan = self.plan(stmt).await?;
+    async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
+        let plan = self.query_plan(stmt, cache).await?;
         // Several scans in one statement must read one snapshot.
         let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
         if implicit {
@@ -594,14 +668,36 @@ impl Session {
     }
 
     /// Parameter types of a statement (for Describe), and its result schema
-    /// when it returns rows.
-    pub async fn describe(&self, stmt: &Statement) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
-        if reads_catalog(stmt) {
-            self.catalog.refresh().await?;
+    /// when it returns rows; a statement naming a table or column the
+    /// session's catalog lacks is described again after reloading it.
+    pub async fn describe(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        match self.describe_with_catalog(stmt, cache).await {
+            Err(e) if self.reload_if_stale(stmt, &e).await => self.describe_with_catalog(stmt, cache).await,
+            r => r,
         }
+    }
+
+    /// The parameter types of a statement about to run with parameters.
+    pub async fn param_types(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Vec<Option<DataType>>> {
+        if let Some(kept) = cache.and_then(|c| c.params(self.catalog.generation())) {
+            return Ok(kept);
+        }
+        Ok(self.describe(stmt, cache).await?.0)
+    }
+
+    async fn describe_with_catalog(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        let generation = self.catalog.generation();
+        let described = self.describe_uncached(stmt, cache).await?;
+        if let Some(cache) = cache {
+            cache.keep_params(generation, &described.0);
+        }
+        Ok(described)
+    }
+
+    async fn describe_uncached(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         match stmt {
             Statement::Query(_) | Statement::Explain { .. } => {
-                let plan = self.plan(stmt).await?;
+                let plan = self.query_plan(stmt, cache).await?;
                 let out = param_types(&plan, 0)?;
                 Ok((out, Some(Arc::new(plan.schema().as_arrow().clone()))))
             }
@@ -624,9 +720,12 @@ impl Session {
     }
 }
 
-/// Statements that look tables up or plan queries, and so need the catalog
-/// loaded from storage when they start.
-fn reads_catalog(stmt: &Statement) -> bool {
+/// Most reloads of the catalog one statement may cause (each needs a
+/// concurrent DDL to have changed a table the statement uses).
+const MAX_CATALOG_RELOADS: u32 = 3;
+
+/// Statements that read or write tables (and are planned with the catalog).
+fn uses_tables(stmt: &Statement) -> bool {
     matches!(
         stmt,
         Statement::Query(_)
@@ -637,6 +736,29 @@ fn reads_catalog(stmt: &Statement) -> bool {
             | Statement::Truncate(_)
             | Statement::Copy { .. }
     )
+}
+
+/// Statements that create, drop or alter tables, after which the session
+/// reloads its catalog.
+fn changes_catalog(stmt: &Statement) -> bool {
+    matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { object_type: ObjectType::Table, .. })
+}
+
+/// Whether a plan reads `pg_catalog` or `information_schema`, whose
+/// listings of tables come from the session's catalog.
+fn reads_system_tables(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(scan) = p
+            && matches!(scan.table_name.schema(), Some("pg_catalog" | "information_schema"))
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Types DataFusion inferred for a plan's `$n` placeholders, by position

@@ -277,7 +277,7 @@ async fn insert_rows(
     }
     let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
-        let w = table_write(&def.schema, &def.name, kind, &batch)?;
+        let w = table_write(&def, kind, &batch)?;
         let n = s.storage().write(txn.id, w).await?;
         if returning.is_none() {
             return Ok(Output::Command(format!("INSERT 0 {n}")));
@@ -439,12 +439,12 @@ async fn update_rows(
     if key_changes {
         let old_idx: Vec<usize> = (ncols..batch.num_columns()).collect();
         let old_keys = renamed(&project(&batch, &old_idx)?, &def.primary_key)?;
-        let del = table_write(&def.schema, &def.name, WriteKind::Delete, &old_keys)?;
+        let del = table_write(&def, WriteKind::Delete, &old_keys)?;
         s.storage().write(txn.id, del).await?;
-        let ins = table_write(&def.schema, &def.name, WriteKind::Insert, &new_rows)?;
+        let ins = table_write(&def, WriteKind::Insert, &new_rows)?;
         s.storage().write(txn.id, ins).await?;
     } else {
-        let w = table_write(&def.schema, &def.name, WriteKind::Upsert, &new_rows)?;
+        let w = table_write(&def, WriteKind::Upsert, &new_rows)?;
         s.storage().write(txn.id, w).await?;
     }
     match returning {
@@ -538,7 +538,7 @@ async fn delete_rows(
     let batch = if joined { first_per_key(&batch, &key_idx)? } else { batch };
     let mut n = 0;
     if batch.num_rows() > 0 {
-        let w = table_write(&def.schema, &def.name, WriteKind::Delete, &project(&batch, &key_idx)?)?;
+        let w = table_write(&def, WriteKind::Delete, &project(&batch, &key_idx)?)?;
         n = s.storage().write(txn.id, w).await?;
     }
     match returning {

@@ -281,6 +281,12 @@ impl Database {
         self.catalog_read().get(schema, name)
     }
 
+    /// A table by name, as the definition a request was planned with
+    /// (see [`Catalog::get_expected`](crate::catalog::Catalog::get_expected)).
+    pub fn table_as_expected(&self, schema: &str, name: &str, expect: Option<&ebb_proto::storage::TableVersion>) -> Result<Arc<Table>> {
+        self.catalog_read().get_expected(schema, name, expect)
+    }
+
     /// Every table.
     pub fn tables(&self) -> Vec<Arc<Table>> {
         self.catalog_read().tables()

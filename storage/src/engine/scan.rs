@@ -57,7 +57,7 @@ impl Database {
     /// Starts a scan; IPC stream chunks arrive on the returned channel.
     pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<mpsc::Receiver<Result<Bytes>>> {
         self.check_owned()?;
-        let table = self.table(&req.schema, &req.table)?;
+        let table = self.table_as_expected(&req.schema, &req.table, req.expect.as_ref())?;
         let plan = plan(&table, req, self.cfg.scan_batch_rows)?;
         let snapshot = if req.txn_id == 0 {
             ScanSnapshot::Own(self.snapshots.acquire())

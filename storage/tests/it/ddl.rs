@@ -234,3 +234,55 @@ async fn add_primary_key_rekeys_rows_and_checks_them() {
     assert_eq!(e.sqlstate(), "23505");
     assert_eq!(db.alter_table(&alter("accounts", &["id"])).await.unwrap_err().sqlstate(), "42P16");
 }
+
+/// Requests naming the table definition they were planned with are refused
+/// once the table was altered, dropped or recreated, and change nothing.
+#[tokio::test]
+async fn requests_planned_with_an_old_definition_are_refused() {
+    use ebb_proto::storage::TableVersion;
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let def = db.table("", "accounts").unwrap().def.clone();
+    let current = TableVersion { id: def.id, version: def.version };
+    let expecting = |v: &TableVersion| {
+        let mut w = write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10)]));
+        w.expect = Some(*v);
+        w
+    };
+    db.commit(0, &[expecting(&current)]).await.unwrap();
+    let mut req = scan_req("accounts", 0);
+    req.expect = Some(current);
+    assert_eq!(scan(&db, req.clone()).await.unwrap().num_rows(), 1);
+
+    let alter = AlterTableRequest {
+        database: "postgres".into(),
+        schema: String::new(),
+        name: "accounts".into(),
+        action: Some(Action::AddColumn(typed("note", TypeKind::Text, 0, 0))),
+    };
+    db.alter_table(&alter).await.unwrap();
+    let changed = |e: ebb_storage::StorageError| {
+        assert!(matches!(e, ebb_storage::StorageError::CatalogChanged(ref t) if t == "accounts"), "{e}");
+        assert_eq!(e.sqlstate(), "40001");
+        let status = tonic::Status::from(e);
+        assert!(status.metadata().get(ebb_proto::CATALOG_CHANGED_METADATA_KEY).is_some());
+    };
+    changed(scan(&db, req.clone()).await.unwrap_err());
+    changed(db.commit(0, &[expecting(&current)]).await.unwrap_err());
+    let altered = db.table("", "accounts").unwrap().def.clone();
+    assert_eq!(altered.id, current.id);
+    let altered = TableVersion { id: altered.id, version: altered.version };
+
+    // Dropped, then recreated under the same name: a new id.
+    db.drop_table("", "accounts", false).await.unwrap();
+    req.expect = Some(altered);
+    changed(scan(&db, req.clone()).await.unwrap_err());
+    create_accounts(&db).await;
+    changed(scan(&db, req.clone()).await.unwrap_err());
+    changed(db.commit(0, &[expecting(&altered)]).await.unwrap_err());
+    // Nothing was written by the refused requests; without `expect` a
+    // request is taken as it always was.
+    req.expect = None;
+    assert_eq!(scan(&db, req).await.unwrap().num_rows(), 0);
+}

@@ -94,7 +94,7 @@ pub fn accounts(rows: &[(i64, &str, i64)]) -> RecordBatch {
 
 /// A write of `batch` into `table`.
 pub fn write(table: &str, kind: WriteKind, batch: &RecordBatch) -> TableWrite {
-    TableWrite { schema: String::new(), table: table.into(), kind: kind as i32, arrow_ipc: ipc::encode(std::slice::from_ref(batch)).expect("ipc") }
+    TableWrite { schema: String::new(), table: table.into(), kind: kind as i32, arrow_ipc: ipc::encode(std::slice::from_ref(batch)).expect("ipc"), expect: None }
 }
 
 /// Keys-only delete batch for accounts.

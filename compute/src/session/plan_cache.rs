@@ -1,0 +1,116 @@
+//! What a prepared statement remembers between executions: its query plan
+//! and the types of its parameters, as planned against one generation of the
+//! session's catalog. Drivers (and pgbench `-M prepared`) send Bind,
+//! Describe and Execute for every run of a statement; with the plan kept,
+//! each run skips SQL-to-plan translation and type inference.
+
+use std::sync::Mutex;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::logical_expr::LogicalPlan;
+
+/// The cache of one prepared statement. Entries are valid while the
+/// session's catalog generation is the one they were planned at.
+#[derive(Debug, Default)]
+pub struct PlanCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// A query's plan (with `$n` placeholders).
+    plan: Option<CachedPlan>,
+    /// Parameter types, by position.
+    params: Option<(u64, Vec<Option<DataType>>)>,
+    /// The result columns the statement was first described with; a later
+    /// plan must return the same ones (PostgreSQL: "cached plan must not
+    /// change result type").
+    result: Option<SchemaRef>,
+}
+
+/// A query plan and the catalog generation it was made at.
+#[derive(Debug, Clone)]
+pub struct CachedPlan {
+    /// The catalog generation.
+    pub generation: u64,
+    /// The unoptimized plan, placeholders unbound.
+    pub plan: LogicalPlan,
+}
+
+impl PlanCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The plan made at `generation`, if that is the one kept.
+    pub fn plan(&self, generation: u64) -> Option<LogicalPlan> {
+        self.lock().plan.as_ref().filter(|c| c.generation == generation).map(|c| c.plan.clone())
+    }
+
+    /// Keeps `plan`, made at `generation`. Fails (leaving the cache as it
+    /// was) if its result columns differ from the ones the statement was
+    /// first planned with: the client was told those.
+    pub fn keep_plan(&self, generation: u64, plan: &LogicalPlan) -> Result<(), SchemaRef> {
+        let schema: SchemaRef = std::sync::Arc::new(plan.schema().as_arrow().clone());
+        let mut inner = self.lock();
+        match &inner.result {
+            Some(first) if !same_columns(first, &schema) => return Err(first.clone()),
+            Some(_) => {}
+            None => inner.result = Some(schema),
+        }
+        inner.plan = Some(CachedPlan { generation, plan: plan.clone() });
+        Ok(())
+    }
+
+    /// Parameter types inferred at `generation`, if those are the ones kept.
+    pub fn params(&self, generation: u64) -> Option<Vec<Option<DataType>>> {
+        self.lock().params.as_ref().filter(|(g, _)| *g == generation).map(|(_, p)| p.clone())
+    }
+
+    /// Keeps parameter types inferred at `generation`.
+    pub fn keep_params(&self, generation: u64, params: &[Option<DataType>]) {
+        self.lock().params = Some((generation, params.to_vec()));
+    }
+}
+
+/// Same column names and types, in order (nullability may differ).
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::EmptyRelation;
+    use std::sync::Arc;
+
+    fn plan(fields: Vec<Field>) -> LogicalPlan {
+        let schema = DFSchema::try_from(Schema::new(fields)).expect("schema");
+        LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(schema) })
+    }
+
+    #[test]
+    fn plans_are_kept_per_generation() {
+        let cache = PlanCache::default();
+        assert!(cache.plan(0).is_none());
+        cache.keep_plan(3, &plan(vec![Field::new("a", DataType::Int32, true)])).expect("first plan");
+        assert!(cache.plan(3).is_some());
+        assert!(cache.plan(4).is_none(), "a plan of an older catalog is not reused");
+        cache.keep_params(3, &[Some(DataType::Int64)]);
+        assert_eq!(cache.params(3), Some(vec![Some(DataType::Int64)]));
+        assert_eq!(cache.params(2), None);
+    }
+
+    #[test]
+    fn a_replan_may_not_change_the_result_columns() {
+        let cache = PlanCache::default();
+        cache.keep_plan(1, &plan(vec![Field::new("a", DataType::Int32, false)])).expect("first plan");
+        cache.keep_plan(2, &plan(vec![Field::new("a", DataType::Int32, true)])).expect("nullability may change");
+        assert!(cache.keep_plan(3, &plan(vec![Field::new("a", DataType::Utf8, true)])).is_err());
+        assert!(cache.keep_plan(3, &plan(vec![Field::new("a", DataType::Int32, true), Field::new("b", DataType::Int32, true)])).is_err());
+        assert!(cache.plan(2).is_some(), "a refused plan leaves the kept one");
+    }
+}
