@@ -3,7 +3,8 @@
 //!
 //! - [`pg`]: pgwire handlers; [`session`]: statements, transactions, settings;
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
-//!   the DataFusion view of storage; [`storage_client`]: the gRPC client;
+//!   the DataFusion view of storage; [`point_read`]: key lookups that skip
+//!   DataFusion; [`storage_client`]: the gRPC client;
 //! - [`binding`], [`control`]: which database it serves and the control
 //!   service; [`metrics`]: its Prometheus gauges.
 
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pg_functions;
+pub mod point_read;
 pub mod pushdown;
 pub mod server;
 pub mod session;

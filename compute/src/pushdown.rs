@@ -61,7 +61,7 @@ pub fn to_predicates(expr: &Expr, column_type: impl Fn(&str) -> Option<DataType>
 
 /// A literal as a wire value, only when it has exactly the column's type
 /// (DataFusion has already coerced comparable literals) and is not NULL.
-fn literal(v: &ScalarValue, column: &DataType) -> Option<Value> {
+pub(crate) fn literal(v: &ScalarValue, column: &DataType) -> Option<Value> {
     if v.is_null() || &v.data_type() != column {
         return None;
     }

@@ -58,6 +58,11 @@ impl StorageTable {
         &self.def
     }
 
+    /// The database the table is in.
+    pub fn database(&self) -> &str {
+        &self.session.database
+    }
+
     fn column_type(&self, name: &str) -> Option<arrow::datatypes::DataType> {
         self.schema.field_with_name(name).ok().map(|f| f.data_type().clone())
     }

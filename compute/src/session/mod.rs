@@ -25,6 +25,7 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
 use crate::error::{ComputeError, Result};
+use crate::point_read::PointRead;
 use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
@@ -618,6 +619,12 @@ impl Session {
 
     async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let plan = self.query_plan(stmt, cache).await?;
+        if let Some(point) = PointRead::recognise(&plan)
+            && let Some(req) = point.request(params, self.storage.txn())
+        {
+            let (schema, batches) = point.run(&self.storage.client, req).await?;
+            return Ok(Output::Rows { schema, batches });
+        }
         // Several scans in one statement must read one snapshot.
         let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
         if implicit {

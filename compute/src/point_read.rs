@@ -1,0 +1,282 @@
+//! Reads of one row by its whole primary key, run without DataFusion.
+//!
+//! `SELECT a, b FROM t WHERE k = $1` is the statement OLTP clients send
+//! most. DataFusion's optimizer and physical planner cost several times the
+//! storage read itself, and add nothing to a plan that is a key lookup and a
+//! choice of columns. Such plans are recognised here and become one storage
+//! scan with the key as both bounds. Anything else (other conditions, a key
+//! value of another type, NULL) takes the general path.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, value::Kind};
+
+use crate::error::{ComputeError, Result};
+use crate::pushdown;
+use crate::storage_client::{StorageClient, expected};
+use crate::table::StorageTable;
+
+/// Where one key column's value comes from.
+#[derive(Debug, Clone)]
+enum KeyPart {
+    /// The `n`th parameter (0-based).
+    Param(usize),
+    /// A constant in the statement.
+    Literal(ScalarValue),
+}
+
+/// A recognised point read.
+#[derive(Debug, Clone)]
+pub struct PointRead {
+    table: Arc<StorageTable>,
+    /// Per primary-key column, in key order: its type and value.
+    key: Vec<(DataType, KeyPart)>,
+    /// Stored column read for each output column, in output order.
+    outputs: Vec<String>,
+    /// The statement's result columns.
+    schema: SchemaRef,
+}
+
+impl PointRead {
+    /// Recognises `Projection(columns) ← Filter(k1 = v1 AND …) ← TableScan`
+    /// of a storage table whose equalities pin exactly its primary key, with
+    /// each value a parameter or a constant.
+    pub fn recognise(plan: &LogicalPlan) -> Option<Self> {
+        let LogicalPlan::Projection(projection) = plan else { return None };
+        let LogicalPlan::Filter(filter) = projection.input.as_ref() else { return None };
+        let LogicalPlan::TableScan(scan) = filter.input.as_ref() else { return None };
+        if scan.projection.is_some() || !scan.filters.is_empty() || scan.fetch.is_some() {
+            return None;
+        }
+        let provider = source_as_provider(&scan.source).ok()?;
+        let table = (provider as Arc<dyn std::any::Any + Send + Sync>).downcast::<StorageTable>().ok()?;
+        let def = table.def();
+        if def.primary_key.is_empty() {
+            return None;
+        }
+        let mut equalities = Vec::new();
+        for conjunct in split_and(&filter.predicate) {
+            equalities.push(equality(conjunct)?);
+        }
+        if equalities.len() != def.primary_key.len() {
+            return None;
+        }
+        let schema = datafusion::datasource::TableProvider::schema(table.as_ref());
+        let key = def
+            .primary_key
+            .iter()
+            .map(|k| {
+                let (_, part) = equalities.iter().find(|(c, _)| c == k)?;
+                let ty = schema.field_with_name(k).ok()?.data_type().clone();
+                Some((ty, part.clone()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let outputs = projection
+            .expr
+            .iter()
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) if schema.field_with_name(&c.name).is_ok() => Some(c.name),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Some(Self { table, key, outputs, schema })
+    }
+
+    /// The storage scan for `params` in transaction `txn` (0: none), or
+    /// `None` when a key value is NULL or not of its column's type (the
+    /// general path then decides what the comparison means).
+    pub fn request(&self, params: &[ScalarValue], txn: u64) -> Option<ScanRequest> {
+        let values = self
+            .key
+            .iter()
+            .map(|(ty, part)| match part {
+                KeyPart::Param(i) => key_value(params.get(*i)?, ty),
+                KeyPart::Literal(v) => key_value(v, ty),
+            })
+            .collect::<Option<Vec<Value>>>()?;
+        let def = self.table.def();
+        let mut projection: Vec<String> = Vec::new();
+        for c in &self.outputs {
+            if !projection.contains(c) {
+                projection.push(c.clone());
+            }
+        }
+        if projection.is_empty() {
+            projection.push(def.primary_key[0].clone());
+        }
+        let predicates = def
+            .primary_key
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| Predicate { column: k.clone(), op: CompareOp::Eq as i32, values: vec![v.clone()] })
+            .collect();
+        let bound = KeyBound { values, inclusive: true };
+        Some(ScanRequest {
+            database: self.table.database().to_string(),
+            txn_id: txn,
+            schema: def.schema.clone(),
+            table: def.name.clone(),
+            projection,
+            lower: Some(bound.clone()),
+            upper: Some(bound),
+            predicates,
+            limit: 0,
+            batch_size: 0,
+            include_row_id: false,
+            expect: Some(expected(def)),
+        })
+    }
+
+    /// Runs the scan and shapes its rows as the statement's result.
+    pub async fn run(&self, client: &StorageClient, req: ScanRequest) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let (_, batches) = client.scan(req).await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            let columns = self
+                .outputs
+                .iter()
+                .map(|c| b.column_by_name(c).cloned().ok_or_else(|| ComputeError::Internal(format!("storage scan did not return column {c}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            out.push(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?);
+        }
+        Ok((self.schema.clone(), out))
+    }
+}
+
+/// The conjuncts of `a AND b AND …`.
+fn split_and(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            let mut v = split_and(left);
+            v.extend(split_and(right));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+/// `column = $n` or `column = constant` (either way round).
+fn equality(e: &Expr) -> Option<(String, KeyPart)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else { return None };
+    let (col, value) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let part = match value {
+        Expr::Placeholder(p) => KeyPart::Param(p.id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?),
+        Expr::Literal(v, _) => KeyPart::Literal(v.clone()),
+        _ => return None,
+    };
+    Some((col.name.clone(), part))
+}
+
+/// A key value as storage takes it: integers of any width that fit the
+/// column's integer type, anything else only when it has the column's type.
+fn key_value(v: &ScalarValue, ty: &DataType) -> Option<Value> {
+    if v.is_null() {
+        return None;
+    }
+    let as_int = match v {
+        ScalarValue::Int8(Some(i)) => Some(*i as i64),
+        ScalarValue::Int16(Some(i)) => Some(*i as i64),
+        ScalarValue::Int32(Some(i)) => Some(*i as i64),
+        ScalarValue::Int64(Some(i)) => Some(*i),
+        _ => None,
+    };
+    let fits = |lo: i64, hi: i64| as_int.filter(|i| (lo..=hi).contains(i)).map(|i| Value { kind: Some(Kind::Int(i)) });
+    match ty {
+        DataType::Int16 => fits(i16::MIN as i64, i16::MAX as i64),
+        DataType::Int32 => fits(i32::MIN as i64, i32::MAX as i64),
+        DataType::Int64 => fits(i64::MIN, i64::MAX),
+        _ => pushdown::literal(v, ty),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_take_any_width_that_fits() {
+        let int = |v: &Option<Value>| match v.as_ref().and_then(|v| v.kind.clone()) {
+            Some(Kind::Int(i)) => Some(i),
+            _ => None,
+        };
+        assert_eq!(int(&key_value(&ScalarValue::Int64(Some(7)), &DataType::Int32)), Some(7));
+        assert_eq!(int(&key_value(&ScalarValue::Int32(Some(-3)), &DataType::Int64)), Some(-3));
+        assert!(key_value(&ScalarValue::Int64(Some(1 << 40)), &DataType::Int32).is_none(), "does not fit: general path");
+        assert!(key_value(&ScalarValue::Int32(None), &DataType::Int32).is_none(), "NULL: general path");
+        assert!(key_value(&ScalarValue::Float64(Some(1.5)), &DataType::Int32).is_none(), "another type: general path");
+        assert!(key_value(&ScalarValue::Utf8(Some("a".into())), &DataType::Utf8).is_some());
+    }
+
+    /// Plans `sql` over a table `t (a int, b text, v bigint)` keyed by `key`.
+    async fn recognised(key: &[&str], sql: &str) -> Option<PointRead> {
+        use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
+        let column = |name: &str, kind: TypeKind| ColumnDef {
+            name: name.into(),
+            r#type: Some(ColumnType { kind: kind as i32, ..Default::default() }),
+            ..Default::default()
+        };
+        let def = TableDef {
+            id: 1,
+            name: "t".into(),
+            columns: vec![column("a", TypeKind::Integer), column("b", TypeKind::Text), column("v", TypeKind::Bigint)],
+            primary_key: key.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        };
+        let client = StorageClient::connect_lazy("http://127.0.0.1:1").expect("client");
+        let session = Arc::new(crate::storage_session::StorageSession::new(client, "postgres".into()));
+        let ctx = datafusion::execution::context::SessionContext::new();
+        ctx.register_table("t", Arc::new(StorageTable::new(def, session, false))).expect("register");
+        let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
+        PointRead::recognise(&plan)
+    }
+
+    #[tokio::test]
+    async fn point_reads_are_whole_keys_and_plain_columns() {
+        let p = recognised(&["a"], "SELECT v, b AS bee FROM t WHERE a = $1").await.expect("a point read");
+        assert_eq!(p.outputs, ["v", "b"]);
+        assert_eq!(p.schema.field(1).name(), "bee");
+        let req = p.request(&[ScalarValue::Int32(Some(4))], 9).expect("a request");
+        assert_eq!((req.txn_id, req.projection.clone()), (9, vec!["v".to_string(), "b".to_string()]));
+        assert_eq!(req.lower, req.upper);
+        assert!(req.lower.as_ref().is_some_and(|b| b.inclusive && b.values.len() == 1));
+        assert!(p.request(&[ScalarValue::Int32(None)], 0).is_none(), "NULL key: general path");
+        assert!(p.request(&[], 0).is_none(), "missing parameter: general path");
+        assert!(recognised(&["a", "b"], "SELECT * FROM t WHERE b = 'x' AND a = 1").await.is_some());
+        for sql in [
+            "SELECT v FROM t WHERE a = 1 AND v = 2",
+            "SELECT v FROM t WHERE a > 1",
+            "SELECT v + 1 FROM t WHERE a = 1",
+            "SELECT v FROM t WHERE a = 1 OR a = 2",
+            "SELECT count(*) FROM t WHERE a = 1",
+            "SELECT v FROM t WHERE a = 1 LIMIT 1",
+        ] {
+            assert!(recognised(&["a"], sql).await.is_none(), "{sql}");
+        }
+        assert!(recognised(&["a", "b"], "SELECT v FROM t WHERE a = 1").await.is_none(), "part of the key");
+        assert!(recognised(&[], "SELECT v FROM t WHERE a = 1").await.is_none(), "no key");
+    }
+
+    #[test]
+    fn equalities_name_a_column_and_a_parameter_or_constant() {
+        use datafusion::logical_expr::{col, lit, placeholder};
+        let (c, part) = equality(&col("k").eq(placeholder("$2"))).expect("k = $2");
+        assert_eq!(c, "k");
+        assert!(matches!(part, KeyPart::Param(1)));
+        let (c, part) = equality(&lit(5).eq(col("k"))).expect("5 = k");
+        assert_eq!(c, "k");
+        assert!(matches!(part, KeyPart::Literal(ScalarValue::Int32(Some(5)))));
+        assert!(equality(&col("k").gt(placeholder("$1"))).is_none());
+        assert!(equality(&col("k").eq(col("j"))).is_none());
+        assert_eq!(split_and(&col("a").eq(lit(1)).and(col("b").eq(lit(2)).and(col("c").eq(lit(3))))).len(), 3);
+    }
+}
