@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use ebb_storage::engine::{Durability, EngineConfig};
+use ebb_storage::engine::{BlockCache, Durability, EngineConfig};
 use ebb_storage::server::{self, ServerConfig};
 use serde::Deserialize;
 
@@ -40,6 +40,9 @@ pub struct StorageArgs {
     /// A commit not confirmed durable within this reports an unknown outcome.
     #[arg(long, env = "EBB_COMMIT_TIMEOUT", value_parser = humantime::parse_duration)]
     commit_timeout: Option<Duration>,
+    /// MiB of uncompressed table blocks cached in memory, shared by all databases (default 512).
+    #[arg(long, env = "EBB_BLOCK_CACHE_MB")]
+    block_cache_mb: Option<usize>,
 }
 
 /// The `[storage]` section of the settings file.
@@ -59,6 +62,7 @@ struct StorageFile {
     txn_idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     commit_timeout: Option<Duration>,
+    block_cache_mb: Option<usize>,
 }
 
 /// Resolves flags, environment, file and defaults into the role's settings.
@@ -90,6 +94,10 @@ fn resolve(args: StorageArgs, file: StorageFile) -> anyhow::Result<ServerConfig>
             checkpoint_interval: args.checkpoint_interval.or(file.checkpoint_interval).unwrap_or(defaults.checkpoint_interval),
             txn_idle_timeout: args.txn_idle_timeout.or(file.txn_idle_timeout).unwrap_or(defaults.txn_idle_timeout),
             commit_timeout: args.commit_timeout.or(file.commit_timeout).unwrap_or(defaults.commit_timeout),
+            block_cache: match args.block_cache_mb.or(file.block_cache_mb) {
+                Some(mb) => BlockCache::new(mb << 20),
+                None => defaults.block_cache.clone(),
+            },
             ..defaults
         },
     })

@@ -299,9 +299,12 @@ impl Session {
 
     async fn dispatch(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let output = self.run_statement(stmt, params, cache).await?;
-        if changes_catalog(stmt) {
-            // This session's own DDL: later statements plan with it.
-            self.catalog.refresh().await?;
+        if changes_catalog(stmt)
+            && let Err(e) = self.catalog.refresh().await
+        {
+            // This session's own DDL is done; a later statement that finds
+            // the catalog stale reloads it then.
+            tracing::warn!(error = %e, "reloading the catalog after DDL failed");
         }
         Ok(output)
     }

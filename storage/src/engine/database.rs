@@ -68,8 +68,11 @@ pub fn db_dir(cache_dir: &Path, id: &str) -> PathBuf {
     cache_dir.join(id)
 }
 
-fn open_rocks(dir: &Path, snapshots: &Snapshots) -> Result<DB> {
+fn open_rocks(dir: &Path, snapshots: &Snapshots, cache: &super::config::BlockCache) -> Result<DB> {
     let mut opts = Options::default();
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache.rocksdb());
+    opts.set_block_based_table_factory(&table);
     opts.create_if_missing(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_max_background_jobs(2);
@@ -114,7 +117,7 @@ impl Database {
             }
         }
         let snapshots = Snapshots::new(0);
-        let mut db = open_rocks(&dir, &snapshots)?;
+        let mut db = open_rocks(&dir, &snapshots, &cfg.block_cache)?;
         let mut applied = read_meta_u64(&db, APPLIED_TS)?;
         if let Some(m) = &latest
             && m.applied_ts > applied
@@ -124,7 +127,7 @@ impl Database {
             drop(db);
             std::fs::remove_dir_all(&dir)?;
             checkpoint::restore(&objects, m, &dir).await?;
-            db = open_rocks(&dir, &snapshots)?;
+            db = open_rocks(&dir, &snapshots, &cfg.block_cache)?;
             applied = read_meta_u64(&db, APPLIED_TS)?;
         }
         let previous_writer = db.get(keys::meta_key(WRITER_ID))?.map(|v| String::from_utf8_lossy(&v).to_string());

@@ -14,5 +14,5 @@ pub mod scan;
 pub mod txn;
 pub mod write;
 
-pub use config::{Durability, EngineConfig};
+pub use config::{BlockCache, Durability, EngineConfig};
 pub use database::Database;

@@ -149,3 +149,21 @@ async fn large_scans_stream_in_batches() {
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 100_000);
     assert!(chunks > 10, "streamed in pieces, got {chunks}");
 }
+
+/// Scans of flushed tables are served from the node's shared block cache.
+#[tokio::test]
+async fn scans_fill_the_shared_block_cache() {
+    let cache = ebb_storage::engine::BlockCache::new(8 << 20);
+    let cfg = ebb_storage::EngineConfig { block_cache: cache.clone(), ..test_config() };
+    let n = start(Arc::new(object_store::memory::InMemory::new()), cfg).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let rows: Vec<(i64, String, i64)> = (1..=2000).map(|i| (i, format!("owner {i}"), i)).collect();
+    let refs: Vec<(i64, &str, i64)> = rows.iter().map(|(a, b, c)| (*a, b.as_str(), *c)).collect();
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&refs))]).await.unwrap();
+    db.compact();
+    let before = cache.usage();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 2000);
+    assert!(cache.usage() > before, "the scan's blocks are cached ({before} → {} bytes)", cache.usage());
+    assert_eq!(cache.bytes(), 8 << 20);
+}
