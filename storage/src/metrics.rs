@@ -1,6 +1,6 @@
 //! Prometheus metrics of a storage node.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// All metrics a storage node exports at `/metrics`.
 #[derive(Clone)]
@@ -25,6 +25,8 @@ pub struct StorageMetrics {
     pub txn_timeouts: IntCounter,
     /// Writes that gave up waiting for a row lock.
     pub lock_timeouts: IntCounter,
+    /// Bytes held by the node's shared block cache.
+    pub block_cache_bytes: IntGauge,
 }
 
 impl StorageMetrics {
@@ -68,6 +70,7 @@ impl StorageMetrics {
                 "ebb_storage_lock_timeouts_total",
                 "Writes that gave up waiting for another transaction's row lock (40P01)",
             )?,
+            block_cache_bytes: IntGauge::new("ebb_storage_block_cache_bytes", "Bytes of table blocks held in the shared block cache")?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -79,6 +82,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.object_store_errors.clone()))?;
         registry.register(Box::new(m.txn_timeouts.clone()))?;
         registry.register(Box::new(m.lock_timeouts.clone()))?;
+        registry.register(Box::new(m.block_cache_bytes.clone()))?;
         Ok(m)
     }
 

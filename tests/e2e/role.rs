@@ -13,7 +13,7 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // Settings come from a TOML file here, flags override it.
     let cfg = dir.path().join("ebb.toml");
-    std::fs::write(&cfg, format!("[storage]\nmetrics_listen = \"{metrics}\"\ndurability = \"local\"\n")).unwrap();
+    std::fs::write(&cfg, format!("[storage]\nmetrics_listen = \"{metrics}\"\ndurability = \"local\"\nblock_cache_mb = 64\n")).unwrap();
     let mut p = StorageProc::start(&store, &dir.path().join("cache"), &["--config", cfg.to_str().unwrap(), "--durability", "remote"], &[]).await;
     let mut c = p.client().await;
     create_t(&mut c).await;
@@ -29,6 +29,7 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
     assert!(commits >= 4.0, "create table + 3 commits, got {commits}");
     assert!(body.contains("ebb_storage_wal_upload_seconds_bucket"), "remote mode uploads WAL per commit");
     assert!(body.contains("ebb_storage_object_store_bytes_total{direction=\"put\"}"));
+    assert!(body.contains("ebb_storage_block_cache_bytes "), "block cache gauge in:\n{body}");
     assert!(p.log_text().contains("durability=remote"), "the flag beats the file:\n{}", p.log_text());
 
     let pid = p.child.id().to_string();

@@ -110,6 +110,7 @@ async fn checkpoint_loop(db: Arc<Database>, mut shutdown: watch::Receiver<bool>)
         }
         let age_ms = checkpoint::now_ms().saturating_sub(db.last_checkpoint_ms.load(Ordering::SeqCst));
         db.metrics.checkpoint_age_seconds.with_label_values(&[db.name.as_str()]).set((age_ms / 1000) as i64);
+        db.metrics.block_cache_bytes.set(db.cfg.block_cache.usage() as i64);
         let pending_objects = db.wal.lock().await.object_count();
         let due = last_attempt.elapsed() >= db.cfg.checkpoint_interval || pending_objects >= db.cfg.checkpoint_wal_objects;
         if !due || db.visible_ts() <= db.checkpointed_ts.load(Ordering::SeqCst) || db.check_owned().is_err() {
