@@ -27,6 +27,8 @@ pub struct StorageMetrics {
     pub lock_timeouts: IntCounter,
     /// Bytes held by the node's shared block cache.
     pub block_cache_bytes: IntGauge,
+    /// Scans run in two halves on two threads.
+    pub split_scans: IntCounter,
 }
 
 impl StorageMetrics {
@@ -71,6 +73,7 @@ impl StorageMetrics {
                 "Writes that gave up waiting for another transaction's row lock (40P01)",
             )?,
             block_cache_bytes: IntGauge::new("ebb_storage_block_cache_bytes", "Bytes of table blocks held in the shared block cache")?,
+            split_scans: IntCounter::new("ebb_storage_split_scans_total", "Scans run in two halves on two threads")?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -83,6 +86,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.txn_timeouts.clone()))?;
         registry.register(Box::new(m.lock_timeouts.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
+        registry.register(Box::new(m.split_scans.clone()))?;
         Ok(m)
     }
 

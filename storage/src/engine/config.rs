@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub lock_timeout: Duration,
     /// The block cache all databases opened with this configuration share.
     pub block_cache: BlockCache,
+    /// Scans of databases with at least this many keys (RocksDB's estimate)
+    /// run in two halves on two threads (see `scan_split`).
+    pub split_scans_from_keys: u64,
 }
 
 /// RocksDB's cache of uncompressed data blocks, shared by every database of
@@ -114,6 +117,7 @@ impl Default for EngineConfig {
             max_group_commits: 512,
             lock_timeout: Duration::from_secs(10),
             block_cache: BlockCache::new(DEFAULT_BLOCK_CACHE_BYTES),
+            split_scans_from_keys: 100_000,
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::database::Database;
 use super::mvcc::VisibleRows;
+use super::scan_split as split;
 use super::txn::{Pending, PendingKind, SnapshotGuard};
 use crate::catalog::{ROWID_COLUMN, Table};
 use crate::error::{Result, StorageError};
@@ -256,9 +257,73 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
     if !out.flush()? {
         return Ok(());
     }
+    let split = match (overlay.is_empty() && plan.limit.is_none() && matches!(tx, Sender::Blocking(_)), &plan.end) {
+        (true, Some(end)) => split::split_key(db, &plan.start, end),
+        _ => None,
+    };
+    match split {
+        None => {
+            scan_range(db, plan, ts, &plan.start, plan.end.clone(), overlay, &mut |b| out.write(&b))?;
+        }
+        Some(mid) => {
+            db.metrics.split_scans.inc();
+            // Two halves on two threads; the second half's batches wait
+            // (within a memory budget) until the first half is sent, so the
+            // reader still gets rows in key order.
+            let queue = split::BatchQueue::new(split::QUEUE_BUDGET_BYTES);
+            std::thread::scope(|scope| -> Result<()> {
+                let second = scope.spawn(|| {
+                    let _closes = queue.closer();
+                    scan_range(db, plan, ts, &mid, plan.end.clone(), &[], &mut |b| Ok(queue.push(b)))
+                });
+                let first = scan_range(db, plan, ts, &plan.start, Some(mid.clone()), &[], &mut |b| out.write(&b));
+                let mut sending = first.as_ref().is_ok_and(|more| *more);
+                let mut failed = None;
+                loop {
+                    if !sending {
+                        // The reader is gone or something failed: stop the second half.
+                        queue.cancel();
+                    }
+                    let Some(b) = queue.pop() else { break };
+                    if sending {
+                        match out.write(&b) {
+                            Ok(more) => sending = more,
+                            Err(e) => {
+                                failed = Some(e);
+                                sending = false;
+                            }
+                        }
+                    }
+                }
+                let second = second.join().map_err(|_| StorageError::Corrupt("a scan thread panicked".into()))?;
+                first?;
+                second?;
+                failed.map_or(Ok(()), Err)
+            })?;
+        }
+    }
+    drop(snapshot);
+    out.writer.finish()?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Scans the rows with user keys in `[start, end)`, merged with the
+/// transaction's own writes in that range, handing each filtered batch to
+/// `sink` (which returns false to stop). Returns false if stopped early (by
+/// the sink or the limit).
+fn scan_range(
+    db: &Database,
+    plan: &Plan,
+    ts: u64,
+    start: &[u8],
+    end: Option<Vec<u8>>,
+    overlay: &[(Vec<u8>, Pending)],
+    sink: &mut dyn FnMut(RecordBatch) -> Result<bool>,
+) -> Result<bool> {
     let mut decoder = RowDecoder::new(plan.decode.clone(), plan.batch_rows);
     let mut rowids = Int64Builder::with_capacity(plan.batch_rows);
-    let mut rows = VisibleRows::new(&db.db, ts, &plan.start, plan.end.clone());
+    let mut rows = VisibleRows::new(&db.db, ts, start, end);
     let mut remaining = plan.limit.unwrap_or(u64::MAX);
     let mut ov = overlay.iter().peekable();
     let mut db_has = rows.advance()?;
@@ -290,30 +355,25 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
         if !from_overlay {
             db_has = rows.advance()?;
         }
-        if decoder.len() >= plan.batch_rows {
-            remaining = emit(plan, &mut decoder, &mut rowids, remaining, &mut out)?;
-            if remaining == 0 {
-                break;
-            }
+        if decoder.len() >= plan.batch_rows && !emit(plan, &mut decoder, &mut rowids, &mut remaining, sink)? {
+            return Ok(false);
         }
     }
-    if remaining > 0 && !decoder.is_empty() {
-        emit(plan, &mut decoder, &mut rowids, remaining, &mut out)?;
+    if !decoder.is_empty() && !emit(plan, &mut decoder, &mut rowids, &mut remaining, sink)? {
+        return Ok(false);
     }
-    drop(snapshot);
-    out.writer.finish()?;
-    out.flush()?;
-    Ok(())
+    Ok(true)
 }
 
-/// Filters, projects and sends one batch; returns the rows still wanted.
+/// Filters, projects and hands over one batch; false once the limit is
+/// reached or the sink wants no more.
 fn emit(
     plan: &Plan,
     decoder: &mut RowDecoder,
     rowids: &mut Int64Builder,
-    remaining: u64,
-    out: &mut ChunkSink<'_>,
-) -> Result<u64> {
+    remaining: &mut u64,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<bool>,
+) -> Result<bool> {
     let n = decoder.len();
     let mut arrays = decoder.finish();
     let mut mask: Option<BooleanArray> = None;
@@ -333,17 +393,14 @@ fn emit(
     if let Some(m) = mask {
         batch = filter_record_batch(&batch, &m)?;
     }
-    if batch.num_rows() as u64 > remaining {
-        batch = batch.slice(0, remaining as usize);
+    if batch.num_rows() as u64 > *remaining {
+        batch = batch.slice(0, *remaining as usize);
     }
-    let left = remaining - batch.num_rows() as u64;
-    if batch.num_rows() > 0 {
-        out.writer.write(&batch)?;
-        if !out.flush()? {
-            return Ok(0);
-        }
+    *remaining -= batch.num_rows() as u64;
+    if batch.num_rows() > 0 && !sink(batch)? {
+        return Ok(false);
     }
-    Ok(left)
+    Ok(*remaining > 0)
 }
 
 fn eval(f: &Filter, col: &ArrayRef) -> Result<BooleanArray> {
@@ -383,6 +440,12 @@ struct ChunkSink<'a> {
 }
 
 impl ChunkSink<'_> {
+    /// Encodes and sends one batch; false when the receiver is gone.
+    fn write(&mut self, batch: &RecordBatch) -> Result<bool> {
+        self.writer.write(batch)?;
+        self.flush()
+    }
+
     /// False when the receiver is gone (the client cancelled).
     fn flush(&mut self) -> Result<bool> {
         let buf = std::mem::take(self.writer.get_mut());
