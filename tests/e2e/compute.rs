@@ -185,6 +185,33 @@ async fn prepared_statements_keep_their_plan_across_ddl() {
     assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![7]);
 }
 
+/// `now()` is the start of the current transaction: it moves between
+/// statements outside a block and stands still inside one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn now_is_the_transaction_start() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    let now = |sql: &'static str| {
+        let c = &c;
+        async move { c.simple_query(sql).await.unwrap().into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        }).expect("a row") }
+    };
+    let a = now("SELECT CAST(now() AS text)").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = now("SELECT CAST(now() AS text)").await;
+    assert!(b > a, "{a} then {b}");
+    c.batch_execute("BEGIN").await.unwrap();
+    let a = now("SELECT CAST(now() AS text)").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = now("SELECT CAST(CURRENT_TIMESTAMP AS text)").await;
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(a, b, "one transaction, one now()");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(now("SELECT CAST(now() AS text)").await > b);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_conflicts_and_failed_blocks() {
     let (_dir, _storage, compute) = cluster(&[]).await;

@@ -195,6 +195,11 @@ impl Session {
     /// Runs one statement, reusing and keeping its plan in `cache` (a
     /// prepared statement's).
     pub async fn execute_prepared(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
+        if self.block == Block::Idle {
+            // `now()` and CURRENT_TIMESTAMP are the start of the transaction,
+            // as in PostgreSQL: this statement's, or the block's (BEGIN).
+            self.state.mark_start_execution();
+        }
         let ends_block = matches!(stmt, Statement::Commit { .. } | Statement::Rollback { .. });
         if self.block == Block::Failed && !ends_block {
             return Err(ComputeError::TransactionAborted);
