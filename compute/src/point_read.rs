@@ -1,19 +1,26 @@
 //! Reads of one row by its whole primary key, run without DataFusion.
 //!
 //! `SELECT a, b FROM t WHERE k = $1` is the statement OLTP clients send
-//! most. DataFusion's optimizer and physical planner cost several times the
-//! storage read itself, and add nothing to a plan that is a key lookup and a
-//! choice of columns. Such plans are recognised here and become one storage
-//! scan with the key as both bounds. Anything else (other conditions, a key
-//! value of another type, NULL) takes the general path.
+//! most, and UPDATE and DELETE by key read their row the same way (`SELECT
+//! <new row> FROM t WHERE k = 5`). DataFusion's optimizer and physical
+//! planner cost several times the storage read itself, and add nothing to a
+//! plan that is a key lookup and a list of columns or expressions. Such
+//! plans are recognised here and become one storage scan with the key as
+//! both bounds; expressions are evaluated over the row by DataFusion's
+//! expression evaluator. Anything else (other conditions, a key value of
+//! another type, NULL, subqueries) takes the general path.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchemaRef, ScalarValue};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, value::Kind};
 
 use crate::error::{ComputeError, Result};
@@ -21,13 +28,13 @@ use crate::pushdown;
 use crate::storage_client::{StorageClient, expected};
 use crate::table::StorageTable;
 
-/// Where one key column's value comes from.
+/// What the statement returns of the row.
 #[derive(Debug, Clone)]
-enum KeyPart {
-    /// The `n`th parameter (0-based).
-    Param(usize),
-    /// A constant in the statement.
-    Literal(ScalarValue),
+enum Outputs {
+    /// Stored columns, by name, in output order.
+    Columns(Vec<String>),
+    /// Expressions over the table's columns (the row as `scanned` describes it).
+    Exprs { exprs: Vec<Expr>, scanned: DFSchemaRef },
 }
 
 /// A recognised point read.
@@ -35,17 +42,16 @@ enum KeyPart {
 pub struct PointRead {
     table: Arc<StorageTable>,
     /// Per primary-key column, in key order: its type and value.
-    key: Vec<(DataType, KeyPart)>,
-    /// Stored column read for each output column, in output order.
-    outputs: Vec<String>,
+    key: Vec<(DataType, ScalarValue)>,
+    outputs: Outputs,
     /// The statement's result columns.
     schema: SchemaRef,
 }
 
 impl PointRead {
-    /// Recognises `Projection(columns) ← Filter(k1 = v1 AND …) ← TableScan`
-    /// of a storage table whose equalities pin exactly its primary key, with
-    /// each value a parameter or a constant.
+    /// Recognises `Projection(exprs) ← Filter(k1 = v1 AND …) ← TableScan`
+    /// of a storage table whose equalities pin exactly its primary key to
+    /// constants (parameters already bound), with no subquery in the exprs.
     pub fn recognise(plan: &LogicalPlan) -> Option<Self> {
         let LogicalPlan::Projection(projection) = plan else { return None };
         let LogicalPlan::Filter(filter) = projection.input.as_ref() else { return None };
@@ -76,39 +82,45 @@ impl PointRead {
                 Some((ty, part.clone()))
             })
             .collect::<Option<Vec<_>>>()?;
-        let outputs = projection
+        let columns = projection
             .expr
             .iter()
             .map(|e| match e.clone().unalias() {
                 Expr::Column(c) if schema.field_with_name(&c.name).is_ok() => Some(c.name),
                 _ => None,
             })
-            .collect::<Option<Vec<_>>>()?;
+            .collect::<Option<Vec<_>>>();
+        let outputs = match columns {
+            Some(columns) => Outputs::Columns(columns),
+            None => {
+                let subquery = |e: &Expr| matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::OuterReferenceColumn(..));
+                if projection.expr.iter().any(|e| e.exists(|x| Ok(subquery(x))).unwrap_or(true)) {
+                    return None;
+                }
+                Outputs::Exprs { exprs: projection.expr.clone(), scanned: scan.projected_schema.clone() }
+            }
+        };
         let schema = Arc::new(plan.schema().as_arrow().clone());
         Some(Self { table, key, outputs, schema })
     }
 
-    /// The storage scan for `params` in transaction `txn` (0: none), or
-    /// `None` when a key value is NULL or not of its column's type (the
-    /// general path then decides what the comparison means).
-    pub fn request(&self, params: &[ScalarValue], txn: u64) -> Option<ScanRequest> {
-        let values = self
-            .key
-            .iter()
-            .map(|(ty, part)| match part {
-                KeyPart::Param(i) => key_value(params.get(*i)?, ty),
-                KeyPart::Literal(v) => key_value(v, ty),
-            })
-            .collect::<Option<Vec<Value>>>()?;
+    /// The storage scan in transaction `txn` (0: none), or `None` when a
+    /// key value is NULL or not of its column's type (the general path then
+    /// decides what the comparison means).
+    pub fn request(&self, txn: u64) -> Option<ScanRequest> {
+        let values = self.key.iter().map(|(ty, v)| key_value(v, ty)).collect::<Option<Vec<Value>>>()?;
         let def = self.table.def();
+        // Expressions read the whole row (an empty projection).
         let mut projection: Vec<String> = Vec::new();
-        for c in &self.outputs {
-            if !projection.contains(c) {
-                projection.push(c.clone());
+        if let Outputs::Columns(columns) = &self.outputs {
+            for c in columns {
+                if !projection.contains(c) {
+                    projection.push(c.clone());
+                }
             }
-        }
-        if projection.is_empty() {
-            projection.push(def.primary_key[0].clone());
+            if projection.is_empty() {
+                projection.push(def.primary_key[0].clone());
+            }
         }
         let predicates = def
             .primary_key
@@ -133,21 +145,45 @@ impl PointRead {
         })
     }
 
-    /// Runs the scan and shapes its rows as the statement's result.
-    pub async fn run(&self, client: &StorageClient, req: ScanRequest) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    /// Runs the scan and shapes its rows as the statement's result
+    /// (`state` evaluates expressions).
+    pub async fn run(&self, client: &StorageClient, req: ScanRequest, state: &SessionState) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let (_, batches) = client.scan(req).await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            let columns = self
-                .outputs
-                .iter()
-                .map(|c| b.column_by_name(c).cloned().ok_or_else(|| ComputeError::Internal(format!("storage scan did not return column {c}"))))
-                .collect::<Result<Vec<_>>>()?;
-            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            let columns = match &self.outputs {
+                Outputs::Columns(columns) => columns
+                    .iter()
+                    .map(|c| b.column_by_name(c).cloned().ok_or_else(|| ComputeError::Internal(format!("storage scan did not return column {c}"))))
+                    .collect::<Result<Vec<_>>>()?,
+                Outputs::Exprs { exprs, scanned } => {
+                    let row = RecordBatch::try_new(Arc::new(scanned.as_arrow().clone()), b.columns().to_vec())?;
+                    let mut columns = Vec::with_capacity(exprs.len());
+                    for (e, field) in exprs.iter().zip(self.schema.fields()) {
+                        let value = state.create_physical_expr(simplified(e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?;
+                        columns.push(if value.data_type() == field.data_type() { value } else { arrow::compute::cast(&value, field.data_type())? });
+                    }
+                    columns
+                }
+            };
+            let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
             out.push(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?);
         }
         Ok((self.schema.clone(), out))
     }
+}
+
+/// `e` type-coerced and simplified as DataFusion's optimizer would: some
+/// functions only run in their simplified form (`coalesce` becomes CASE).
+fn simplified(e: &Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Expr> {
+    let context = SimplifyContext::builder()
+        .with_schema(schema.clone())
+        .with_config_options(state.config_options().clone())
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    let coerced = simplifier.coerce(e.clone(), schema)?;
+    Ok(simplifier.simplify(coerced)?)
 }
 
 /// The conjuncts of `a AND b AND …`.
@@ -162,19 +198,13 @@ fn split_and(e: &Expr) -> Vec<&Expr> {
     }
 }
 
-/// `column = $n` or `column = constant` (either way round).
-fn equality(e: &Expr) -> Option<(String, KeyPart)> {
+/// `column = constant` (either way round).
+fn equality(e: &Expr) -> Option<(String, ScalarValue)> {
     let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else { return None };
-    let (col, value) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, v),
-        _ => return None,
-    };
-    let part = match value {
-        Expr::Placeholder(p) => KeyPart::Param(p.id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?),
-        Expr::Literal(v, _) => KeyPart::Literal(v.clone()),
-        _ => return None,
-    };
-    Some((col.name.clone(), part))
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => Some((c.name.clone(), v.clone())),
+        _ => None,
+    }
 }
 
 /// A key value as storage takes it: integers of any width that fit the
@@ -237,25 +267,30 @@ mod tests {
         let ctx = datafusion::execution::context::SessionContext::new();
         ctx.register_table("t", Arc::new(StorageTable::new(def, session, false))).expect("register");
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
+        let plan = if sql.contains('$') { plan.with_param_values(vec![ScalarValue::Int32(Some(4))]).expect("bind") } else { plan };
         PointRead::recognise(&plan)
     }
 
     #[tokio::test]
     async fn point_reads_are_whole_keys_and_plain_columns() {
         let p = recognised(&["a"], "SELECT v, b AS bee FROM t WHERE a = $1").await.expect("a point read");
-        assert_eq!(p.outputs, ["v", "b"]);
+        assert!(matches!(&p.outputs, Outputs::Columns(c) if c == &["v", "b"]));
         assert_eq!(p.schema.field(1).name(), "bee");
-        let req = p.request(&[ScalarValue::Int32(Some(4))], 9).expect("a request");
+        let req = p.request(9).expect("a request");
         assert_eq!((req.txn_id, req.projection.clone()), (9, vec!["v".to_string(), "b".to_string()]));
         assert_eq!(req.lower, req.upper);
         assert!(req.lower.as_ref().is_some_and(|b| b.inclusive && b.values.len() == 1));
-        assert!(p.request(&[ScalarValue::Int32(None)], 0).is_none(), "NULL key: general path");
-        assert!(p.request(&[], 0).is_none(), "missing parameter: general path");
+        let null = recognised(&["a"], "SELECT v FROM t WHERE a = NULL").await.expect("a point read");
+        assert!(null.request(0).is_none(), "NULL key: general path");
         assert!(recognised(&["a", "b"], "SELECT * FROM t WHERE b = 'x' AND a = 1").await.is_some());
+        // Expressions read the whole row and are evaluated over it.
+        let e = recognised(&["a"], "SELECT v + 1 AS w, upper(b) FROM t WHERE a = 1").await.expect("a point read");
+        assert!(matches!(e.outputs, Outputs::Exprs { .. }));
+        assert!(e.request(0).expect("a request").projection.is_empty(), "the whole row");
         for sql in [
             "SELECT v FROM t WHERE a = 1 AND v = 2",
             "SELECT v FROM t WHERE a > 1",
-            "SELECT v + 1 FROM t WHERE a = 1",
+            "SELECT (SELECT 1) FROM t WHERE a = 1",
             "SELECT v FROM t WHERE a = 1 OR a = 2",
             "SELECT count(*) FROM t WHERE a = 1",
             "SELECT v FROM t WHERE a = 1 LIMIT 1",
@@ -267,15 +302,13 @@ mod tests {
     }
 
     #[test]
-    fn equalities_name_a_column_and_a_parameter_or_constant() {
+    fn equalities_name_a_column_and_a_constant() {
         use datafusion::logical_expr::{col, lit, placeholder};
-        let (c, part) = equality(&col("k").eq(placeholder("$2"))).expect("k = $2");
+        assert!(equality(&col("k").eq(placeholder("$2"))).is_none(), "parameters are bound before");
+        let (c, v) = equality(&lit(5).eq(col("k"))).expect("5 = k");
         assert_eq!(c, "k");
-        assert!(matches!(part, KeyPart::Param(1)));
-        let (c, part) = equality(&lit(5).eq(col("k"))).expect("5 = k");
-        assert_eq!(c, "k");
-        assert!(matches!(part, KeyPart::Literal(ScalarValue::Int32(Some(5)))));
-        assert!(equality(&col("k").gt(placeholder("$1"))).is_none());
+        assert_eq!(v, ScalarValue::Int32(Some(5)));
+        assert!(equality(&col("k").gt(lit(1))).is_none());
         assert!(equality(&col("k").eq(col("j"))).is_none());
         assert_eq!(split_and(&col("a").eq(lit(1)).and(col("b").eq(lit(2)).and(col("c").eq(lit(3))))).len(), 3);
     }

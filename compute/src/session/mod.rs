@@ -616,9 +616,15 @@ impl Session {
         Ok(plan)
     }
 
-    /// Plans and runs a query with DataFusion.
+    /// Runs a plan: a point read by its own path (see [`PointRead`]), any
+    /// other with DataFusion.
     pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
+        if let Some(point) = PointRead::recognise(&plan)
+            && let Some(req) = point.request(self.storage.txn())
+        {
+            return point.run(&self.storage.client, req, &self.state).await;
+        }
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.state.create_physical_plan(&plan).await?;
         let batches = datafusion::physical_plan::collect(physical, self.task_ctx.clone()).await?;
@@ -627,12 +633,6 @@ impl Session {
 
     async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let plan = self.query_plan(stmt, cache).await?;
-        if let Some(point) = PointRead::recognise(&plan)
-            && let Some(req) = point.request(params, self.storage.txn())
-        {
-            let (schema, batches) = point.run(&self.storage.client, req).await?;
-            return Ok(Output::Rows { schema, batches });
-        }
         // Several scans in one statement must read one snapshot.
         let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
         if implicit {
