@@ -46,6 +46,8 @@ struct Plan {
     end: Option<Vec<u8>>,
     limit: Option<u64>,
     batch_rows: usize,
+    /// The request bounded the primary key (a range, typically short).
+    key_bounded: bool,
 }
 
 /// The snapshot a scan reads: a transaction's, or its own.
@@ -203,6 +205,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         start,
         end,
         limit: (req.limit > 0).then_some(req.limit),
+        key_bounded: req.lower.is_some() || req.upper.is_some(),
         batch_rows: {
             let wanted = if req.batch_size > 0 { req.batch_size as usize } else { default_batch };
             // Without predicates a limit caps the first batch too (point reads read one row).
@@ -257,7 +260,10 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
     if !out.flush()? {
         return Ok(());
     }
-    let split = match (overlay.is_empty() && plan.limit.is_none() && matches!(tx, Sender::Blocking(_)), &plan.end) {
+    // Whole-table scans only: a key range is usually short, and a split
+    // costs three seeks and a thread.
+    let splittable = overlay.is_empty() && plan.limit.is_none() && !plan.key_bounded && matches!(tx, Sender::Blocking(_));
+    let split = match (splittable, &plan.end) {
         (true, Some(end)) => split::split_key(db, &plan.start, end),
         _ => None,
     };

@@ -1,9 +1,10 @@
 //! Large scans in two halves on two threads.
 //!
 //! A scan of a whole table runs on one core, decoding rows as fast as
-//! RocksDB yields them, while the node's other cores wait. A scan of a
+//! RocksDB yields them, while the node's other cores wait. A whole-table
+//! scan (no key bounds, no limit, outside a transaction's own writes) in a
 //! database with many keys is split at an existing row key near the middle
-//! of its range; the second half is scanned at the same time into a queue
+//! of the table; the second half is scanned at the same time into a queue
 //! with a memory budget and sent after the first, so the reader still
 //! receives rows in key order.
 
