@@ -2,6 +2,7 @@
 //! compute node holds no data; everything it knows comes from storage.
 //!
 //! - [`pg`]: pgwire handlers; [`session`]: statements, transactions, settings;
+//!   [`column_names`]: result columns named as PostgreSQL names them;
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
 //!   the DataFusion view of storage; [`point_read`]: key lookups that skip
 //!   DataFusion; [`storage_client`]: the gRPC client;
@@ -10,6 +11,7 @@
 
 pub mod binding;
 pub mod catalog;
+pub mod column_names;
 pub mod control;
 pub mod error;
 pub mod metrics;

@@ -141,6 +141,13 @@ async fn command_tags_parameters_and_errors() {
     // The session survives every error.
     let rows = c.query("SELECT count(*) FROM t", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 6);
+    // Result columns are named as PostgreSQL names them, in Describe and in the simple protocol.
+    let names = |cols: &[tokio_postgres::Column]| cols.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+    let stmt = c.prepare("SELECT count(*), sum(n), v, sum(n) + 1, upper(v) AS up FROM t GROUP BY v ORDER BY v LIMIT 1").await.unwrap();
+    assert_eq!(names(stmt.columns()), ["count", "sum", "v", "?column?", "up"]);
+    assert_eq!(c.query(&stmt, &[]).await.unwrap()[0].get::<_, i64>("count"), 1);
+    let simple = c.simple_query("SELECT count(*) FROM t").await.unwrap();
+    assert!(matches!(&simple[0], tokio_postgres::SimpleQueryMessage::RowDescription(d) if d[0].name() == "count"), "{:?}", simple.first().map(|_| ()));
     let v = c.simple_query("SHOW server_version").await.unwrap();
     assert!(matches!(&v[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).unwrap_or("").starts_with("15")));
 }

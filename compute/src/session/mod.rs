@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
+use crate::column_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::{copy, ddl, dml, roles};
@@ -633,6 +634,7 @@ impl Session {
 
     async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let plan = self.query_plan(stmt, cache).await?;
+        let named = column_names::postgres_schema(&plan, &Arc::new(plan.schema().as_arrow().clone()));
         // Several scans in one statement must read one snapshot.
         let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
         if implicit {
@@ -645,8 +647,15 @@ impl Session {
             self.storage.set_txn(0);
             let _ = self.storage.client.rollback(self.database(), txn).await;
         }
-        let (schema, batches) = result?;
-        Ok(Output::Rows { schema, batches })
+        let (_, batches) = result?;
+        let batches = batches
+            .iter()
+            .map(|b| {
+                let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                RecordBatch::try_new_with_options(named.clone(), b.columns().to_vec(), &options)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Output::Rows { schema: named, batches })
     }
 
     /// The transaction a writing statement runs in: the open one, or a new
@@ -714,7 +723,7 @@ impl Session {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.query_plan(stmt, cache).await?;
                 let out = param_types(&plan, 0)?;
-                Ok((out, Some(Arc::new(plan.schema().as_arrow().clone()))))
+                Ok((out, Some(column_names::postgres_schema(&plan, &Arc::new(plan.schema().as_arrow().clone())))))
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let n = count_placeholders(&stmt.to_string());
