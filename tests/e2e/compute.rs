@@ -311,6 +311,9 @@ async fn returning_with_prepared_statements() {
     let rows = c.query(&insert, &[&7i64, &"fig"]).await.expect("insert returning");
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].get::<_, i64>(0), rows[0].get::<_, String>(1)), (7, "fig".to_string()));
+    let upd = c.prepare("UPDATE items SET price = price * 2 WHERE id = $1 RETURNING price * 2, lower(name)").await.expect("prepare");
+    assert_eq!(upd.columns().iter().map(|c| c.name()).collect::<Vec<_>>(), vec!["?column?", "lower"], "PostgreSQL's names");
+    assert_eq!(c.query(&upd, &[&7i64]).await.expect("update returning")[0].get::<_, String>("lower"), "fig");
     let n = c.execute("UPDATE items SET name = upper(name) WHERE id = $1 RETURNING name", &[&7i64]).await.expect("update returning");
     assert_eq!(n, 1, "UPDATE 1 tag");
     let gone = c.query("DELETE FROM items WHERE id = $1 RETURNING name", &[&7i64]).await.expect("delete returning");

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray, new_null_array};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -62,8 +62,13 @@ pub async fn evaluate(
     if !params.is_empty() {
         df = df.with_param_values(params.to_vec())?;
     }
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
+    let schema = crate::column_names::postgres_schema(df.logical_plan(), &Arc::new(df.schema().as_arrow().clone()));
+    let batches = df
+        .collect()
+        .await?
+        .iter()
+        .map(|b| RecordBatch::try_new_with_options(schema.clone(), b.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(b.num_rows()))))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok((schema, batches))
 }
 
