@@ -205,12 +205,12 @@ impl Session {
         if self.block == Block::Failed && !ends_block {
             return Err(ComputeError::TransactionAborted);
         }
-        if self.block == Block::Open && self.isolation == Isolation::ReadCommitted && !ends_block {
-            // READ COMMITTED: each statement reads the latest commits.
-            if let Err(e) = self.storage.client.refresh_snapshot(self.database(), self.storage.txn()).await {
-                self.abort_block().await;
-                return Err(e);
-            }
+        if self.block == Block::Open
+            && uses_tables(stmt)
+            && let Err(e) = self.snapshot_for_statement().await
+        {
+            self.abort_block().await;
+            return Err(e);
         }
         let mut attempts = 0;
         let mut reloads = 0;
@@ -242,6 +242,21 @@ impl Session {
             self.abort_block().await;
         }
         result
+    }
+
+    /// The snapshot a statement of a block reads. As in PostgreSQL, a
+    /// block's transaction takes its first snapshot with its first query,
+    /// not at BEGIN; under READ COMMITTED each statement reads the latest
+    /// commits.
+    async fn snapshot_for_statement(&mut self) -> Result<()> {
+        let txn = self.storage.txn();
+        if txn == 0 {
+            let id = self.storage.client.begin(self.database(), self.isolation).await?;
+            self.storage.set_txn(id);
+        } else if self.isolation == Isolation::ReadCommitted {
+            self.storage.client.refresh_snapshot(self.database(), txn).await?;
+        }
+        Ok(())
     }
 
     /// Runs a statement under `statement_timeout`.
@@ -475,8 +490,8 @@ impl Session {
                         };
                     }
                 }
-                let txn = self.storage.client.begin(self.database(), isolation).await?;
-                self.storage.set_txn(txn);
+                // The storage transaction starts with the first query
+                // (see `snapshot_for_statement`).
                 self.block = Block::Open;
                 self.isolation = isolation;
             }
@@ -500,7 +515,9 @@ impl Session {
                 self.storage.set_txn(0);
                 self.block = Block::Idle;
                 self.savepoints.clear();
-                self.storage.client.commit(self.database(), txn, vec![]).await?;
+                if txn != 0 {
+                    self.storage.client.commit(self.database(), txn, vec![]).await?;
+                }
                 Ok(Output::Command("COMMIT".into()))
             }
         }
@@ -536,7 +553,7 @@ impl Session {
             return Err(ComputeError::invalid("25P01", "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"));
         }
         let i = self.savepoint(name)?;
-        if self.storage.txn() == 0 || self.savepoints[i].1 != self.storage.writes() {
+        if self.savepoints[i].1 != self.storage.writes() {
             return Err(ComputeError::unsupported(
                 "ROLLBACK TO SAVEPOINT after writes since the savepoint (ROLLBACK the whole transaction)",
             ));
@@ -576,9 +593,10 @@ impl Session {
                             // SET SESSION CHARACTERISTICS AS TRANSACTION …
                             self.settings.set("default_transaction_isolation", &level)?;
                         } else if self.block != Block::Idle && settings::isolation_level(&level)? != self.isolation {
-                            return Err(ComputeError::unsupported(
-                                "changing the isolation level of an open transaction (name it in BEGIN instead)",
-                            ));
+                            if self.storage.txn() != 0 {
+                                return Err(ComputeError::invalid("25001", "SET TRANSACTION ISOLATION LEVEL must be called before any query"));
+                            }
+                            self.isolation = settings::isolation_level(&level)?;
                         }
                         self.settings.set("transaction_isolation", &level)?;
                     }
