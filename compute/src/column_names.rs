@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
@@ -25,6 +26,20 @@ pub fn postgres_schema(plan: &LogicalPlan, schema: &SchemaRef) -> SchemaRef {
     }
     let fields: Vec<Field> = schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A result of `plan` with PostgreSQL's column names: the batches are
+/// relabelled only when a name changes.
+pub fn named_result(plan: &LogicalPlan, schema: SchemaRef, batches: Vec<RecordBatch>) -> arrow::error::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let named = postgres_schema(plan, &schema);
+    if Arc::ptr_eq(&named, &schema) {
+        return Ok((schema, batches));
+    }
+    let batches = batches
+        .iter()
+        .map(|b| RecordBatch::try_new_with_options(named.clone(), b.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(b.num_rows()))))
+        .collect::<arrow::error::Result<Vec<_>>>()?;
+    Ok((named, batches))
 }
 
 /// The names of the plan's result columns.

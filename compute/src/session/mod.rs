@@ -652,7 +652,7 @@ impl Session {
 
     async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         let plan = self.query_plan(stmt, cache).await?;
-        let named = column_names::postgres_schema(&plan, &Arc::new(plan.schema().as_arrow().clone()));
+        let names_from = plan.clone();
         // Several scans in one statement must read one snapshot.
         let implicit = self.block == Block::Idle && count_scans(&plan) > 1;
         if implicit {
@@ -665,15 +665,9 @@ impl Session {
             self.storage.set_txn(0);
             let _ = self.storage.client.rollback(self.database(), txn).await;
         }
-        let (_, batches) = result?;
-        let batches = batches
-            .iter()
-            .map(|b| {
-                let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                RecordBatch::try_new_with_options(named.clone(), b.columns().to_vec(), &options)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Output::Rows { schema: named, batches })
+        let (schema, batches) = result?;
+        let (schema, batches) = column_names::named_result(&names_from, schema, batches)?;
+        Ok(Output::Rows { schema, batches })
     }
 
     /// The transaction a writing statement runs in: the open one, or a new

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
@@ -62,14 +62,10 @@ pub async fn evaluate(
     if !params.is_empty() {
         df = df.with_param_values(params.to_vec())?;
     }
-    let schema = crate::column_names::postgres_schema(df.logical_plan(), &Arc::new(df.schema().as_arrow().clone()));
-    let batches = df
-        .collect()
-        .await?
-        .iter()
-        .map(|b| RecordBatch::try_new_with_options(schema.clone(), b.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(b.num_rows()))))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+    let plan = df.logical_plan().clone();
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(crate::column_names::named_result(&plan, schema, batches)?)
 }
 
 /// The result columns of a RETURNING clause (for Describe).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ebb_operator::control_client::ControlClient;
 use ebb_operator::k8s::context::{Context, Settings};
-use ebb_operator::k8s::crd::{Database, DatabaseSpec, DeletionPolicy, EbbCluster, EbbClusterSpec, OwnerRole, SecretKey};
+use ebb_operator::k8s::crd::{Database, DatabaseSpec, DatabaseStatus, DeletionPolicy, EbbCluster, EbbClusterSpec, OwnerRole, SecretKey};
 use ebb_operator::k8s::operator::run_reconcilers;
 use ebb_operator::k8s::pod_runtime::{PodRuntime, instance};
 use ebb_operator::k8s::resources::{self, CLAIMED, POOL_LABEL, WARM};
@@ -97,6 +97,11 @@ impl Harness {
 
     async fn database(&self, name: &str) -> Option<Database> {
         Api::<Database>::namespaced(self.client(), "default").get_opt(name).await.expect("get Database")
+    }
+
+    /// The status of `Database` `name` once its phase is `phase`.
+    async fn database_in_phase(&self, name: &str, phase: &str) -> DatabaseStatus {
+        eventually(&format!("{name} {phase}"), 20, || async { self.database(name).await?.status.filter(|s| s.phase.as_deref() == Some(phase)) }).await
     }
 
     async fn pods(&self, selector: &str) -> Vec<Pod> {
@@ -407,7 +412,7 @@ async fn deleting_a_database_follows_its_deletion_policy() {
 async fn a_database_of_a_missing_cluster_waits_with_a_reason() {
     let h = Harness::start().await;
     h.create_database("orphan", |s| s.cluster = "nowhere".into()).await;
-    let s = eventually("a Pending status", 20, || async { h.database("orphan").await?.status.filter(|s| s.phase.as_deref() == Some("Pending")) }).await;
+    let s = h.database_in_phase("orphan", "Pending").await;
     let ready = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready condition");
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ClusterNotFound"));
     assert!(!h.events("ClusterNotFound").is_empty());
@@ -422,7 +427,7 @@ async fn the_broker_hands_proxies_a_compute_of_the_named_cluster() {
     h.ready_cluster(1).await;
     h.create_database("shop", |_| {}).await;
     // Served once reconciled (created in storage, settings handed over).
-    eventually("shop Suspended", 20, || async { h.database("shop").await?.status?.phase.filter(|p| p == "Suspended") }).await;
+    h.database_in_phase("shop", "Suspended").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = ebb_operator::broker::Broker::service(h.ctx.clone());
@@ -586,13 +591,13 @@ async fn a_database_refused_for_its_name_deletes_nothing_of_the_owner() {
     h.create_cluster(1).await;
     h.ready_cluster(1).await;
     h.create_database("shop", |_| {}).await;
-    eventually("shop Suspended", 20, || async { h.database("shop").await?.status?.phase.filter(|p| p == "Suspended") }).await;
+    h.database_in_phase("shop", "Suspended").await;
     h.create_database("shop-copy", |s| {
         s.database_name = Some("shop".into());
         s.deletion_policy = DeletionPolicy::Delete;
     })
     .await;
-    let s = eventually("shop-copy refused", 20, || async { h.database("shop-copy").await?.status.filter(|s| s.phase.as_deref() == Some("Failed")) }).await;
+    let s = h.database_in_phase("shop-copy", "Failed").await;
     assert_eq!(s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str()), Some("NameInUse"));
     Api::<Database>::namespaced(h.client(), "default").delete("shop-copy", &DeleteParams::default()).await.unwrap();
     eventually("shop-copy gone", 20, || async { h.database("shop-copy").await.is_none().then_some(()) }).await;
@@ -618,7 +623,7 @@ async fn a_superuser_cannot_be_a_database_owner() {
         s.owner = Some(OwnerRole { name: "admin".into(), password_secret: SecretKey { name: "pw".into(), key: "password".into() } });
     })
     .await;
-    let s = eventually("the owner refused", 20, || async { h.database("shop").await?.status.filter(|s| s.phase.as_deref() == Some("Failed")) }).await;
+    let s = h.database_in_phase("shop", "Failed").await;
     assert_eq!(s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.as_str()), Some("OwnerRoleRefused"));
     let role = storage.get_role(GetRoleRequest { name: "admin".into() }).await.unwrap().into_inner().role.unwrap();
     assert_eq!(role.password_verifier, admin.password_verifier, "the superuser's password is untouched");
