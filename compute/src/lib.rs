@@ -9,6 +9,7 @@
 //! - [`binding`], [`control`]: which database it serves and the control
 //!   service; [`metrics`]: its Prometheus gauges.
 
+pub mod aggregate_pushdown;
 pub mod binding;
 pub mod catalog;
 pub mod column_names;

@@ -142,6 +142,7 @@ impl PointRead {
             batch_size: 0,
             include_row_id: false,
             expect: Some(expected(def)),
+            aggregates: Vec::new(),
         })
     }
 

@@ -19,7 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use ebb_proto::pg_types;
-use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, TableDef, value::Kind};
+use ebb_proto::storage::{Aggregate, AggregateFunction, CompareOp, KeyBound, Predicate, ScanRequest, TableDef, value::Kind};
 use futures::StreamExt;
 
 use crate::pushdown::{key_bounds, to_predicates};
@@ -66,6 +66,45 @@ impl StorageTable {
     fn column_type(&self, name: &str) -> Option<arrow::datatypes::DataType> {
         self.schema.field_with_name(name).ok().map(|f| f.data_type().clone())
     }
+
+    /// Storage predicates for pushed-down filters; `None` if one of them
+    /// does not translate.
+    pub fn predicates(&self, filters: &[Expr]) -> Option<Vec<Predicate>> {
+        let mut predicates = Vec::new();
+        for f in filters {
+            predicates.extend(to_predicates(f, |c| self.column_type(c))?);
+        }
+        Some(predicates)
+    }
+
+    /// A scan request for the rows passing `predicates`, bounded by the
+    /// primary-key range they imply; nothing projected yet.
+    fn request(&self, predicates: Vec<Predicate>) -> ScanRequest {
+        let (lower, upper) = key_bounds(&self.def.primary_key, &predicates);
+        ScanRequest {
+            database: self.session.database.clone(),
+            txn_id: 0,
+            schema: self.def.schema.clone(),
+            table: self.def.name.clone(),
+            projection: Vec::new(),
+            lower,
+            upper,
+            predicates,
+            limit: 0,
+            batch_size: 0,
+            include_row_id: false,
+            expect: Some(crate::storage_client::expected(&self.def)),
+            aggregates: Vec::new(),
+        }
+    }
+
+    /// A plan that has storage compute `aggregates` over the rows passing
+    /// `predicates` and returns them as one row of `schema` (one column per
+    /// aggregate, in order).
+    pub fn aggregate_exec(&self, predicates: Vec<Predicate>, aggregates: Vec<Aggregate>, schema: SchemaRef) -> Arc<dyn ExecutionPlan> {
+        let req = ScanRequest { aggregates, ..self.request(predicates) };
+        Arc::new(StorageScanExec::new(req, schema, self.session.clone()))
+    }
 }
 
 /// The Arrow schema of a stored table definition.
@@ -105,13 +144,9 @@ impl TableProvider for StorageTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let mut predicates = Vec::new();
-        for f in filters {
-            let p = to_predicates(f, |c| self.column_type(c))
-                .ok_or_else(|| DataFusionError::Internal(format!("filter {f} was not accepted for pushdown")))?;
-            predicates.extend(p);
-        }
-        let (lower, upper) = key_bounds(&self.def.primary_key, &predicates);
+        let predicates = self
+            .predicates(filters)
+            .ok_or_else(|| DataFusionError::Internal("a filter was pushed down that storage cannot evaluate".into()))?;
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
@@ -125,20 +160,7 @@ impl TableProvider for StorageTable {
             // `count(*)` needs rows, not columns: fetch one column, drop it below.
             projection.push(first.name.clone());
         }
-        let req = ScanRequest {
-            database: self.session.database.clone(),
-            txn_id: 0,
-            schema: self.def.schema.clone(),
-            table: self.def.name.clone(),
-            projection,
-            lower,
-            upper,
-            predicates,
-            limit: limit.map(|l| l as u64).unwrap_or(0),
-            batch_size: 0,
-            include_row_id,
-            expect: Some(crate::storage_client::expected(&self.def)),
-        };
+        let req = ScanRequest { projection, limit: limit.map(|l| l as u64).unwrap_or(0), include_row_id, ..self.request(predicates) };
         Ok(Arc::new(StorageScanExec::new(req, schema, self.session.clone())))
     }
 }
@@ -201,6 +223,17 @@ fn show_predicate(p: &Predicate) -> String {
     format!("{} {op} {}", p.column, vals.join(", ")).trim_end().to_string()
 }
 
+fn show_aggregate(a: &Aggregate) -> String {
+    match AggregateFunction::try_from(a.function).unwrap_or(AggregateFunction::Unspecified) {
+        AggregateFunction::CountRows => "count(*)".into(),
+        AggregateFunction::Count => format!("count({})", a.column),
+        AggregateFunction::Sum => format!("sum({})", a.column),
+        AggregateFunction::Min => format!("min({})", a.column),
+        AggregateFunction::Max => format!("max({})", a.column),
+        AggregateFunction::Unspecified => format!("?({})", a.column),
+    }
+}
+
 impl DisplayAs for StorageScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "StorageScanExec: table={}", self.req.table)?;
@@ -224,6 +257,10 @@ impl DisplayAs for StorageScanExec {
         }
         if self.req.limit > 0 {
             write!(f, ", limit={}", self.req.limit)?;
+        }
+        if !self.req.aggregates.is_empty() {
+            let aggregates: Vec<String> = self.req.aggregates.iter().map(show_aggregate).collect();
+            return write!(f, ", aggregates=[{}]", aggregates.join(", "));
         }
         write!(f, ", projection=[{}]", self.req.projection.join(", "))
     }
@@ -259,6 +296,7 @@ impl ExecutionPlan for StorageScanExec {
         let client = self.session.client.clone();
         let schema = self.properties.eq_properties.schema().clone();
         let empty = schema.clone();
+        let aggregated = !req.aggregates.is_empty();
         let stream = futures::stream::once(async move { client.scan_stream(req).await })
             .map(|r| match r {
                 Ok(s) => s.boxed(),
@@ -270,6 +308,8 @@ impl ExecutionPlan for StorageScanExec {
                     let opts = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
                     Ok(RecordBatch::try_new_with_options(empty.clone(), vec![], &opts)?)
                 }
+                // Storage names aggregates `agg0`, `agg1`, … in request order.
+                Ok(b) if aggregated => Ok(RecordBatch::try_new(empty.clone(), b.columns().to_vec())?),
                 // Storage appends `_rowid` last; put columns in the declared order.
                 Ok(b) if b.schema().fields().iter().map(|f| f.name()).ne(empty.fields().iter().map(|f| f.name())) => {
                     let cols = empty

@@ -146,6 +146,8 @@ pub struct RowDecoder {
     slot_of: Vec<Option<usize>>,
     builders: Vec<ColumnBuilder>,
     scratch: Vec<Option<(usize, usize)>>,
+    /// Rows appended since the last `finish` (also without columns: `count(*)`).
+    rows: usize,
 }
 
 impl RowDecoder {
@@ -158,11 +160,15 @@ impl RowDecoder {
         }
         let builders = columns.iter().map(|c| ColumnBuilder::new(&c.ty, capacity)).collect();
         let scratch = vec![None; columns.len()];
-        Self { columns, slot_of, builders, scratch }
+        Self { columns, slot_of, builders, scratch, rows: 0 }
     }
 
     /// Decodes one row and appends it to the builders.
     pub fn push(&mut self, row: &[u8]) -> Result<()> {
+        self.rows += 1;
+        if self.columns.is_empty() {
+            return Ok(());
+        }
         self.scratch.iter_mut().for_each(|s| *s = None);
         let base = row.as_ptr() as usize;
         let slot_of = &self.slot_of;
@@ -207,7 +213,7 @@ impl RowDecoder {
 
     /// Rows appended since the last `finish`.
     pub fn len(&self) -> usize {
-        self.builders.first().map(|b| b.len()).unwrap_or(0)
+        self.rows
     }
 
     /// True when no rows were appended since the last `finish`.
@@ -217,6 +223,7 @@ impl RowDecoder {
 
     /// The arrays built so far; the builders start over.
     pub fn finish(&mut self) -> Vec<ArrayRef> {
+        self.rows = 0;
         self.builders.iter_mut().map(|b| b.finish()).collect()
     }
 }
@@ -278,23 +285,6 @@ impl ColumnBuilder {
             ),
             Phys::Text => Self::Text(StringBuilder::with_capacity(cap, cap * 16)),
             Phys::Bytes => Self::Bytes(BinaryBuilder::with_capacity(cap, cap * 16)),
-        }
-    }
-
-    fn len(&self) -> usize {
-        use arrow::array::ArrayBuilder;
-        match self {
-            Self::Bool(b) => b.len(),
-            Self::I16(b) => b.len(),
-            Self::I32(b) => b.len(),
-            Self::I64(b) => b.len(),
-            Self::F32(b) => b.len(),
-            Self::F64(b) => b.len(),
-            Self::Decimal(b, ..) => b.len(),
-            Self::Date(b) => b.len(),
-            Self::Timestamp(b, _) => b.len(),
-            Self::Text(b) => b.len(),
-            Self::Bytes(b) => b.len(),
         }
     }
 

@@ -126,6 +126,12 @@ async fn command_tags_parameters_and_errors() {
     // The primary-key equality goes to storage as a key bound; EXPLAIN shows it.
     let plan: Vec<String> = c.query("EXPLAIN SELECT v FROM t WHERE id = 4", &[]).await.unwrap().iter().map(|r| r.get::<_, String>(1)).collect();
     assert!(plan.iter().any(|p| p.contains("StorageScanExec") && p.contains("key=(4)")), "{plan:?}");
+    // Whole-table aggregates are computed in storage.
+    let plan: Vec<String> = c.query("EXPLAIN SELECT count(*), max(n) FROM t WHERE id > 2", &[]).await.unwrap().iter().map(|r| r.get::<_, String>(1)).collect();
+    assert!(plan.iter().any(|p| p.contains("StorageScanExec") && p.contains("aggregates=[count(*), max(n)]")), "{plan:?}");
+    assert!(!plan.iter().any(|p| p.contains("AggregateExec")), "{plan:?}");
+    let row = c.query_one("SELECT count(*), max(n), sum(id) FROM t WHERE id > 2", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (7, 90, 42));
     let rows = c.query("SELECT v, n FROM t WHERE id = $1", &[&4i32]).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(0), "v4");

@@ -150,6 +150,7 @@ impl Session {
             .with_target_partitions(1)
             .with_create_default_catalog_and_schema(false);
         let ctx = SessionContext::new_with_config(config);
+        ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database)?;
         let state = ctx.state();

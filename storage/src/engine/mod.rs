@@ -11,6 +11,7 @@ pub mod gc;
 pub mod locks;
 pub mod mvcc;
 pub mod scan;
+pub mod scan_aggregate;
 pub mod scan_split;
 pub mod txn;
 pub mod write;

@@ -1,6 +1,6 @@
 //! Scans: rows visible to a snapshot (plus the transaction's own writes),
 //! restricted by primary-key bounds and simple predicates, projected and
-//! limited, streamed as Arrow IPC.
+//! limited (or aggregated, see `scan_aggregate`), streamed as Arrow IPC.
 
 use std::sync::Arc;
 
@@ -11,11 +11,12 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use bytes::Bytes;
-use ebb_proto::storage::{CompareOp, KeyBound, ScanRequest};
+use ebb_proto::storage::{AggregateFunction, CompareOp, KeyBound, ScanRequest};
 use tokio::sync::mpsc;
 
 use super::database::Database;
 use super::mvcc::VisibleRows;
+use super::scan_aggregate::{Accumulators, AggregateSpec};
 use super::scan_split as split;
 use super::txn::{Pending, PendingKind, SnapshotGuard};
 use crate::catalog::{ROWID_COLUMN, Table};
@@ -40,7 +41,12 @@ struct Plan {
     decode: Vec<DecodeColumn>,
     projected: usize,
     include_rowid: bool,
+    /// The projected rows (what `emit` produces).
+    rows_schema: SchemaRef,
+    /// What the stream carries: the rows, or the one-row aggregate answer.
     out_schema: SchemaRef,
+    /// Aggregates over the projected rows; empty: the rows themselves.
+    aggregates: Vec<AggregateSpec>,
     filters: Vec<Filter>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
@@ -133,13 +139,29 @@ impl Sender<'_> {
 fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<Plan> {
     let mut decode = Vec::new();
     let mut fields = Vec::new();
-    let names: Vec<&str> = if req.projection.is_empty() {
+    let aggregating = !req.aggregates.is_empty();
+    if aggregating && (!req.projection.is_empty() || req.limit > 0 || req.include_row_id) {
+        return Err(StorageError::InvalidRequest("a scan with aggregates takes no projection, limit or row id".into()));
+    }
+    let names: Vec<&str> = if aggregating {
+        // The aggregated columns, each once.
+        let mut names: Vec<&str> = Vec::new();
+        for a in req.aggregates.iter().filter(|a| !a.column.is_empty()) {
+            if a.column == ROWID_COLUMN {
+                return Err(StorageError::InvalidRequest(format!("cannot aggregate {ROWID_COLUMN}")));
+            }
+            if !names.contains(&a.column.as_str()) {
+                names.push(&a.column);
+            }
+        }
+        names
+    } else if req.projection.is_empty() {
         table.columns.iter().map(|c| c.name.as_str()).collect()
     } else {
         req.projection.iter().map(String::as_str).collect()
     };
     let mut include_rowid = req.include_row_id && table.has_rowid();
-    for name in names {
+    for &name in &names {
         if name == ROWID_COLUMN && table.has_rowid() {
             include_rowid = true;
             continue;
@@ -152,6 +174,22 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         fields.push(Field::new(ROWID_COLUMN, DataType::Int64, false));
     }
     let projected = decode.len();
+    let aggregates = req
+        .aggregates
+        .iter()
+        .map(|a| {
+            let function = AggregateFunction::try_from(a.function).unwrap_or(AggregateFunction::Unspecified);
+            let column = if a.column.is_empty() {
+                None
+            } else {
+                let slot = names.iter().position(|n| *n == a.column).expect("every aggregated column is decoded");
+                Some((slot, a.column.as_str(), fields[slot].data_type()))
+            };
+            AggregateSpec::new(function, column)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows_schema = Arc::new(Schema::new(fields));
+    let out_schema = if aggregating { super::scan_aggregate::output_schema(&aggregates) } else { rows_schema.clone() };
     let mut filters = Vec::new();
     for p in &req.predicates {
         let i = table.column_index(&p.column)?;
@@ -200,7 +238,9 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         decode,
         projected,
         include_rowid,
-        out_schema: Arc::new(Schema::new(fields)),
+        rows_schema,
+        out_schema,
+        aggregates,
         filters,
         start,
         end,
@@ -267,6 +307,14 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
         (true, Some(end)) => split::split_key(db, &plan.start, end),
         _ => None,
     };
+    if !plan.aggregates.is_empty() {
+        let answer = aggregate(db, plan, ts, overlay, split)?;
+        drop(snapshot);
+        out.write(&answer)?;
+        out.writer.finish()?;
+        out.flush()?;
+        return Ok(());
+    }
     match split {
         None => {
             scan_range(db, plan, ts, &plan.start, plan.end.clone(), overlay, &mut |b| out.write(&b))?;
@@ -312,6 +360,28 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
     out.writer.finish()?;
     out.flush()?;
     Ok(())
+}
+
+/// Folds the scanned rows into the plan's aggregates, the two halves of a
+/// split scan on two threads.
+fn aggregate(db: &Database, plan: &Plan, ts: u64, overlay: &[(Vec<u8>, Pending)], split: Option<Vec<u8>>) -> Result<RecordBatch> {
+    let fold = |start: &[u8], end: Option<Vec<u8>>, overlay: &[(Vec<u8>, Pending)]| -> Result<Accumulators> {
+        let mut acc = Accumulators::new(plan.aggregates.clone());
+        scan_range(db, plan, ts, start, end, overlay, &mut |b| acc.update(&b).map(|()| true))?;
+        Ok(acc)
+    };
+    let Some(mid) = split else {
+        return fold(&plan.start, plan.end.clone(), overlay)?.finish();
+    };
+    db.metrics.split_scans.inc();
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| fold(&mid, plan.end.clone(), &[]));
+        let first = fold(&plan.start, Some(mid.clone()), &[]);
+        (first, second.join())
+    });
+    let mut total = first?;
+    total.merge(second.map_err(|_| StorageError::Corrupt("a scan thread panicked".into()))??)?;
+    total.finish()
 }
 
 /// Scans the rows with user keys in `[start, end)`, merged with the
@@ -395,7 +465,7 @@ fn emit(
         arrays.push(Arc::new(rowids.finish()));
     }
     let opts = RecordBatchOptions::new().with_row_count(Some(n));
-    let mut batch = RecordBatch::try_new_with_options(plan.out_schema.clone(), arrays, &opts)?;
+    let mut batch = RecordBatch::try_new_with_options(plan.rows_schema.clone(), arrays, &opts)?;
     if let Some(m) = mask {
         batch = filter_record_batch(&batch, &m)?;
     }
