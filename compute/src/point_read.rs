@@ -104,10 +104,11 @@ impl PointRead {
         Some(Self { table, key, outputs, schema })
     }
 
-    /// The storage scan in transaction `txn` (0: none), or `None` when a
-    /// key value is NULL or not of its column's type (the general path then
-    /// decides what the comparison means).
-    pub fn request(&self, txn: u64) -> Option<ScanRequest> {
+    /// The storage scan in transaction `txn` (0: none) for statement number
+    /// `statement`, or `None` when a key value is NULL or not of its
+    /// column's type (the general path then decides what the comparison
+    /// means).
+    pub fn request(&self, txn: u64, statement: u64) -> Option<ScanRequest> {
         let values = self.key.iter().map(|(ty, v)| key_value(v, ty)).collect::<Option<Vec<Value>>>()?;
         let def = self.table.def();
         // Expressions read the whole row (an empty projection).
@@ -143,6 +144,7 @@ impl PointRead {
             include_row_id: false,
             expect: Some(expected(def)),
             aggregates: Vec::new(),
+            statement,
         })
     }
 
@@ -277,17 +279,17 @@ mod tests {
         let p = recognised(&["a"], "SELECT v, b AS bee FROM t WHERE a = $1").await.expect("a point read");
         assert!(matches!(&p.outputs, Outputs::Columns(c) if c == &["v", "b"]));
         assert_eq!(p.schema.field(1).name(), "bee");
-        let req = p.request(9).expect("a request");
+        let req = p.request(9, 1).expect("a request");
         assert_eq!((req.txn_id, req.projection.clone()), (9, vec!["v".to_string(), "b".to_string()]));
         assert_eq!(req.lower, req.upper);
         assert!(req.lower.as_ref().is_some_and(|b| b.inclusive && b.values.len() == 1));
         let null = recognised(&["a"], "SELECT v FROM t WHERE a = NULL").await.expect("a point read");
-        assert!(null.request(0).is_none(), "NULL key: general path");
+        assert!(null.request(0, 0).is_none(), "NULL key: general path");
         assert!(recognised(&["a", "b"], "SELECT * FROM t WHERE b = 'x' AND a = 1").await.is_some());
         // Expressions read the whole row and are evaluated over it.
         let e = recognised(&["a"], "SELECT v + 1 AS w, upper(b) FROM t WHERE a = 1").await.expect("a point read");
         assert!(matches!(e.outputs, Outputs::Exprs { .. }));
-        assert!(e.request(0).expect("a request").projection.is_empty(), "the whole row");
+        assert!(e.request(0, 0).expect("a request").projection.is_empty(), "the whole row");
         for sql in [
             "SELECT v FROM t WHERE a = 1 AND v = 2",
             "SELECT v FROM t WHERE a > 1",

@@ -106,15 +106,10 @@ impl StorageClient {
         Ok(self.grpc().begin(req).await?.into_inner().txn_id)
     }
 
-    /// READ COMMITTED: moves a transaction's snapshot to the latest commit.
-    pub async fn refresh_snapshot(&self, database: &str, txn_id: u64) -> Result<()> {
-        self.grpc().refresh_snapshot(RefreshSnapshotRequest { database: database.into(), txn_id }).await?;
-        Ok(())
-    }
-
-    /// Buffers a write in a transaction; returns rows affected.
-    pub async fn write(&self, database: &str, txn_id: u64, write: TableWrite) -> Result<u64> {
-        let req = WriteRequest { database: database.into(), txn_id, write: Some(write) };
+    /// Buffers a write of statement number `statement` (see
+    /// `WriteRequest.statement`) in a transaction; returns rows affected.
+    pub async fn write(&self, database: &str, txn_id: u64, statement: u64, write: TableWrite) -> Result<u64> {
+        let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement };
         Ok(self.grpc().write(req).await?.into_inner().rows_affected)
     }
 

@@ -17,12 +17,15 @@ pub struct StorageSession {
     pub database: String,
     txn: AtomicU64,
     writes: AtomicU64,
+    /// The number of the statement running, sent with each request: storage
+    /// moves a READ COMMITTED snapshot at the first request of a new one.
+    statement: AtomicU64,
 }
 
 impl StorageSession {
     /// A session on `database` with no open transaction.
     pub fn new(client: StorageClient, database: String) -> Self {
-        Self { client, database, txn: AtomicU64::new(0), writes: AtomicU64::new(0) }
+        Self { client, database, txn: AtomicU64::new(0), writes: AtomicU64::new(0), statement: AtomicU64::new(0) }
     }
 
     /// The open storage transaction, or 0 (reads then see the latest commit).
@@ -35,9 +38,20 @@ impl StorageSession {
         self.txn.store(id, Ordering::SeqCst);
     }
 
+    /// The number of the statement running (see `WriteRequest.statement`).
+    pub fn statement(&self) -> u64 {
+        self.statement.load(Ordering::SeqCst)
+    }
+
+    /// Starts the next statement: under READ COMMITTED, its first storage
+    /// request reads from a fresh snapshot.
+    pub fn next_statement(&self) {
+        self.statement.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Buffers a write in transaction `txn`; returns rows affected.
     pub async fn write(&self, txn: u64, write: TableWrite) -> Result<u64> {
-        let n = self.client.write(&self.database, txn, write).await?;
+        let n = self.client.write(&self.database, txn, self.statement(), write).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(n)
     }

@@ -95,6 +95,7 @@ impl StorageTable {
             include_row_id: false,
             expect: Some(crate::storage_client::expected(&self.def)),
             aggregates: Vec::new(),
+            statement: 0,
         }
     }
 
@@ -293,6 +294,7 @@ impl ExecutionPlan for StorageScanExec {
     fn execute(&self, _partition: usize, _ctx: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let mut req = self.req.clone();
         req.txn_id = self.session.txn();
+        req.statement = self.session.statement();
         let client = self.session.client.clone();
         let schema = self.properties.eq_properties.schema().clone();
         let empty = schema.clone();

@@ -230,11 +230,7 @@ impl Session {
                 Err(ComputeError::RetryStatement(_)) if self.storage.writes() == writes && attempts < MAX_STATEMENT_RETRIES => {
                     attempts += 1;
                     tracing::debug!(attempts, "re-running a statement on a fresh snapshot");
-                    if self.block == Block::Open
-                        && let Err(e) = self.storage.client.refresh_snapshot(self.database(), self.storage.txn()).await
-                    {
-                        break Err(e);
-                    }
+                    self.storage.next_statement();
                 }
                 r => break r,
             }
@@ -248,15 +244,14 @@ impl Session {
     /// The snapshot a statement of a block reads. As in PostgreSQL, a
     /// block's transaction takes its first snapshot with its first query,
     /// not at BEGIN; under READ COMMITTED each statement reads the latest
-    /// commits.
+    /// commits: storage moves the snapshot at the first request of the next
+    /// statement number (no round trip of its own).
     async fn snapshot_for_statement(&mut self) -> Result<()> {
-        let txn = self.storage.txn();
-        if txn == 0 {
+        if self.storage.txn() == 0 {
             let id = self.storage.client.begin(self.database(), self.isolation).await?;
             self.storage.set_txn(id);
-        } else if self.isolation == Isolation::ReadCommitted {
-            self.storage.client.refresh_snapshot(self.database(), txn).await?;
         }
+        self.storage.next_statement();
         Ok(())
     }
 
@@ -641,7 +636,7 @@ impl Session {
     pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
         if let Some(point) = PointRead::recognise(&plan)
-            && let Some(req) = point.request(self.storage.txn())
+            && let Some(req) = point.request(self.storage.txn(), self.storage.statement())
         {
             return point.run(&self.storage.client, req, &self.state).await;
         }

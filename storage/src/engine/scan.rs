@@ -74,6 +74,7 @@ impl Database {
             let shared = self.txns.get(req.txn_id)?;
             let mut txn = shared.lock().await;
             txn.last_used = std::time::Instant::now();
+            self.enter_statement(&mut txn, req.statement);
             let overlay = match &plan.end {
                 Some(end) => txn.writes.range(plan.start.clone()..end.clone()),
                 None => txn.writes.range(plan.start.clone()..),

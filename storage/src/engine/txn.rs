@@ -122,6 +122,8 @@ pub struct Txn {
     pub dropped_tables: Vec<u32>,
     pub idle_timeout: Duration,
     pub last_used: Instant,
+    /// The highest statement number a request carried (see `Database::enter_statement`).
+    pub statement: u64,
 }
 
 impl Txn {
@@ -136,6 +138,7 @@ impl Txn {
             dropped_tables: Vec::new(),
             idle_timeout,
             last_used: Instant::now(),
+            statement: 0,
         }
     }
 

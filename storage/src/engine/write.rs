@@ -51,12 +51,30 @@ impl Database {
         Ok(txn.snapshot_ts())
     }
 
+    /// The first request of statement `statement` (0: none) of a READ
+    /// COMMITTED transaction moves its snapshot to the latest commit; the
+    /// statement's other requests read the same snapshot.
+    pub(crate) fn enter_statement(&self, txn: &mut Txn, statement: u64) {
+        if statement > txn.statement {
+            txn.statement = statement;
+            if txn.isolation == Isolation::ReadCommitted {
+                txn.snapshot = self.snapshots.acquire();
+            }
+        }
+    }
+
     /// Buffers a write in transaction `txn_id`; returns rows affected.
     pub async fn write(&self, txn_id: u64, w: &TableWrite) -> Result<u64> {
+        self.write_in_statement(txn_id, 0, w).await
+    }
+
+    /// Buffers a write of statement `statement` (see `enter_statement`).
+    pub async fn write_in_statement(&self, txn_id: u64, statement: u64, w: &TableWrite) -> Result<u64> {
         self.check_owned()?;
         let shared = self.txns.get(txn_id)?;
         let mut txn = shared.lock().await;
         txn.last_used = Instant::now();
+        self.enter_statement(&mut txn, statement);
         let n = self.stage_locked(&mut txn, w).await;
         txn.last_used = Instant::now();
         n

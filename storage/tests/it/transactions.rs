@@ -215,3 +215,38 @@ async fn old_versions_are_garbage_collected_below_the_oldest_snapshot() {
     assert_eq!(db.version_count(&key), 1, "only the newest version survives");
     assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 50)]);
 }
+
+/// A READ COMMITTED transaction reads the latest commits from the first
+/// request of each new statement number on (no RefreshSnapshot round trip);
+/// requests of the same statement share its snapshot, and a REPEATABLE READ
+/// transaction ignores statement numbers.
+#[tokio::test]
+async fn statement_numbers_move_a_read_committed_snapshot() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let insert = |id: i64| write("accounts", WriteKind::Insert, &accounts(&[(id, "x", id)]));
+    let ids_in = |txn: u64, statement: u64| {
+        let db = db.clone();
+        async move {
+            let mut req = scan_req("accounts", txn);
+            req.statement = statement;
+            balances(&scan(&db, req).await.unwrap()).into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        }
+    };
+    let (rc, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (rr, _) = db.begin_with(None, Isolation::Snapshot).unwrap();
+    db.commit(0, &[insert(1)]).await.unwrap();
+    assert_eq!(ids_in(rc, 1).await, vec![1], "statement 1 starts on a fresh snapshot");
+    db.commit(0, &[insert(2)]).await.unwrap();
+    assert_eq!(ids_in(rc, 1).await, vec![1], "the rest of statement 1 keeps it");
+    assert_eq!(ids_in(rc, 0).await, vec![1], "no number: the snapshot stays");
+    assert_eq!(ids_in(rc, 2).await, vec![1, 2], "statement 2 reads the latest commits");
+    // A write can be a statement's first request.
+    db.commit(0, &[insert(3)]).await.unwrap();
+    db.write_in_statement(rc, 3, &insert(10)).await.unwrap();
+    assert_eq!(ids_in(rc, 3).await, vec![1, 2, 3, 10]);
+    assert_eq!(ids_in(rr, 5).await, Vec::<i64>::new(), "REPEATABLE READ keeps its first snapshot");
+    db.rollback(rc).unwrap();
+    db.rollback(rr).unwrap();
+}
