@@ -55,6 +55,11 @@ fn names(plan: &LogicalPlan) -> Option<Vec<String>> {
 
 /// PostgreSQL's name for `e`, a result expression over `input`.
 fn name(e: &Expr, input: &LogicalPlan) -> String {
+    if let Expr::Alias(a) = e
+        && let Some(original) = crate::duplicate_names::original_name(&a.name)
+    {
+        return if original.is_empty() { name(&a.expr, input) } else { original.to_string() };
+    }
     strong_name(e, input).unwrap_or_else(|| match e {
         Expr::Cast(c) => type_name(c.field.data_type()).unwrap_or(NO_NAME).to_string(),
         Expr::TryCast(c) => type_name(c.field.data_type()).unwrap_or(NO_NAME).to_string(),

@@ -152,6 +152,11 @@ async fn command_tags_parameters_and_errors() {
     let stmt = c.prepare("SELECT count(*), sum(n), v, sum(n) + 1, upper(v) AS up FROM t GROUP BY v ORDER BY v LIMIT 1").await.unwrap();
     assert_eq!(names(stmt.columns()), ["count", "sum", "v", "?column?", "up"]);
     assert_eq!(c.query(&stmt, &[]).await.unwrap()[0].get::<_, i64>("count"), 1);
+    // Repeated names are allowed, as in PostgreSQL (DataFusion refuses them).
+    let stmt = c.prepare("SELECT v, t.v, 1, 1, id AS x, n AS x FROM t WHERE id = 3").await.unwrap();
+    assert_eq!(names(stmt.columns()), ["v", "v", "?column?", "?column?", "x", "x"]);
+    let row = c.query_one(&stmt, &[]).await.unwrap();
+    assert_eq!((row.get::<_, String>(1), row.get::<_, i32>(4), row.get::<_, i64>(5)), ("v3".to_string(), 3, 31));
     let simple = c.simple_query("SELECT count(*) FROM t").await.unwrap();
     assert!(matches!(&simple[0], tokio_postgres::SimpleQueryMessage::RowDescription(d) if d[0].name() == "count"), "{:?}", simple.first().map(|_| ()));
     let v = c.simple_query("SHOW server_version").await.unwrap();

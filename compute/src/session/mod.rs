@@ -25,6 +25,7 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
 use crate::column_names;
+use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::{copy, ddl, dml, roles};
@@ -605,13 +606,25 @@ impl Session {
 
     /// Plans a statement with DataFusion against the session's catalog.
     pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
-        let plan = self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?;
+        let plan = self.plan_once(stmt).await?;
         if reads_system_tables(&plan) && self.catalog.refresh().await? {
             // `pg_catalog` and `information_schema` list the tables: they
             // read the catalog as storage has it now.
-            return Ok(self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await?);
+            return self.plan_once(stmt).await;
         }
         Ok(plan)
+    }
+
+    /// Plans a statement; select lists with repeated names (which DataFusion
+    /// refuses) are planned again renamed apart (see [`duplicate_names`]).
+    async fn plan_once(&self, stmt: &Statement) -> Result<LogicalPlan> {
+        match self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await {
+            Err(e) if duplicate_names::is_duplicate_names_error(&e) => {
+                let renamed = duplicate_names::renamed_apart(stmt);
+                Ok(self.state.statement_to_plan(DfStatement::Statement(Box::new(renamed))).await?)
+            }
+            r => Ok(r?),
+        }
     }
 
     /// A query's plan: the one `cache` kept for the current catalog, or a
