@@ -16,6 +16,7 @@ pub mod column_names;
 pub mod control;
 pub mod duplicate_names;
 pub mod error;
+pub mod function_aliases;
 pub mod metrics;
 pub mod pg;
 pub mod pg_catalog;

@@ -126,7 +126,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     } else {
         Parser::parse_sql(&PostgreSqlDialect {}, &sql)
     };
-    parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))
+    let mut stmts = parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
+    crate::function_aliases::name_columns_after_aliases(&mut stmts);
+    Ok(stmts)
 }
 
 /// Whether SQL reads the PostgreSQL catalog, so the compatibility rewrites
