@@ -22,10 +22,13 @@ pub fn is_duplicate_names_error(e: &DataFusionError) -> bool {
     e.to_string().contains("Projections require unique expression names")
 }
 
-/// `stmt` with the repeated items of every select list aliased apart.
-pub fn renamed_apart(stmt: &Statement) -> Statement {
+/// `stmt` with the repeated items of every select list aliased apart, and
+/// with `all_expressions`, every unaliased item that is not a plain column
+/// too (expressions written differently can get the same name:
+/// `now()::text` and `CAST(now() AS varchar)`).
+pub fn renamed_apart(stmt: &Statement, all_expressions: bool) -> Statement {
     let mut stmt = stmt.clone();
-    let _ = stmt.visit(&mut RenameApart);
+    let _ = stmt.visit(&mut RenameApart { all_expressions });
     stmt
 }
 
@@ -35,30 +38,32 @@ pub fn original_name(alias: &str) -> Option<&str> {
     alias.split_once(MARK).map(|(name, _)| name)
 }
 
-struct RenameApart;
+struct RenameApart {
+    all_expressions: bool,
+}
 
 impl VisitorMut for RenameApart {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        rename_in(&mut query.body);
+        rename_in(&mut query.body, self.all_expressions);
         ControlFlow::Continue(())
     }
 }
 
 /// Renames apart in each select of a query body (nested queries are
 /// visited on their own).
-fn rename_in(body: &mut SetExpr) {
+fn rename_in(body: &mut SetExpr, all_expressions: bool) {
     match body {
         SetExpr::Select(select) => {
             let mut seen = HashSet::new();
             for (i, item) in select.projection.iter_mut().enumerate() {
-                let key = match &*item {
-                    SelectItem::UnnamedExpr(e) => key_of(e),
-                    SelectItem::ExprWithAlias { alias, .. } => normalized(alias),
+                let (key, expression) = match &*item {
+                    SelectItem::UnnamedExpr(e) => (key_of(e), !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))),
+                    SelectItem::ExprWithAlias { alias, .. } => (normalized(alias), false),
                     _ => continue,
                 };
-                if seen.insert(key) {
+                if seen.insert(key) && !(all_expressions && expression) {
                     continue;
                 }
                 match item {
@@ -72,8 +77,8 @@ fn rename_in(body: &mut SetExpr) {
             }
         }
         SetExpr::SetOperation { left, right, .. } => {
-            rename_in(left);
-            rename_in(right);
+            rename_in(left, all_expressions);
+            rename_in(right, all_expressions);
         }
         _ => {}
     }
@@ -100,9 +105,12 @@ mod tests {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
+    fn parsed(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").remove(0)
+    }
+
     fn renamed(sql: &str) -> String {
-        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").remove(0);
-        renamed_apart(&stmt).to_string()
+        renamed_apart(&parsed(sql), false).to_string()
     }
 
     #[test]
@@ -112,6 +120,11 @@ mod tests {
         assert_eq!(renamed("SELECT 1 AS x, 2 AS X"), "SELECT 1 AS x, 2 AS \"x\u{1}1\"");
         assert_eq!(renamed("SELECT * FROM (SELECT v, v FROM t) s UNION SELECT 1, 1"), "SELECT * FROM (SELECT v, v AS \"\u{1}1\" FROM t) s UNION SELECT 1, 1 AS \"\u{1}1\"");
         assert_eq!(renamed("SELECT a, b FROM t"), "SELECT a, b FROM t");
+        assert_eq!(
+            renamed_apart(&parsed("SELECT now()::TEXT, CAST(now() AS VARCHAR), a FROM t"), true).to_string(),
+            "SELECT now()::TEXT AS \"\u{1}0\", CAST(now() AS VARCHAR) AS \"\u{1}1\", a FROM t",
+            "all expressions, on a second try"
+        );
         assert_eq!(original_name("x\u{1}1"), Some("x"));
         assert_eq!(original_name("\u{1}3"), Some(""));
         assert_eq!(original_name("x"), None);

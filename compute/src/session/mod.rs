@@ -620,11 +620,12 @@ impl Session {
     /// Plans a statement; select lists with repeated names (which DataFusion
     /// refuses) are planned again renamed apart (see [`duplicate_names`]).
     async fn plan_once(&self, stmt: &Statement) -> Result<LogicalPlan> {
-        match self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt.clone()))).await {
-            Err(e) if duplicate_names::is_duplicate_names_error(&e) => {
-                let renamed = duplicate_names::renamed_apart(stmt);
-                Ok(self.state.statement_to_plan(DfStatement::Statement(Box::new(renamed))).await?)
-            }
+        let plan = |stmt: Statement| self.state.statement_to_plan(DfStatement::Statement(Box::new(stmt)));
+        match plan(stmt.clone()).await {
+            Err(e) if duplicate_names::is_duplicate_names_error(&e) => match plan(duplicate_names::renamed_apart(stmt, false)).await {
+                Err(e) if duplicate_names::is_duplicate_names_error(&e) => Ok(plan(duplicate_names::renamed_apart(stmt, true)).await?),
+                r => Ok(r?),
+            },
             r => Ok(r?),
         }
     }
