@@ -228,6 +228,11 @@ async fn now_is_the_transaction_start() {
     assert_eq!(a, b, "one transaction, one now()");
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(now("SELECT CAST(now() AS text)").await > b);
+    // now() is a timestamptz, as in PostgreSQL, printed with its offset (sessions run in UTC).
+    let stmt = c.prepare("SELECT now(), CURRENT_TIMESTAMP, TIMESTAMPTZ '2020-01-02 03:04:05+02'").await.unwrap();
+    assert!(stmt.columns().iter().all(|col| col.type_() == &tokio_postgres::types::Type::TIMESTAMPTZ), "{:?}", stmt.columns());
+    assert!(now("SELECT now()").await.ends_with("+00"));
+    assert_eq!(now("SELECT TIMESTAMPTZ '2020-01-02 03:04:05+02'").await, "2020-01-02 01:04:05+00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,11 +147,15 @@ impl Session {
         let storage = Arc::new(StorageSession::new(client, database.to_string()));
         let catalog = Arc::new(DatabaseCatalog::new(storage.clone()));
         catalog.refresh().await?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(database, PUBLIC)
             .with_information_schema(true)
             .with_target_partitions(1)
             .with_create_default_catalog_and_schema(false);
+        // Sessions run in UTC (the only TimeZone accepted): `now()` and
+        // `timestamptz` constants are then time-zone aware, as stored
+        // timestamptz columns are.
+        config.options_mut().execution.time_zone = Some("+00:00".into());
         let ctx = SessionContext::new_with_config(config);
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
         ctx.register_catalog(database, catalog.clone());
