@@ -29,5 +29,6 @@ pub mod sql;
 pub mod storage_client;
 pub mod storage_session;
 pub mod table;
+pub mod text_casts;
 
 pub use error::{ComputeError, Result};

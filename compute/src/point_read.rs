@@ -186,7 +186,8 @@ fn simplified(e: &Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Ex
         .build();
     let simplifier = ExprSimplifier::new(context);
     let coerced = simplifier.coerce(e.clone(), schema)?;
-    Ok(simplifier.simplify(coerced)?)
+    let texts = crate::text_casts::rewrite(coerced, schema)?.data;
+    Ok(simplifier.simplify(texts)?)
 }
 
 /// The conjuncts of `a AND b AND …`.

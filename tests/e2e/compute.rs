@@ -233,6 +233,9 @@ async fn now_is_the_transaction_start() {
     assert!(stmt.columns().iter().all(|col| col.type_() == &tokio_postgres::types::Type::TIMESTAMPTZ), "{:?}", stmt.columns());
     assert!(now("SELECT now()").await.ends_with("+00"));
     assert_eq!(now("SELECT TIMESTAMPTZ '2020-01-02 03:04:05+02'").await, "2020-01-02 01:04:05+00");
+    // Cast to text, timestamps read as PostgreSQL prints them (DataFusion alone: ISO 8601).
+    assert!(now("SELECT now()::text").await.ends_with("+00"));
+    assert_eq!(now("SELECT CAST(TIMESTAMP '2020-01-02 03:04:05.250' AS varchar) || '!'").await, "2020-01-02 03:04:05.25!");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

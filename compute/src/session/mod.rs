@@ -158,6 +158,7 @@ impl Session {
         config.options_mut().execution.time_zone = Some("+00:00".into());
         let ctx = SessionContext::new_with_config(config);
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
+        ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database)?;
         let state = ctx.state();
