@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::common::ScalarValue;
 use ebb_proto::pg_types::PG_TYPE_METADATA;
@@ -143,11 +143,65 @@ fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &Fie
                 (false, false) => enc.encode_field(&dt.naive_utc()),
             }
         }
+        // Sent as text (the column is described as text), in PostgreSQL's interval style.
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = a.as_primitive::<t::IntervalMonthDayNanoType>().value(row);
+            enc.encode_field(&interval_text(v.months, v.days, v.nanoseconds / 1000))
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = a.as_primitive::<t::IntervalDayTimeType>().value(row);
+            enc.encode_field(&interval_text(0, v.days, i64::from(v.milliseconds) * 1000))
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => enc.encode_field(&interval_text(a.as_primitive::<t::IntervalYearMonthType>().value(row), 0, 0)),
+        DataType::Duration(unit) => {
+            let raw = match unit {
+                TimeUnit::Second => a.as_primitive::<t::DurationSecondType>().value(row),
+                TimeUnit::Millisecond => a.as_primitive::<t::DurationMillisecondType>().value(row),
+                TimeUnit::Microsecond => a.as_primitive::<t::DurationMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => a.as_primitive::<t::DurationNanosecondType>().value(row),
+            };
+            // A difference of timestamps: whole days and the rest, as PostgreSQL's `timestamp - timestamp`.
+            let us = micros(unit, raw);
+            let days = us / MICROS_PER_DAY;
+            enc.encode_field(&interval_text(0, i32::try_from(days).map_err(|_| bad("interval out of range".into()))?, us % MICROS_PER_DAY))
+        }
         _ => {
             let s = arrow::util::display::array_value_to_string(a, row).map_err(|e| bad(e.to_string()))?;
             enc.encode_field(&s)
         }
     }
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// PostgreSQL's text of an interval (`IntervalStyle` postgres): `1 year 2
+/// mons 3 days 04:05:06.5`, `-02:00:00`, `00:00:00`; once a field is
+/// negative, later positive ones carry a `+`.
+pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut negative = false;
+    let mut field = |n: i64, unit: &str, parts: &mut Vec<String>| {
+        if n == 0 {
+            return;
+        }
+        let sign = if n > 0 && negative { "+" } else { "" };
+        negative |= n < 0;
+        parts.push(format!("{sign}{n} {unit}{}", if n == 1 { "" } else { "s" }));
+    };
+    field(i64::from(months / 12), "year", &mut parts);
+    field(i64::from(months % 12), "mon", &mut parts);
+    field(i64::from(days), "day", &mut parts);
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else if negative { "+" } else { "" };
+        let abs = micros.unsigned_abs();
+        let (secs, frac) = (abs / 1_000_000, abs % 1_000_000);
+        let mut t = format!("{sign}{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        if frac != 0 {
+            t.push_str(format!(".{frac:06}").trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
 }
 
 /// PostgreSQL's text form of a timestamp: fractional seconds only as far as
@@ -226,6 +280,18 @@ fn decode_one<S: Clone>(portal: &Portal<S>, i: usize, ty: &Type) -> PgWireResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_print_like_postgres() {
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        assert_eq!(interval_text(0, 0, 7_200_000_000), "02:00:00");
+        assert_eq!(interval_text(0, 0, -7_200_000_000), "-02:00:00");
+        assert_eq!(interval_text(14, 1, 3_723_500_000), "1 year 2 mons 1 day 01:02:03.5");
+        assert_eq!(interval_text(24, 3, 0), "2 years 3 days");
+        assert_eq!(interval_text(-1, 2, -1), "-1 mons +2 days -00:00:00.000001");
+        assert_eq!(interval_text(0, -1, 0), "-1 days");
+        assert_eq!(interval_text(0, 0, 100 * 3_600_000_000), "100:00:00");
+    }
 
     #[test]
     fn decimals_print_like_postgres() {
