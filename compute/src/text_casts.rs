@@ -51,17 +51,17 @@ impl AnalyzerRule for PostgresTextCasts {
 /// `e` with its timestamp-to-text casts replaced (`schema`: what its
 /// columns refer to).
 pub fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-    e.transform_up(|e| {
-        let Expr::Cast(cast) = &e else { return Ok(Transformed::no(e)) };
-        let target = cast.field.data_type().clone();
-        if !matches!(target, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
-            || !matches!(cast.expr.get_type(schema)?, DataType::Timestamp(..))
+    e.transform_up(|e| match e {
+        // An expression whose type cannot be told here is left as it is.
+        Expr::Cast(cast)
+            if matches!(cast.field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                && matches!(cast.expr.get_type(schema), Ok(DataType::Timestamp(..))) =>
         {
-            return Ok(Transformed::no(e));
+            let target = cast.field.data_type().clone();
+            let text = text_of_timestamp().call(vec![*cast.expr]);
+            Ok(Transformed::yes(if target == DataType::Utf8 { text } else { text.cast_to(&target, schema)? }))
         }
-        let Expr::Cast(cast) = e else { unreachable!("matched above") };
-        let text = text_of_timestamp().call(vec![*cast.expr]);
-        Ok(Transformed::yes(if target == DataType::Utf8 { text } else { text.cast_to(&target, schema)? }))
+        other => Ok(Transformed::no(other)),
     })
 }
 
