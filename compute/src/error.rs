@@ -136,6 +136,7 @@ impl From<datafusion::error::DataFusionError> for ComputeError {
                 let state = if m.contains("Divide by zero") { "22012" } else if m.contains("overflow") { "22003" } else { "22000" };
                 Self::Query { sqlstate: state, message: m }
             }
+            D::Execution(m) if m == crate::scalar_subqueries::MORE_THAN_ONE_ROW => Self::Query { sqlstate: "21000", message: m },
             D::Execution(m) => Self::Query { sqlstate: "XX000", message: m },
             other => Self::Query { sqlstate: "XX000", message: other.to_string() },
         }

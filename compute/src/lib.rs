@@ -23,6 +23,7 @@ pub mod pg_catalog;
 pub mod pg_functions;
 pub mod point_read;
 pub mod pushdown;
+pub mod scalar_subqueries;
 pub mod server;
 pub mod session;
 pub mod sql;

@@ -159,6 +159,7 @@ impl Session {
         let ctx = SessionContext::new_with_config(config);
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
         ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
+        ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database)?;
         let state = ctx.state();
