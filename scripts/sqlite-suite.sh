@@ -9,4 +9,4 @@ files=""
 for f in "$dir"/select*.test; do files="$files $(realpath "$f")"; done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ebb/target}"
 EBB_SLT_MIN_RATE="${EBB_SLT_MIN_RATE:-0}" EBB_SLT_FILES="$files" exec cargo nextest run -p ebb --test e2e --no-capture --no-fail-fast \
-  --slow-timeout 600s sqlite_suite
+  sqlite_suite
