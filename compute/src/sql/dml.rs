@@ -180,7 +180,9 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     };
     let columns = target_columns(&def, insert_columns(ins)?)?;
     let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
-    let stmt = Statement::Query(source.clone());
+    let mut source = source.clone();
+    super::insert_literals::type_string_literals(&mut source, &def, &columns);
+    let stmt = Statement::Query(source);
     let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
     let returning = ins.returning.as_deref().map(|items| Returning { items, alias: alias.clone() });
     let txn = s.begin_write().await?;

@@ -3,6 +3,7 @@
 pub mod copy;
 pub mod ddl;
 pub mod dml;
+pub mod insert_literals;
 pub mod returning;
 pub mod roles;
 pub mod upsert;
