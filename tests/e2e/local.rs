@@ -204,8 +204,10 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     // Resume: the next connection sees every row.
     let c = local.connect().await;
     assert_eq!(count_t(&c).await, 3);
-    // Both resumes were served by the pool (the first perhaps while it was
-    // still filling); storage, controller and proxy share /metrics.
+    // The resume from zero was served by the ready pool; the first one, at
+    // start-up, by the pool while it was still filling, or (on a loaded
+    // machine, once the pool wait ran out) by a compute started cold.
+    // Storage, controller and proxy share /metrics.
     let metrics_addr = metrics_addr.parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(10);
     let count = |m: &str, outcome: &str| -> u64 {
@@ -214,14 +216,14 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     };
     let metrics = loop {
         let m = http_get(metrics_addr, "/metrics");
-        if count(&m, "pool_hit") + count(&m, "pool_miss") == 2 || Instant::now() > deadline {
+        if count(&m, "pool_hit") + count(&m, "pool_miss") + count(&m, "cold") == 2 || Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(count(&metrics, "pool_hit") + count(&metrics, "pool_miss"), 2, "{metrics}");
+    assert_eq!(count(&metrics, "pool_hit") + count(&metrics, "pool_miss") + count(&metrics, "cold"), 2, "two resumes: {metrics}");
     assert!(count(&metrics, "pool_hit") >= 1, "the resume from zero claimed a ready pool compute: {metrics}");
-    assert_eq!(count(&metrics, "cold"), 0, "{metrics}");
+    assert!(count(&metrics, "cold") <= 1, "only the start-up resume may be cold: {metrics}");
     for expected in [
         "ebb_pool_size{cluster=\"local\"} 1",
         "ebb_database_replicas{cluster=\"local\",database=\"postgres\"} 1",
