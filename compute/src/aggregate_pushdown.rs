@@ -163,33 +163,13 @@ impl TableProvider for StorageAggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::execution::context::SessionContext;
-    use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
+    use ebb_proto::storage::TypeKind;
 
     /// The optimized plan of `sql` over `t (a int, b text, v bigint, s smallint)`.
     async fn optimized(sql: &str) -> String {
-        let column = |name: &str, kind: TypeKind| ColumnDef {
-            name: name.into(),
-            r#type: Some(ColumnType { kind: kind as i32, ..Default::default() }),
-            ..Default::default()
-        };
-        let def = TableDef {
-            id: 1,
-            name: "t".into(),
-            columns: vec![
-                column("a", TypeKind::Integer),
-                column("b", TypeKind::Text),
-                column("v", TypeKind::Bigint),
-                column("s", TypeKind::Smallint),
-            ],
-            primary_key: vec!["a".into()],
-            ..Default::default()
-        };
-        let client = crate::storage_client::StorageClient::connect_lazy("http://127.0.0.1:1").expect("client");
-        let session = Arc::new(crate::storage_session::StorageSession::new(client, "postgres".into()));
-        let ctx = SessionContext::new();
+        use TypeKind::*;
+        let ctx = crate::test_support::context_with(crate::test_support::table_def("t", &[("a", Integer), ("b", Text), ("v", Bigint), ("s", Smallint)], &["a"]));
         ctx.add_optimizer_rule(Arc::new(AggregatePushdown));
-        ctx.register_table("t", Arc::new(StorageTable::new(def, session, false))).expect("register");
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
         ctx.state().optimize(&plan).expect("optimize").display_indent().to_string()
     }

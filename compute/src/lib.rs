@@ -31,5 +31,7 @@ pub mod storage_client;
 pub mod storage_session;
 pub mod table;
 pub mod text_casts;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{ComputeError, Result};

@@ -253,23 +253,8 @@ mod tests {
 
     /// Plans `sql` over a table `t (a int, b text, v bigint)` keyed by `key`.
     async fn recognised(key: &[&str], sql: &str) -> Option<PointRead> {
-        use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
-        let column = |name: &str, kind: TypeKind| ColumnDef {
-            name: name.into(),
-            r#type: Some(ColumnType { kind: kind as i32, ..Default::default() }),
-            ..Default::default()
-        };
-        let def = TableDef {
-            id: 1,
-            name: "t".into(),
-            columns: vec![column("a", TypeKind::Integer), column("b", TypeKind::Text), column("v", TypeKind::Bigint)],
-            primary_key: key.iter().map(|k| k.to_string()).collect(),
-            ..Default::default()
-        };
-        let client = StorageClient::connect_lazy("http://127.0.0.1:1").expect("client");
-        let session = Arc::new(crate::storage_session::StorageSession::new(client, "postgres".into()));
-        let ctx = datafusion::execution::context::SessionContext::new();
-        ctx.register_table("t", Arc::new(StorageTable::new(def, session, false))).expect("register");
+        use ebb_proto::storage::TypeKind::*;
+        let ctx = crate::test_support::context_with(crate::test_support::table_def("t", &[("a", Integer), ("b", Text), ("v", Bigint)], key));
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
         let plan = if sql.contains('$') { plan.with_param_values(vec![ScalarValue::Int32(Some(4))]).expect("bind") } else { plan };
         PointRead::recognise(&plan)

@@ -37,6 +37,10 @@ impl AnalyzerRule for PostgresTextCasts {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
+            // Most plans cast nothing to text: skip merging input schemas for them.
+            if !node.expressions().iter().any(|e| e.exists(|x| Ok(is_text_cast(x))).unwrap_or(true)) {
+                return Ok(Transformed::no(node));
+            }
             let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
             let names = NamePreserver::new(&node);
             node.map_expressions(|e| {
@@ -51,18 +55,25 @@ impl AnalyzerRule for PostgresTextCasts {
 /// `e` with its timestamp-to-text casts replaced (`schema`: what its
 /// columns refer to).
 pub fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
-    e.transform_up(|e| match e {
+    e.transform_up(|e| {
+        let Expr::Cast(cast) = e else { return Ok(Transformed::no(e)) };
         // An expression whose type cannot be told here is left as it is.
-        Expr::Cast(cast)
-            if matches!(cast.field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
-                && matches!(cast.expr.get_type(schema), Ok(DataType::Timestamp(..))) =>
-        {
-            let target = cast.field.data_type().clone();
-            let text = text_of_timestamp().call(vec![*cast.expr]);
-            Ok(Transformed::yes(if target == DataType::Utf8 { text } else { text.cast_to(&target, schema)? }))
+        if !is_string(cast.field.data_type()) || !matches!(cast.expr.get_type(schema), Ok(DataType::Timestamp(..))) {
+            return Ok(Transformed::no(Expr::Cast(cast)));
         }
-        other => Ok(Transformed::no(other)),
+        let target = cast.field.data_type().clone();
+        let text = text_of_timestamp().call(vec![*cast.expr]);
+        Ok(Transformed::yes(if target == DataType::Utf8 { text } else { text.cast_to(&target, schema)? }))
     })
+}
+
+/// A cast to a string type.
+fn is_text_cast(e: &Expr) -> bool {
+    matches!(e, Expr::Cast(c) if is_string(c.field.data_type()))
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
 }
 
 /// `ebb_text_of_timestamp(ts)`: PostgreSQL's text of a timestamp of any

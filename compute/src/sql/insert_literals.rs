@@ -52,16 +52,10 @@ fn cast_template(def: &TableDef, column: &str) -> Option<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ebb_proto::storage::{ColumnDef, ColumnType};
 
     #[test]
     fn strings_in_typed_columns_of_several_rows_are_cast() {
-        let column = |name: &str, kind: TypeKind| ColumnDef {
-            name: name.into(),
-            r#type: Some(ColumnType { kind: kind as i32, ..Default::default() }),
-            ..Default::default()
-        };
-        let def = TableDef { name: "t".into(), columns: vec![column("id", TypeKind::Integer), column("at", TypeKind::Timestamptz), column("v", TypeKind::Text)], ..Default::default() };
+        let def = crate::test_support::table_def("t", &[("id", TypeKind::Integer), ("at", TypeKind::Timestamptz), ("v", TypeKind::Text)], &[]);
         let columns: Vec<String> = ["id", "at", "v"].iter().map(|c| c.to_string()).collect();
         let query = |sql: &str| match Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").remove(0) {
             datafusion::sql::sqlparser::ast::Statement::Query(q) => *q,

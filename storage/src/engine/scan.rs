@@ -180,12 +180,8 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         .iter()
         .map(|a| {
             let function = AggregateFunction::try_from(a.function).unwrap_or(AggregateFunction::Unspecified);
-            let column = if a.column.is_empty() {
-                None
-            } else {
-                let slot = names.iter().position(|n| *n == a.column).expect("every aggregated column is decoded");
-                Some((slot, a.column.as_str(), fields[slot].data_type()))
-            };
+            // Every aggregated column is among the decoded `names`.
+            let column = names.iter().position(|n| !a.column.is_empty() && *n == a.column).map(|slot| (slot, a.column.as_str(), fields[slot].data_type()));
             AggregateSpec::new(function, column)
         })
         .collect::<Result<Vec<_>>>()?;
