@@ -24,7 +24,11 @@ pub fn postgres_schema(plan: &LogicalPlan, schema: &SchemaRef) -> SchemaRef {
     if names.len() != schema.fields().len() || names.iter().zip(schema.fields()).all(|(n, f)| n == f.name()) {
         return schema.clone();
     }
-    let fields: Vec<Field> = schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n)).collect();
+    // Nullable: the plan's schema may be the one before analysis, which
+    // takes a scalar subquery's nullability from its column, though a
+    // subquery without a row is NULL (PostgreSQL results carry no
+    // nullability anyway).
+    let fields: Vec<Field> = schema.fields().iter().zip(names).map(|(f, n)| f.as_ref().clone().with_name(n).with_nullable(true)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -82,6 +86,9 @@ fn strong_name(e: &Expr, input: &LogicalPlan) -> Option<String> {
         Expr::WindowFunction(f) => Some(f.fun.name().to_string()),
         Expr::Case(_) => Some("case".into()),
         Expr::Exists(_) => Some("exists".into()),
+        Expr::OuterReferenceColumn(_, c) => Some(c.name.clone()),
+        // A scalar subquery is named after its one result column.
+        Expr::ScalarSubquery(s) => names(&s.subquery).and_then(|n| n.into_iter().next()),
         Expr::Cast(c) => strong_name(&c.expr, input),
         Expr::TryCast(c) => strong_name(&c.expr, input),
         _ => None,
@@ -147,5 +154,9 @@ mod tests {
         assert_eq!(names_of("SELECT b, count(*) FROM t GROUP BY b HAVING count(*) > 0 ORDER BY count(*) LIMIT 3").await, ["b", "count"]);
         assert_eq!(names_of("SELECT CASE WHEN a > 0 THEN 1 END, row_number() OVER (ORDER BY a) FROM t").await, ["case", "row_number"]);
         assert_eq!(names_of("SELECT DISTINCT sum(a), sum(a + 0) FROM t").await, ["sum", "sum"]);
+        assert_eq!(
+            names_of("SELECT (SELECT max(x.a) FROM t x WHERE x.a = t.a), (SELECT x.b FROM t x LIMIT 1), (SELECT 1 + x.a FROM t x LIMIT 1) FROM t").await,
+            ["max", "b", "?column?"]
+        );
     }
 }

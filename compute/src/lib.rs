@@ -17,6 +17,7 @@ pub mod control;
 pub mod duplicate_names;
 pub mod error;
 pub mod function_aliases;
+pub mod generate_subscripts;
 pub mod metrics;
 pub mod pg;
 pub mod pg_catalog;

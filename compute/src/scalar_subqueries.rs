@@ -14,10 +14,13 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, LogicalPlanBuilder, Signature, Subquery, Volatility};
+use datafusion::functions::core::expr_fn::{get_field, named_struct};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, LogicalPlanBuilder, Signature, Subquery, Volatility, lit, when};
 use datafusion::optimizer::AnalyzerRule;
 
 /// The aggregate's name.
@@ -38,37 +41,132 @@ impl AnalyzerRule for SingleValueSubqueries {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
-            node.map_expressions(|e| {
-                e.transform_up(|e| match e {
-                    Expr::ScalarSubquery(s) if !s.outer_ref_columns.is_empty() => match aggregated(&s.subquery)? {
-                        Some(inner) => Ok(Transformed::yes(Expr::ScalarSubquery(Subquery { subquery: Arc::new(inner), ..s }))),
+            let names = NamePreserver::new(&node);
+            let t = node.map_expressions(|e| {
+                let name = names.save(&e);
+                let t = e.transform_up(|e| match e {
+                    Expr::ScalarSubquery(s) if !s.outer_ref_columns.is_empty() => match single_valued(&s)? {
+                        Some(e) => Ok(Transformed::yes(e)),
                         None => Ok(Transformed::no(Expr::ScalarSubquery(s))),
                     },
                     other => Ok(Transformed::no(other)),
-                })
-            })
+                })?;
+                Ok(if t.transformed { Transformed::yes(name.restore(t.data)) } else { t })
+            })?;
+            if t.transformed { t.map_data(|n| n.recompute_schema()) } else { Ok(t) }
         })
         .map(|t| t.data)
     }
 }
 
-/// `Projection(e) ← input` as `Projection(v AS name) ← Aggregate(single_value(e) AS v) ← input`,
-/// when the subquery is a plain projection of one value that may return
-/// several rows.
-fn aggregated(inner: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
-    let LogicalPlan::Projection(p) = inner else { return Ok(None) };
+fn is_outer(e: &Expr) -> bool {
+    matches!(e, Expr::OuterReferenceColumn(..))
+}
+
+/// An outer reference as the column of the outer query it is.
+fn outer_as_column(e: Expr) -> DfResult<Expr> {
+    e.transform(|x| match x {
+        Expr::OuterReferenceColumn(_, c) => Ok(Transformed::yes(Expr::Column(c))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+/// A correlated scalar subquery `(SELECT e FROM … WHERE p)` that is a plain
+/// projection of one value (no aggregate, possibly several rows), as an
+/// expression DataFusion can decorrelate:
+///
+/// - the value becomes `ebb_single_value(e)`;
+/// - conjuncts of `p` that read only the outer row (`outer.flag AND …`)
+///   move out into `CASE WHEN outer.flag THEN (…) END` — DataFusion
+///   decorrelates only equalities between the two sides;
+/// - if `e` reads the outer row too (`outer.a = inner.b`), the subquery
+///   yields a struct of the parts of `e` that read only its own rows, and
+///   `e` is evaluated outside over the struct's fields, NULL without a row.
+///
+/// `None` leaves the subquery as it is.
+fn single_valued(s: &Subquery) -> DfResult<Option<Expr>> {
+    let LogicalPlan::Projection(p) = s.subquery.as_ref() else { return Ok(None) };
     let [e] = p.expr.as_slice() else { return Ok(None) };
-    let outer = |x: &Expr| matches!(x, Expr::OuterReferenceColumn(..));
-    if inner.max_rows().is_some_and(|n| n <= 1) || matches!(p.input.as_ref(), LogicalPlan::Aggregate(_)) || e.exists(|x| Ok(outer(x)))? {
+    if s.subquery.max_rows().is_some_and(|n| n <= 1) || matches!(p.input.as_ref(), LogicalPlan::Aggregate(_)) {
         return Ok(None);
     }
-    let (qualifier, field) = p.schema.qualified_field(0);
-    let value = AggregateUDF::from(SingleValue::new()).call(vec![e.clone().unalias()]).alias("single_value");
-    let plan = LogicalPlanBuilder::from(p.input.as_ref().clone())
-        .aggregate(Vec::<Expr>::new(), vec![value])?
-        .project(vec![Expr::Column("single_value".into()).alias_qualified(qualifier.cloned(), field.name())])?
-        .build()?;
-    Ok(Some(plan))
+    if e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_))))? {
+        return Ok(None);
+    }
+    let (guard, input) = outer_conjuncts_lifted(p.input.as_ref())?;
+    let value = e.clone().unalias();
+    let expr = if !value.exists(|x| Ok(is_outer(x)))? {
+        let (qualifier, field) = p.schema.qualified_field(0);
+        let plan = single_value_plan(input, value)?;
+        let plan = LogicalPlanBuilder::from(plan).project(vec![Expr::Column("single_value".into()).alias_qualified(qualifier.cloned(), field.name())])?.build()?;
+        subquery(plan, s)
+    } else {
+        let mut parts = Vec::new();
+        let placeholder = |i: usize| format!("\u{1}part{i}");
+        let over_parts = value
+            .transform_down(|x| {
+                if is_outer(&x) {
+                    return Ok(Transformed::new(outer_as_column(x)?, true, TreeNodeRecursion::Jump));
+                }
+                let reads_inner = x.exists(|y| Ok(matches!(y, Expr::Column(_))))?;
+                if reads_inner && !x.exists(|y| Ok(is_outer(y)))? {
+                    parts.push(x);
+                    return Ok(Transformed::new(Expr::Column(placeholder(parts.len() - 1).into()), true, TreeNodeRecursion::Jump));
+                }
+                Ok(Transformed::no(x))
+            })?
+            .data;
+        let fields = if parts.is_empty() {
+            lit(true)
+        } else {
+            named_struct(parts.into_iter().enumerate().flat_map(|(i, part)| [lit(format!("c{i}")), part]).collect())
+        };
+        let row = subquery(LogicalPlanBuilder::from(single_value_plan(input, fields)?).project(vec![Expr::Column("single_value".into())])?.build()?, s);
+        let over_fields = over_parts
+            .transform(|x| match &x {
+                Expr::Column(c) if c.relation.is_none() && c.name.starts_with('\u{1}') => {
+                    let i = &c.name["\u{1}part".len()..];
+                    Ok(Transformed::yes(get_field(row.clone(), format!("c{i}"))))
+                }
+                _ => Ok(Transformed::no(x)),
+            })?
+            .data;
+        when(row.is_not_null(), over_fields).end()?
+    };
+    Ok(Some(match guard {
+        Some(g) => when(outer_as_column(g)?, expr).end()?,
+        None => expr,
+    }))
+}
+
+/// `Aggregate(single_value(value) AS single_value) ← input`.
+fn single_value_plan(input: LogicalPlan, value: Expr) -> DfResult<LogicalPlan> {
+    let value = AggregateUDF::from(SingleValue::new()).call(vec![value]).alias("single_value");
+    LogicalPlanBuilder::from(input).aggregate(Vec::<Expr>::new(), vec![value])?.build()
+}
+
+/// A scalar subquery expression of `plan`, its outer references taken anew.
+fn subquery(plan: LogicalPlan, like: &Subquery) -> Expr {
+    let outer_ref_columns = plan.all_out_ref_exprs();
+    Expr::ScalarSubquery(Subquery { subquery: Arc::new(plan), outer_ref_columns, spans: like.spans.clone() })
+}
+
+/// The conjuncts of a filter directly under the projection that read only
+/// the outer row (their conjunction), and the input without them.
+fn outer_conjuncts_lifted(input: &LogicalPlan) -> DfResult<(Option<Expr>, LogicalPlan)> {
+    let LogicalPlan::Filter(f) = input else { return Ok((None, input.clone())) };
+    let (outer, inner): (Vec<Expr>, Vec<Expr>) = split_conjunction(&f.predicate).into_iter().cloned().partition(|c| {
+        c.exists(|x| Ok(is_outer(x))).unwrap_or(false)
+            && !c.exists(|x| Ok(matches!(x, Expr::Column(_) | Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
+            && !c.is_volatile()
+    });
+    let Some(guard) = conjunction(outer) else { return Ok((None, input.clone())) };
+    let rest = match conjunction(inner) {
+        Some(p) => LogicalPlanBuilder::from(f.input.as_ref().clone()).filter(p)?.build()?,
+        None => f.input.as_ref().clone(),
+    };
+    Ok((Some(guard), rest))
 }
 
 /// The value of the only row; NULL without rows; an error for a second row.

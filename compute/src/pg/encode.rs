@@ -48,7 +48,62 @@ pub fn pg_type_of(dt: &DataType) -> Type {
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Null => Type::TEXT,
+        DataType::List(item) | DataType::LargeList(item) => array_type(item.data_type()),
         _ => Type::TEXT,
+    }
+}
+
+/// The PostgreSQL array type of a list by its element type: the arrays of
+/// booleans, integers, floats, numerics and strings; other elements are
+/// sent as the text of each (`text[]`).
+fn array_type(item: &DataType) -> Type {
+    match item {
+        DataType::Boolean => Type::BOOL_ARRAY,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2_ARRAY,
+        DataType::Int32 | DataType::UInt16 => Type::INT4_ARRAY,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8_ARRAY,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4_ARRAY,
+        DataType::Float64 => Type::FLOAT8_ARRAY,
+        DataType::Decimal128(..) => Type::NUMERIC_ARRAY,
+        _ => Type::TEXT_ARRAY,
+    }
+}
+
+/// Encodes one list value as the array type [`array_type`] announced.
+fn encode_list(enc: &mut DataRowEncoder, items: &dyn Array) -> PgWireResult<()> {
+    use arrow::datatypes as t;
+    let as_type = |dt: DataType| arrow::compute::cast(items, &dt).map_err(|e| bad(format!("array element: {e}")));
+    match array_type(items.data_type()) {
+        Type::BOOL_ARRAY => enc.encode_field(&items.as_boolean().iter().collect::<Vec<_>>()),
+        Type::INT2_ARRAY => enc.encode_field(&as_type(DataType::Int16)?.as_primitive::<t::Int16Type>().iter().collect::<Vec<_>>()),
+        Type::INT4_ARRAY => enc.encode_field(&as_type(DataType::Int32)?.as_primitive::<t::Int32Type>().iter().collect::<Vec<_>>()),
+        Type::INT8_ARRAY => enc.encode_field(&as_type(DataType::Int64)?.as_primitive::<t::Int64Type>().iter().collect::<Vec<_>>()),
+        Type::FLOAT4_ARRAY => enc.encode_field(&as_type(DataType::Float32)?.as_primitive::<t::Float32Type>().iter().collect::<Vec<_>>()),
+        Type::FLOAT8_ARRAY => enc.encode_field(&as_type(DataType::Float64)?.as_primitive::<t::Float64Type>().iter().collect::<Vec<_>>()),
+        Type::NUMERIC_ARRAY => {
+            let DataType::Decimal128(_, scale) = items.data_type() else { return Err(bad("numeric array of a non-decimal".into())) };
+            let values = items
+                .as_primitive::<t::Decimal128Type>()
+                .iter()
+                .map(|v| v.map(|v| Decimal::try_from_i128_with_scale(v, (*scale).max(0) as u32)).transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("numeric value does not fit: {e}")))?;
+            enc.encode_field(&values)
+        }
+        _ => {
+            let texts = (0..items.len())
+                .map(|i| {
+                    if items.is_null(i) {
+                        return Ok(None);
+                    }
+                    match items.data_type() {
+                        DataType::Utf8 => Ok(Some(items.as_string::<i32>().value(i).to_string())),
+                        _ => arrow::util::display::array_value_to_string(items, i).map(Some).map_err(|e| bad(e.to_string())),
+                    }
+                })
+                .collect::<PgWireResult<Vec<Option<String>>>>()?;
+            enc.encode_field(&texts)
+        }
     }
 }
 
@@ -152,6 +207,8 @@ fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &Fie
             let v = a.as_primitive::<t::IntervalDayTimeType>().value(row);
             enc.encode_field(&interval_text(0, v.days, i64::from(v.milliseconds) * 1000))
         }
+        DataType::List(_) => encode_list(enc, a.as_list::<i32>().value(row).as_ref()),
+        DataType::LargeList(_) => encode_list(enc, a.as_list::<i64>().value(row).as_ref()),
         DataType::Interval(IntervalUnit::YearMonth) => enc.encode_field(&interval_text(a.as_primitive::<t::IntervalYearMonthType>().value(row), 0, 0)),
         DataType::Duration(unit) => {
             let raw = match unit {

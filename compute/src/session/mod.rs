@@ -128,6 +128,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     };
     let mut stmts = parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
     crate::function_aliases::name_columns_after_aliases(&mut stmts);
+    crate::generate_subscripts::rewrite(&mut stmts);
     Ok(stmts)
 }
 
@@ -161,10 +162,12 @@ impl Session {
         ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
         ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
         ctx.register_catalog(database, catalog.clone());
-        crate::pg_catalog::install(&ctx, database)?;
+        crate::pg_catalog::install(&ctx, database, &catalog)?;
+        let settings = Settings::default();
+        ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, state, task_ctx, settings: Settings::default(), block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
+        Ok(Self { storage, catalog, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -453,7 +456,7 @@ impl Session {
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => {
                 let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
-                let value = self.settings.get(&name)?.to_string();
+                let value = self.settings.get(&name)?;
                 let schema = Arc::new(Schema::new(vec![Field::new(name.to_lowercase(), DataType::Utf8, false)]));
                 let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(arrow::array::StringArray::from(vec![value]))])
                     .map_err(|e| ComputeError::Internal(e.to_string()))?;
@@ -479,7 +482,7 @@ impl Session {
 
     /// The isolation of transactions that do not name one.
     pub(crate) fn default_isolation(&self) -> Result<Isolation> {
-        settings::isolation_level(self.settings.get("default_transaction_isolation")?)
+        settings::isolation_level(&self.settings.get("default_transaction_isolation")?)
     }
 
     async fn begin(&mut self, modes: &[TransactionMode]) -> Result<Output> {

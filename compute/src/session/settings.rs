@@ -2,6 +2,13 @@
 //! PostgreSQL's defaults for the ones drivers send or ask about.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{AsArray, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use ebb_proto::storage::Isolation;
 
@@ -15,6 +22,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("application_name", ""),
     ("client_encoding", "UTF8"),
     ("datestyle", "ISO, MDY"),
+    ("default_table_access_method", "heap"),
     ("default_transaction_isolation", "read committed"),
     ("extra_float_digits", "1"),
     ("integer_datetimes", "on"),
@@ -38,15 +46,21 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// Settings that cannot be changed.
 const READ_ONLY: &[&str] = &["server_version", "server_version_num", "server_encoding", "integer_datetimes", "is_superuser", "max_identifier_length"];
 
-/// The settings of one session.
-#[derive(Debug, Clone)]
+type Values = Arc<RwLock<BTreeMap<String, String>>>;
+
+/// The settings of one session (shared with its `current_setting` function).
+#[derive(Debug)]
 pub struct Settings {
-    values: BTreeMap<String, String>,
+    values: Values,
+}
+
+fn defaults() -> BTreeMap<String, String> {
+    DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { values: DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        Self { values: Arc::new(RwLock::new(defaults())) }
     }
 }
 
@@ -62,12 +76,8 @@ fn canonical(name: &str) -> String {
 
 impl Settings {
     /// The current value.
-    pub fn get(&self, name: &str) -> Result<&str> {
-        let n = canonical(name);
-        self.values
-            .get(&n)
-            .map(String::as_str)
-            .ok_or_else(|| ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\"")))
+    pub fn get(&self, name: &str) -> Result<String> {
+        value_of(&self.values, name).ok_or_else(|| ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\"")))
     }
 
     /// Sets a value, checking the ones ebb interprets.
@@ -98,14 +108,14 @@ impl Settings {
             }
             _ => value.to_string(),
         };
-        self.values.insert(n, value);
+        self.values.write().unwrap_or_else(|p| p.into_inner()).insert(n, value);
         Ok(())
     }
 
     /// Back to the default (`None` = all).
     pub fn reset(&mut self, name: Option<&str>) -> Result<()> {
         match name {
-            None => *self = Self::default(),
+            None => *self.values.write().unwrap_or_else(|p| p.into_inner()) = defaults(),
             Some(name) => {
                 let n = canonical(name);
                 let default = DEFAULTS
@@ -113,7 +123,7 @@ impl Settings {
                     .find(|(k, _)| *k == n)
                     .map(|(_, v)| v.to_string())
                     .unwrap_or_default();
-                self.values.insert(n, default);
+                self.values.write().unwrap_or_else(|p| p.into_inner()).insert(n, default);
             }
         }
         Ok(())
@@ -121,7 +131,79 @@ impl Settings {
 
     /// `statement_timeout` in milliseconds (0 = none).
     pub fn statement_timeout_ms(&self) -> u64 {
-        self.get("statement_timeout").ok().and_then(|v| parse_millis(v).ok()).unwrap_or(0)
+        self.get("statement_timeout").ok().and_then(|v| parse_millis(&v).ok()).unwrap_or(0)
+    }
+
+    /// `current_setting(name [, missing_ok])` over these settings, as
+    /// drivers call it (SQLAlchemy asks for `default_table_access_method`).
+    pub fn current_setting_udf(&self) -> ScalarUDF {
+        ScalarUDF::new_from_impl(CurrentSetting { values: self.values.clone(), signature: Signature::variadic_any(Volatility::Stable) })
+    }
+}
+
+fn value_of(values: &Values, name: &str) -> Option<String> {
+    values.read().unwrap_or_else(|p| p.into_inner()).get(&canonical(name)).cloned()
+}
+
+/// The `current_setting` function of one session.
+#[derive(Debug)]
+struct CurrentSetting {
+    values: Values,
+    signature: Signature,
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.values, &other.values)
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.values).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    /// The value; NULL for an unknown name with `missing_ok`, else 42704.
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if !(1..=2).contains(&args.args.len()) {
+            return Err(DataFusionError::Plan(format!("current_setting takes one or two arguments, not {}", args.args.len())));
+        }
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = cast(&arrays[0], &DataType::Utf8)?;
+        let missing_ok = match arrays.get(1) {
+            Some(a) => Some(cast(a, &DataType::Boolean)?),
+            None => None,
+        };
+        let out = names
+            .as_string::<i32>()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let Some(name) = name else { return Ok(None) };
+                match value_of(&self.values, name) {
+                    Some(v) => Ok(Some(v)),
+                    None if missing_ok.as_ref().is_some_and(|m| m.as_boolean().value(i)) => Ok(None),
+                    None => Err(DataFusionError::External(Box::new(ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\""))))),
+                }
+            })
+            .collect::<DfResult<StringArray>>()?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 
@@ -180,8 +262,10 @@ mod tests {
         s.reset(Some("application_name")).unwrap();
         assert_eq!(s.get("application_name").unwrap(), "");
         assert!(s.set("transaction_isolation", "serializable").is_err());
-        assert_eq!(isolation_level(s.get("default_transaction_isolation").unwrap()).unwrap(), Isolation::ReadCommitted);
+        assert_eq!(isolation_level(&s.get("default_transaction_isolation").unwrap()).unwrap(), Isolation::ReadCommitted);
         s.set("default_transaction_isolation", "REPEATABLE READ").unwrap();
-        assert_eq!(isolation_level(s.get("default_transaction_isolation").unwrap()).unwrap(), Isolation::Snapshot);
+        assert_eq!(isolation_level(&s.get("default_transaction_isolation").unwrap()).unwrap(), Isolation::Snapshot);
+        s.reset(None).unwrap();
+        assert_eq!(s.statement_timeout_ms(), 0);
     }
 }

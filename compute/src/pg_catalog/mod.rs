@@ -1,8 +1,14 @@
 //! `pg_catalog` for tools: psql's `\d` family, drivers' reflection and
-//! pgbench read it. The tables and functions come from the
+//! pgbench read it. Most tables and functions come from the
 //! `datafusion-pg-catalog` crate; this module installs them on a session,
 //! sharing the static tables (a PostgreSQL 15 export, about a megabyte of
 //! Arrow data) across sessions so a connection does not pay to decode them.
+//! The database's own tables are described by ebb itself ([`overlay`]).
+
+mod deparse;
+mod overlay;
+mod rows;
+mod user_relations;
 
 use std::sync::{Arc, LazyLock};
 
@@ -11,6 +17,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{self as pgc, PgCatalogSchemaProvider, PgCatalogStaticTables};
 
+use crate::catalog::DatabaseCatalog;
 use crate::error::{ComputeError, Result};
 
 static STATIC_TABLES: LazyLock<std::result::Result<Arc<PgCatalogStaticTables>, String>> =
@@ -21,18 +28,20 @@ pub fn preload() -> Result<()> {
     STATIC_TABLES.as_ref().map(|_| ()).map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))
 }
 
-/// Registers `pg_catalog` in `database`'s catalog and the PostgreSQL
-/// functions tools call (`format_type`, `pg_get_expr`, `current_schemas`, …).
-pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
-    let tables = STATIC_TABLES.as_ref().map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?.clone();
-    let provider = PgCatalogSchemaProvider::try_new(ctx.state().catalog_list().clone(), tables, EmptyContextProvider)?;
+/// Registers `pg_catalog` in the catalog of `database` (`tables`) and the
+/// PostgreSQL functions tools call (`format_type`, `pg_get_expr`,
+/// `current_schemas`, …).
+pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalog>) -> Result<()> {
+    let statics = STATIC_TABLES.as_ref().map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?.clone();
+    let system = overlay::SystemSchemasOnly(ctx.state().catalog_list().clone());
+    let provider = PgCatalogSchemaProvider::try_new(system, statics, EmptyContextProvider)?;
     let catalog = ctx
         .catalog(database)
         .ok_or_else(|| ComputeError::Internal(format!("catalog of database \"{database}\" is not registered")))?;
-    catalog.register_schema("pg_catalog", Arc::new(provider))?;
+    catalog.register_schema("pg_catalog", Arc::new(overlay::PgCatalogOverlay::new(Arc::new(provider), tables.clone())))?;
 
     use datafusion_pg_catalog::pg_catalog::{
-        array_bounds_udf, format_type, has_privilege_udf, pg_get_expr_udf, quote_ident_udf,
+        array_bounds_udf, format_type, has_privilege_udf, quote_ident_udf,
     };
     let udfs = [
         pgc::create_current_database_udf(database),
@@ -46,7 +55,6 @@ pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
         pgc::create_pg_table_is_visible(),
         format_type::create_format_type_udf(),
         pgc::create_session_user_udf(),
-        pg_get_expr_udf::create_pg_get_expr_udf(),
         pgc::create_pg_get_partkeydef_udf(),
         pgc::create_pg_relation_is_publishable_udf(),
         pgc::create_pg_get_statisticsobjdef_columns_udf(),
@@ -55,7 +63,6 @@ pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
         pgc::create_pg_relation_size_udf(),
         pgc::create_pg_total_relation_size_udf(),
         pgc::create_pg_stat_get_numscans(),
-        pgc::create_pg_get_constraintdef(),
         pgc::create_pg_get_partition_ancestors_udf(),
         quote_ident_udf::create_quote_ident_udf(),
         quote_ident_udf::create_parse_ident_udf(),
@@ -65,7 +72,7 @@ pub fn install(ctx: &SessionContext, database: &str) -> Result<()> {
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    for udf in crate::pg_functions::all() {
+    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)) {
         ctx.register_udf(udf);
     }
     if let Ok(tables) = STATIC_TABLES.as_ref() {

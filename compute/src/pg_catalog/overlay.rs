@@ -1,0 +1,235 @@
+//! `pg_catalog` with the database's own tables in it.
+//!
+//! `datafusion-pg-catalog` describes tables from their Arrow schemas alone:
+//! no type modifiers, defaults, keys or stable OIDs, and `pg_index.indkey`
+//! as text, which drivers cannot `unnest`. ebb knows more (storage keeps
+//! PostgreSQL's column types, defaults and primary keys), so the crate is
+//! shown only the system schemas, and the relation tables of `pg_catalog`
+//! are served here as the crate's rows plus rows for the database's tables
+//! built from their definitions (see [`user_relations`](super::user_relations)).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, new_null_array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+use ebb_proto::storage::TableDef;
+
+use super::rows::{self, Row};
+use super::user_relations as user;
+use crate::catalog::DatabaseCatalog;
+
+/// The schemas `datafusion-pg-catalog` describes itself.
+const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+
+/// The catalog list as `datafusion-pg-catalog` sees it: system schemas only.
+#[derive(Debug, Clone)]
+pub struct SystemSchemasOnly(pub Arc<dyn CatalogProviderList>);
+
+impl SystemSchemasOnly {
+    fn system(schema: &str) -> bool {
+        SYSTEM_SCHEMAS.contains(&schema)
+    }
+}
+
+#[async_trait]
+impl CatalogInfo for SystemSchemasOnly {
+    async fn catalog_names(&self) -> DfResult<Vec<String>> {
+        CatalogInfo::catalog_names(&self.0).await
+    }
+
+    async fn schema_names(&self, catalog: &str) -> DfResult<Option<Vec<String>>> {
+        Ok(CatalogInfo::schema_names(&self.0, catalog).await?.map(|names| names.into_iter().filter(|s| Self::system(s)).collect()))
+    }
+
+    async fn table_names(&self, catalog: &str, schema: &str) -> DfResult<Option<Vec<String>>> {
+        if !Self::system(schema) {
+            return Ok(None);
+        }
+        CatalogInfo::table_names(&self.0, catalog, schema).await
+    }
+
+    async fn table_schema(&self, catalog: &str, schema: &str, table: &str) -> DfResult<Option<SchemaRef>> {
+        if !Self::system(schema) {
+            return Ok(None);
+        }
+        CatalogInfo::table_schema(&self.0, catalog, schema, table).await
+    }
+
+    async fn table_type(&self, catalog: &str, schema: &str, table: &str) -> DfResult<Option<TableType>> {
+        if !Self::system(schema) {
+            return Ok(None);
+        }
+        CatalogInfo::table_type(&self.0, catalog, schema, table).await
+    }
+}
+
+/// A `pg_catalog` table that lists the database's own relations too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relations {
+    Namespace,
+    Class,
+    Attribute,
+    Attrdef,
+    Index,
+    Constraint,
+    Tables,
+}
+
+impl Relations {
+    fn of(table: &str) -> Option<Self> {
+        Some(match table {
+            "pg_namespace" => Self::Namespace,
+            "pg_class" => Self::Class,
+            "pg_attribute" => Self::Attribute,
+            "pg_attrdef" => Self::Attrdef,
+            "pg_index" => Self::Index,
+            "pg_constraint" => Self::Constraint,
+            "pg_tables" => Self::Tables,
+            _ => return None,
+        })
+    }
+
+    fn rows(self, defs: &[TableDef]) -> Vec<Row> {
+        match self {
+            Self::Namespace => user::namespaces(defs),
+            Self::Class => user::classes(defs),
+            Self::Attribute => user::attributes(defs),
+            Self::Attrdef => user::defaults(defs),
+            Self::Index => user::indexes(defs),
+            Self::Constraint => user::constraints(defs),
+            Self::Tables => user::tables(defs),
+        }
+    }
+
+    /// The crate's schema with PostgreSQL's types where tools rely on them
+    /// (vectors as lists) and the columns it lacks.
+    fn schema(self, crate_schema: &Schema) -> SchemaRef {
+        let list = |item: DataType| DataType::new_list(item, true);
+        let retyped: &[(&str, DataType)] = &[
+            ("indkey", list(DataType::Int16)),
+            ("indoption", list(DataType::Int16)),
+            ("indcollation", list(DataType::Int32)),
+            ("indclass", list(DataType::Int32)),
+            ("conkey", list(DataType::Int16)),
+            ("confkey", list(DataType::Int16)),
+        ];
+        let mut fields: Vec<Field> = crate_schema
+            .fields()
+            .iter()
+            .map(|f| match retyped.iter().find(|(n, _)| n == f.name()) {
+                Some((_, t)) => Field::new(f.name(), t.clone(), true),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        let added: Vec<Field> = match self {
+            Self::Class => vec![Field::new("relacl", list(DataType::Utf8), true), Field::new("reloptions", list(DataType::Utf8), true)],
+            Self::Tables => vec![Field::new("hasindexes", DataType::Boolean, true)],
+            _ => vec![],
+        };
+        for f in added {
+            if crate_schema.field_with_name(f.name()).is_err() {
+                fields.push(f);
+            }
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// `pg_catalog` as `datafusion-pg-catalog` serves it, with the relation
+/// tables replaced by [`WithUserRelations`].
+#[derive(Debug)]
+pub struct PgCatalogOverlay {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: Arc<DatabaseCatalog>,
+}
+
+impl PgCatalogOverlay {
+    /// `inner` (the crate's provider over [`SystemSchemasOnly`]) with `catalog`'s tables added.
+    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<DatabaseCatalog>) -> Self {
+        Self { inner, catalog }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogOverlay {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(inner) = self.inner.table(name).await? else { return Ok(None) };
+        Ok(Some(match Relations::of(&name.to_ascii_lowercase()) {
+            Some(relations) => {
+                let schema = relations.schema(&inner.schema());
+                Arc::new(WithUserRelations { relations, inner, schema, catalog: self.catalog.clone() })
+            }
+            None => inner,
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// A relation table: the crate's rows (system relations), then the rows of
+/// the database's tables as the catalog has them when the query runs.
+#[derive(Debug)]
+struct WithUserRelations {
+    relations: Relations,
+    inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+    catalog: Arc<DatabaseCatalog>,
+}
+
+impl WithUserRelations {
+    /// A batch of the crate's table in this table's schema.
+    fn adapt(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match batch.column_by_name(f.name()) {
+                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => match f.data_type() {
+                    DataType::List(item) if matches!(c.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+                        rows::text_to_list(c, item.data_type())
+                    }
+                    t => Ok(cast(c, t)?),
+                },
+            })
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for WithUserRelations {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let system = collect(self.inner.scan(state, None, &[], None).await?, state.task_ctx()).await?;
+        let mut batches = system.iter().map(|b| self.adapt(b)).collect::<DfResult<Vec<_>>>()?;
+        let own = rows::batch(&self.schema, &self.relations.rows(&self.catalog.table_defs()))
+            .map_err(|e| DataFusionError::Internal(format!("{:?} rows of the database's tables: {e}", self.relations)))?;
+        batches.push(own);
+        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
+    }
+}
