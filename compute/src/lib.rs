@@ -14,6 +14,7 @@ pub mod binding;
 pub mod catalog;
 pub mod column_names;
 pub mod control;
+pub mod correlated_aggregates;
 pub mod duplicate_names;
 pub mod error;
 pub mod function_aliases;

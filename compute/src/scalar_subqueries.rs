@@ -64,7 +64,7 @@ fn is_outer(e: &Expr) -> bool {
 }
 
 /// An outer reference as the column of the outer query it is.
-fn outer_as_column(e: Expr) -> DfResult<Expr> {
+pub(crate) fn outer_as_column(e: Expr) -> DfResult<Expr> {
     e.transform(|x| match x {
         Expr::OuterReferenceColumn(_, c) => Ok(Transformed::yes(Expr::Column(c))),
         other => Ok(Transformed::no(other)),

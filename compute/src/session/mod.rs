@@ -161,6 +161,7 @@ impl Session {
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
         ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
         ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
+        ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
         ctx.register_catalog(database, catalog.clone());
         crate::pg_catalog::install(&ctx, database, &catalog)?;
         let settings = Settings::default();
