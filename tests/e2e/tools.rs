@@ -153,3 +153,22 @@ async fn sqlalchemy_core_creates_writes_and_reads() {
     assert!(out.status.success(), "sqlalchemy_core.py failed:\n{stdout}\n{stderr}\nlog:\n{}", local.log_tail());
     assert!(stdout.contains("sqlalchemy ok"), "{stdout}");
 }
+
+/// JDBC `DatabaseMetaData` with PostgreSQL's JDBC driver (Debian's
+/// `libpostgresql-jdbc-java`, installed by `.ci/run` with a JDK) through
+/// `ebb local` (`tests/e2e/java/JdbcMetadata.java`, compiled here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_database_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/java/JdbcMetadata.java");
+    let driver = "/usr/share/java/postgresql.jar";
+    let classes = dir.path().join("classes");
+    let javac = std::process::Command::new("javac").arg("-d").arg(&classes).arg(&source).output().expect("javac must be installed");
+    assert!(javac.status.success(), "javac failed:\n{}", String::from_utf8_lossy(&javac.stderr));
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
+    let classpath = format!("{driver}:{}", classes.display());
+    let out = std::process::Command::new("java").args(["-cp", &classpath, "JdbcMetadata"]).arg(local.port.to_string()).output().expect("java must be installed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "JdbcMetadata failed:\n{stdout}\n{stderr}\nlog:\n{}", local.log_tail());
+    assert!(stdout.contains("jdbc ok"), "{stdout}");
+}

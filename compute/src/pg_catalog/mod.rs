@@ -7,8 +7,11 @@
 
 mod deparse;
 mod overlay;
+mod regproc;
 mod rows;
 mod user_relations;
+
+pub use regproc::unqualify_proc_names;
 
 use std::sync::{Arc, LazyLock};
 
@@ -17,28 +20,40 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{self as pgc, PgCatalogSchemaProvider, PgCatalogStaticTables};
 
+use datafusion::datasource::{MemTable, TableProvider};
+
 use crate::catalog::DatabaseCatalog;
+use crate::session::settings::Settings;
 use crate::error::{ComputeError, Result};
 
 static STATIC_TABLES: LazyLock<std::result::Result<Arc<PgCatalogStaticTables>, String>> =
     LazyLock::new(|| PgCatalogStaticTables::try_new().map(Arc::new).map_err(|e| e.to_string()));
 
+/// `pg_type` with OIDs in its `regproc` columns, built once.
+static TYPES: LazyLock<std::result::Result<Arc<MemTable>, String>> = LazyLock::new(|| {
+    let statics = STATIC_TABLES.as_ref().map_err(|e| e.clone())?;
+    regproc::types(statics).map(Arc::new).map_err(|e| e.to_string())
+});
+
 /// Decodes the static tables now (at start-up) rather than on the first connection.
 pub fn preload() -> Result<()> {
-    STATIC_TABLES.as_ref().map(|_| ()).map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))
+    STATIC_TABLES.as_ref().map(|_| ()).map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?;
+    TYPES.as_ref().map(|_| ()).map_err(|e| ComputeError::Internal(format!("pg_type: {e}")))
 }
 
-/// Registers `pg_catalog` in the catalog of `database` (`tables`) and the
-/// PostgreSQL functions tools call (`format_type`, `pg_get_expr`,
-/// `current_schemas`, …).
-pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalog>) -> Result<()> {
+/// Registers `pg_catalog` in the catalog of `database` (`tables`, and the
+/// session's `settings` as `pg_settings`) and the PostgreSQL functions
+/// tools call (`format_type`, `pg_get_expr`, `current_schemas`, …).
+pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalog>, settings: &Settings) -> Result<()> {
     let statics = STATIC_TABLES.as_ref().map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?.clone();
     let system = overlay::SystemSchemasOnly(ctx.state().catalog_list().clone());
     let provider = PgCatalogSchemaProvider::try_new(system, statics, EmptyContextProvider)?;
     let catalog = ctx
         .catalog(database)
         .ok_or_else(|| ComputeError::Internal(format!("catalog of database \"{database}\" is not registered")))?;
-    catalog.register_schema("pg_catalog", Arc::new(overlay::PgCatalogOverlay::new(Arc::new(provider), tables.clone())))?;
+    let types = TYPES.as_ref().ok().map(|t| t.clone() as Arc<dyn TableProvider>);
+    let overlay = overlay::PgCatalogOverlay::new(Arc::new(provider), tables.clone(), settings.clone(), types);
+    catalog.register_schema("pg_catalog", Arc::new(overlay))?;
 
     use datafusion_pg_catalog::pg_catalog::{
         array_bounds_udf, format_type, has_privilege_udf, quote_ident_udf,
@@ -72,7 +87,7 @@ pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalo
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)) {
+    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain([crate::set_returning::expandarray_udf()]) {
         ctx.register_udf(udf);
     }
     if let Ok(tables) = STATIC_TABLES.as_ref() {

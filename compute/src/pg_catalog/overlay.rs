@@ -7,6 +7,7 @@
 //! shown only the system schemas, and the relation tables of `pg_catalog`
 //! are served here as the crate's rows plus rows for the database's tables
 //! built from their definitions (see [`user_relations`](super::user_relations)).
+//! `pg_settings` lists the session's settings.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use ebb_proto::storage::TableDef;
 use super::rows::{self, Row};
 use super::user_relations as user;
 use crate::catalog::DatabaseCatalog;
+use crate::session::settings::Settings;
 
 /// The schemas `datafusion-pg-catalog` describes itself.
 const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
@@ -83,6 +85,8 @@ enum Relations {
     Index,
     Constraint,
     Tables,
+    /// `pg_settings`, whose rows are all the session's.
+    Settings,
 }
 
 impl Relations {
@@ -95,12 +99,14 @@ impl Relations {
             "pg_index" => Self::Index,
             "pg_constraint" => Self::Constraint,
             "pg_tables" => Self::Tables,
+            "pg_settings" => Self::Settings,
             _ => return None,
         })
     }
 
-    fn rows(self, defs: &[TableDef]) -> Vec<Row> {
+    fn rows(self, defs: &[TableDef], settings: &Settings) -> Vec<Row> {
         match self {
+            Self::Settings => user::settings(settings),
             Self::Namespace => user::namespaces(defs),
             Self::Class => user::classes(defs),
             Self::Attribute => user::attributes(defs),
@@ -134,6 +140,7 @@ impl Relations {
         let added: Vec<Field> = match self {
             Self::Class => vec![Field::new("relacl", list(DataType::Utf8), true), Field::new("reloptions", list(DataType::Utf8), true)],
             Self::Tables => vec![Field::new("hasindexes", DataType::Boolean, true)],
+            Self::Settings => vec![Field::new("boot_val", DataType::Utf8, true)],
             _ => vec![],
         };
         for f in added {
@@ -146,17 +153,22 @@ impl Relations {
 }
 
 /// `pg_catalog` as `datafusion-pg-catalog` serves it, with the relation
-/// tables replaced by [`WithUserRelations`].
+/// tables replaced by [`WithUserRelations`] and `pg_type` by one whose
+/// `regproc` columns are OIDs (see [`regproc`](super::regproc)).
 #[derive(Debug)]
 pub struct PgCatalogOverlay {
     inner: Arc<dyn SchemaProvider>,
     catalog: Arc<DatabaseCatalog>,
+    settings: Settings,
+    types: Option<Arc<dyn TableProvider>>,
 }
 
 impl PgCatalogOverlay {
-    /// `inner` (the crate's provider over [`SystemSchemasOnly`]) with `catalog`'s tables added.
-    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<DatabaseCatalog>) -> Self {
-        Self { inner, catalog }
+    /// `inner` (the crate's provider over [`SystemSchemasOnly`]) with
+    /// `catalog`'s tables and the session's `settings` added, and `types`
+    /// as `pg_type` (the crate's when `None`).
+    pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<DatabaseCatalog>, settings: Settings, types: Option<Arc<dyn TableProvider>>) -> Self {
+        Self { inner, catalog, settings, types }
     }
 }
 
@@ -167,11 +179,17 @@ impl SchemaProvider for PgCatalogOverlay {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(inner) = self.inner.table(name).await? else { return Ok(None) };
-        Ok(Some(match Relations::of(&name.to_ascii_lowercase()) {
+        let name = name.to_ascii_lowercase();
+        if name == "pg_type"
+            && let Some(types) = &self.types
+        {
+            return Ok(Some(types.clone()));
+        }
+        let Some(inner) = self.inner.table(&name).await? else { return Ok(None) };
+        Ok(Some(match Relations::of(&name) {
             Some(relations) => {
                 let schema = relations.schema(&inner.schema());
-                Arc::new(WithUserRelations { relations, inner, schema, catalog: self.catalog.clone() })
+                Arc::new(WithUserRelations { relations, inner, schema, catalog: self.catalog.clone(), settings: self.settings.clone() })
             }
             None => inner,
         }))
@@ -190,6 +208,7 @@ struct WithUserRelations {
     inner: Arc<dyn TableProvider>,
     schema: SchemaRef,
     catalog: Arc<DatabaseCatalog>,
+    settings: Settings,
 }
 
 impl WithUserRelations {
@@ -225,9 +244,13 @@ impl TableProvider for WithUserRelations {
     }
 
     async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let system = collect(self.inner.scan(state, None, &[], None).await?, state.task_ctx()).await?;
-        let mut batches = system.iter().map(|b| self.adapt(b)).collect::<DfResult<Vec<_>>>()?;
-        let own = rows::batch(&self.schema, &self.relations.rows(&self.catalog.table_defs()))
+        let mut batches = if self.relations == Relations::Settings {
+            Vec::new()
+        } else {
+            let system = collect(self.inner.scan(state, None, &[], None).await?, state.task_ctx()).await?;
+            system.iter().map(|b| self.adapt(b)).collect::<DfResult<Vec<_>>>()?
+        };
+        let own = rows::batch(&self.schema, &self.relations.rows(&self.catalog.table_defs(), &self.settings))
             .map_err(|e| DataFusionError::Internal(format!("{:?} rows of the database's tables: {e}", self.relations)))?;
         batches.push(own);
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)

@@ -1,7 +1,7 @@
 //! The database's own tables as PostgreSQL's catalog describes them: their
 //! `pg_namespace`, `pg_class`, `pg_attribute`, `pg_attrdef`, `pg_index`,
 //! `pg_constraint` and `pg_tables` rows, built from the table definitions
-//! storage keeps. Drivers reflect tables from these rows (SQLAlchemy's
+//! storage keeps (and the session's settings as `pg_settings` rows). Drivers reflect tables from these rows (SQLAlchemy's
 //! inspector, psql's `\d`), so they carry what PostgreSQL's would: type OIDs
 //! and modifiers (`character varying(20)`), NOT NULL, defaults, and the
 //! primary key as a unique index `<table>_pkey` with its constraint.
@@ -14,6 +14,7 @@ use ebb_proto::pg_types::{kind, sql_name};
 use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
 
 use super::rows::{Row, int2_list, oid_list, text};
+use crate::session::settings::Settings;
 
 /// OID of the `public` schema, as in PostgreSQL.
 pub const PUBLIC_NAMESPACE: i32 = 2200;
@@ -317,6 +318,27 @@ pub fn tables(defs: &[TableDef]) -> Vec<Row> {
                 ("tableowner", text("postgres")),
                 ("hasindex", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
                 ("hasindexes", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
+            ]
+        })
+        .collect()
+}
+
+/// `pg_settings` rows: the session's settings.
+pub fn settings(settings: &Settings) -> Vec<Row> {
+    settings
+        .entries()
+        .into_iter()
+        .map(|(name, value, default, fixed)| {
+            let source = if fixed { "override" } else if value == default { "default" } else { "session" };
+            vec![
+                ("name", text(name)),
+                ("setting", text(value)),
+                ("context", text(if fixed { "internal" } else { "user" })),
+                ("vartype", text("string")),
+                ("source", text(source)),
+                ("reset_val", text(default.clone())),
+                ("boot_val", text(default)),
+                ("pending_restart", ScalarValue::Boolean(Some(false))),
             ]
         })
         .collect()

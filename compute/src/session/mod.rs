@@ -128,7 +128,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     };
     let mut stmts = parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
     crate::function_aliases::name_columns_after_aliases(&mut stmts);
-    crate::generate_subscripts::rewrite(&mut stmts);
+    crate::set_returning::rewrite(&mut stmts);
+    crate::pg_catalog::unqualify_proc_names(&mut stmts);
+    crate::record_fields::rewrite(&mut stmts);
     Ok(stmts)
 }
 
@@ -163,8 +165,8 @@ impl Session {
         ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
         ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
         ctx.register_catalog(database, catalog.clone());
-        crate::pg_catalog::install(&ctx, database, &catalog)?;
         let settings = Settings::default();
+        crate::pg_catalog::install(&ctx, database, &catalog, &settings)?;
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();

@@ -40,16 +40,30 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
     ("idle_in_transaction_session_timeout", "0"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
+    ("max_function_args", "100"),
+    ("block_size", "8192"),
     ("synchronous_commit", "on"),
 ];
 
 /// Settings that cannot be changed.
-const READ_ONLY: &[&str] = &["server_version", "server_version_num", "server_encoding", "integer_datetimes", "is_superuser", "max_identifier_length"];
+const READ_ONLY: &[&str] = &[
+    "server_version",
+    "server_version_num",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "max_identifier_length",
+    "max_index_keys",
+    "max_function_args",
+    "block_size",
+];
 
 type Values = Arc<RwLock<BTreeMap<String, String>>>;
 
-/// The settings of one session (shared with its `current_setting` function).
-#[derive(Debug)]
+/// The settings of one session. Clones share the values: the session's
+/// `current_setting` function and `pg_settings` read them as they are.
+#[derive(Debug, Clone)]
 pub struct Settings {
     values: Values,
 }
@@ -127,6 +141,19 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Every setting as `pg_settings` lists it: name, value, default, and
+    /// whether it is fixed (`internal`) or the session's (`user`).
+    pub fn entries(&self) -> Vec<(String, String, String, bool)> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        values
+            .iter()
+            .map(|(name, value)| {
+                let default = DEFAULTS.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
+                (name.clone(), value.clone(), default, READ_ONLY.contains(&name.as_str()))
+            })
+            .collect()
     }
 
     /// `statement_timeout` in milliseconds (0 = none).

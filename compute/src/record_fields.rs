@@ -1,0 +1,83 @@
+//! Field access on a record in parentheses: `(f(x)).n`, `(t.rec).x`.
+//!
+//! PostgreSQL reads a field of a composite value that way (JDBC's
+//! `getPrimaryKeys` does, on `_pg_expandarray`); DataFusion plans dot
+//! access only on column names, so `(e).f` becomes `get_field(e, 'f')`.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, Value, VisitMut,
+    VisitorMut,
+};
+
+/// Rewrites every dot access on a parenthesized expression in `stmts`.
+pub fn rewrite(stmts: &mut [Statement]) {
+    for stmt in stmts {
+        let _ = stmt.visit(&mut RecordFields);
+    }
+}
+
+struct RecordFields;
+
+impl VisitorMut for RecordFields {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::CompoundFieldAccess { root, access_chain } = expr else { return ControlFlow::Continue(()) };
+        if !matches!(root.as_ref(), Expr::Nested(_)) || !access_chain.iter().all(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) {
+            return ControlFlow::Continue(());
+        }
+        let mut value = match root.as_ref() {
+            Expr::Nested(inner) => inner.as_ref().clone(),
+            other => other.clone(),
+        };
+        for access in access_chain.iter() {
+            if let AccessExpr::Dot(Expr::Identifier(field)) = access {
+                value = get_field(value, &field.value);
+            }
+        }
+        *expr = value;
+        ControlFlow::Continue(())
+    }
+}
+
+/// `get_field(value, 'field')`.
+fn get_field(value: Expr, field: &str) -> Expr {
+    let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("get_field")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![arg(value), arg(Expr::value(Value::SingleQuotedString(field.to_string())))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+        rewrite(&mut stmts);
+        stmts[0].to_string()
+    }
+
+    #[test]
+    fn dots_on_parenthesized_values_become_get_field() {
+        assert_eq!(rewritten("SELECT (f(a)).n FROM t"), "SELECT get_field(f(a), 'n') FROM t");
+        assert_eq!(rewritten("SELECT 1 FROM r WHERE r.a = (r.keys).x"), "SELECT 1 FROM r WHERE r.a = get_field(r.keys, 'x')");
+        assert_eq!(rewritten("SELECT t.a, a[1] FROM t"), "SELECT t.a, a[1] FROM t");
+    }
+}
