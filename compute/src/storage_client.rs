@@ -106,10 +106,10 @@ impl StorageClient {
         Ok(self.grpc().begin(req).await?.into_inner().txn_id)
     }
 
-    /// Buffers a write of statement number `statement` (see
-    /// `WriteRequest.statement`) in a transaction; returns rows affected.
-    pub async fn write(&self, database: &str, txn_id: u64, statement: u64, write: TableWrite) -> Result<u64> {
-        let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement };
+    /// Buffers a write of statement number `statement` under savepoint
+    /// `savepoint` (see `WriteRequest`) in a transaction; returns rows affected.
+    pub async fn write(&self, database: &str, txn_id: u64, statement: u64, savepoint: u64, write: TableWrite) -> Result<u64> {
+        let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement, savepoint };
         Ok(self.grpc().write(req).await?.into_inner().rows_affected)
     }
 
@@ -122,6 +122,12 @@ impl StorageClient {
     /// Rolls a transaction back.
     pub async fn rollback(&self, database: &str, txn_id: u64) -> Result<()> {
         self.grpc().rollback(RollbackRequest { database: database.into(), txn_id }).await?;
+        Ok(())
+    }
+
+    /// Undoes the writes of a transaction made under `savepoint` and later ones.
+    pub async fn rollback_to_savepoint(&self, database: &str, txn_id: u64, savepoint: u64) -> Result<()> {
+        self.grpc().rollback_to_savepoint(RollbackToSavepointRequest { database: database.into(), txn_id, savepoint }).await?;
         Ok(())
     }
 

@@ -20,12 +20,14 @@ pub struct StorageSession {
     /// The number of the statement running, sent with each request: storage
     /// moves a READ COMMITTED snapshot at the first request of a new one.
     statement: AtomicU64,
+    /// The newest open savepoint's number, sent with each write (0: none).
+    savepoint: AtomicU64,
 }
 
 impl StorageSession {
     /// A session on `database` with no open transaction.
     pub fn new(client: StorageClient, database: String) -> Self {
-        Self { client, database, txn: AtomicU64::new(0), writes: AtomicU64::new(0), statement: AtomicU64::new(0) }
+        Self { client, database, txn: AtomicU64::new(0), writes: AtomicU64::new(0), statement: AtomicU64::new(0), savepoint: AtomicU64::new(0) }
     }
 
     /// The open storage transaction, or 0 (reads then see the latest commit).
@@ -49,9 +51,14 @@ impl StorageSession {
         self.statement.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Sets the newest open savepoint (see `WriteRequest.savepoint`).
+    pub fn set_savepoint(&self, number: u64) {
+        self.savepoint.store(number, Ordering::SeqCst);
+    }
+
     /// Buffers a write in transaction `txn`; returns rows affected.
     pub async fn write(&self, txn: u64, write: TableWrite) -> Result<u64> {
-        let n = self.client.write(&self.database, txn, self.statement(), write).await?;
+        let n = self.client.write(&self.database, txn, self.statement(), self.savepoint.load(Ordering::SeqCst), write).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(n)
     }

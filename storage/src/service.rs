@@ -152,7 +152,7 @@ impl Storage for StorageService {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("write", e))?;
         let w = r.write.ok_or_else(|| Status::invalid_argument("write request carries no write"))?;
-        let rows_affected = db.write_in_statement(r.txn_id, r.statement, &w).await.map_err(|e| log_err("write", e))?;
+        let rows_affected = db.write_in_statement(r.txn_id, r.statement, r.savepoint, &w).await.map_err(|e| log_err("write", e))?;
         Ok(Response::new(WriteResponse { rows_affected }))
     }
 
@@ -168,5 +168,12 @@ impl Storage for StorageService {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback", e))?;
         db.rollback(r.txn_id).map_err(|e| log_err("rollback", e))?;
         Ok(Response::new(RollbackResponse {}))
+    }
+
+    async fn rollback_to_savepoint(&self, req: Request<RollbackToSavepointRequest>) -> Res<RollbackToSavepointResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback to savepoint", e))?;
+        db.rollback_to_savepoint(r.txn_id, r.savepoint).await.map_err(|e| log_err("rollback to savepoint", e))?;
+        Ok(Response::new(RollbackToSavepointResponse {}))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod copy_in;
 pub mod plan_cache;
+mod savepoints;
 pub mod settings;
 
 use std::sync::{Arc, LazyLock};
@@ -32,6 +33,7 @@ use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
 use plan_cache::PlanCache;
+use savepoints::Savepoints;
 use settings::Settings;
 
 /// Where the session is with respect to an explicit transaction block.
@@ -98,9 +100,8 @@ pub struct Session {
     block: Block,
     /// Isolation of the open block.
     isolation: Isolation,
-    /// Savepoints of the open block, with the session's accepted-write count
-    /// when each was set (see [`Session::rollback_to`]).
-    savepoints: Vec<(String, u64)>,
+    /// Savepoints of the open block (see [`Session::rollback_to`]).
+    savepoints: Savepoints,
     /// Notices for the client (e.g. "there is no transaction in progress").
     pub notices: Vec<String>,
     /// A COPY FROM STDIN receiving data.
@@ -170,7 +171,7 @@ impl Session {
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Vec::new(), notices: Vec::new(), copy: None, user: user.to_string() })
+        Ok(Self { storage, catalog, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -345,18 +346,21 @@ impl Session {
         match stmt {
             Statement::StartTransaction { modes, .. } => self.begin(modes).await,
             Statement::Commit { .. } => self.commit().await,
-            Statement::Rollback { savepoint: Some(name), .. } => self.rollback_to(&name.value),
+            Statement::Rollback { savepoint: Some(name), .. } => self.rollback_to(&name.value).await,
             Statement::Rollback { .. } => self.rollback().await,
             Statement::Savepoint { name } => {
                 if self.block == Block::Idle {
                     return Err(ComputeError::invalid("25P01", "SAVEPOINT can only be used in transaction blocks"));
                 }
-                self.savepoints.push((name.value.clone(), self.storage.writes()));
+                let number = self.savepoints.set(&name.value, self.storage.writes());
+                self.storage.set_savepoint(number);
                 Ok(Output::Command("SAVEPOINT".into()))
             }
             Statement::ReleaseSavepoint { name } => {
-                let i = self.savepoint(&name.value)?;
-                self.savepoints.truncate(i);
+                if !self.savepoints.release(&name.value) {
+                    return Err(no_savepoint(&name.value));
+                }
+                self.storage.set_savepoint(self.savepoints.newest());
                 Ok(Output::Command("RELEASE".into()))
             }
             Statement::Query(_) | Statement::Explain { .. } => self.query(stmt, params, cache).await,
@@ -526,6 +530,7 @@ impl Session {
                 self.storage.set_txn(0);
                 self.block = Block::Idle;
                 self.savepoints.clear();
+        self.storage.set_savepoint(0);
                 if txn != 0 {
                     self.storage.client.commit(self.database(), txn, vec![]).await?;
                 }
@@ -540,6 +545,7 @@ impl Session {
         self.storage.set_txn(0);
         self.block = Block::Idle;
         self.savepoints.clear();
+        self.storage.set_savepoint(0);
         if txn != 0
             && let Err(e) = self.storage.client.rollback(self.database(), txn).await
         {
@@ -547,29 +553,18 @@ impl Session {
         }
     }
 
-    /// Index of savepoint `name` (the newest of that name).
-    fn savepoint(&self, name: &str) -> Result<usize> {
-        self.savepoints
-            .iter()
-            .rposition(|(n, _)| n == name)
-            .ok_or_else(|| ComputeError::invalid("3B001", format!("savepoint \"{name}\" does not exist")))
-    }
-
-    /// ROLLBACK TO SAVEPOINT. Storage cannot undo part of a transaction, so
-    /// this works when nothing was written since the savepoint (the common
-    /// case of drivers wrapping a query that may fail); otherwise it is
-    /// refused and the transaction must be rolled back as a whole.
-    fn rollback_to(&mut self, name: &str) -> Result<Output> {
+    /// ROLLBACK TO SAVEPOINT: storage undoes the writes made since it was
+    /// set (nothing to undo when none was), and a failed block is open again.
+    async fn rollback_to(&mut self, name: &str) -> Result<Output> {
         if self.block == Block::Idle {
             return Err(ComputeError::invalid("25P01", "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"));
         }
-        let i = self.savepoint(name)?;
-        if self.savepoints[i].1 != self.storage.writes() {
-            return Err(ComputeError::unsupported(
-                "ROLLBACK TO SAVEPOINT after writes since the savepoint (ROLLBACK the whole transaction)",
-            ));
+        let (number, writes) = self.savepoints.roll_back_to(name).ok_or_else(|| no_savepoint(name))?;
+        self.storage.set_savepoint(number);
+        let txn = self.storage.txn();
+        if txn != 0 && writes != self.storage.writes() {
+            self.storage.client.rollback_to_savepoint(self.database(), txn, number).await?;
         }
-        self.savepoints.truncate(i + 1);
         self.block = Block::Open;
         Ok(Output::Command("ROLLBACK".into()))
     }
@@ -579,6 +574,7 @@ impl Session {
             self.notices.push("there is no transaction in progress".into());
         }
         self.savepoints.clear();
+        self.storage.set_savepoint(0);
         let txn = self.storage.txn();
         self.storage.set_txn(0);
         self.block = Block::Idle;
@@ -802,6 +798,11 @@ fn uses_tables(stmt: &Statement) -> bool {
 /// reloads its catalog.
 fn changes_catalog(stmt: &Statement) -> bool {
     matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { object_type: ObjectType::Table, .. })
+}
+
+/// 3B001 for a savepoint name not open in the block.
+fn no_savepoint(name: &str) -> ComputeError {
+    ComputeError::invalid("3B001", format!("savepoint \"{name}\" does not exist"))
 }
 
 /// Whether a plan reads `pg_catalog` or `information_schema`, whose

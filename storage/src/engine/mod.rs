@@ -10,6 +10,7 @@ pub mod ddl;
 pub mod gc;
 pub mod locks;
 pub mod mvcc;
+pub mod savepoints;
 pub mod scan;
 pub mod scan_aggregate;
 pub mod scan_split;

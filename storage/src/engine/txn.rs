@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ebb_proto::storage::Isolation;
 
+use super::savepoints::UndoFrame;
 use super::locks::{LockSet, LockTable};
 use crate::error::{Result, StorageError};
 
@@ -124,6 +125,8 @@ pub struct Txn {
     pub last_used: Instant,
     /// The highest statement number a request carried (see `Database::enter_statement`).
     pub statement: u64,
+    /// Undo frames of savepoints, oldest first (see [`savepoints`](super::savepoints)).
+    pub undo: Vec<UndoFrame>,
 }
 
 impl Txn {
@@ -139,6 +142,7 @@ impl Txn {
             idle_timeout,
             last_used: Instant::now(),
             statement: 0,
+            undo: Vec::new(),
         }
     }
 

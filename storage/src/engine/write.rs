@@ -65,24 +65,25 @@ impl Database {
 
     /// Buffers a write in transaction `txn_id`; returns rows affected.
     pub async fn write(&self, txn_id: u64, w: &TableWrite) -> Result<u64> {
-        self.write_in_statement(txn_id, 0, w).await
+        self.write_in_statement(txn_id, 0, 0, w).await
     }
 
-    /// Buffers a write of statement `statement` (see `enter_statement`).
-    pub async fn write_in_statement(&self, txn_id: u64, statement: u64, w: &TableWrite) -> Result<u64> {
+    /// Buffers a write of statement `statement` (see `enter_statement`)
+    /// under savepoint `savepoint` (0: none; see [`savepoints`](super::savepoints)).
+    pub async fn write_in_statement(&self, txn_id: u64, statement: u64, savepoint: u64, w: &TableWrite) -> Result<u64> {
         self.check_owned()?;
         let shared = self.txns.get(txn_id)?;
         let mut txn = shared.lock().await;
         txn.last_used = Instant::now();
         self.enter_statement(&mut txn, statement);
-        let n = self.stage_locked(&mut txn, w).await;
+        let n = self.stage_locked(&mut txn, savepoint, w).await;
         txn.last_used = Instant::now();
         n
     }
 
     /// Stages a write, takes the locks of its rows, checks that none changed
     /// after the snapshot, then adds it to the transaction's buffer.
-    async fn stage_locked(&self, txn: &mut Txn, w: &TableWrite) -> Result<u64> {
+    async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
         let (staged, affected) = self.stage(txn, w)?;
         let before = txn.locks.len();
         let waited = self.locks.acquire(txn.id, staged.keys().map(Vec::as_slice), &mut txn.locks, self.cfg.lock_timeout).await;
@@ -106,7 +107,7 @@ impl Database {
                 });
             }
         }
-        txn.writes.extend(staged);
+        txn.buffer(savepoint, staged);
         Ok(affected)
     }
 
@@ -131,7 +132,7 @@ impl Database {
         };
         let mut rows = 0;
         for w in writes {
-            rows += self.stage_locked(&mut txn, w).await?;
+            rows += self.stage_locked(&mut txn, 0, w).await?;
         }
         let ts = self.commit_txn(txn).await?;
         Ok((ts, rows))
@@ -140,6 +141,19 @@ impl Database {
     /// Discards transaction `txn_id`.
     pub fn rollback(&self, txn_id: u64) -> Result<()> {
         self.txns.take(txn_id).map(drop)
+    }
+
+    /// Undoes the writes transaction `txn_id` buffered under savepoint
+    /// `savepoint` and later ones (ROLLBACK TO SAVEPOINT).
+    pub async fn rollback_to_savepoint(&self, txn_id: u64, savepoint: u64) -> Result<()> {
+        if savepoint == 0 {
+            return Err(StorageError::InvalidRequest("savepoint numbers start at 1".into()));
+        }
+        let shared = self.txns.get(txn_id)?;
+        let mut txn = shared.lock().await;
+        txn.last_used = Instant::now();
+        txn.rollback_to(savepoint);
+        Ok(())
     }
 
     /// Whether `key` holds a row for `txn` (its own writes first).

@@ -244,9 +244,46 @@ async fn statement_numbers_move_a_read_committed_snapshot() {
     assert_eq!(ids_in(rc, 2).await, vec![1, 2], "statement 2 reads the latest commits");
     // A write can be a statement's first request.
     db.commit(0, &[insert(3)]).await.unwrap();
-    db.write_in_statement(rc, 3, &insert(10)).await.unwrap();
+    db.write_in_statement(rc, 3, 0, &insert(10)).await.unwrap();
     assert_eq!(ids_in(rc, 3).await, vec![1, 2, 3, 10]);
     assert_eq!(ids_in(rr, 5).await, Vec::<i64>::new(), "REPEATABLE READ keeps its first snapshot");
     db.rollback(rc).unwrap();
     db.rollback(rr).unwrap();
+}
+
+/// ROLLBACK TO SAVEPOINT undoes exactly the writes made under that
+/// savepoint and later ones (inserts, replacements, deletes), in the
+/// transaction's own reads and in what it commits; the transaction and the
+/// savepoint stay open, and a released savepoint's writes roll back with
+/// the one before it.
+#[tokio::test]
+async fn savepoints_undo_only_what_came_after_them() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 10), (2, "b", 20)]))]).await.unwrap();
+    let put = |rows: &[(i64, &str, i64)]| write("accounts", WriteKind::Upsert, &accounts(rows));
+    let (t, _) = db.begin_with(None, Isolation::Snapshot).unwrap();
+    let read = |txn: u64| {
+        let db = db.clone();
+        async move { balances(&scan(&db, scan_req("accounts", txn)).await.unwrap()) }
+    };
+    db.write_in_statement(t, 1, 0, &put(&[(1, "a", 11)])).await.unwrap();
+    // Savepoint 1: replace, insert, delete.
+    db.write_in_statement(t, 2, 1, &put(&[(1, "a", 12), (3, "c", 30)])).await.unwrap();
+    db.write_in_statement(t, 3, 1, &write("accounts", WriteKind::Delete, &account_keys(&[2]))).await.unwrap();
+    // Savepoint 2, later released: its writes now belong to savepoint 1.
+    db.write_in_statement(t, 4, 2, &put(&[(4, "d", 40)])).await.unwrap();
+    db.write_in_statement(t, 5, 1, &put(&[(5, "e", 50)])).await.unwrap();
+    assert_eq!(read(t).await, vec![(1, 12), (3, 30), (4, 40), (5, 50)]);
+    db.rollback_to_savepoint(t, 1).await.unwrap();
+    assert_eq!(read(t).await, vec![(1, 11), (2, 20)], "back to the write before savepoint 1");
+    // The savepoint stays usable: write again under it, undo again.
+    db.write_in_statement(t, 6, 1, &put(&[(2, "b", 21)])).await.unwrap();
+    db.rollback_to_savepoint(t, 1).await.unwrap();
+    db.write_in_statement(t, 7, 3, &put(&[(6, "f", 60)])).await.unwrap();
+    assert!(db.rollback_to_savepoint(t, 0).await.is_err(), "savepoints are numbered from 1");
+    db.commit(t, &[]).await.unwrap();
+    assert_eq!(read(0).await, vec![(1, 11), (2, 20), (6, 60)]);
+    assert!(db.rollback_to_savepoint(t, 1).await.is_err(), "the transaction is gone");
 }
