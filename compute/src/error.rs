@@ -133,6 +133,9 @@ impl From<datafusion::error::DataFusionError> for ComputeError {
             }
             D::ArrowError(e, _) => {
                 let m = e.to_string();
+                if let Some(message) = out_of_range(&m) {
+                    return Self::Query { sqlstate: "22003", message };
+                }
                 let state = if m.contains("Divide by zero") { "22012" } else if m.contains("overflow") { "22003" } else { "22000" };
                 Self::Query { sqlstate: state, message: m }
             }
@@ -141,6 +144,17 @@ impl From<datafusion::error::DataFusionError> for ComputeError {
             other => Self::Query { sqlstate: "XX000", message: other.to_string() },
         }
     }
+}
+
+/// PostgreSQL's message for an integer cast out of its type's range (Arrow:
+/// "Can't cast value 2147483648 to type Int32", "value of … is out of range
+/// Int64"), which checked arithmetic and explicit casts both produce.
+fn out_of_range(m: &str) -> Option<String> {
+    let type_name = [("Int16", "smallint"), ("Int32", "integer"), ("Int64", "bigint")]
+        .into_iter()
+        .find(|(arrow, _)| m.ends_with(&format!("to type {arrow}")) || m.ends_with(&format!("out of range {arrow}")))?
+        .1;
+    Some(format!("{type_name} out of range"))
 }
 
 /// Guesses the SQLSTATE of a DataFusion planning error from its text.

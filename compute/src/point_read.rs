@@ -176,8 +176,10 @@ impl PointRead {
     }
 }
 
-/// `e` type-coerced and simplified as DataFusion's optimizer would: some
-/// functions only run in their simplified form (`coalesce` becomes CASE).
+/// `e` type-coerced, rewritten by ebb's analyzer rules that apply to
+/// expressions (text casts, checked arithmetic) and simplified as
+/// DataFusion's optimizer would: some functions only run in their
+/// simplified form (`coalesce` becomes CASE).
 fn simplified(e: &Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Expr> {
     let context = SimplifyContext::builder()
         .with_schema(schema.clone())
@@ -187,7 +189,8 @@ fn simplified(e: &Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Ex
     let simplifier = ExprSimplifier::new(context);
     let coerced = simplifier.coerce(e.clone(), schema)?;
     let texts = crate::text_casts::rewrite(coerced, schema)?.data;
-    Ok(simplifier.simplify(texts)?)
+    let checked = crate::checked_arithmetic::checked(texts, schema)?.data;
+    Ok(simplifier.simplify(checked)?)
 }
 
 /// The conjuncts of `a AND b AND …`.

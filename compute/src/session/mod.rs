@@ -151,20 +151,13 @@ impl Session {
         let storage = Arc::new(StorageSession::new(client, database.to_string()));
         let catalog = Arc::new(DatabaseCatalog::new(storage.clone()));
         catalog.refresh().await?;
-        let mut config = SessionConfig::new()
+        let config = SessionConfig::new()
             .with_default_catalog_and_schema(database, PUBLIC)
             .with_information_schema(true)
             .with_target_partitions(1)
             .with_create_default_catalog_and_schema(false);
-        // Sessions run in UTC (the only TimeZone accepted): `now()` and
-        // `timestamptz` constants are then time-zone aware, as stored
-        // timestamptz columns are.
-        config.options_mut().execution.time_zone = Some("+00:00".into());
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = postgres_context(config);
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
-        ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
-        ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
-        ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
         ctx.register_catalog(database, catalog.clone());
         let settings = Settings::default();
         crate::pg_catalog::install(&ctx, database, &catalog, &settings)?;
@@ -798,6 +791,22 @@ fn uses_tables(stmt: &Statement) -> bool {
 /// reloads its catalog.
 fn changes_catalog(stmt: &Statement) -> bool {
     matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { object_type: ObjectType::Table, .. })
+}
+
+/// A DataFusion context that plans as a session's does: in UTC (the only
+/// TimeZone accepted: `now()` and `timestamptz` constants are then time-zone
+/// aware, as stored timestamptz columns are), with ebb's analyzer rules for
+/// PostgreSQL's semantics (text of timestamps, checked integer arithmetic,
+/// correlated subqueries). Statements that compute over rows of their own
+/// (RETURNING lists, ON CONFLICT DO UPDATE) use one from `SessionConfig::new()`.
+pub(crate) fn postgres_context(mut config: SessionConfig) -> SessionContext {
+    config.options_mut().execution.time_zone = Some("+00:00".into());
+    let ctx = SessionContext::new_with_config(config);
+    ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
+    ctx.add_analyzer_rule(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
+    ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
+    ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
+    ctx
 }
 
 /// 3B001 for a savepoint name not open in the block.

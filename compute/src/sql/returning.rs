@@ -11,7 +11,7 @@ use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::SelectItem;
 use ebb_proto::storage::TableDef;
 
@@ -53,7 +53,7 @@ pub async fn evaluate(
     rows: RecordBatch,
     params: &[ScalarValue],
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let ctx = SessionContext::new();
+    let ctx = crate::session::postgres_context(SessionConfig::new());
     let table = MemTable::try_new(rows.schema(), vec![vec![rows]])?;
     ctx.register_table(datafusion::common::TableReference::bare(def.name.as_str()), Arc::new(table))?;
     let list = items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");

@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use datafusion::common::{ScalarValue, TableReference};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{ConflictTarget, DoUpdate, Expr, Ident, visit_expressions_mut};
 use ebb_proto::storage::{TableDef, WriteKind};
 
@@ -110,7 +110,7 @@ pub async fn upsert(
         .catalog()
         .table(if def.schema.is_empty() { None } else { Some(def.schema.as_str()) }, &def.name)
         .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{}\" does not exist", def.name)))?;
-    let ctx = SessionContext::new();
+    let ctx = crate::session::postgres_context(SessionConfig::new());
     ctx.register_table(TableReference::bare(def.name.as_str()), table)?;
     ctx.register_table(TableReference::bare(EXCLUDED), Arc::new(MemTable::try_new(excluded.schema(), vec![vec![excluded]])?))?;
     let mut df = ctx.sql(&sql).await?;
