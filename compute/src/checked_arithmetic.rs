@@ -9,6 +9,11 @@
 //! `CAST(CAST(a AS BIGINT) op CAST(b AS BIGINT) AS INT)` for smallint and
 //! integer, through `numeric(38,0)` for bigint. The cast back fails for a
 //! result out of range, which the compute reports as 22003.
+//!
+//! `sum` of bigint wraps in DataFusion too; in PostgreSQL it is `numeric`
+//! (`sum` of smallint and integer is bigint, which DataFusion widens to as
+//! well). So `sum(bigint)` sums `numeric(38,0)` here, and the plans above it
+//! take the new type.
 
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
@@ -18,6 +23,7 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, cast};
 use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 
 /// The analyzer rule; add it after DataFusion's rules.
 #[derive(Debug, Default)]
@@ -28,20 +34,51 @@ impl AnalyzerRule for CheckedArithmetic {
         "ebb_checked_arithmetic"
     }
 
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            if !node.expressions().iter().any(|e| e.exists(|x| Ok(arithmetic(x).is_some())).unwrap_or(true)) {
-                return Ok(Transformed::no(node));
-            }
-            let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let name = names.save(&e);
-                Ok(checked(e, &schema)?.update_data(|e| name.restore(e)))
-            })
-        })
-        .map(|t| t.data)
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        let mut retyped = false;
+        let plan = plan
+            .transform_up_with_subqueries(|node| {
+                let rewrites = |e: &Expr| e.exists(|x| Ok(arithmetic(x).is_some() || matches!(x, Expr::AggregateFunction(f) if f.func.name() == "sum"))).unwrap_or(true);
+                if !node.expressions().iter().any(rewrites) {
+                    return Ok(Transformed::no(node));
+                }
+                let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
+                let names = NamePreserver::new(&node);
+                let t = node.map_expressions(|e| {
+                    let name = names.save(&e);
+                    let t = checked(e, &schema)?.transform_data(|e| numeric_sums(e, &schema))?;
+                    Ok(t.update_data(|e| name.restore(e)))
+                })?;
+                if t.transformed && matches!(t.data, LogicalPlan::Aggregate(_)) {
+                    retyped = true;
+                    return t.map_data(|n| n.recompute_schema());
+                }
+                Ok(t)
+            })?
+            .data;
+        if !retyped {
+            return Ok(plan);
+        }
+        // A sum changed type: the plans above it coerce to the new one.
+        TypeCoercion::new().analyze(plan, config)
     }
+}
+
+/// `sum(bigint)` as `sum(numeric(38,0))`, PostgreSQL's `numeric` result.
+fn numeric_sums(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
+    e.transform_up(|e| match e {
+        Expr::AggregateFunction(mut f) if f.func.name() == "sum" && f.params.args.len() == 1 => {
+            // DataFusion sums smaller integers as `sum(CAST(x AS Int64))`: bigint, as in PostgreSQL.
+            let widened = matches!(&f.params.args[0], Expr::Cast(c) if c.expr.get_type(schema).is_ok_and(|t| t != DataType::Int64 && t != DataType::UInt64));
+            if widened || !matches!(f.params.args[0].get_type(schema), Ok(DataType::Int64 | DataType::UInt64)) {
+                return Ok(Transformed::no(Expr::AggregateFunction(f)));
+            }
+            let arg = f.params.args.remove(0);
+            f.params.args.push(cast(arg, DataType::Decimal128(38, 0)));
+            Ok(Transformed::yes(Expr::AggregateFunction(f)))
+        }
+        other => Ok(Transformed::no(other)),
+    })
 }
 
 /// The operands of `+`, `-` or `*`.
@@ -106,6 +143,18 @@ mod tests {
             let e = run(&ctx, sql).await.expect_err(sql);
             assert!(e.to_string().contains("cast") || e.to_string().contains("Cast"), "{sql}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn sums_of_bigint_are_numeric() {
+        let ctx = context().await;
+        let batches = ctx.sql("SELECT sum(b) AS total, sum(i) AS small, sum(b) + 1 AS more FROM (SELECT b, i FROM n UNION ALL SELECT b, i FROM n) AS twice").await.expect("plan").collect().await.expect("no wrap-around");
+        let schema = batches[0].schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Decimal128(38, 0));
+        assert_eq!(schema.field(1).data_type(), &DataType::Int64, "sum(integer) is bigint");
+        let out = pretty_format_batches(&batches).expect("format").to_string();
+        assert!(out.contains("18446744073709551614"), "{out}");
+        assert!(out.contains("18446744073709551615"), "{out}");
     }
 
     #[tokio::test]

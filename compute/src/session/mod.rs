@@ -657,8 +657,8 @@ impl Session {
         {
             return point.run(&self.storage.client, req, &self.state).await;
         }
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.state.create_physical_plan(&plan).await?;
+        let schema = result_schema(plan.schema().as_arrow(), &physical.schema());
         let batches = datafusion::physical_plan::collect(physical, self.task_ctx.clone()).await?;
         Ok((schema, batches))
     }
@@ -748,7 +748,10 @@ impl Session {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.query_plan(stmt, cache).await?;
                 let out = param_types(&plan, 0)?;
-                Ok((out, Some(column_names::postgres_schema(&plan, &Arc::new(plan.schema().as_arrow().clone())))))
+                // Result types as ebb's analyzer rules leave them (`sum(bigint)` is numeric).
+                let analyzed = self.state.analyzer().execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})?;
+                let schema = result_schema(plan.schema().as_arrow(), &Arc::new(analyzed.schema().as_arrow().clone()));
+                Ok((out, Some(column_names::postgres_schema(&plan, &schema))))
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let n = count_placeholders(&stmt.to_string());
@@ -791,6 +794,22 @@ fn uses_tables(stmt: &Statement) -> bool {
 /// reloads its catalog.
 fn changes_catalog(stmt: &Statement) -> bool {
     matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { object_type: ObjectType::Table, .. })
+}
+
+/// A result's schema: the planned one (its names and PostgreSQL type
+/// metadata), with the types of what runs where an analyzer rule changed
+/// them (`sum(bigint)` becomes numeric).
+fn result_schema(planned: &Schema, runs: &SchemaRef) -> SchemaRef {
+    if planned.fields().len() != runs.fields().len() || planned.fields().iter().zip(runs.fields()).all(|(p, r)| p.data_type() == r.data_type()) {
+        return Arc::new(planned.clone());
+    }
+    let fields: Vec<Field> = planned
+        .fields()
+        .iter()
+        .zip(runs.fields())
+        .map(|(p, r)| if p.data_type() == r.data_type() { p.as_ref().clone() } else { r.as_ref().clone().with_name(p.name()) })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, planned.metadata().clone()))
 }
 
 /// A DataFusion context that plans as a session's does: in UTC (the only
