@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, Result as DfResult};
+use datafusion::common::{Column, Result as DfResult, TableReference};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::expr::{AggregateFunction as AggregateCall, Cast};
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder};
@@ -75,7 +75,13 @@ fn pushed(aggregate: &Aggregate) -> DfResult<Option<LogicalPlan>> {
     let Some(filters) = table.predicates(&scan.filters) else { return Ok(None) };
     let fields: Vec<Field> = aggregate.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let source = StorageAggregates { table, aggregates, filters, schema: Arc::new(Schema::new(fields)) };
-    let relation = scan.table_name.clone();
+    // DataFusion tells scans apart by name, projection and filters, not by
+    // their source: two such scans of one table under one name (two
+    // subqueries counting different rows) would be taken for one common
+    // expression. The name says what is computed.
+    let computed: Vec<String> = aggregate.aggr_expr.iter().map(|e| e.schema_name().to_string()).collect();
+    let condition: Vec<String> = scan.filters.iter().map(|f| f.to_string()).collect();
+    let relation = TableReference::bare(format!("{}: {} where [{}]", scan.table_name, computed.join(", "), condition.join(" AND ")));
     // Same names and qualifiers as the aggregate's output, for the plan above.
     let outputs: Vec<Expr> = aggregate
         .schema

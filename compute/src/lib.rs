@@ -18,6 +18,7 @@ pub mod control;
 pub mod correlated_aggregates;
 pub mod duplicate_names;
 pub mod error;
+pub mod exists_values;
 pub mod function_aliases;
 pub mod record_fields;
 pub mod set_returning;

@@ -823,6 +823,7 @@ pub(crate) fn postgres_context(mut config: SessionConfig) -> SessionContext {
     let ctx = SessionContext::new_with_config(config);
     ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
     ctx.add_analyzer_rule(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
+    ctx.add_analyzer_rule(Arc::new(crate::exists_values::ExistsValues));
     ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
     ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
     ctx
