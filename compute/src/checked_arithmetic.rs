@@ -17,7 +17,7 @@
 
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
@@ -62,6 +62,17 @@ impl AnalyzerRule for CheckedArithmetic {
         // A sum changed type: the plans above it coerce to the new one.
         TypeCoercion::new().analyze(plan, config)
     }
+}
+
+/// Whether the rule may change a result type of `plan` (it has a `sum`).
+pub fn may_retype(plan: &LogicalPlan) -> bool {
+    let is_sum = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::AggregateFunction(f) if f.func.name() == "sum"))).unwrap_or(true);
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found |= node.expressions().iter().any(is_sum);
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
 
 /// `sum(bigint)` as `sum(numeric(38,0))`, PostgreSQL's `numeric` result.

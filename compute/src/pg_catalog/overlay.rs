@@ -75,7 +75,8 @@ impl CatalogInfo for SystemSchemasOnly {
     }
 }
 
-/// A `pg_catalog` table that lists the database's own relations too.
+/// A `pg_catalog` table that lists the database's own relations too (or,
+/// for `pg_settings`, the session's settings only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Relations {
     Namespace,

@@ -522,8 +522,7 @@ impl Session {
                 let txn = self.storage.txn();
                 self.storage.set_txn(0);
                 self.block = Block::Idle;
-                self.savepoints.clear();
-        self.storage.set_savepoint(0);
+                self.end_savepoints();
                 if txn != 0 {
                     self.storage.client.commit(self.database(), txn, vec![]).await?;
                 }
@@ -537,13 +536,18 @@ impl Session {
         let txn = self.storage.txn();
         self.storage.set_txn(0);
         self.block = Block::Idle;
-        self.savepoints.clear();
-        self.storage.set_savepoint(0);
+        self.end_savepoints();
         if txn != 0
             && let Err(e) = self.storage.client.rollback(self.database(), txn).await
         {
             tracing::debug!(error = %e, "rollback of a failed transaction block");
         }
+    }
+
+    /// The block ended: no savepoint is open.
+    fn end_savepoints(&mut self) {
+        self.savepoints.clear();
+        self.storage.set_savepoint(0);
     }
 
     /// ROLLBACK TO SAVEPOINT: storage undoes the writes made since it was
@@ -566,8 +570,7 @@ impl Session {
         if self.block == Block::Idle {
             self.notices.push("there is no transaction in progress".into());
         }
-        self.savepoints.clear();
-        self.storage.set_savepoint(0);
+        self.end_savepoints();
         let txn = self.storage.txn();
         self.storage.set_txn(0);
         self.block = Block::Idle;
@@ -748,9 +751,14 @@ impl Session {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.query_plan(stmt, cache).await?;
                 let out = param_types(&plan, 0)?;
+                let planned = plan.schema().as_arrow();
                 // Result types as ebb's analyzer rules leave them (`sum(bigint)` is numeric).
-                let analyzed = self.state.analyzer().execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})?;
-                let schema = result_schema(plan.schema().as_arrow(), &Arc::new(analyzed.schema().as_arrow().clone()));
+                let schema = if crate::checked_arithmetic::may_retype(&plan) {
+                    let analyzed = self.state.analyzer().execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})?;
+                    result_schema(planned, &Arc::new(analyzed.schema().as_arrow().clone()))
+                } else {
+                    Arc::new(planned.clone())
+                };
                 Ok((out, Some(column_names::postgres_schema(&plan, &schema))))
             }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
