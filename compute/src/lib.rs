@@ -12,6 +12,7 @@
 pub mod aggregate_pushdown;
 pub mod binding;
 pub mod catalog;
+pub mod catalog_sql;
 pub mod checked_arithmetic;
 pub mod column_names;
 pub mod control;

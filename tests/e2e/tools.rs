@@ -70,12 +70,21 @@ async fn add_primary_key_and_describe_with_psql() {
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt"]);
     assert!(ok, "{err}");
     assert!(out.contains("heap") && out.contains("table"), "{out}");
+    let (ok, _, err) = compute.psql("ALTER TABLE heap ADD COLUMN k int DEFAULT 7");
+    assert!(ok, "{err}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d heap"]);
     assert!(ok, "{err}");
     for column in ["id", "v", "n"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(column)), "column {column} missing:\n{out}");
     }
-    assert!(out.contains("numeric(8,2)") || out.contains("numeric"), "{out}");
+    // As PostgreSQL prints it: types with modifiers, NOT NULL, defaults, the key's index.
+    let row = |name: &str| out.lines().find(|l| l.trim_start().starts_with(name)).map(|l| l.split('|').map(str::trim).collect::<Vec<_>>());
+    assert_eq!(row("n ").as_deref(), Some(&["n", "numeric(8,2)", "", "", ""][..]), "{out}");
+    assert_eq!(row("id").as_deref(), Some(&["id", "integer", "", "not null", ""][..]), "{out}");
+    assert_eq!(row("k ").as_deref(), Some(&["k", "integer", "", "", "7"][..]), "{out}");
+    assert!(out.contains("\"heap_pkey\" PRIMARY KEY, btree (id)"), "{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d heap_pkey"]);
+    assert!(ok && out.contains("primary key, btree, for table \"public.heap\""), "{err}\n{out}");
 }
 
 /// pgbench unmodified, through `ebb local` (proxy, controller, a compute

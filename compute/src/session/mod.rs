@@ -123,7 +123,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     }
     let sql = copy::normalize_boolean_options(sql);
     let parsed = if is_catalog_query(&sql) {
-        PARSER.parse(&sql)
+        crate::catalog_sql::parse(&sql)
     } else {
         Parser::parse_sql(&PostgreSqlDialect {}, &sql)
     };
@@ -136,10 +136,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 }
 
 /// Whether SQL reads the PostgreSQL catalog, so the compatibility rewrites
-/// of `datafusion-pg-catalog` (for psql's and drivers' catalog queries) apply.
-/// They are kept away from other SQL: one of them replaces correlated scalar
-/// subqueries in a select list with NULL and adds `LIMIT 1` to the others,
-/// which would silently change the results of user queries.
+/// of `datafusion-pg-catalog` (for psql's and drivers' catalog queries) apply
+/// (see [`catalog_sql`](crate::catalog_sql)). They are kept away from other
+/// SQL, which they could only change.
 fn is_catalog_query(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
