@@ -7,7 +7,7 @@ pub mod plan_cache;
 mod savepoints;
 pub mod settings;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -22,7 +22,6 @@ use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement, Transac
 use ebb_proto::storage::Isolation;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::catalog::{DatabaseCatalog, PUBLIC};
 use crate::column_names;
@@ -113,13 +112,12 @@ pub struct Session {
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
 /// catalog queries of tools (psql, drivers) into forms DataFusion plans.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    static PARSER: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
     // VACUUM does nothing in ebb (storage collects garbage itself), so its
     // PostgreSQL options (`VACUUM ANALYZE t`, `VACUUM (FULL) t`), which the
     // parser does not know, are dropped.
     let body = sql.trim().trim_end_matches(';');
     if body.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("vacuum")) && !body.contains(';') {
-        return PARSER.parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
+        return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
     let sql = copy::normalize_boolean_options(sql);
     let parsed = if is_catalog_query(&sql) {
