@@ -28,7 +28,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result as DfResult};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, Exists, InSubquery};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, lit};
@@ -151,13 +151,27 @@ fn parts(s: &Subquery, outer: &LogicalPlan) -> DfResult<Option<Parts>> {
     let LogicalPlan::Filter(f) = a.input.as_ref() else { return Ok(None) };
     let [value] = p.expr.as_slice() else { return Ok(None) };
     let reads_outer = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..)))).unwrap_or(true);
-    let has_subquery = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true);
-    if !a.group_expr.is_empty() || reads_outer(value) || a.aggr_expr.iter().any(|e| reads_outer(e) || !null_skipping(e)) || has_subquery(&f.predicate) {
+    if !a.group_expr.is_empty() || reads_outer(value) || a.aggr_expr.iter().any(|e| reads_outer(e) || !null_skipping(e)) {
         return Ok(None);
     }
     let (correlated, own): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&f.predicate).into_iter().partition(|c| reads_outer(c));
     if correlated.iter().all(|c| is_equality_across(c)) {
         return Ok(None); // DataFusion's own decorrelation handles it.
+    }
+    // Subqueries may filter the subquery's own rows (`x.k IN (SELECT …)`)
+    // when they are not correlated themselves; the join condition may hold none.
+    let any_subquery = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true);
+    let correlated_subquery = |e: &Expr| {
+        e.exists(|x| {
+            Ok(match x {
+                Expr::ScalarSubquery(s) | Expr::Exists(Exists { subquery: s, .. }) | Expr::InSubquery(InSubquery { subquery: s, .. }) => !s.outer_ref_columns.is_empty(),
+                _ => false,
+            })
+        })
+        .unwrap_or(true)
+    };
+    if correlated.iter().any(|c| any_subquery(c)) || own.iter().any(|c| correlated_subquery(c)) {
+        return Ok(None);
     }
     let rows_input = f.input.as_ref().clone();
     let outer_schema = outer.schema();
