@@ -21,7 +21,9 @@ pub fn all() -> Vec<ScalarUDF> {
         to_regtype_udf(),
         no_serial_sequence_udf(),
         ScalarUDF::from(JsonBuildObject::new()),
-        collation_is_visible_udf(),
+        in_catalog_schema_udf("pg_collation_is_visible"),
+        in_catalog_schema_udf("pg_type_is_visible"),
+        no_comment_udf(),
     ]
 }
 
@@ -112,12 +114,14 @@ fn no_serial_sequence_udf() -> ScalarUDF {
 }
 
 
-/// `pg_collation_is_visible(oid)`: every collation ebb lists lives in
-/// `pg_catalog`, which is always on the search path.
-fn collation_is_visible_udf() -> ScalarUDF {
+/// `pg_collation_is_visible(oid)`, `pg_type_is_visible(oid)`: every
+/// collation and type ebb lists lives in `pg_catalog`, which is always on
+/// the search path (ebb has no user-defined types).
+fn in_catalog_schema_udf(name: &str) -> ScalarUDF {
     create_udf(
-        "pg_collation_is_visible",
-        vec![DataType::Int32],
+        name,
+        // bigint: oid columns (int4) widen to it, and integer constants are bigint.
+        vec![DataType::Int64],
         DataType::Boolean,
         Volatility::Stable,
         Arc::new(|args: &[ColumnarValue]| {
@@ -126,6 +130,23 @@ fn collation_is_visible_udf() -> ScalarUDF {
                 ColumnarValue::Array(a) => {
                     ColumnarValue::Array(Arc::new((0..a.len()).map(|i| Some(!a.is_null(i))).collect::<BooleanArray>()))
                 }
+            })
+        }),
+    )
+}
+
+/// `obj_description(oid, catalog)`: the comment on an object, which is
+/// NULL for every object (ebb has no `COMMENT ON`).
+fn no_comment_udf() -> ScalarUDF {
+    create_udf(
+        "obj_description",
+        vec![DataType::Int64, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
+                ColumnarValue::Array(a) => ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Utf8, a.len())),
             })
         }),
     )
