@@ -5,9 +5,12 @@
 //! more than one row. DataFusion refuses it at planning ("Correlated scalar
 //! subquery must be aggregated") because it decorrelates such subqueries
 //! into grouped joins. This analyzer rule gives it what it asks for: the
-//! subquery's one value becomes [`single_value`], an aggregate that returns
+//! subquery's one value becomes [`SINGLE_VALUE`], an aggregate that returns
 //! the only row's value (NULL for none) and fails with PostgreSQL's error
-//! for a second row, so the answer is PostgreSQL's.
+//! for a second row, so the answer is PostgreSQL's. Conditions on the outer
+//! row alone move out of the subquery into a CASE, and a value that reads
+//! the outer row too is computed outside it (see `single_valued`): both are
+//! in SQLAlchemy's column reflection query.
 
 use std::sync::Arc;
 
