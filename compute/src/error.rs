@@ -136,7 +136,15 @@ impl From<datafusion::error::DataFusionError> for ComputeError {
                 if let Some(message) = out_of_range(&m) {
                     return Self::Query { sqlstate: "22003", message };
                 }
-                let state = if m.contains("Divide by zero") { "22012" } else if m.contains("overflow") { "22003" } else { "22000" };
+                let state = if m.contains("Divide by zero") {
+                    "22012"
+                } else if m.contains("overflow") {
+                    "22003"
+                } else if m.contains("Cannot cast string") {
+                    "22P02" // invalid text representation
+                } else {
+                    "22000"
+                };
                 Self::Query { sqlstate: state, message: m }
             }
             D::Execution(m) if m == crate::scalar_subqueries::MORE_THAN_ONE_ROW => Self::Query { sqlstate: "21000", message: m },

@@ -46,13 +46,9 @@ impl VisitorMut for ColumnAliases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewritten(sql: &str) -> String {
-        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        name_columns_after_aliases(&mut stmts);
-        stmts[0].to_string()
+        crate::test_support::rewritten(sql, name_columns_after_aliases)
     }
 
     #[test]

@@ -19,11 +19,12 @@ pub fn all() -> Vec<ScalarUDF> {
     vec![
         version_udf(),
         to_regtype_udf(),
-        no_serial_sequence_udf(),
+        always_null_text_udf("pg_get_serial_sequence", vec![DataType::Utf8, DataType::Utf8]),
         ScalarUDF::from(JsonBuildObject::new()),
         in_catalog_schema_udf("pg_collation_is_visible"),
         in_catalog_schema_udf("pg_type_is_visible"),
-        no_comment_udf(),
+        // bigint: oid columns (int4) widen to it, and integer constants are bigint.
+        always_null_text_udf("obj_description", vec![DataType::Int64, DataType::Utf8]),
     ]
 }
 
@@ -96,12 +97,13 @@ fn to_regtype_udf() -> ScalarUDF {
     )
 }
 
-/// `pg_get_serial_sequence(table, column)`: the sequence behind a serial
-/// column. ebb has no sequences, so the answer is always NULL (true here).
-fn no_serial_sequence_udf() -> ScalarUDF {
+/// A function of `inputs` whose answer is always NULL text, for what ebb
+/// does not have: `pg_get_serial_sequence(table, column)` (no sequences)
+/// and `obj_description(oid, catalog)` (no `COMMENT ON`).
+fn always_null_text_udf(name: &str, inputs: Vec<DataType>) -> ScalarUDF {
     create_udf(
-        "pg_get_serial_sequence",
-        vec![DataType::Utf8, DataType::Utf8],
+        name,
+        inputs,
         DataType::Utf8,
         Volatility::Stable,
         Arc::new(|args: &[ColumnarValue]| {
@@ -112,7 +114,6 @@ fn no_serial_sequence_udf() -> ScalarUDF {
         }),
     )
 }
-
 
 /// `pg_collation_is_visible(oid)`, `pg_type_is_visible(oid)`: every
 /// collation and type ebb lists lives in `pg_catalog`, which is always on
@@ -130,23 +131,6 @@ fn in_catalog_schema_udf(name: &str) -> ScalarUDF {
                 ColumnarValue::Array(a) => {
                     ColumnarValue::Array(Arc::new((0..a.len()).map(|i| Some(!a.is_null(i))).collect::<BooleanArray>()))
                 }
-            })
-        }),
-    )
-}
-
-/// `obj_description(oid, catalog)`: the comment on an object, which is
-/// NULL for every object (ebb has no `COMMENT ON`).
-fn no_comment_udf() -> ScalarUDF {
-    create_udf(
-        "obj_description",
-        vec![DataType::Int64, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
-                ColumnarValue::Array(a) => ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Utf8, a.len())),
             })
         }),
     )

@@ -63,15 +63,11 @@ fn get_field(value: Expr, field: &str) -> Expr {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        rewrite(&mut stmts);
-        stmts[0].to_string()
+        crate::test_support::rewritten(sql, rewrite)
     }
 
     #[test]

@@ -143,9 +143,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        rewrite(&mut stmts);
-        stmts[0].to_string()
+        crate::test_support::rewritten(sql, rewrite)
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! Tables for unit tests of planning code: a stored definition and a
+//! Helpers for unit tests of planning code: a stored definition and a
 //! DataFusion context that knows it, without a storage server (nothing
-//! here is executed).
+//! here is executed), and SQL through a statement rewrite.
 
 use std::sync::Arc;
 
 use datafusion::execution::context::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
 
 use crate::storage_client::StorageClient;
@@ -36,4 +39,11 @@ pub fn context_with(def: TableDef) -> SessionContext {
     let name = def.name.clone();
     ctx.register_table(name.as_str(), Arc::new(StorageTable::new(def, session, false))).expect("register");
     ctx
+}
+
+/// The first statement of `sql` (PostgreSQL dialect) after `rewrite`, printed.
+pub fn rewritten(sql: &str, rewrite: fn(&mut [Statement])) -> String {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+    rewrite(&mut stmts);
+    stmts[0].to_string()
 }

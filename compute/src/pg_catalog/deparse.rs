@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int32Array, StringArray};
-use arrow::compute::cast;
+use arrow::compute::{CastOptions, cast, cast_with_options};
 use arrow::datatypes::{DataType, Int32Type};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
@@ -107,8 +107,9 @@ impl ScalarUDFImpl for DeparseUdf {
     }
 }
 
-/// An OID (or column number) argument as int4.
+/// An OID (or column number) argument as int4; text that is no number is
+/// an error, as in PostgreSQL, not NULL.
 fn oids(a: &ArrayRef) -> DfResult<Int32Array> {
-    let a = cast(a, &DataType::Int32)?;
+    let a = cast_with_options(a, &DataType::Int32, &CastOptions { safe: false, ..Default::default() })?;
     Ok(a.as_primitive::<Int32Type>().clone())
 }

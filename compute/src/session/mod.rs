@@ -120,7 +120,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
     let sql = copy::normalize_boolean_options(sql);
-    let parsed = if is_catalog_query(&sql) {
+    let catalog = is_catalog_query(&sql);
+    let parsed = if catalog {
         crate::catalog_sql::parse(&sql)
     } else {
         Parser::parse_sql(&PostgreSqlDialect {}, &sql)
@@ -128,8 +129,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let mut stmts = parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
     crate::function_aliases::name_columns_after_aliases(&mut stmts);
     crate::set_returning::rewrite(&mut stmts);
-    crate::pg_catalog::unqualify_proc_names(&mut stmts);
     crate::record_fields::rewrite(&mut stmts);
+    if catalog {
+        crate::pg_catalog::unqualify_proc_names(&mut stmts);
+    }
     Ok(stmts)
 }
 
