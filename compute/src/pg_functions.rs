@@ -25,6 +25,7 @@ pub fn all() -> Vec<ScalarUDF> {
         in_catalog_schema_udf("pg_type_is_visible"),
         // bigint: oid columns (int4) widen to it, and integer constants are bigint.
         always_null_text_udf("obj_description", vec![DataType::Int64, DataType::Utf8]),
+        always_null_text_udf("shobj_description", vec![DataType::Int64, DataType::Utf8]),
     ]
 }
 
@@ -99,7 +100,8 @@ fn to_regtype_udf() -> ScalarUDF {
 
 /// A function of `inputs` whose answer is always NULL text, for what ebb
 /// does not have: `pg_get_serial_sequence(table, column)` (no sequences)
-/// and `obj_description(oid, catalog)` (no `COMMENT ON`).
+/// and `obj_description(oid, catalog)`, `shobj_description(oid, catalog)`
+/// (no `COMMENT ON`).
 fn always_null_text_udf(name: &str, inputs: Vec<DataType>) -> ScalarUDF {
     create_udf(
         name,

@@ -83,6 +83,11 @@ impl StorageClient {
         Ok(self.grpc().list_tables(ListTablesRequest { database: database.into() }).await?.into_inner().tables)
     }
 
+    /// The bytes `database` and its tables take in storage.
+    pub async fn relation_sizes(&self, database: &str) -> Result<RelationSizesResponse> {
+        Ok(self.grpc().relation_sizes(RelationSizesRequest { database: database.into() }).await?.into_inner())
+    }
+
     /// CREATE TABLE.
     pub async fn create_table(&self, req: CreateTableRequest) -> Result<bool> {
         Ok(self.grpc().create_table(req).await?.into_inner().created)

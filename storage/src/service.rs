@@ -117,6 +117,16 @@ impl Storage for StorageService {
         Ok(Response::new(ListTablesResponse { tables: db.tables().iter().map(|t| t.def.clone()).collect() }))
     }
 
+    async fn relation_sizes(&self, req: Request<RelationSizesRequest>) -> Res<RelationSizesResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("relation_sizes", e))?;
+        let (database_bytes, tables) = tokio::task::spawn_blocking(move || db.relation_sizes())
+            .await
+            .map_err(|e| Status::internal(format!("measuring relation sizes: {e}")))?;
+        let tables = tables.into_iter().map(|(table_id, bytes)| TableSize { table_id, bytes }).collect();
+        Ok(Response::new(RelationSizesResponse { database_bytes, tables }))
+    }
+
     async fn begin(&self, req: Request<BeginRequest>) -> Res<BeginResponse> {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;

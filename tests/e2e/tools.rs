@@ -85,6 +85,14 @@ async fn add_primary_key_and_describe_with_psql() {
     assert!(out.contains("\"heap_pkey\" PRIMARY KEY, btree (id)"), "{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d heap_pkey"]);
     assert!(ok && out.contains("primary key, btree, for table \"public.heap\""), "{err}\n{out}");
+    // Sizes, from storage: the table's two rows take some bytes, its key's index none of its own.
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt+ heap"]);
+    let size = out.lines().find(|l| l.contains("heap")).and_then(|l| l.split('|').nth(6)).map(str::trim).unwrap_or_default().to_string();
+    assert!(ok && size.ends_with("bytes") && size != "0 bytes", "{err}\n{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\di+ heap_pkey"]);
+    assert!(ok && out.contains("| 0 bytes"), "{err}\n{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\l+ postgres"]);
+    assert!(ok && out.lines().any(|l| l.starts_with(" postgres") && (l.contains(" kB") || l.contains(" MB") || l.contains(" bytes"))), "{err}\n{out}");
 }
 
 /// pgbench unmodified, through `ebb local` (proxy, controller, a compute

@@ -9,9 +9,11 @@ mod deparse;
 mod overlay;
 mod regproc;
 mod rows;
+mod sizes;
 mod user_relations;
 
 pub use regproc::unqualify_proc_names;
+pub use sizes::{RelationSizes, calls_size_function};
 
 use std::sync::{Arc, LazyLock};
 
@@ -43,8 +45,9 @@ pub fn preload() -> Result<()> {
 
 /// Registers `pg_catalog` in the catalog of `database` (`tables`, and the
 /// session's `settings` as `pg_settings`) and the PostgreSQL functions
-/// tools call (`format_type`, `pg_get_expr`, `current_schemas`, …).
-pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalog>, settings: &Settings) -> Result<()> {
+/// tools call (`format_type`, `pg_get_expr`, `current_schemas`, the size
+/// functions over `sizes`, …).
+pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalog>, settings: &Settings, sizes: &Arc<RelationSizes>) -> Result<()> {
     let statics = STATIC_TABLES.as_ref().map_err(|e| ComputeError::Internal(format!("pg_catalog tables: {e}")))?.clone();
     let system = overlay::SystemSchemasOnly(ctx.state().catalog_list().clone());
     let provider = PgCatalogSchemaProvider::try_new(system, statics, EmptyContextProvider)?;
@@ -75,9 +78,6 @@ pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalo
         pgc::create_pg_get_statisticsobjdef_columns_udf(),
         pgc::create_pg_encoding_to_char_udf(),
         pgc::create_pg_backend_pid_udf(),
-        pgc::create_pg_relation_size_udf(),
-        pgc::create_pg_total_relation_size_udf(),
-        pgc::create_pg_stat_get_numscans(),
         pgc::create_pg_get_partition_ancestors_udf(),
         quote_ident_udf::create_quote_ident_udf(),
         quote_ident_udf::create_parse_ident_udf(),
@@ -87,7 +87,7 @@ pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalo
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain([crate::set_returning::expandarray_udf()]) {
+    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain(sizes::functions(tables, sizes)).chain([crate::set_returning::expandarray_udf()]) {
         ctx.register_udf(udf);
     }
     if let Ok(tables) = STATIC_TABLES.as_ref() {

@@ -88,6 +88,8 @@ pub(crate) struct WriteTxn {
 pub struct Session {
     storage: Arc<StorageSession>,
     catalog: Arc<DatabaseCatalog>,
+    /// Storage's figures for the size functions, fetched by statements that call them.
+    sizes: Arc<crate::pg_catalog::RelationSizes>,
     /// DataFusion's state (functions, catalog, configuration), built once:
     /// it is not changed by statements, and copying it costs more than
     /// planning a point query.
@@ -160,11 +162,12 @@ impl Session {
         ctx.add_optimizer_rule(Arc::new(crate::aggregate_pushdown::AggregatePushdown));
         ctx.register_catalog(database, catalog.clone());
         let settings = Settings::default();
-        crate::pg_catalog::install(&ctx, database, &catalog, &settings)?;
+        let sizes = Arc::new(crate::pg_catalog::RelationSizes::default());
+        crate::pg_catalog::install(&ctx, database, &catalog, &settings, &sizes)?;
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string() })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -612,11 +615,14 @@ impl Session {
 
     /// Plans a statement with DataFusion against the session's catalog.
     pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
-        let plan = self.plan_once(stmt).await?;
+        let mut plan = self.plan_once(stmt).await?;
         if reads_system_tables(&plan) && self.catalog.refresh().await? {
             // `pg_catalog` and `information_schema` list the tables: they
             // read the catalog as storage has it now.
-            return self.plan_once(stmt).await;
+            plan = self.plan_once(stmt).await?;
+        }
+        if crate::pg_catalog::calls_size_function(&plan) {
+            self.sizes.refresh(&self.storage.client, self.database()).await?;
         }
         Ok(plan)
     }
@@ -638,7 +644,10 @@ impl Session {
     /// new one that it keeps.
     async fn query_plan(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<LogicalPlan> {
         let generation = self.catalog.generation();
-        if let Some(plan) = cache.and_then(|c| c.plan(generation)).filter(|p| !reads_system_tables(p)) {
+        // Plans reading the catalog or storage's sizes are made afresh: making
+        // them fetches what they read.
+        let fresh = |p: &LogicalPlan| !reads_system_tables(p) && !crate::pg_catalog::calls_size_function(p);
+        if let Some(plan) = cache.and_then(|c| c.plan(generation)).filter(fresh) {
             return Ok(plan);
         }
         let plan = self.plan(stmt).await?;

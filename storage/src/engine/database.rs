@@ -295,6 +295,43 @@ impl Database {
         self.catalog_read().tables()
     }
 
+    /// Bytes the database takes (table files and memtables) and, per table
+    /// id, the bytes of its rows: RocksDB's estimate for its table files
+    /// plus the entries in the memtables (every version counts until
+    /// garbage collection drops it). Walks the memtables: run it off the
+    /// async threads.
+    pub fn relation_sizes(&self) -> (u64, Vec<(u32, u64)>) {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let total = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+        let tables = self.tables();
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = tables
+            .iter()
+            .map(|t| {
+                let start = keys::table_prefix(t.id());
+                let end = keys::prefix_successor(&start).unwrap_or_else(|| vec![0xFF; start.len() + 1]);
+                (start, end)
+            })
+            .collect();
+        let files = self.db.get_approximate_sizes(&ranges.iter().map(|(s, e)| rocksdb::Range::new(s, e)).collect::<Vec<_>>());
+        let sizes = tables.iter().zip(&ranges).zip(files).map(|((t, (start, end)), in_files)| (t.id(), in_files + self.memtable_bytes(start, end))).collect();
+        (total, sizes)
+    }
+
+    /// Bytes of the entries in `[start, end)` still in the memtables.
+    fn memtable_bytes(&self, start: &[u8], end: &[u8]) -> u64 {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::Memtable);
+        opts.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(start);
+        let mut bytes = 0;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            bytes += (k.len() + v.len()) as u64;
+            it.next();
+        }
+        bytes
+    }
+
     /// Fails if this node was fenced off the database.
     pub(crate) fn check_owned(&self) -> Result<()> {
         if self.fenced.load(Ordering::SeqCst) {

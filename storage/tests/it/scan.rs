@@ -303,3 +303,27 @@ async fn sums_of_integers_do_not_overflow() {
     assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 9 * i32::MAX as i64);
     assert_eq!(b.column(1).as_primitive::<Int32Type>().value(0), i32::MAX, "max keeps the column's type");
 }
+
+/// Table sizes count rows in the memtables and in table files alike; a
+/// dropped table is gone from the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relation_sizes_count_memtables_and_files() {
+    let n = start(Arc::new(object_store::memory::InMemory::new()), test_config()).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let accounts_id = db.tables().iter().find(|t| t.def.name == "accounts").map(|t| t.id()).expect("accounts");
+    let size = |db: &ebb_storage::Database| db.relation_sizes().1.into_iter().find(|(id, _)| *id == accounts_id).map(|(_, b)| b);
+    assert_eq!(size(&db), Some(0), "no rows yet");
+    let rows: Vec<(i64, String, i64)> = (1..=2000).map(|i| (i, format!("owner number {i}"), i)).collect();
+    let refs: Vec<(i64, &str, i64)> = rows.iter().map(|(a, b, c)| (*a, b.as_str(), *c)).collect();
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&refs))]).await.unwrap();
+    let in_memory = size(&db).expect("listed");
+    assert!(in_memory > 2000 * 20, "2000 rows of 20+ bytes in the memtable: {in_memory} bytes");
+    db.compact();
+    let in_files = size(&db).expect("listed");
+    assert!(in_files > 2000 * 5, "the same rows in table files (compressed): {in_files} bytes");
+    let (database, _) = db.relation_sizes();
+    assert!(database >= in_files, "the database ({database} bytes) holds the table ({in_files} bytes)");
+    assert!(db.drop_table("", "accounts", false).await.unwrap());
+    assert_eq!(size(&db), None, "a dropped table is not listed");
+}
