@@ -3,13 +3,14 @@
 //! `pg_indexes_size` and `pg_size_pretty` — what psql's `\l+`, `\dt+` and
 //! `\di+` print and what people ask when a table grows.
 //!
-//! The figures are storage's (RocksDB's estimates, see `RelationSizes` in
-//! `storage.proto`): a table's size is the bytes of its rows in storage's
-//! table files, so rows written since the last checkpoint flush are not
-//! counted yet; a database's size adds the memtables. A primary key is the
-//! order the rows are stored in, not a separate structure: its index takes
-//! no space of its own. Statements that call these functions fetch fresh
-//! figures from storage first ([`calls_size_function`]).
+//! The figures are storage's (see `RelationSizes` in `storage.proto`): a
+//! table's size is the bytes of its rows — RocksDB's estimate for its table
+//! files plus its entries still in the memtables, every stored version until
+//! garbage collection drops it; a database's size is its table files and
+//! memtables. A primary key is the order the rows are stored in, not a
+//! separate structure: its index takes no space of its own. Statements that
+//! call these functions fetch fresh figures from storage first
+//! ([`calls_size_function`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -205,6 +206,7 @@ impl ScalarUDFImpl for SizeUdf {
 }
 
 /// What a relation argument names.
+#[derive(Debug, Clone, Copy)]
 enum Relation {
     /// A table, by storage id.
     Table(u32),
@@ -226,29 +228,27 @@ impl SizeUdf {
                 [(i64::from(oids.table), Relation::Table(d.id)), (i64::from(oids.index), Relation::KeyIndex)]
             })
             .collect();
-        let lookup = |oid: i64| match by_oid.get(&oid) {
-            Some(Relation::Table(id)) => Some(Relation::Table(*id)),
-            Some(Relation::KeyIndex) => Some(Relation::KeyIndex),
-            None => None,
-        };
+        let lookup = |oid: i64| by_oid.get(&oid).copied();
         if matches!(arg.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
             let texts = cast_with_options(arg, &DataType::Utf8, &CastOptions::default())?;
             let mut out = Vec::with_capacity(texts.len());
             for t in texts.as_string::<i32>() {
-                out.push(match t {
-                    None => None,
-                    Some(t) if t.parse::<i64>().is_ok() => t.parse::<i64>().ok().and_then(lookup),
-                    Some(t) => {
-                        let (schema, name) = match t.split_once('.') {
-                            Some((s, n)) => (Some(s), n),
-                            None => (None, t),
-                        };
-                        match self.catalog.table(schema, name) {
-                            Some(table) => Some(Relation::Table(table.def().id)),
-                            None => return Err(sql_error(ComputeError::invalid("42P01", format!("relation \"{t}\" does not exist")))),
-                        }
-                    }
-                });
+                let Some(t) = t else {
+                    out.push(None);
+                    continue;
+                };
+                if let Ok(oid) = t.parse::<i64>() {
+                    out.push(lookup(oid));
+                    continue;
+                }
+                let (schema, name) = match t.split_once('.') {
+                    Some((s, n)) => (Some(s), n),
+                    None => (None, t),
+                };
+                match self.catalog.table(schema, name) {
+                    Some(table) => out.push(Some(Relation::Table(table.def().id))),
+                    None => return Err(sql_error(ComputeError::invalid("42P01", format!("relation \"{t}\" does not exist")))),
+                }
             }
             return Ok(out);
         }
