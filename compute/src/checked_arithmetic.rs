@@ -38,7 +38,7 @@ impl AnalyzerRule for CheckedArithmetic {
         let mut retyped = false;
         let plan = plan
             .transform_up_with_subqueries(|node| {
-                let rewrites = |e: &Expr| e.exists(|x| Ok(arithmetic(x).is_some() || matches!(x, Expr::AggregateFunction(f) if f.func.name() == "sum"))).unwrap_or(true);
+                let rewrites = |e: &Expr| e.exists(|x| Ok(arithmetic(x).is_some() || is_sum(x))).unwrap_or(true);
                 if !node.expressions().iter().any(rewrites) {
                     return Ok(Transformed::no(node));
                 }
@@ -66,13 +66,17 @@ impl AnalyzerRule for CheckedArithmetic {
 
 /// Whether the rule may change a result type of `plan` (it has a `sum`).
 pub fn may_retype(plan: &LogicalPlan) -> bool {
-    let is_sum = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::AggregateFunction(f) if f.func.name() == "sum"))).unwrap_or(true);
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
-        found |= node.expressions().iter().any(is_sum);
+        found |= node.expressions().iter().any(|e| e.exists(|x| Ok(is_sum(x))).unwrap_or(true));
         Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     });
     found
+}
+
+/// Whether `e` is a call of `sum`.
+fn is_sum(e: &Expr) -> bool {
+    matches!(e, Expr::AggregateFunction(f) if f.func.name() == "sum")
 }
 
 /// `sum(bigint)` as `sum(numeric(38,0))`, PostgreSQL's `numeric` result.

@@ -34,7 +34,7 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, lit};
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::scalar_subqueries::outer_as_column;
+use crate::scalar_subqueries::{has_subquery, outer_as_column};
 
 /// Aggregates whose value over a group of only NULL inputs is their value
 /// over no rows.
@@ -150,17 +150,15 @@ fn parts(s: &Subquery, outer: &LogicalPlan) -> DfResult<Option<Parts>> {
     let LogicalPlan::Aggregate(a) = p.input.as_ref() else { return Ok(None) };
     let LogicalPlan::Filter(f) = a.input.as_ref() else { return Ok(None) };
     let [value] = p.expr.as_slice() else { return Ok(None) };
-    let reads_outer = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..)))).unwrap_or(true);
-    if !a.group_expr.is_empty() || reads_outer(value) || a.aggr_expr.iter().any(|e| reads_outer(e) || !null_skipping(e)) {
+    if !a.group_expr.is_empty() || value.contains_outer() || a.aggr_expr.iter().any(|e| e.contains_outer() || !null_skipping(e)) {
         return Ok(None);
     }
-    let (correlated, own): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&f.predicate).into_iter().partition(|c| reads_outer(c));
+    let (correlated, own): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&f.predicate).into_iter().partition(|c| c.contains_outer());
     if correlated.iter().all(|c| is_equality_across(c)) {
         return Ok(None); // DataFusion's own decorrelation handles it.
     }
     // Subqueries may filter the subquery's own rows (`x.k IN (SELECT …)`)
     // when they are not correlated themselves; the join condition may hold none.
-    let any_subquery = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true);
     let correlated_subquery = |e: &Expr| {
         e.exists(|x| {
             Ok(match x {
@@ -170,7 +168,7 @@ fn parts(s: &Subquery, outer: &LogicalPlan) -> DfResult<Option<Parts>> {
         })
         .unwrap_or(true)
     };
-    if correlated.iter().any(|c| any_subquery(c)) || own.iter().any(|c| correlated_subquery(c)) {
+    if correlated.iter().any(|c| has_subquery(c)) || own.iter().any(|c| correlated_subquery(c)) {
         return Ok(None);
     }
     let rows_input = f.input.as_ref().clone();
@@ -190,12 +188,10 @@ fn parts(s: &Subquery, outer: &LogicalPlan) -> DfResult<Option<Parts>> {
 
 /// Whether `c` is `inner = outer` (or the reverse), which DataFusion decorrelates.
 fn is_equality_across(c: &Expr) -> bool {
-    let outer = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..)))).unwrap_or(false);
-    let inner = |e: &Expr| e.exists(|x| Ok(matches!(x, Expr::Column(_)))).unwrap_or(false);
+    let outer_only = |e: &Expr| e.contains_outer() && !e.any_column_refs();
+    let inner_only = |e: &Expr| e.any_column_refs() && !e.contains_outer();
     match c {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
-            (outer(left) && !inner(left) && inner(right) && !outer(right)) || (outer(right) && !inner(right) && inner(left) && !outer(left))
-        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => (outer_only(left) && inner_only(right)) || (outer_only(right) && inner_only(left)),
         _ => false,
     }
 }

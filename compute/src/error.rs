@@ -76,6 +76,18 @@ impl ComputeError {
     pub fn invalid(sqlstate: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidInput { sqlstate, message: message.into() }
     }
+
+    /// This error raised inside DataFusion (a function, a scan stream): it
+    /// comes out of the query unchanged, SQLSTATE included.
+    pub fn into_datafusion(self) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::External(Box::new(self))
+    }
+}
+
+/// 42883, as PostgreSQL reports a function called with arguments it does
+/// not take: `function` takes `takes` ("one argument", "1 to 3 arguments").
+pub fn wrong_arguments(function: &str, takes: &str, given: usize) -> datafusion::error::DataFusionError {
+    ComputeError::invalid("42883", format!("{function} takes {takes}, not {given}")).into_datafusion()
 }
 
 impl From<tonic::Status> for ComputeError {

@@ -1,7 +1,9 @@
-//! PostgreSQL functions that drivers and ORMs call and `datafusion-pg-catalog`
-//! lacks: `version()`, `to_regtype()`, `pg_get_serial_sequence()`,
-//! `json_build_object()`, `pg_collation_is_visible()`. Each answers what is
-//! true of ebb (no sequences, so no serial sequence; built-in types only).
+//! PostgreSQL functions that drivers, ORMs and psql call and
+//! `datafusion-pg-catalog` lacks: `version()`, `to_regtype()`,
+//! `pg_get_serial_sequence()`, `json_build_object()`,
+//! `pg_collation_is_visible()`, `pg_type_is_visible()`, `obj_description()`,
+//! `shobj_description()`. Each answers what is true of ebb (no sequences, so
+//! no serial sequence; built-in types only; no `COMMENT ON`).
 
 use std::sync::Arc;
 

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchemaRef, ScalarValue};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -93,8 +92,7 @@ impl PointRead {
         let outputs = match columns {
             Some(columns) => Outputs::Columns(columns),
             None => {
-                let subquery = |e: &Expr| matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::OuterReferenceColumn(..));
-                if projection.expr.iter().any(|e| e.exists(|x| Ok(subquery(x))).unwrap_or(true)) {
+                if projection.expr.iter().any(|e| crate::scalar_subqueries::has_subquery(e) || e.contains_outer()) {
                     return None;
                 }
                 Outputs::Exprs { exprs: projection.expr.clone(), scanned: scan.projected_schema.clone() }

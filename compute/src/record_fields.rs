@@ -11,6 +11,12 @@ use datafusion::sql::sqlparser::ast::{
     VisitorMut,
 };
 
+/// Whether SQL may access a field of a parenthesized value: a `)` followed,
+/// after any white space, by a `.`.
+pub fn may_apply(sql: &str) -> bool {
+    sql.split(')').skip(1).any(|after| after.trim_start().starts_with('.'))
+}
+
 /// Rewrites every dot access on a parenthesized expression in `stmts`.
 pub fn rewrite(stmts: &mut [Statement]) {
     for stmt in stmts {
@@ -68,6 +74,13 @@ mod tests {
 
     fn rewritten(sql: &str) -> String {
         crate::test_support::rewritten(sql, rewrite)
+    }
+
+    #[test]
+    fn only_sql_with_a_dot_after_a_parenthesis_is_walked() {
+        assert!(may_apply("select (f(a)).n from t"));
+        assert!(may_apply("select (r) \n . x from t"));
+        assert!(!may_apply("select count(*), t.a from t where (a) > 1.5"));
     }
 
     #[test]

@@ -62,8 +62,9 @@ impl AnalyzerRule for SingleValueSubqueries {
     }
 }
 
-fn is_outer(e: &Expr) -> bool {
-    matches!(e, Expr::OuterReferenceColumn(..))
+/// Whether `e` holds a subquery of any kind.
+pub(crate) fn has_subquery(e: &Expr) -> bool {
+    e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
 }
 
 /// An outer reference as the column of the outer query it is.
@@ -94,12 +95,12 @@ fn single_valued(s: &Subquery) -> DfResult<Option<Expr>> {
     if s.subquery.max_rows().is_some_and(|n| n <= 1) || matches!(p.input.as_ref(), LogicalPlan::Aggregate(_)) {
         return Ok(None);
     }
-    if e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_))))? {
+    if has_subquery(e) {
         return Ok(None);
     }
     let (guard, input) = outer_conjuncts_lifted(p.input.as_ref())?;
     let value = e.clone().unalias();
-    let expr = if !value.exists(|x| Ok(is_outer(x)))? {
+    let expr = if !value.contains_outer() {
         let (qualifier, field) = p.schema.qualified_field(0);
         let plan = single_value_plan(input, value)?;
         let plan = LogicalPlanBuilder::from(plan).project(vec![Expr::Column("single_value".into()).alias_qualified(qualifier.cloned(), field.name())])?.build()?;
@@ -109,11 +110,10 @@ fn single_valued(s: &Subquery) -> DfResult<Option<Expr>> {
         let placeholder = |i: usize| format!("\u{1}part{i}");
         let over_parts = value
             .transform_down(|x| {
-                if is_outer(&x) {
+                if matches!(x, Expr::OuterReferenceColumn(..)) {
                     return Ok(Transformed::new(outer_as_column(x)?, true, TreeNodeRecursion::Jump));
                 }
-                let reads_inner = x.exists(|y| Ok(matches!(y, Expr::Column(_))))?;
-                if reads_inner && !x.exists(|y| Ok(is_outer(y)))? {
+                if x.any_column_refs() && !x.contains_outer() {
                     parts.push(x);
                     return Ok(Transformed::new(Expr::Column(placeholder(parts.len() - 1).into()), true, TreeNodeRecursion::Jump));
                 }
@@ -160,8 +160,7 @@ fn subquery(plan: LogicalPlan, like: &Subquery) -> Expr {
 fn outer_conjuncts_lifted(input: &LogicalPlan) -> DfResult<(Option<Expr>, LogicalPlan)> {
     let LogicalPlan::Filter(f) = input else { return Ok((None, input.clone())) };
     let (outer, inner): (Vec<Expr>, Vec<Expr>) = split_conjunction(&f.predicate).into_iter().cloned().partition(|c| {
-        c.exists(|x| Ok(is_outer(x))).unwrap_or(false)
-            && !c.exists(|x| Ok(matches!(x, Expr::Column(_) | Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
+        c.contains_outer() && !c.any_column_refs() && !has_subquery(c)
             && !c.is_volatile()
     });
     let Some(guard) = conjunction(outer) else { return Ok((None, input.clone())) };

@@ -28,6 +28,11 @@ use datafusion::sql::sqlparser::parser::Parser;
 /// The function `_pg_expandarray` becomes the `unnest` of.
 pub const EXPANDARRAY: &str = "ebb_expandarray";
 
+/// Whether SQL (in lower case) may call either function.
+pub fn may_apply(lower: &str) -> bool {
+    lower.contains("generate_subscripts") || lower.contains("_pg_expandarray")
+}
+
 /// Rewrites every call of the two functions in `stmts`.
 pub fn rewrite(stmts: &mut [Statement]) {
     for stmt in stmts {

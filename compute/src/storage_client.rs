@@ -83,9 +83,9 @@ impl StorageClient {
         Ok(self.grpc().list_tables(ListTablesRequest { database: database.into() }).await?.into_inner().tables)
     }
 
-    /// The bytes `database` and its tables take in storage.
-    pub async fn relation_sizes(&self, database: &str) -> Result<RelationSizesResponse> {
-        Ok(self.grpc().relation_sizes(RelationSizesRequest { database: database.into() }).await?.into_inner())
+    /// The bytes `database` takes in storage, and its tables' with `tables`.
+    pub async fn relation_sizes(&self, database: &str, tables: bool) -> Result<RelationSizesResponse> {
+        Ok(self.grpc().relation_sizes(RelationSizesRequest { database: database.into(), tables }).await?.into_inner())
     }
 
     /// CREATE TABLE.

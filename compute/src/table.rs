@@ -326,7 +326,7 @@ impl ExecutionPlan for StorageScanExec {
                     Ok(RecordBatch::try_new(empty.clone(), cols)?)
                 }
                 Ok(b) => Ok(b),
-                Err(e) => Err(DataFusionError::External(Box::new(e))),
+                Err(e) => Err(e.into_datafusion()),
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }

@@ -120,7 +120,7 @@ impl Storage for StorageService {
     async fn relation_sizes(&self, req: Request<RelationSizesRequest>) -> Res<RelationSizesResponse> {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("relation_sizes", e))?;
-        let (database_bytes, tables) = tokio::task::spawn_blocking(move || db.relation_sizes())
+        let (database_bytes, tables) = tokio::task::spawn_blocking(move || (db.database_size(), if r.tables { db.table_sizes() } else { Vec::new() }))
             .await
             .map_err(|e| Status::internal(format!("measuring relation sizes: {e}")))?;
         let tables = tables.into_iter().map(|(table_id, bytes)| TableSize { table_id, bytes }).collect();

@@ -93,6 +93,9 @@ async fn add_primary_key_and_describe_with_psql() {
     assert!(ok && out.contains("| 0 bytes"), "{err}\n{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\l+ postgres"]);
     assert!(ok && out.lines().any(|l| l.starts_with(" postgres") && (l.contains(" kB") || l.contains(" MB") || l.contains(" bytes"))), "{err}\n{out}");
+    // Schemas with their access privileges (`nspacl` is an array).
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dn+"]);
+    assert!(ok && out.lines().any(|l| l.trim_start().starts_with("public")), "{err}\n{out}");
 }
 
 /// pgbench unmodified, through `ebb local` (proxy, controller, a compute

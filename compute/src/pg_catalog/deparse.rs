@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, Int32Array, StringArray};
 use arrow::compute::{CastOptions, cast, cast_with_options};
 use arrow::datatypes::{DataType, Int32Type};
-use datafusion::common::{Result as DfResult, exec_err};
+use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use super::user_relations as user;
@@ -81,7 +81,7 @@ impl ScalarUDFImpl for DeparseUdf {
             Deparse::IndexDef => 1..=3,
         };
         if !arity.contains(&args.args.len()) {
-            return exec_err!("{} takes {} to {} arguments, not {}", self.name(), arity.start(), arity.end(), args.args.len());
+            return Err(crate::error::wrong_arguments(self.name(), &format!("{} to {} arguments", arity.start(), arity.end()), args.args.len()));
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: StringArray = match self.kind {

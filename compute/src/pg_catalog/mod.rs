@@ -13,7 +13,7 @@ mod sizes;
 mod user_relations;
 
 pub use regproc::unqualify_proc_names;
-pub use sizes::{RelationSizes, calls_size_function};
+pub use sizes::{RelationSizes, SizeCalls, size_calls};
 
 use std::sync::{Arc, LazyLock};
 

@@ -129,6 +129,7 @@ impl Relations {
             ("indclass", list(DataType::Int32)),
             ("conkey", list(DataType::Int16)),
             ("confkey", list(DataType::Int16)),
+            ("nspacl", list(DataType::Utf8)),
         ];
         let mut fields: Vec<Field> = crate_schema
             .fields()

@@ -67,8 +67,10 @@ fn absent(field: &Field) -> DfResult<ScalarValue> {
 }
 
 /// A text column of vectors as PostgreSQL prints them (`1 2`, `{1,2}`) as a
-/// list column of `item` (Int16 or Int32) — the static catalog export keeps
-/// `int2vector` and array columns as text, but tools `unnest` them.
+/// list column of `item` (Int16, Int32, or Utf8 for arrays of unquoted
+/// words such as ACLs, `{postgres=UC/postgres,=U/postgres}`) — the static
+/// catalog export keeps `int2vector` and array columns as text, but tools
+/// `unnest` them or take `array_to_string` of them.
 pub fn text_to_list(column: &ArrayRef, item: &DataType) -> DfResult<ArrayRef> {
     let strings = cast(column, &DataType::Utf8)?;
     let strings = strings.as_string::<i32>();
@@ -79,7 +81,24 @@ pub fn text_to_list(column: &ArrayRef, item: &DataType) -> DfResult<ArrayRef> {
             .map(|p| p.parse().ok())
             .collect()
     };
+    let words = |s: &str| -> Vec<Option<String>> { s.trim_matches(|c| c == '{' || c == '}').split(',').filter(|p| !p.is_empty()).map(|p| Some(p.to_string())).collect() };
     let list: ArrayRef = match item {
+        DataType::Utf8 => {
+            let values: Vec<Option<Vec<Option<String>>>> = strings.iter().map(|s| s.map(words)).collect();
+            let mut builder = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+            for v in values {
+                match v {
+                    Some(items) => {
+                        for i in items {
+                            builder.values().append_option(i);
+                        }
+                        builder.append(true);
+                    }
+                    None => builder.append(false),
+                }
+            }
+            Arc::new(builder.finish())
+        }
         DataType::Int16 => Arc::new(ListArray::from_iter_primitive::<Int16Type, _, _>(
             strings.iter().map(|s| s.map(|s| parse(s).into_iter().map(|v| v.and_then(|v| i16::try_from(v).ok())).collect::<Vec<_>>())),
         )),
@@ -134,5 +153,11 @@ mod tests {
         assert!(list.is_null(3));
         let oids = text_to_list(&column, &DataType::Int32).unwrap();
         assert_eq!(oids.as_list::<i32>().value(0).as_primitive::<Int32Type>().values().to_vec(), vec![1, 3]);
+        let acl: ArrayRef = Arc::new(StringArray::from(vec![Some("{postgres=UC/postgres,=U/postgres}"), None]));
+        let acl = text_to_list(&acl, &DataType::Utf8).unwrap();
+        let acl = acl.as_list::<i32>();
+        let first = acl.value(0);
+        assert_eq!(first.as_string::<i32>().iter().flatten().collect::<Vec<_>>(), ["postgres=UC/postgres", "=U/postgres"]);
+        assert!(acl.is_null(1));
     }
 }

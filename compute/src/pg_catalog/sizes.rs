@@ -10,7 +10,8 @@
 //! memtables. A primary key is the order the rows are stored in, not a
 //! separate structure: its index takes no space of its own. Statements that
 //! call these functions fetch fresh figures from storage first
-//! ([`calls_size_function`]).
+//! ([`size_calls`]): their database's tables, and every database's total
+//! only for `pg_database_size`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,12 +20,12 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use super::user_relations::TableOids;
 use crate::catalog::DatabaseCatalog;
-use crate::error::{ComputeError, Result};
+use crate::error::{ComputeError, Result, wrong_arguments};
 use crate::storage_client::StorageClient;
 
 /// Storage's figures, as of the last [`RelationSizes::refresh`].
@@ -43,15 +44,18 @@ pub struct RelationSizes {
 }
 
 impl RelationSizes {
-    /// Fetches every database's size, and the tables' of `database`.
-    pub async fn refresh(&self, client: &StorageClient, database: &str) -> Result<()> {
+    /// Fetches what `calls` read: the sizes of `database`'s tables, every
+    /// database's size.
+    pub async fn refresh(&self, client: &StorageClient, database: &str, calls: SizeCalls) -> Result<()> {
         let mut figures = Figures::default();
-        for db in client.list_databases().await? {
-            let sizes = client.relation_sizes(&db.name).await?;
-            if db.name == database {
+        let names = if calls.databases { client.list_databases().await?.into_iter().map(|d| d.name).collect() } else { vec![database.to_string()] };
+        for name in names {
+            let tables = calls.tables && name == database;
+            let sizes = client.relation_sizes(&name, tables).await?;
+            if tables {
                 figures.tables = sizes.tables.iter().map(|t| (t.table_id, t.bytes)).collect();
             }
-            figures.databases.insert(db.name, sizes.database_bytes);
+            figures.databases.insert(name, sizes.database_bytes);
         }
         *self.figures.write().unwrap_or_else(|p| p.into_inner()) = figures;
         Ok(())
@@ -79,8 +83,8 @@ enum SizeOf {
     Indexes,
 }
 
-/// The names of the functions that read storage's figures.
-const SIZE_FUNCTIONS: [&str; 5] = ["pg_database_size", "pg_relation_size", "pg_table_size", "pg_total_relation_size", "pg_indexes_size"];
+/// The functions that read the sizes of tables.
+const SIZE_FUNCTIONS: [&str; 4] = ["pg_relation_size", "pg_table_size", "pg_total_relation_size", "pg_indexes_size"];
 
 /// The size functions of a session on `catalog`, answering from `sizes`,
 /// and `pg_size_pretty`.
@@ -101,23 +105,40 @@ pub fn functions(catalog: &Arc<DatabaseCatalog>, sizes: &Arc<RelationSizes>) -> 
         .collect()
 }
 
-/// Whether a plan calls a function that reads storage's figures.
-pub fn calls_size_function(plan: &LogicalPlan) -> bool {
-    let mut found = false;
+/// What a plan's size functions read from storage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SizeCalls {
+    /// The sizes of the database's tables (`pg_table_size`, …).
+    pub tables: bool,
+    /// Every database's size (`pg_database_size`).
+    pub databases: bool,
+}
+
+impl SizeCalls {
+    /// Whether the plan calls a size function at all.
+    pub fn any(self) -> bool {
+        self.tables || self.databases
+    }
+}
+
+/// The size functions a plan calls.
+pub fn size_calls(plan: &LogicalPlan) -> SizeCalls {
+    let mut calls = SizeCalls::default();
     let _ = plan.apply_with_subqueries(|p| {
         p.apply_expressions(|e| {
             e.apply(|x| {
-                if let Expr::ScalarFunction(f) = x
-                    && SIZE_FUNCTIONS.contains(&f.name())
-                {
-                    found = true;
-                    return Ok(TreeNodeRecursion::Stop);
+                if let Expr::ScalarFunction(f) = x {
+                    match f.name() {
+                        "pg_database_size" => calls.databases = true,
+                        name if SIZE_FUNCTIONS.contains(&name) => calls.tables = true,
+                        _ => {}
+                    }
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
         })
     });
-    found
+    calls
 }
 
 #[derive(Debug)]
@@ -163,14 +184,13 @@ impl ScalarUDFImpl for SizeUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let most = if self.kind == SizeOf::Relation("pg_relation_size") { 2 } else { 1 };
         if args.args.is_empty() || args.args.len() > most {
-            let message = format!("{} takes {} argument{}, not {}", self.name(), most, if most > 1 { "s at most" } else { "" }, args.args.len());
-            return Err(sql_error(ComputeError::invalid("42883", message)));
+            return Err(wrong_arguments(self.name(), if most > 1 { "one or two arguments" } else { "one argument" }, args.args.len()));
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: Int64Array = match self.kind {
             SizeOf::Database => {
                 if !matches!(arrays[0].data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                    return Err(sql_error(ComputeError::unsupported("pg_database_size of a database OID (name the database)")));
+                    return Err(ComputeError::unsupported("pg_database_size of a database OID (name the database)").into_datafusion());
                 }
                 let names = cast_with_options(&arrays[0], &DataType::Utf8, &CastOptions::default())?;
                 let mut out = Vec::with_capacity(names.len());
@@ -179,7 +199,7 @@ impl ScalarUDFImpl for SizeUdf {
                         None => None,
                         Some(n) => match self.sizes.database(n) {
                             Some(bytes) => Some(to_i64(bytes)),
-                            None => return Err(sql_error(ComputeError::invalid("3D000", format!("database \"{n}\" does not exist")))),
+                            None => return Err(ComputeError::invalid("3D000", format!("database \"{n}\" does not exist")).into_datafusion()),
                         },
                     });
                 }
@@ -189,7 +209,7 @@ impl ScalarUDFImpl for SizeUdf {
                 if let Some(fork) = arrays.get(1) {
                     let forks = cast_with_options(fork, &DataType::Utf8, &CastOptions::default())?;
                     if let Some(other) = forks.as_string::<i32>().iter().flatten().find(|f| *f != "main") {
-                        return Err(sql_error(ComputeError::invalid("22023", format!("ebb keeps no \"{other}\" fork: only \"main\" has a size"))));
+                        return Err(ComputeError::invalid("22023", format!("ebb keeps no \"{other}\" fork: only \"main\" has a size")).into_datafusion());
                     }
                 }
                 let ids = self.relations(&arrays[0])?;
@@ -225,7 +245,8 @@ impl SizeUdf {
             .iter()
             .flat_map(|d| {
                 let oids = TableOids::of(d.id);
-                [(i64::from(oids.table), Relation::Table(d.id)), (i64::from(oids.index), Relation::KeyIndex)]
+                let index = (!d.primary_key.is_empty()).then_some((i64::from(oids.index), Relation::KeyIndex));
+                [(i64::from(oids.table), Relation::Table(d.id))].into_iter().chain(index)
             })
             .collect();
         let lookup = |oid: i64| by_oid.get(&oid).copied();
@@ -247,7 +268,7 @@ impl SizeUdf {
                 };
                 match self.catalog.table(schema, name) {
                     Some(table) => out.push(Some(Relation::Table(table.def().id))),
-                    None => return Err(sql_error(ComputeError::invalid("42P01", format!("relation \"{t}\" does not exist")))),
+                    None => return Err(ComputeError::invalid("42P01", format!("relation \"{t}\" does not exist")).into_datafusion()),
                 }
             }
             return Ok(out);
@@ -255,11 +276,6 @@ impl SizeUdf {
         let oids = cast_with_options(arg, &DataType::Int64, &CastOptions { safe: false, ..Default::default() })?;
         Ok(oids.as_primitive::<Int64Type>().iter().map(|oid| oid.and_then(lookup)).collect())
     }
-}
-
-/// A SQL error raised inside a function, with its SQLSTATE.
-fn sql_error(e: ComputeError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
 }
 
 fn to_i64(bytes: u64) -> i64 {
@@ -287,7 +303,7 @@ impl ScalarUDFImpl for PrettyUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         if args.args.len() != 1 {
-            return Err(sql_error(ComputeError::invalid("42883", format!("pg_size_pretty takes one argument, not {}", args.args.len()))));
+            return Err(wrong_arguments("pg_size_pretty", "one argument", args.args.len()));
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let sizes = cast_with_options(&arrays[0], &DataType::Int64, &CastOptions { safe: false, ..Default::default() })?;

@@ -122,7 +122,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
     let sql = copy::normalize_boolean_options(sql);
-    let catalog = is_catalog_query(&sql);
+    let lower = sql.to_ascii_lowercase();
+    let catalog = is_catalog_query(&lower);
     let parsed = if catalog {
         crate::catalog_sql::parse(&sql)
     } else {
@@ -130,8 +131,15 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     };
     let mut stmts = parsed.map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
     crate::function_aliases::name_columns_after_aliases(&mut stmts);
-    crate::set_returning::rewrite(&mut stmts);
-    crate::record_fields::rewrite(&mut stmts);
+    // The AST rewrites below walk every statement: they run only on SQL
+    // that can hold what they rewrite (pgbench's simple protocol parses
+    // each statement it sends).
+    if crate::set_returning::may_apply(&lower) {
+        crate::set_returning::rewrite(&mut stmts);
+    }
+    if crate::record_fields::may_apply(&lower) {
+        crate::record_fields::rewrite(&mut stmts);
+    }
     if catalog {
         crate::pg_catalog::unqualify_proc_names(&mut stmts);
     }
@@ -141,9 +149,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 /// Whether SQL reads the PostgreSQL catalog, so the compatibility rewrites
 /// of `datafusion-pg-catalog` (for psql's and drivers' catalog queries) apply
 /// (see [`catalog_sql`](crate::catalog_sql)). They are kept away from other
-/// SQL, which they could only change.
-fn is_catalog_query(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
+/// SQL, which they could only change. (`lower`: the SQL in lower case.)
+fn is_catalog_query(lower: &str) -> bool {
     lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
 }
 
@@ -621,8 +628,9 @@ impl Session {
             // read the catalog as storage has it now.
             plan = self.plan_once(stmt).await?;
         }
-        if crate::pg_catalog::calls_size_function(&plan) {
-            self.sizes.refresh(&self.storage.client, self.database()).await?;
+        let sizes = crate::pg_catalog::size_calls(&plan);
+        if sizes.any() {
+            self.sizes.refresh(&self.storage.client, self.database(), sizes).await?;
         }
         Ok(plan)
     }
@@ -646,7 +654,7 @@ impl Session {
         let generation = self.catalog.generation();
         // Plans reading the catalog or storage's sizes are made afresh: making
         // them fetches what they read.
-        let fresh = |p: &LogicalPlan| !reads_system_tables(p) && !crate::pg_catalog::calls_size_function(p);
+        let fresh = |p: &LogicalPlan| !reads_system_tables(p) && !crate::pg_catalog::size_calls(p).any();
         if let Some(plan) = cache.and_then(|c| c.plan(generation)).filter(fresh) {
             return Ok(plan);
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use arrow::array::{AsArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use ebb_proto::storage::Isolation;
@@ -209,7 +209,7 @@ impl ScalarUDFImpl for CurrentSetting {
     /// The value; NULL for an unknown name with `missing_ok`, else 42704.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         if !(1..=2).contains(&args.args.len()) {
-            return Err(DataFusionError::Plan(format!("current_setting takes one or two arguments, not {}", args.args.len())));
+            return Err(crate::error::wrong_arguments("current_setting", "one or two arguments", args.args.len()));
         }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let names = cast(&arrays[0], &DataType::Utf8)?;
@@ -226,7 +226,7 @@ impl ScalarUDFImpl for CurrentSetting {
                 match value_of(&self.values, name) {
                     Some(v) => Ok(Some(v)),
                     None if missing_ok.as_ref().is_some_and(|m| m.as_boolean().value(i)) => Ok(None),
-                    None => Err(DataFusionError::External(Box::new(ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\""))))),
+                    None => Err(ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\"")).into_datafusion()),
                 }
             })
             .collect::<DfResult<StringArray>>()?;

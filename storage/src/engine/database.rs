@@ -295,14 +295,17 @@ impl Database {
         self.catalog_read().tables()
     }
 
-    /// Bytes the database takes (table files and memtables) and, per table
-    /// id, the bytes of its rows: RocksDB's estimate for its table files
-    /// plus the entries in the memtables (every version counts until
+    /// Bytes the database takes: its table files and memtables.
+    pub fn database_size(&self) -> u64 {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")
+    }
+
+    /// Per table id, the bytes of its rows: RocksDB's estimate for its table
+    /// files plus its entries in the memtables (every version counts until
     /// garbage collection drops it). Walks the memtables: run it off the
     /// async threads.
-    pub fn relation_sizes(&self) -> (u64, Vec<(u32, u64)>) {
-        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        let total = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+    pub fn table_sizes(&self) -> Vec<(u32, u64)> {
         let tables = self.tables();
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = tables
             .iter()
@@ -313,8 +316,7 @@ impl Database {
             })
             .collect();
         let files = self.db.get_approximate_sizes(&ranges.iter().map(|(s, e)| rocksdb::Range::new(s, e)).collect::<Vec<_>>());
-        let sizes = tables.iter().zip(&ranges).zip(files).map(|((t, (start, end)), in_files)| (t.id(), in_files + self.memtable_bytes(start, end))).collect();
-        (total, sizes)
+        tables.iter().zip(&ranges).zip(files).map(|((t, (start, end)), in_files)| (t.id(), in_files + self.memtable_bytes(start, end))).collect()
     }
 
     /// Bytes of the entries in `[start, end)` still in the memtables.

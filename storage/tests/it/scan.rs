@@ -312,7 +312,7 @@ async fn relation_sizes_count_memtables_and_files() {
     let db = n.db().await;
     create_accounts(&db).await;
     let accounts_id = db.tables().iter().find(|t| t.def.name == "accounts").map(|t| t.id()).expect("accounts");
-    let size = |db: &ebb_storage::Database| db.relation_sizes().1.into_iter().find(|(id, _)| *id == accounts_id).map(|(_, b)| b);
+    let size = |db: &ebb_storage::Database| db.table_sizes().into_iter().find(|(id, _)| *id == accounts_id).map(|(_, b)| b);
     assert_eq!(size(&db), Some(0), "no rows yet");
     let rows: Vec<(i64, String, i64)> = (1..=2000).map(|i| (i, format!("owner number {i}"), i)).collect();
     let refs: Vec<(i64, &str, i64)> = rows.iter().map(|(a, b, c)| (*a, b.as_str(), *c)).collect();
@@ -322,7 +322,7 @@ async fn relation_sizes_count_memtables_and_files() {
     db.compact();
     let in_files = size(&db).expect("listed");
     assert!(in_files > 2000 * 5, "the same rows in table files (compressed): {in_files} bytes");
-    let (database, _) = db.relation_sizes();
+    let database = db.database_size();
     assert!(database >= in_files, "the database ({database} bytes) holds the table ({in_files} bytes)");
     assert!(db.drop_table("", "accounts", false).await.unwrap());
     assert_eq!(size(&db), None, "a dropped table is not listed");
