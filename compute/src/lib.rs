@@ -11,6 +11,7 @@
 
 pub mod aggregate_pushdown;
 pub mod binding;
+pub mod by_address;
 pub mod catalog;
 pub mod catalog_sql;
 pub mod checked_arithmetic;

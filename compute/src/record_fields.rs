@@ -7,8 +7,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, Value, VisitMut,
-    VisitorMut,
+    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, Value,
+    visit_expressions_mut,
 };
 
 /// Whether SQL may access a field of a parenthesized value: a `)` followed,
@@ -20,32 +20,25 @@ pub fn may_apply(sql: &str) -> bool {
 /// Rewrites every dot access on a parenthesized expression in `stmts`.
 pub fn rewrite(stmts: &mut [Statement]) {
     for stmt in stmts {
-        let _ = stmt.visit(&mut RecordFields);
+        let _ = visit_expressions_mut(stmt, |expr| {
+            if let Some(value) = field_access(expr) {
+                *expr = value;
+            }
+            ControlFlow::<()>::Continue(())
+        });
     }
 }
 
-struct RecordFields;
-
-impl VisitorMut for RecordFields {
-    type Break = ();
-
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::CompoundFieldAccess { root, access_chain } = expr else { return ControlFlow::Continue(()) };
-        if !matches!(root.as_ref(), Expr::Nested(_)) || !access_chain.iter().all(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) {
-            return ControlFlow::Continue(());
-        }
-        let mut value = match root.as_ref() {
-            Expr::Nested(inner) => inner.as_ref().clone(),
-            other => other.clone(),
-        };
-        for access in access_chain.iter() {
-            if let AccessExpr::Dot(Expr::Identifier(field)) = access {
-                value = get_field(value, &field.value);
-            }
-        }
-        *expr = value;
-        ControlFlow::Continue(())
+/// `(e).f.g` as `get_field(get_field(e, 'f'), 'g')`; `None` for anything else.
+fn field_access(expr: &Expr) -> Option<Expr> {
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else { return None };
+    let Expr::Nested(inner) = root.as_ref() else { return None };
+    let mut value = inner.as_ref().clone();
+    for access in access_chain {
+        let AccessExpr::Dot(Expr::Identifier(field)) = access else { return None };
+        value = get_field(value, &field.value);
     }
+    Some(value)
 }
 
 /// `get_field(value, 'field')`.

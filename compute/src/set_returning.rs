@@ -21,7 +21,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result as DfResult, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
-use datafusion::sql::sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -36,22 +36,14 @@ pub fn may_apply(lower: &str) -> bool {
 /// Rewrites every call of the two functions in `stmts`.
 pub fn rewrite(stmts: &mut [Statement]) {
     for stmt in stmts {
-        let _ = stmt.visit(&mut SetReturning);
-    }
-}
-
-struct SetReturning;
-
-impl VisitorMut for SetReturning {
-    type Break = ();
-
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = expr
-            && let Some(replacement) = replacement(f)
-        {
-            *expr = replacement;
-        }
-        ControlFlow::Continue(())
+        let _ = visit_expressions_mut(stmt, |expr| {
+            if let Expr::Function(f) = expr
+                && let Some(replacement) = replacement(f)
+            {
+                *expr = replacement;
+            }
+            ControlFlow::<()>::Continue(())
+        });
     }
 }
 
@@ -126,7 +118,7 @@ impl ScalarUDFImpl for ExpandArray {
         let offsets = lists.value_offsets();
         let positions: Int32Array = (0..lists.len())
             .flat_map(|i| {
-                let len = (offsets[i + 1] - offsets[i]) as i32;
+                let len = offsets[i + 1] - offsets[i];
                 1..=len
             })
             .collect();

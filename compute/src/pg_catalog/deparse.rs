@@ -12,6 +12,7 @@ use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use super::user_relations as user;
+use crate::by_address::ByAddress;
 use crate::catalog::DatabaseCatalog;
 
 /// Which function.
@@ -27,33 +28,18 @@ enum Deparse {
 }
 
 /// One of the functions, over the session's catalog.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct DeparseUdf {
     kind: Deparse,
     signature: Signature,
-    catalog: Arc<DatabaseCatalog>,
-}
-
-impl PartialEq for DeparseUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for DeparseUdf {}
-
-impl std::hash::Hash for DeparseUdf {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-        Arc::as_ptr(&self.catalog).hash(state);
-    }
+    catalog: ByAddress<DatabaseCatalog>,
 }
 
 /// The three functions for a session on `catalog`.
 pub fn functions(catalog: &Arc<DatabaseCatalog>) -> Vec<ScalarUDF> {
     [Deparse::Expr, Deparse::ConstraintDef, Deparse::IndexDef]
         .into_iter()
-        .map(|kind| ScalarUDF::new_from_impl(DeparseUdf { kind, signature: Signature::variadic_any(Volatility::Stable), catalog: catalog.clone() }))
+        .map(|kind| ScalarUDF::new_from_impl(DeparseUdf { kind, signature: Signature::variadic_any(Volatility::Stable), catalog: ByAddress(catalog.clone()) }))
         .collect()
 }
 

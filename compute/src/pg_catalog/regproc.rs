@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
 use datafusion::datasource::MemTable;
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement, Value, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Statement, Value, visit_expressions_mut};
 use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 
 /// The `regproc` columns of `pg_type`.
@@ -88,25 +88,17 @@ fn as_oids(names: &ArrayRef, oids: &HashMap<String, i32>) -> DfResult<ArrayRef> 
 /// name without its schema: every function ebb lists is in `pg_catalog`.
 pub fn unqualify_proc_names(stmts: &mut [Statement]) {
     for stmt in stmts {
-        let _ = stmt.visit(&mut ProcNames);
-    }
-}
-
-struct ProcNames;
-
-impl VisitorMut for ProcNames {
-    type Break = ();
-
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = expr
-            && names_proname(left)
-            && let Expr::Value(v) = right.as_mut()
-            && let Value::SingleQuotedString(s) = &mut v.value
-            && let Some(bare) = s.strip_prefix("pg_catalog.")
-        {
-            *s = bare.to_string();
-        }
-        ControlFlow::Continue(())
+        let _ = visit_expressions_mut(stmt, |expr| {
+            if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = expr
+                && names_proname(left)
+                && let Expr::Value(v) = right.as_mut()
+                && let Value::SingleQuotedString(s) = &mut v.value
+                && let Some(bare) = s.strip_prefix("pg_catalog.")
+            {
+                *s = bare.to_string();
+            }
+            ControlFlow::<()>::Continue(())
+        });
     }
 }
 

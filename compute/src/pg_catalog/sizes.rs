@@ -24,6 +24,7 @@ use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use super::user_relations::TableOids;
+use crate::by_address::ByAddress;
 use crate::catalog::DatabaseCatalog;
 use crate::error::{ComputeError, Result, wrong_arguments};
 use crate::storage_client::StorageClient;
@@ -99,7 +100,7 @@ pub fn functions(catalog: &Arc<DatabaseCatalog>, sizes: &Arc<RelationSizes>) -> 
     kinds
         .into_iter()
         .map(|kind| {
-            ScalarUDF::new_from_impl(SizeUdf { kind, signature: Signature::variadic_any(Volatility::Volatile), catalog: catalog.clone(), sizes: sizes.clone() })
+            ScalarUDF::new_from_impl(SizeUdf { kind, signature: Signature::variadic_any(Volatility::Volatile), catalog: ByAddress(catalog.clone()), sizes: ByAddress(sizes.clone()) })
         })
         .chain([ScalarUDF::new_from_impl(PrettyUdf { signature: Signature::variadic_any(Volatility::Immutable) })])
         .collect()
@@ -141,27 +142,13 @@ pub fn size_calls(plan: &LogicalPlan) -> SizeCalls {
     calls
 }
 
-#[derive(Debug)]
+/// One of the functions, over a session's catalog and figures.
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct SizeUdf {
     kind: SizeOf,
     signature: Signature,
-    catalog: Arc<DatabaseCatalog>,
-    sizes: Arc<RelationSizes>,
-}
-
-impl PartialEq for SizeUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.sizes, &other.sizes)
-    }
-}
-
-impl Eq for SizeUdf {}
-
-impl std::hash::Hash for SizeUdf {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-        Arc::as_ptr(&self.sizes).hash(state);
-    }
+    catalog: ByAddress<DatabaseCatalog>,
+    sizes: ByAddress<RelationSizes>,
 }
 
 impl ScalarUDFImpl for SizeUdf {

@@ -132,7 +132,7 @@ pub fn default_text(c: &ColumnDef) -> Option<String> {
         return Some(e.clone());
     }
     let literal = c.default_literal.as_ref()?;
-    let t = c.r#type.clone().unwrap_or_default();
+    let t = c.r#type.unwrap_or_default();
     Some(match kind(&t) {
         TypeKind::Smallint | TypeKind::Integer | TypeKind::Bigint | TypeKind::Numeric | TypeKind::Real | TypeKind::Double | TypeKind::Boolean => {
             literal.clone()
@@ -200,7 +200,7 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
 
 /// One `pg_attribute` row.
 fn attribute(relation: i32, attnum: i16, c: &ColumnDef, not_null: bool, has_default: bool) -> Row {
-    let t = c.r#type.clone().unwrap_or_default();
+    let t = c.r#type.unwrap_or_default();
     let (oid, len, byval, align, storage, collatable) = type_facts(kind(&t));
     vec![
         ("attrelid", ScalarValue::Int32(Some(relation))),
@@ -263,7 +263,7 @@ pub fn indexes(defs: &[TableDef]) -> Vec<Row> {
         .map(|def| {
             let oids = TableOids::of(def.id);
             let keys = key_attnums(def);
-            let column_kind = |k: &i16| kind(&def.columns[*k as usize - 1].r#type.clone().unwrap_or_default());
+            let column_kind = |k: &i16| kind(&def.columns[*k as usize - 1].r#type.unwrap_or_default());
             let collations = keys.iter().map(|k| if type_facts(column_kind(k)).5 { DEFAULT_COLLATION } else { 0 });
             let yes = || ScalarValue::Boolean(Some(true));
             vec![

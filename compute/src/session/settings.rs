@@ -12,6 +12,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Sca
 
 use ebb_proto::storage::Isolation;
 
+use crate::by_address::ByAddress;
 use crate::error::{ComputeError, Result};
 
 /// The server version clients see (PostgreSQL 15 compatible).
@@ -164,7 +165,7 @@ impl Settings {
     /// `current_setting(name [, missing_ok])` over these settings, as
     /// drivers call it (SQLAlchemy asks for `default_table_access_method`).
     pub fn current_setting_udf(&self) -> ScalarUDF {
-        ScalarUDF::new_from_impl(CurrentSetting { values: self.values.clone(), signature: Signature::variadic_any(Volatility::Stable) })
+        ScalarUDF::new_from_impl(CurrentSetting { values: ByAddress(self.values.clone()), signature: Signature::variadic_any(Volatility::Stable) })
     }
 }
 
@@ -173,24 +174,10 @@ fn value_of(values: &Values, name: &str) -> Option<String> {
 }
 
 /// The `current_setting` function of one session.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {
-    values: Values,
+    values: ByAddress<RwLock<BTreeMap<String, String>>>,
     signature: Signature,
-}
-
-impl PartialEq for CurrentSetting {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.values, &other.values)
-    }
-}
-
-impl Eq for CurrentSetting {}
-
-impl std::hash::Hash for CurrentSetting {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.values).hash(state);
-    }
 }
 
 impl ScalarUDFImpl for CurrentSetting {
@@ -223,7 +210,7 @@ impl ScalarUDFImpl for CurrentSetting {
             .enumerate()
             .map(|(i, name)| {
                 let Some(name) = name else { return Ok(None) };
-                match value_of(&self.values, name) {
+                match value_of(&self.values.0, name) {
                     Some(v) => Ok(Some(v)),
                     None if missing_ok.as_ref().is_some_and(|m| m.as_boolean().value(i)) => Ok(None),
                     None => Err(ComputeError::invalid("42704", format!("unrecognized configuration parameter \"{name}\"")).into_datafusion()),
