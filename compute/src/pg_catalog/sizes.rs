@@ -313,19 +313,24 @@ pub fn size_pretty(bytes: i64) -> String {
         ("PB", 20 * 1024 - 1, true, 50),
     ];
     let mut size = bytes;
-    for (i, &(name, limit, round, bits)) in UNITS.iter().enumerate() {
-        let Some(&(_, _, next_round, next_bits)) = UNITS.get(i + 1).filter(|_| size.unsigned_abs() >= limit as u64) else {
-            if round {
-                size = (size + if size < 0 { -1 } else { 1 }) / 2;
+    let mut unit = 0;
+    loop {
+        let (name, limit, round, bits) = UNITS[unit];
+        match UNITS.get(unit + 1) {
+            Some(&(_, _, next_round, next_bits)) if size.unsigned_abs() >= limit as u64 => {
+                // One bit less when the next unit halves-and-rounds at the
+                // end, one more when this one did.
+                size /= 1_i64 << (next_bits - bits - u32::from(next_round) + u32::from(round));
+                unit += 1;
             }
-            return format!("{size} {name}");
-        };
-        // One bit less when the next unit halves-and-rounds at the end,
-        // one more when this one did.
-        let shift = next_bits - bits - u32::from(next_round) + u32::from(round);
-        size /= 1_i64 << shift;
+            _ => {
+                if round {
+                    size = (size + if size < 0 { -1 } else { 1 }) / 2;
+                }
+                return format!("{size} {name}");
+            }
+        }
     }
-    unreachable!("the last unit has no limit")
 }
 
 #[cfg(test)]
