@@ -9,12 +9,17 @@
 //! both bounds; expressions are evaluated over the row by DataFusion's
 //! expression evaluator. Anything else (other conditions, a key value of
 //! another type, NULL, subqueries) takes the general path.
+//!
+//! A prepared statement's plan is recognised before its parameters are
+//! bound (`k = $1` names the parameter), so a run of it binds the key
+//! values straight into the storage request instead of rewriting the plan.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchemaRef, ScalarValue};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -36,12 +41,20 @@ enum Outputs {
     Exprs { exprs: Vec<Expr>, scanned: DFSchemaRef },
 }
 
+/// The value one key column is compared with.
+#[derive(Debug, Clone, PartialEq)]
+enum KeyPart {
+    Constant(ScalarValue),
+    /// The statement's parameter at this 0-based position.
+    Param(usize),
+}
+
 /// A recognised point read.
 #[derive(Debug, Clone)]
 pub struct PointRead {
     table: Arc<StorageTable>,
     /// Per primary-key column, in key order: its type and value.
-    key: Vec<(DataType, ScalarValue)>,
+    key: Vec<(DataType, KeyPart)>,
     outputs: Outputs,
     /// The statement's result columns.
     schema: SchemaRef,
@@ -50,7 +63,7 @@ pub struct PointRead {
 impl PointRead {
     /// Recognises `Projection(exprs) ← Filter(k1 = v1 AND …) ← TableScan`
     /// of a storage table whose equalities pin exactly its primary key to
-    /// constants (parameters already bound), with no subquery in the exprs.
+    /// constants or parameters, with no subquery or parameter in the exprs.
     pub fn recognise(plan: &LogicalPlan) -> Option<Self> {
         let LogicalPlan::Projection(projection) = plan else { return None };
         let LogicalPlan::Filter(filter) = projection.input.as_ref() else { return None };
@@ -92,7 +105,12 @@ impl PointRead {
         let outputs = match columns {
             Some(columns) => Outputs::Columns(columns),
             None => {
-                if projection.expr.iter().any(|e| crate::scalar_subqueries::has_subquery(e) || e.contains_outer()) {
+                let unfit = |e: &Expr| {
+                    crate::scalar_subqueries::has_subquery(e)
+                        || e.contains_outer()
+                        || e.exists(|e| Ok(matches!(e, Expr::Placeholder(_)))).unwrap_or(true)
+                };
+                if projection.expr.iter().any(unfit) {
                     return None;
                 }
                 Outputs::Exprs { exprs: projection.expr.clone(), scanned: scan.projected_schema.clone() }
@@ -103,11 +121,18 @@ impl PointRead {
     }
 
     /// The storage scan in transaction `txn` (0: none) for statement number
-    /// `statement`, or `None` when a key value is NULL or not of its
-    /// column's type (the general path then decides what the comparison
-    /// means).
-    pub fn request(&self, txn: u64, statement: u64) -> Option<ScanRequest> {
-        let values = self.key.iter().map(|(ty, v)| key_value(v, ty)).collect::<Option<Vec<Value>>>()?;
+    /// `statement`, with the statement's parameters `params`; `None` when a
+    /// key value is missing, NULL or not of its column's type (the general
+    /// path then decides what the comparison means, or reports the error).
+    pub fn request(&self, txn: u64, statement: u64, params: &[ScalarValue]) -> Option<ScanRequest> {
+        let values = self
+            .key
+            .iter()
+            .map(|(ty, part)| match part {
+                KeyPart::Constant(v) => key_value(v, ty),
+                KeyPart::Param(i) => key_value(params.get(*i)?, ty),
+            })
+            .collect::<Option<Vec<Value>>>()?;
         let def = self.table.def();
         // Expressions read the whole row (an empty projection).
         let mut projection: Vec<String> = Vec::new();
@@ -143,6 +168,7 @@ impl PointRead {
             expect: Some(expected(def)),
             aggregates: Vec::new(),
             statement,
+            lock_row: false,
         })
     }
 
@@ -203,13 +229,16 @@ fn split_and(e: &Expr) -> Vec<&Expr> {
     }
 }
 
-/// `column = constant` (either way round).
-fn equality(e: &Expr) -> Option<(String, ScalarValue)> {
+/// `column = constant` or `column = $n` (either way round).
+fn equality(e: &Expr) -> Option<(String, KeyPart)> {
     let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else { return None };
-    match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => Some((c.name.clone(), v.clone())),
-        _ => None,
-    }
+    let ((Expr::Column(c), value) | (value, Expr::Column(c))) = (left.as_ref(), right.as_ref()) else { return None };
+    let part = match value {
+        Expr::Literal(v, _) => KeyPart::Constant(v.clone()),
+        Expr::Placeholder(p) => KeyPart::Param(p.id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?),
+        _ => return None,
+    };
+    Some((c.name.clone(), part))
 }
 
 /// A key value as storage takes it: integers of any width that fit the
@@ -257,7 +286,6 @@ mod tests {
         use ebb_proto::storage::TypeKind::*;
         let ctx = crate::test_support::context_with(crate::test_support::table_def("t", &[("a", Integer), ("b", Text), ("v", Bigint)], key));
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
-        let plan = if sql.contains('$') { plan.with_param_values(vec![ScalarValue::Int32(Some(4))]).expect("bind") } else { plan };
         PointRead::recognise(&plan)
     }
 
@@ -266,17 +294,19 @@ mod tests {
         let p = recognised(&["a"], "SELECT v, b AS bee FROM t WHERE a = $1").await.expect("a point read");
         assert!(matches!(&p.outputs, Outputs::Columns(c) if c == &["v", "b"]));
         assert_eq!(p.schema.field(1).name(), "bee");
-        let req = p.request(9, 1).expect("a request");
+        let req = p.request(9, 1, &[ScalarValue::Int32(Some(4))]).expect("a request");
         assert_eq!((req.txn_id, req.projection.clone()), (9, vec!["v".to_string(), "b".to_string()]));
         assert_eq!(req.lower, req.upper);
-        assert!(req.lower.as_ref().is_some_and(|b| b.inclusive && b.values.len() == 1));
+        assert!(req.lower.as_ref().is_some_and(|b| b.inclusive && b.values == [Value { kind: Some(Kind::Int(4)) }]));
+        assert!(p.request(9, 1, &[]).is_none(), "a missing parameter: the general path reports it");
+        assert!(p.request(9, 1, &[ScalarValue::Int32(None)]).is_none(), "NULL parameter: general path");
         let null = recognised(&["a"], "SELECT v FROM t WHERE a = NULL").await.expect("a point read");
-        assert!(null.request(0, 0).is_none(), "NULL key: general path");
+        assert!(null.request(0, 0, &[]).is_none(), "NULL key: general path");
         assert!(recognised(&["a", "b"], "SELECT * FROM t WHERE b = 'x' AND a = 1").await.is_some());
         // Expressions read the whole row and are evaluated over it.
         let e = recognised(&["a"], "SELECT v + 1 AS w, upper(b) FROM t WHERE a = 1").await.expect("a point read");
         assert!(matches!(e.outputs, Outputs::Exprs { .. }));
-        assert!(e.request(0, 0).expect("a request").projection.is_empty(), "the whole row");
+        assert!(e.request(0, 0, &[]).expect("a request").projection.is_empty(), "the whole row");
         for sql in [
             "SELECT v FROM t WHERE a = 1 AND v = 2",
             "SELECT v FROM t WHERE a > 1",
@@ -284,6 +314,7 @@ mod tests {
             "SELECT v FROM t WHERE a = 1 OR a = 2",
             "SELECT count(*) FROM t WHERE a = 1",
             "SELECT v FROM t WHERE a = 1 LIMIT 1",
+            "SELECT v + $2 FROM t WHERE a = $1",
         ] {
             assert!(recognised(&["a"], sql).await.is_none(), "{sql}");
         }
@@ -294,10 +325,9 @@ mod tests {
     #[test]
     fn equalities_name_a_column_and_a_constant() {
         use datafusion::logical_expr::{col, lit, placeholder};
-        assert!(equality(&col("k").eq(placeholder("$2"))).is_none(), "parameters are bound before");
-        let (c, v) = equality(&lit(5).eq(col("k"))).expect("5 = k");
-        assert_eq!(c, "k");
-        assert_eq!(v, ScalarValue::Int32(Some(5)));
+        assert_eq!(equality(&col("k").eq(placeholder("$2"))), Some(("k".to_string(), KeyPart::Param(1))));
+        assert_eq!(equality(&lit(5).eq(col("k"))), Some(("k".to_string(), KeyPart::Constant(ScalarValue::Int32(Some(5))))));
+        assert!(equality(&col("k").eq(placeholder("$0"))).is_none(), "parameters count from 1");
         assert!(equality(&col("k").gt(lit(1))).is_none());
         assert!(equality(&col("k").eq(col("j"))).is_none());
         assert_eq!(split_and(&col("a").eq(lit(1)).and(col("b").eq(lit(2)).and(col("c").eq(lit(3))))).len(), 3);

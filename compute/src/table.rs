@@ -96,6 +96,7 @@ impl StorageTable {
             expect: Some(crate::storage_client::expected(&self.def)),
             aggregates: Vec::new(),
             statement: 0,
+            lock_row: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The PostgreSQL front end: one set of pgwire handlers per connection,
 //! sharing that connection's [`Session`].
 
+mod corked;
 pub mod encode;
 
 use std::collections::HashMap;
@@ -73,7 +74,7 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.queries()
+        Arc::new(corked::Corking(self.queries()))
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {

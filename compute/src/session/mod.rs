@@ -31,7 +31,7 @@ use crate::point_read::PointRead;
 use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
-use plan_cache::PlanCache;
+use plan_cache::{Described, PlanCache};
 use savepoints::Savepoints;
 use settings::Settings;
 
@@ -669,14 +669,17 @@ impl Session {
     }
 
     /// Runs a plan: a point read by its own path (see [`PointRead`]), any
-    /// other with DataFusion.
-    pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
+    /// other with DataFusion. `for_update`: the rows are read to be updated
+    /// or deleted, and a point read in a transaction takes the row's lock
+    /// first (see `ScanRequest.lock_row`).
+    pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         if let Some(point) = PointRead::recognise(&plan)
-            && let Some(req) = point.request(self.storage.txn(), self.storage.statement())
+            && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {
+            req.lock_row = for_update && req.txn_id != 0;
             return point.run(&self.storage.client, req, &self.state).await;
         }
+        let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
         let physical = self.state.create_physical_plan(&plan).await?;
         let schema = result_schema(plan.schema().as_arrow(), &physical.schema());
         let batches = datafusion::physical_plan::collect(physical, self.task_ctx.clone()).await?;
@@ -692,7 +695,7 @@ impl Session {
             let txn = self.storage.client.begin(self.database(), Isolation::Snapshot).await?;
             self.storage.set_txn(txn);
         }
-        let result = self.run_plan(plan, params).await;
+        let result = self.run_plan(plan, params, false).await;
         if implicit {
             let txn = self.storage.txn();
             self.storage.set_txn(0);
@@ -739,7 +742,7 @@ impl Session {
     /// Parameter types of a statement (for Describe), and its result schema
     /// when it returns rows; a statement naming a table or column the
     /// session's catalog lacks is described again after reloading it.
-    pub async fn describe(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    pub async fn describe(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Described> {
         match self.describe_with_catalog(stmt, cache).await {
             Err(e) if self.reload_if_stale(stmt, &e).await => self.describe_with_catalog(stmt, cache).await,
             r => r,
@@ -748,22 +751,24 @@ impl Session {
 
     /// The parameter types of a statement about to run with parameters.
     pub async fn param_types(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Vec<Option<DataType>>> {
-        if let Some(kept) = cache.and_then(|c| c.params(self.catalog.generation())) {
-            return Ok(kept);
-        }
         Ok(self.describe(stmt, cache).await?.0)
     }
 
-    async fn describe_with_catalog(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    /// The description `cache` kept for the current catalog, or a new one
+    /// that it keeps.
+    async fn describe_with_catalog(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Described> {
         let generation = self.catalog.generation();
+        if let Some(kept) = cache.and_then(|c| c.described(generation)) {
+            return Ok(kept);
+        }
         let described = self.describe_uncached(stmt, cache).await?;
         if let Some(cache) = cache {
-            cache.keep_params(generation, &described.0);
+            cache.keep_described(generation, &described);
         }
         Ok(described)
     }
 
-    async fn describe_uncached(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+    async fn describe_uncached(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Described> {
         match stmt {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.query_plan(stmt, cache).await?;

@@ -1,8 +1,8 @@
 //! What a prepared statement remembers between executions: its query plan
-//! and the types of its parameters, as planned against one generation of the
-//! session's catalog. Drivers (and pgbench `-M prepared`) send Bind,
-//! Describe and Execute for every run of a statement; with the plan kept,
-//! each run skips SQL-to-plan translation and type inference.
+//! and its description (parameter and result types), as planned against one
+//! generation of the session's catalog. Drivers (and pgbench `-M prepared`)
+//! send Bind, Describe and Execute for every run of a statement; with both
+//! kept, each run skips SQL-to-plan translation and type inference.
 
 use std::sync::Mutex;
 
@@ -20,13 +20,17 @@ pub struct PlanCache {
 struct Inner {
     /// A query's plan (with `$n` placeholders).
     plan: Option<CachedPlan>,
-    /// Parameter types, by position.
-    params: Option<(u64, Vec<Option<DataType>>)>,
+    /// The description made at a generation.
+    described: Option<(u64, Described)>,
     /// The result columns the statement was first described with; a later
     /// plan must return the same ones (PostgreSQL: "cached plan must not
     /// change result type").
     result: Option<SchemaRef>,
 }
+
+/// A statement's parameter types (by position) and result columns (none
+/// for a statement that returns no rows).
+pub type Described = (Vec<Option<DataType>>, Option<SchemaRef>);
 
 /// A query plan and the catalog generation it was made at.
 #[derive(Debug, Clone)]
@@ -62,14 +66,14 @@ impl PlanCache {
         Ok(())
     }
 
-    /// Parameter types inferred at `generation`, if those are the ones kept.
-    pub fn params(&self, generation: u64) -> Option<Vec<Option<DataType>>> {
-        self.lock().params.as_ref().filter(|(g, _)| *g == generation).map(|(_, p)| p.clone())
+    /// The description made at `generation`, if that is the one kept.
+    pub fn described(&self, generation: u64) -> Option<Described> {
+        self.lock().described.as_ref().filter(|(g, _)| *g == generation).map(|(_, d)| d.clone())
     }
 
-    /// Keeps parameter types inferred at `generation`.
-    pub fn keep_params(&self, generation: u64, params: &[Option<DataType>]) {
-        self.lock().params = Some((generation, params.to_vec()));
+    /// Keeps the description made at `generation`.
+    pub fn keep_described(&self, generation: u64, described: &Described) {
+        self.lock().described = Some((generation, described.clone()));
     }
 }
 
@@ -99,9 +103,9 @@ mod tests {
         cache.keep_plan(3, &plan(vec![Field::new("a", DataType::Int32, true)])).expect("first plan");
         assert!(cache.plan(3).is_some());
         assert!(cache.plan(4).is_none(), "a plan of an older catalog is not reused");
-        cache.keep_params(3, &[Some(DataType::Int64)]);
-        assert_eq!(cache.params(3), Some(vec![Some(DataType::Int64)]));
-        assert_eq!(cache.params(2), None);
+        cache.keep_described(3, &(vec![Some(DataType::Int64)], None));
+        assert_eq!(cache.described(3), Some((vec![Some(DataType::Int64)], None)));
+        assert_eq!(cache.described(2), None);
     }
 
     #[test]

@@ -64,12 +64,14 @@ fn insert_columns(ins: &Insert) -> Result<Vec<String>> {
     ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect()
 }
 
-/// Plans and runs a SELECT given as text (parameters `$n` are bound).
-async fn select(s: &Session, sql: &str, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Plans and runs a SELECT given as text (parameters `$n` are bound);
+/// `for_update`: it reads the rows an UPDATE or DELETE writes (see
+/// [`Session::run_plan`]).
+async fn select(s: &Session, sql: &str, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let stmts = parse(sql)?;
     let stmt = stmts.first().ok_or_else(|| ComputeError::Internal("empty generated query".into()))?;
     let plan = s.plan(stmt).await?;
-    s.run_plan(plan, params).await
+    s.run_plan(plan, params, for_update).await
 }
 
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -257,7 +259,7 @@ async fn insert_rows(
 ) -> Result<Output> {
     let (def, columns) = (target.def, target.columns);
     let plan = s.plan(source).await?;
-    let (out_schema, batches) = s.run_plan(plan, params).await?;
+    let (out_schema, batches) = s.run_plan(plan, params, false).await?;
     if out_schema.fields().len() > columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
     }
@@ -307,7 +309,7 @@ async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String],
         return Ok(batch);
     }
     let exprs: Vec<String> = missing.iter().map(|c| c.default_expr.clone().unwrap_or_default()).collect();
-    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[]).await?;
+    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[], false).await?;
     let row = values.first().filter(|b| b.num_rows() == 1).ok_or_else(|| ComputeError::Internal("default expression returned no row".into()))?;
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
@@ -420,7 +422,7 @@ async fn update_rows(
 ) -> Result<Output> {
     let no_pk = def.primary_key.is_empty();
     let _rowid = s.catalog().expose_rowid(def);
-    let (out_schema, batches) = select(s, sql, params).await?;
+    let (out_schema, batches) = select(s, sql, params, true).await?;
     let mut batch = one_batch(out_schema, batches)?;
     let ncols = def.columns.len() + usize::from(no_pk);
     if joined {
@@ -532,7 +534,7 @@ async fn delete_rows(
     joined: bool,
 ) -> Result<Output> {
     let _rowid = s.catalog().expose_rowid(def);
-    let (out_schema, batches) = select(s, sql, params).await?;
+    let (out_schema, batches) = select(s, sql, params, true).await?;
     let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
     let batch = renamed(&one_batch(out_schema, batches)?, columns)?;
     // With USING, a row joined to several rows is deleted (and returned) once;

@@ -68,6 +68,11 @@ impl Database {
         self.check_owned()?;
         let table = self.table_as_expected(&req.schema, &req.table, req.expect.as_ref())?;
         let plan = plan(&table, req, self.cfg.scan_batch_rows)?;
+        if req.lock_row && (req.txn_id == 0 || !is_point_lookup(&table, req)) {
+            return Err(StorageError::InvalidRequest(
+                "lock_row needs a transaction and bounds that pin the whole primary key".into(),
+            ));
+        }
         let snapshot = if req.txn_id == 0 {
             ScanSnapshot::Own(self.snapshots.acquire())
         } else {
@@ -75,6 +80,10 @@ impl Database {
             let mut txn = shared.lock().await;
             txn.last_used = std::time::Instant::now();
             self.enter_statement(&mut txn, req.statement);
+            if req.lock_row {
+                // A point lookup starts at the row's own key.
+                self.lock_for_update(&mut txn, &plan.start).await?;
+            }
             let overlay = match &plan.end {
                 Some(end) => txn.writes.range(plan.start.clone()..end.clone()),
                 None => txn.writes.range(plan.start.clone()..),

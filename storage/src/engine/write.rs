@@ -86,11 +86,7 @@ impl Database {
     async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
         let (staged, affected) = self.stage(txn, w)?;
         let before = txn.locks.len();
-        let waited = self.locks.acquire(txn.id, staged.keys().map(Vec::as_slice), &mut txn.locks, self.cfg.lock_timeout).await;
-        if let Err(e) = waited {
-            self.metrics.lock_timeouts.inc();
-            return Err(e);
-        }
+        self.take_locks(txn, staged.keys().map(Vec::as_slice)).await?;
         let plain_insert = w.kind == WriteKind::Insert as i32;
         for key in txn.locks.taken_since(before) {
             if let Some((ts, live)) = newest_version(&self.db, key)?
@@ -109,6 +105,42 @@ impl Database {
         }
         txn.buffer(savepoint, staged);
         Ok(affected)
+    }
+
+    /// Takes the row locks of `keys` for `txn`, waiting for their holders
+    /// up to the lock timeout.
+    async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+        let waited = self.locks.acquire(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
+        if waited.is_err() {
+            self.metrics.lock_timeouts.inc();
+        }
+        waited
+    }
+
+    /// FOR UPDATE of the row at `key` (`ScanRequest.lock_row`): takes its
+    /// lock; if a commit after the snapshot changed the row, a READ
+    /// COMMITTED transaction's snapshot moves to the latest commit (the
+    /// statement reads the newest version, as PostgreSQL re-reads a row it
+    /// waited for) and a SNAPSHOT transaction fails with a conflict.
+    pub(crate) async fn lock_for_update(&self, txn: &mut Txn, key: &[u8]) -> Result<()> {
+        let before = txn.locks.len();
+        self.take_locks(txn, std::iter::once(key)).await?;
+        if txn.locks.taken_since(before).is_empty() {
+            // Held since an earlier statement, which checked it then.
+            return Ok(());
+        }
+        if let Some((ts, _)) = newest_version(&self.db, key)?
+            && ts > txn.snapshot_ts()
+        {
+            match txn.isolation {
+                Isolation::ReadCommitted => txn.snapshot = self.snapshots.acquire(),
+                Isolation::Snapshot => {
+                    self.metrics.conflicts.inc();
+                    return Err(StorageError::Conflict);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Commits transaction `txn_id` (0 = a transaction of its own) after

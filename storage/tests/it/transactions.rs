@@ -78,6 +78,57 @@ async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_
     assert!(matches!(db.refresh_snapshot(t3).await, Err(StorageError::InvalidRequest(_))));
 }
 
+/// A FOR UPDATE point read of account `id` in `txn` (`ScanRequest.lock_row`).
+fn read_for_update(txn: u64, id: i64) -> ebb_proto::storage::ScanRequest {
+    use ebb_proto::storage::{KeyBound, Value, value::Kind};
+    let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
+    ebb_proto::storage::ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
+}
+
+#[tokio::test]
+async fn a_read_for_update_waits_for_the_row_and_reads_its_newest_version() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+
+    let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let b1 = balances(&scan(&db, read_for_update(t1, 1)).await.unwrap())[0].1;
+    db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b1 + 10)]))).await.unwrap();
+    // t2's read waits for t1's lock …
+    let reader = {
+        let db = db.clone();
+        tokio::spawn(async move { scan(&db, read_for_update(t2, 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!reader.is_finished(), "the read for update must wait for the row lock");
+    db.commit(t1, &[]).await.unwrap();
+    // … then reads the version t1 committed, and its write needs no retry.
+    let b2 = balances(&reader.await.unwrap().unwrap())[0].1;
+    assert_eq!(b2, 110, "the newest version, not the one of t2's first snapshot");
+    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", b2 + 20)]))).await.expect("no conflict: t2 holds the lock");
+    db.commit(t2, &[]).await.unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 130)], "no update is lost");
+
+    // Under SNAPSHOT isolation the changed row is a conflict at once.
+    let (t3, _) = db.begin(None).unwrap();
+    let (t4, _) = db.begin(None).unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", t4)).await.unwrap()), vec![(1, 130)], "t4's snapshot is taken");
+    scan(&db, read_for_update(t3, 1)).await.unwrap();
+    db.write(t3, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", 1)]))).await.unwrap();
+    db.commit(t3, &[]).await.unwrap();
+    let err = scan(&db, read_for_update(t4, 1)).await.expect_err("the row changed after t4's snapshot");
+    assert!(matches!(err, StorageError::Conflict), "got {err:?}");
+
+    // Only a point read in a transaction can lock.
+    let err = scan(&db, read_for_update(0, 1)).await.expect_err("no transaction");
+    assert!(matches!(err, StorageError::InvalidRequest(_)), "got {err:?}");
+    let (t5, _) = db.begin(None).unwrap();
+    let whole = ebb_proto::storage::ScanRequest { lock_row: true, ..scan_req("accounts", t5) };
+    assert!(matches!(scan(&db, whole).await, Err(StorageError::InvalidRequest(_))));
+}
+
 #[tokio::test]
 async fn a_lock_held_too_long_times_out_and_a_rollback_releases_it() {
     let cfg = EngineConfig { lock_timeout: Duration::from_millis(200), ..test_config() };
