@@ -5,7 +5,8 @@
 //!   [`column_names`]: result columns named as PostgreSQL names them;
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
 //!   the DataFusion view of storage; [`point_read`]: key lookups that skip
-//!   DataFusion; [`storage_client`]: the gRPC client;
+//!   DataFusion; [`storage_client`]: the gRPC client, over
+//!   [`storage_channel`]'s connection;
 //! - [`binding`], [`control`]: which database it serves and the control
 //!   service; [`metrics`]: its Prometheus gauges.
 
@@ -34,6 +35,7 @@ pub mod scalar_subqueries;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod storage_channel;
 pub mod storage_client;
 pub mod storage_session;
 pub mod table;

@@ -1,7 +1,6 @@
 //! The compute node's client of the storage service: typed calls, Arrow
 //! batches in and out, and storage errors turned into SQL errors.
 
-use std::time::Duration;
 
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
@@ -11,9 +10,9 @@ use arrow::record_batch::RecordBatch;
 use ebb_proto::arrow_ipc;
 use ebb_proto::storage::storage_client::StorageClient as Grpc;
 use ebb_proto::storage::*;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ComputeError, Result};
+use crate::storage_channel::DirectChannel;
 
 /// Largest gRPC message the client sends or accepts.
 const MAX_MESSAGE: usize = 256 << 20;
@@ -21,23 +20,26 @@ const MAX_MESSAGE: usize = 256 << 20;
 /// A cheap-to-clone handle on one storage service.
 #[derive(Clone)]
 pub struct StorageClient {
-    grpc: Grpc<Channel>,
+    grpc: Grpc<DirectChannel>,
 }
 
 impl StorageClient {
     /// Connects lazily to `url` (`http://host:port`); the first call dials.
     pub fn connect_lazy(url: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ComputeError::Config(format!("storage URL \"{url}\": {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let grpc = Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+        let bad = |why: &str| ComputeError::Config(format!("storage URL \"{url}\": {why}"));
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad("expected http://HOST:PORT"));
+        }
+        let addr = uri.authority().filter(|a| a.port().is_some()).ok_or_else(|| bad("expected http://HOST:PORT"))?.to_string();
+        let origin = http::Uri::builder().scheme("http").authority(addr.as_str()).path_and_query("/").build().map_err(|e| bad(&e.to_string()))?;
+        let grpc = Grpc::with_origin(DirectChannel::lazy(addr), origin)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         Ok(Self { grpc })
     }
 
-    fn grpc(&self) -> Grpc<Channel> {
+    fn grpc(&self) -> Grpc<DirectChannel> {
         self.grpc.clone()
     }
 
