@@ -84,10 +84,20 @@ impl ComputeError {
     }
 }
 
-/// 42883, as PostgreSQL reports a function called with arguments it does
-/// not take: `function` takes `takes` ("one argument", "1 to 3 arguments").
-pub fn wrong_arguments(function: &str, takes: &str, given: usize) -> datafusion::error::DataFusionError {
-    ComputeError::invalid("42883", format!("{function} takes {takes}, not {given}")).into_datafusion()
+/// Checks that `function` was given a number of arguments in `takes`;
+/// otherwise 42883, as PostgreSQL reports a function called with arguments
+/// it does not take.
+pub fn check_arguments(function: &str, takes: std::ops::RangeInclusive<usize>, given: usize) -> datafusion::error::Result<()> {
+    if takes.contains(&given) {
+        return Ok(());
+    }
+    let takes = match (*takes.start(), *takes.end()) {
+        (1, 1) => "one argument".to_string(),
+        (1, 2) => "one or two arguments".to_string(),
+        (l, h) if l == h => format!("{l} arguments"),
+        (l, h) => format!("{l} to {h} arguments"),
+    };
+    Err(ComputeError::invalid("42883", format!("{function} takes {takes}, not {given}")).into_datafusion())
 }
 
 impl From<tonic::Status> for ComputeError {
@@ -189,5 +199,20 @@ fn plan_sqlstate(m: &str) -> &'static str {
         "42804"
     } else {
         "42000"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_counts_are_named_in_words() {
+        let said = |takes, given| check_arguments("f", takes, given).expect_err("refused").to_string();
+        assert!(check_arguments("f", 1..=2, 2).is_ok());
+        assert!(said(1..=1, 0).contains("f takes one argument, not 0"));
+        assert!(said(1..=2, 3).contains("f takes one or two arguments, not 3"));
+        assert!(said(2..=3, 1).contains("f takes 2 to 3 arguments, not 1"));
+        assert_eq!(ComputeError::from(check_arguments("f", 1..=1, 2).expect_err("refused")).sqlstate(), "42883");
     }
 }

@@ -39,24 +39,35 @@ struct Shared {
     addr: String,
     /// The open connection, if any.
     sender: Mutex<Option<SendRequest<Body>>>,
+    /// Held while dialing, so calls that find the connection closed at once
+    /// wait for one new connection instead of each dialing its own.
+    dialing: tokio::sync::Mutex<()>,
 }
 
 impl DirectChannel {
     /// A channel to `addr` (`host:port`); nothing is dialed yet.
     pub fn lazy(addr: String) -> Self {
-        Self { shared: Arc::new(Shared { addr, sender: Mutex::new(None) }) }
+        Self { shared: Arc::new(Shared { addr, sender: Mutex::new(None), dialing: tokio::sync::Mutex::new(()) }) }
     }
 }
 
 impl Shared {
     /// The open connection, or a new one.
     async fn sender(&self) -> Result<SendRequest<Body>, BoxError> {
-        if let Some(s) = self.lock().as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
+        if let Some(s) = self.open() {
+            return Ok(s);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(s) = self.open() {
+            return Ok(s);
         }
         let sender = self.dial().await.map_err(|e| -> BoxError { Box::new(tonic::Status::unavailable(format!("storage at {}: {e}", self.addr))) })?;
         *self.lock() = Some(sender.clone());
         Ok(sender)
+    }
+
+    fn open(&self) -> Option<SendRequest<Body>> {
+        self.lock().as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<SendRequest<Body>>> {
@@ -101,5 +112,64 @@ impl tower_service::Service<http::Request<Body>> for DirectChannel {
             sender.ready().await?;
             Ok(sender.send_request(req).await?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use ebb_proto::control::StatsRequest;
+    use ebb_proto::control::compute_control_client::ComputeControlClient;
+    use ebb_proto::control::compute_control_server::ComputeControlServer;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::binding::Binding;
+    use crate::control::ControlService;
+    use crate::storage_client::StorageClient;
+
+    /// Serves a compute's control service on `addr` until the sender is used.
+    async fn serve(addr: SocketAddr) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let storage = StorageClient::connect_lazy("http://127.0.0.1:1").expect("client");
+        let service = ComputeControlServer::new(ControlService::new(Arc::new(Binding::unbound()), storage));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            });
+        (stop, tokio::spawn(async move { server.await.expect("serve") }))
+    }
+
+    #[tokio::test]
+    async fn a_dead_peer_is_unavailable_and_the_next_call_dials_again() {
+        // Nothing listens: storage is unavailable (08006), not an internal error.
+        let nobody = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+        let err = StorageClient::connect_lazy(&format!("http://{nobody}")).expect("client").list_databases().await.expect_err("no storage");
+        assert!(matches!(err, crate::ComputeError::StorageUnavailable(_)), "got {err:?}");
+        assert_eq!(err.sqlstate(), "08006");
+
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr");
+        let origin: http::Uri = format!("http://{addr}/").parse().expect("uri");
+        let mut client = ComputeControlClient::with_origin(DirectChannel::lazy(addr.to_string()), origin);
+        let (stop, server) = serve(addr).await;
+        client.stats(StatsRequest {}).await.expect("served");
+        stop.send(()).expect("stop");
+        server.await.expect("stopped");
+        let status = client.stats(StatsRequest {}).await.expect_err("the peer is gone");
+        assert!(matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown), "got {status:?}");
+        // A new peer on the same address: a later call dials it.
+        let (_stop, _server) = serve(addr).await;
+        let mut answered = false;
+        for _ in 0..50 {
+            if client.stats(StatsRequest {}).await.is_ok() {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered, "the channel dials the new peer");
     }
 }

@@ -66,9 +66,7 @@ impl ScalarUDFImpl for DeparseUdf {
             Deparse::ConstraintDef => 1..=2,
             Deparse::IndexDef => 1..=3,
         };
-        if !arity.contains(&args.args.len()) {
-            return Err(crate::error::wrong_arguments(self.name(), &format!("{} to {} arguments", arity.start(), arity.end()), args.args.len()));
-        }
+        crate::error::check_arguments(self.name(), arity, args.args.len())?;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: StringArray = match self.kind {
             Deparse::Expr => cast(&arrays[0], &DataType::Utf8)?.as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect(),

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan, ScalarFunctionA
 use super::user_relations::TableOids;
 use crate::by_address::ByAddress;
 use crate::catalog::DatabaseCatalog;
-use crate::error::{ComputeError, Result, wrong_arguments};
+use crate::error::{ComputeError, Result, check_arguments};
 use crate::storage_client::StorageClient;
 
 /// Storage's figures, as of the last [`RelationSizes::refresh`].
@@ -170,9 +170,7 @@ impl ScalarUDFImpl for SizeUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let most = if self.kind == SizeOf::Relation("pg_relation_size") { 2 } else { 1 };
-        if args.args.is_empty() || args.args.len() > most {
-            return Err(wrong_arguments(self.name(), if most > 1 { "one or two arguments" } else { "one argument" }, args.args.len()));
-        }
+        check_arguments(self.name(), 1..=most, args.args.len())?;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: Int64Array = match self.kind {
             SizeOf::Database => {
@@ -289,9 +287,7 @@ impl ScalarUDFImpl for PrettyUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        if args.args.len() != 1 {
-            return Err(wrong_arguments("pg_size_pretty", "one argument", args.args.len()));
-        }
+        check_arguments("pg_size_pretty", 1..=1, args.args.len())?;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let sizes = cast_with_options(&arrays[0], &DataType::Int64, &CastOptions { safe: false, ..Default::default() })?;
         let out: StringArray = sizes.as_primitive::<Int64Type>().iter().map(|s| s.map(size_pretty)).collect();

@@ -195,9 +195,7 @@ impl ScalarUDFImpl for CurrentSetting {
 
     /// The value; NULL for an unknown name with `missing_ok`, else 42704.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        if !(1..=2).contains(&args.args.len()) {
-            return Err(crate::error::wrong_arguments("current_setting", "one or two arguments", args.args.len()));
-        }
+        crate::error::check_arguments("current_setting", 1..=2, args.args.len())?;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let names = cast(&arrays[0], &DataType::Utf8)?;
         let missing_ok = match arrays.get(1) {
