@@ -31,7 +31,8 @@ use crate::point_read::PointRead;
 use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
-use plan_cache::{Described, PlanCache};
+use crate::auto_params;
+use plan_cache::{Described, PlanCache, PlansByText, ShapeCaches};
 use savepoints::Savepoints;
 use settings::Settings;
 
@@ -109,6 +110,10 @@ pub struct Session {
     copy: Option<copy_in::CopyIn>,
     /// The role the client connected as.
     user: String,
+    /// Plans of SQL the session generates (DML's row-finding queries).
+    generated: PlansByText,
+    /// Plan caches of auto-parameterised statements.
+    shapes: ShapeCaches,
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -174,7 +179,7 @@ impl Session {
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string() })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -208,9 +213,33 @@ impl Session {
         &self.catalog
     }
 
-    /// Runs one statement with positional parameter values.
+    /// Runs one statement with positional parameter values. A statement
+    /// without parameters (the simple protocol's) whose integer literals
+    /// can be bound as parameters runs as its shape (see [`auto_params`]).
     pub async fn execute(&mut self, stmt: &Statement, params: &[ScalarValue]) -> Result<Output> {
+        if params.is_empty()
+            && let Some((shape, values, cache)) = self.auto_parameterised(stmt).await
+        {
+            return self.execute_prepared(&shape, &values, Some(&cache)).await;
+        }
         self.execute_prepared(stmt, params, None).await
+    }
+
+    /// `stmt`'s shape with the values to bind and its plan cache, when
+    /// every replaced literal binds exactly to the type planning gives its
+    /// parameter; `None` runs the statement as written.
+    async fn auto_parameterised(&self, stmt: &Statement) -> Option<(Statement, Vec<ScalarValue>, Arc<PlanCache>)> {
+        if self.block == Block::Failed {
+            return None;
+        }
+        let shape = auto_params::parameterise(stmt)?;
+        let cache = self.shapes.get(&shape.text, self.catalog.generation());
+        let types = self.param_types(&shape.stmt, Some(&cache)).await.ok()?;
+        if types.len() != shape.values.len() {
+            return None;
+        }
+        let values = shape.values.iter().zip(&types).map(|(v, t)| auto_params::bind(*v, t.as_ref()?)).collect::<Option<Vec<_>>>()?;
+        Some((shape.stmt, values, cache))
     }
 
     /// Runs one statement, reusing and keeping its plan in `cache` (a
@@ -631,6 +660,30 @@ impl Session {
         let sizes = crate::pg_catalog::size_calls(&plan);
         if sizes.any() {
             self.sizes.refresh(&self.storage.client, self.database(), sizes).await?;
+        }
+        Ok(plan)
+    }
+
+    /// Plans SQL text the session generated (see [`PlansByText`]): the plan
+    /// kept for the current catalog, or a new one, kept unless it reads the
+    /// catalog or storage's sizes (making those fetches what they read).
+    /// `stmt`: the text parsed, when the caller has it.
+    pub(crate) async fn plan_generated(&self, sql: &str, stmt: Option<&Statement>) -> Result<LogicalPlan> {
+        let generation = self.catalog.generation();
+        if let Some(plan) = self.generated.get(sql, generation) {
+            return Ok(plan);
+        }
+        let parsed;
+        let stmt = match stmt {
+            Some(s) => s,
+            None => {
+                parsed = parse(sql)?;
+                parsed.first().ok_or_else(|| ComputeError::Internal("empty generated query".into()))?
+            }
+        };
+        let plan = self.plan(stmt).await?;
+        if sql.len() <= PlansByText::MAX_TEXT && !reads_system_tables(&plan) && !crate::pg_catalog::size_calls(&plan).any() {
+            self.generated.keep(sql, generation, &plan);
         }
         Ok(plan)
     }

@@ -77,6 +77,70 @@ impl PlanCache {
     }
 }
 
+/// Plans of SQL text the session generates itself — the `SELECT` an
+/// UPDATE or DELETE runs to find its rows, the `VALUES` of an INSERT — by
+/// text, per catalog generation. A prepared statement generates the same
+/// text each run, so its DML is planned once.
+#[derive(Debug, Default)]
+pub struct PlansByText {
+    inner: Mutex<std::collections::HashMap<String, CachedPlan>>,
+}
+
+impl PlansByText {
+    /// Texts kept at most; the map starts over when it is full (statements
+    /// with literals generate a new text each run).
+    const CAPACITY: usize = 256;
+    /// Longer texts (an INSERT of many literal rows) are not kept: their
+    /// plans are large and rarely run twice.
+    pub const MAX_TEXT: usize = 4096;
+
+    /// The plan of `sql` made at `generation`, if kept.
+    pub fn get(&self, sql: &str, generation: u64) -> Option<LogicalPlan> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.get(sql).filter(|c| c.generation == generation).map(|c| c.plan.clone())
+    }
+
+    /// Keeps the plan of `sql`, made at `generation`.
+    pub fn keep(&self, sql: &str, generation: u64, plan: &LogicalPlan) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.len() >= Self::CAPACITY && !inner.contains_key(sql) {
+            inner.clear();
+        }
+        inner.insert(sql.to_string(), CachedPlan { generation, plan: plan.clone() });
+    }
+}
+
+/// The caches of auto-parameterised statement shapes (see
+/// [`auto_params`](crate::auto_params)), by shape text: each shape runs like
+/// a prepared statement with its own [`PlanCache`], made afresh for each
+/// catalog generation (a client never prepared it, so a changed result is
+/// no error).
+#[derive(Debug, Default)]
+pub struct ShapeCaches {
+    inner: Mutex<std::collections::HashMap<String, (u64, std::sync::Arc<PlanCache>)>>,
+}
+
+impl ShapeCaches {
+    /// Shapes kept at most; the map starts over when it is full.
+    const CAPACITY: usize = 256;
+
+    /// The cache of shape `text` at `generation`.
+    pub fn get(&self, text: &str, generation: u64) -> std::sync::Arc<PlanCache> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, cache)) = inner.get(text)
+            && *g == generation
+        {
+            return cache.clone();
+        }
+        if inner.len() >= Self::CAPACITY {
+            inner.clear();
+        }
+        let cache = std::sync::Arc::new(PlanCache::default());
+        inner.insert(text.to_string(), (generation, cache.clone()));
+        cache
+    }
+}
+
 /// Same column names and types, in order (nullability may differ).
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
@@ -106,6 +170,21 @@ mod tests {
         cache.keep_described(3, &(vec![Some(DataType::Int64)], None));
         assert_eq!(cache.described(3), Some((vec![Some(DataType::Int64)], None)));
         assert_eq!(cache.described(2), None);
+    }
+
+    #[test]
+    fn plans_by_text_are_kept_per_generation_and_bounded() {
+        let plans = PlansByText::default();
+        let p = plan(vec![Field::new("a", DataType::Int32, true)]);
+        plans.keep("SELECT 1", 1, &p);
+        assert!(plans.get("SELECT 1", 1).is_some());
+        assert!(plans.get("SELECT 1", 2).is_none(), "a plan of an older catalog is not reused");
+        assert!(plans.get("SELECT 2", 1).is_none());
+        for i in 0..PlansByText::CAPACITY {
+            plans.keep(&format!("SELECT {i} + 1"), 1, &p);
+        }
+        let kept = plans.inner.lock().unwrap().len();
+        assert!(kept <= PlansByText::CAPACITY, "bounded: {kept}");
     }
 
     #[test]

@@ -68,9 +68,7 @@ fn insert_columns(ins: &Insert) -> Result<Vec<String>> {
 /// `for_update`: it reads the rows an UPDATE or DELETE writes (see
 /// [`Session::run_plan`]).
 async fn select(s: &Session, sql: &str, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let stmts = parse(sql)?;
-    let stmt = stmts.first().ok_or_else(|| ComputeError::Internal("empty generated query".into()))?;
-    let plan = s.plan(stmt).await?;
+    let plan = s.plan_generated(sql, None).await?;
     s.run_plan(plan, params, for_update).await
 }
 
@@ -258,7 +256,7 @@ async fn insert_rows(
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let (def, columns) = (target.def, target.columns);
-    let plan = s.plan(source).await?;
+    let plan = s.plan_generated(&source.to_string(), Some(source)).await?;
     let (out_schema, batches) = s.run_plan(plan, params, false).await?;
     if out_schema.fields().len() > columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));

@@ -123,20 +123,45 @@ async fn checkpoint_loop(db: Arc<Database>, mut shutdown: watch::Receiver<bool>)
     }
 }
 
+/// Creates a RocksDB checkpoint of the local copy in `dir` once every
+/// commit applied to it is durable (groups applied early have landed);
+/// returns its `applied_ts`.
+async fn local_checkpoint(db: &Arc<Database>, dir: &std::path::Path) -> Result<u64> {
+    let deadline = Instant::now() + db.commit_timeout();
+    loop {
+        let handle = db.clone();
+        let local_dir = dir.to_path_buf();
+        let taken = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+            let _guard = handle.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if handle.snapshots.applied() > handle.visible_ts() {
+                return Ok(None);
+            }
+            let applied = handle.applied_ts()?;
+            rocksdb::checkpoint::Checkpoint::new(&handle.db)?.create_checkpoint(&local_dir)?;
+            Ok(Some(applied))
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        match taken {
+            Some(applied) => return Ok(applied),
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
+            None => return Err(StorageError::CommitOutcomeUnknown("commits applied early did not become durable in time".into())),
+        }
+    }
+}
+
 /// Takes a checkpoint now: uploads it, then drops WAL and files it makes obsolete.
 pub async fn take_checkpoint(db: &Arc<Database>) -> Result<u64> {
     let started = Instant::now();
     let dir = db.dir.with_extension(format!("checkpoint-{}", checkpoint::now_ms()));
-    let handle = db.clone();
-    let local_dir = dir.clone();
-    let applied = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let _guard = handle.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = handle.applied_ts()?;
-        rocksdb::checkpoint::Checkpoint::new(&handle.db)?.create_checkpoint(&local_dir)?;
-        Ok(applied)
-    })
-    .await
-    .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+    let applied = {
+        // The local copy must hold durable commits only: groups are applied
+        // after their put until the local checkpoint is taken.
+        db.hold_early_apply.fetch_add(1, Ordering::SeqCst);
+        let taken = local_checkpoint(db, &dir).await;
+        db.hold_early_apply.fetch_sub(1, Ordering::SeqCst);
+        taken?
+    };
     let result = async {
         let mut uploaded = db.uploaded_ssts.lock().await;
         let manifest = checkpoint::upload(&db.objects, &dir, applied, db.epoch, &mut uploaded).await?;

@@ -1,9 +1,25 @@
 //! The commit pipeline: one committer task per database validates commits
 //! (first committer wins), assigns timestamps, makes a whole group durable at
 //! once — one WAL object in `remote` mode, one fsynced RocksDB write in
-//! `local` mode — then applies and acknowledges them. In `remote` mode the
-//! next group is validated and its put started while earlier puts are still
-//! in flight; groups are applied and acknowledged strictly in order.
+//! `local` mode — and acknowledges them. In `remote` mode the next group is
+//! validated and its put started while earlier puts are still in flight;
+//! groups are acknowledged strictly in order.
+//!
+//! Early lock release (`remote` mode): a validated group is applied to the
+//! local copy at once and its transactions' row locks are released, before
+//! its WAL put lands; new snapshots still read only durable commits. A
+//! writer that waited for one of those locks reads the row's newest version
+//! (`Snapshots::acquire_applied`), so a hot row is held for the statements
+//! of one transaction, not for a WAL put as well. Such a dependent group
+//! puts its WAL object only after every earlier group landed (commits
+//! accepted meanwhile join it), so no object can land whose commits read
+//! one that never did; a read-only transaction that read such a commit
+//! waits for it before it is acknowledged. If a put fails the node is
+//! poisoned or fenced, and the local copy — which may hold commits the store
+//! never got — is restored from the object store when the database is next
+//! opened (`durable_ts` behind `applied_ts`). DDL, and groups validated
+//! while a checkpoint waits for a durable-only local copy, are applied after
+//! their put as before.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,8 +32,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::Durability;
 use super::database::Database;
+use super::locks::LockSet;
 use super::mvcc::newest_version;
-use super::txn::{Pending, PendingKind, Txn};
+use super::txn::{Pending, PendingKind, SnapshotGuard, Txn};
 use crate::durability::wal::{AppendError, WAL_PIPELINE_DEPTH, WalCommit, WalOp, WalPutter};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CATALOG_TABLE_ID, FIRST_USER_TABLE_ID};
@@ -28,6 +45,11 @@ pub struct CommitJob {
     pub writes: Vec<(Vec<u8>, Pending)>,
     pub dropped_tables: Vec<u32>,
     pub reply: oneshot::Sender<Result<u64>>,
+    /// The transaction's snapshot and row locks, released once its commit
+    /// is applied (or refused): the snapshot keeps the versions validation
+    /// reads out of garbage collection, the locks make a waiting writer
+    /// see the commit.
+    pub held: Option<(SnapshotGuard, LockSet)>,
 }
 
 impl Database {
@@ -35,7 +57,10 @@ impl Database {
     pub(crate) async fn commit_txn(&self, txn: Txn) -> Result<u64> {
         self.check_owned()?;
         if txn.writes.is_empty() && txn.dropped_tables.is_empty() {
-            return Ok(txn.snapshot_ts());
+            let ts = txn.snapshot_ts();
+            // It may have read commits applied early (after a lock wait).
+            self.wait_durable(ts).await?;
+            return Ok(ts);
         }
         let (reply, rx) = oneshot::channel();
         let job = CommitJob {
@@ -43,14 +68,9 @@ impl Database {
             writes: txn.writes.into_iter().collect(),
             dropped_tables: txn.dropped_tables,
             reply,
+            held: Some((txn.snapshot, txn.locks)),
         };
         self.submit(job).await?;
-        // The snapshot guard lives until here, keeping the versions the
-        // validation reads out of garbage collection; the row locks are
-        // released only once the commit is visible (or failed), so a waiting
-        // writer then sees it.
-        let _snapshot = txn.snapshot;
-        let _locks = txn.locks;
         match tokio::time::timeout(self.commit_timeout(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(StorageError::ShuttingDown),
@@ -117,15 +137,29 @@ impl CommitJob {
 struct Group {
     accepted: Vec<(CommitJob, u64)>,
     commits: Vec<WalCommit>,
-    /// Keys the group writes (they block other writers until it is applied).
+    /// Keys the group writes, when it is applied after its put (they block
+    /// other writers until then); empty for a group applied early, whose
+    /// versions validation finds in the local copy.
     keys: Vec<Vec<u8>>,
     /// WAL sequence number (remote mode).
     seq: u64,
+    /// Applied to the local copy before its put (early lock release).
+    early: bool,
 }
 
 impl Group {
+    fn new(early: bool) -> Self {
+        Group { accepted: Vec::new(), commits: Vec::new(), keys: Vec::new(), seq: 0, early }
+    }
+
     fn last_ts(&self) -> u64 {
         self.accepted.last().map(|(_, ts)| *ts).unwrap_or(0)
+    }
+
+    /// Adds the commits of a later group (both applied early).
+    fn absorb(&mut self, later: Group) {
+        self.accepted.extend(later.accepted);
+        self.commits.extend(later.commits);
     }
 
     fn fail(self, err: impl Fn() -> StorageError) {
@@ -135,32 +169,65 @@ impl Group {
     }
 }
 
-/// The groups accepted but not yet applied, oldest first, with their WAL
-/// puts (remote mode: up to [`WAL_PIPELINE_DEPTH`] at once).
+/// The groups accepted but not yet acknowledged, oldest first, with their
+/// WAL puts (remote mode: up to [`WAL_PIPELINE_DEPTH`] at once).
 struct Pipeline {
     groups: VecDeque<Group>,
     puts: FuturesOrdered<BoxFuture<'static, std::result::Result<(), AppendError>>>,
-    /// Keys written by accepted, unapplied commits.
+    /// Keys written by accepted commits not applied yet.
     pending: HashSet<Vec<u8>>,
+    /// A group applied early whose put waits until every group in flight
+    /// has landed, because some of its commits read theirs.
+    waiting: Option<Group>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Pipeline {
-    fn is_full(&self) -> bool {
-        self.groups.len() >= WAL_PIPELINE_DEPTH
+    fn is_full(&self, max_group_commits: usize) -> bool {
+        self.groups.len() >= WAL_PIPELINE_DEPTH || self.waiting.as_ref().is_some_and(|w| w.accepted.len() >= max_group_commits)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.waiting.is_none()
+    }
+
+    /// Starts the WAL put of `group`, the newest one.
+    async fn start_put(&mut self, db: &Arc<Database>, mut group: Group) {
+        let mut wal = db.wal.lock().await;
+        group.seq = wal.reserve();
+        let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), self.shutdown.clone());
+        drop(wal);
+        self.puts.push_back(Box::pin(put));
+        self.groups.push_back(group);
+    }
+
+    /// Takes a group applied early: its put starts now, or after the groups
+    /// in flight when it read their commits.
+    async fn push_early(&mut self, db: &Arc<Database>, group: Group, depends: bool) {
+        match self.waiting.as_mut() {
+            Some(w) => w.absorb(group),
+            None if depends && !self.groups.is_empty() => self.waiting = Some(group),
+            None => self.start_put(db, group).await,
+        }
     }
 
     /// Waits for the oldest put and retires its group.
-    async fn retire_one(&mut self, db: &Database) -> bool {
+    async fn retire_one(&mut self, db: &Arc<Database>) -> bool {
+        if self.groups.is_empty()
+            && let Some(w) = self.waiting.take()
+        {
+            self.start_put(db, w).await;
+        }
         match self.puts.next().await {
             Some(result) => self.retire(db, result).await,
             None => true,
         }
     }
 
-    /// Applies and answers the oldest group once its put ended with
-    /// `result`; `false` if the database cannot take more commits (fenced,
-    /// poisoned, shutting down).
-    async fn retire(&mut self, db: &Database, result: std::result::Result<(), AppendError>) -> bool {
+    /// Answers the oldest group (applying it first unless it was applied
+    /// early) once its put ended with `result`; `false` if the database
+    /// cannot take more commits (fenced, poisoned, shutting down).
+    async fn retire(&mut self, db: &Arc<Database>, result: std::result::Result<(), AppendError>) -> bool {
         let Some(group) = self.groups.pop_front() else { return true };
         for k in &group.keys {
             self.pending.remove(k);
@@ -177,33 +244,39 @@ impl Pipeline {
             Err(AppendError::Store(e)) => Err(e),
         };
         if finish(db, group, result) {
+            if self.groups.is_empty()
+                && let Some(w) = self.waiting.take()
+            {
+                self.start_put(db, w).await;
+            }
             return true;
         }
         // Later groups may or may not have landed; nobody learns they did.
         self.puts = FuturesOrdered::new();
         self.pending.clear();
-        for g in self.groups.drain(..) {
+        for g in self.groups.drain(..).chain(self.waiting.take()) {
             db.metrics.commit_failures.inc_by(g.accepted.len() as u64);
             g.fail(|| StorageError::CommitOutcomeUnknown("an earlier commit group failed".into()));
         }
         false
     }
 
-    /// Retires every group in flight.
-    async fn drain(&mut self, db: &Database) {
-        while !self.groups.is_empty() {
+    /// Retires every group in flight or waiting.
+    async fn drain(&mut self, db: &Arc<Database>) {
+        while !self.is_empty() {
             self.retire_one(db).await;
         }
     }
 }
 
 /// Runs until shutdown: takes every waiting commit, validates, makes the
-/// group durable, applies it and answers. In remote mode several groups'
-/// WAL puts are in flight at once; groups are applied and answered strictly
-/// in order, each only after its own put and every earlier one landed.
+/// group durable and answers. In remote mode several groups' WAL puts are
+/// in flight at once; groups are answered strictly in order, each only
+/// after its own put and every earlier one landed.
 pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>, mut shutdown: watch::Receiver<bool>) {
     let mut next_ts = db.visible_ts() + 1;
-    let mut pipeline = Pipeline { groups: VecDeque::new(), puts: FuturesOrdered::new(), pending: HashSet::new() };
+    let mut pipeline =
+        Pipeline { groups: VecDeque::new(), puts: FuturesOrdered::new(), pending: HashSet::new(), waiting: None, shutdown: shutdown.clone() };
     loop {
         let first = tokio::select! {
             biased;
@@ -218,7 +291,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 pipeline.retire(&db, landed).await;
                 continue;
             }
-            job = rx.recv(), if !pipeline.is_full() => match job {
+            job = rx.recv(), if !pipeline.is_full(db.cfg.max_group_commits) => match job {
                 Some(j) => j,
                 None => {
                     pipeline.drain(&db).await;
@@ -238,7 +311,9 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             continue;
         }
         let ddl = jobs.iter().any(CommitJob::is_ddl);
-        if ddl {
+        let remote = db.cfg.durability == Durability::Remote;
+        let early = remote && !ddl && db.hold_early_apply.load(std::sync::atomic::Ordering::SeqCst) == 0;
+        if ddl || (!early && pipeline.waiting.is_some()) {
             pipeline.drain(&db).await;
             // A group that failed while draining leaves the database fenced
             // or poisoned; the DDL must not be validated against that state.
@@ -248,12 +323,13 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             }
         }
         // Validate and assign timestamps.
-        let mut group = Group { accepted: Vec::with_capacity(jobs.len()), commits: Vec::new(), keys: Vec::new(), seq: 0 };
-        for job in jobs {
+        let mut group = Group::new(early);
+        for mut job in jobs {
             if let Err(e) = db.validate(&job, &pipeline.pending) {
                 if matches!(e, StorageError::Conflict) {
                     db.metrics.conflicts.inc();
                 }
+                job.held = None;
                 let _ = job.reply.send(Err(e));
                 continue;
             }
@@ -261,8 +337,10 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             next_ts += 1;
             let mut ops = Vec::with_capacity(job.writes.len());
             for (key, p) in &job.writes {
-                pipeline.pending.insert(key.clone());
-                group.keys.push(key.clone());
+                if !early {
+                    pipeline.pending.insert(key.clone());
+                    group.keys.push(key.clone());
+                }
                 ops.push(WalOp { key: key.clone(), value: p.value.clone() });
             }
             group.commits.push(WalCommit { commit_ts: ts, ops, dropped_tables: job.dropped_tables.clone() });
@@ -272,14 +350,27 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             continue;
         }
         db.metrics.group_size.observe(group.accepted.len() as f64);
+        if early {
+            if let Err(e) = apply_early(&db, &group) {
+                // Nothing of the group was applied and its put never started.
+                tracing::error!(database = %db.name, error = %e, "applying a commit group failed");
+                db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
+                let msg = e.to_string();
+                group.fail(|| StorageError::Poisoned(msg.clone()));
+                db.poison(&msg);
+                continue;
+            }
+            let visible = db.visible_ts();
+            let depends = group.accepted.iter().any(|(j, _)| j.snapshot_ts > visible);
+            for (job, _) in &mut group.accepted {
+                job.held = None;
+            }
+            pipeline.push_early(&db, group, depends).await;
+            continue;
+        }
         match db.cfg.durability {
             Durability::Remote => {
-                let mut wal = db.wal.lock().await;
-                group.seq = wal.reserve();
-                let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), shutdown.clone());
-                drop(wal);
-                pipeline.puts.push_back(Box::pin(put));
-                pipeline.groups.push_back(group);
+                pipeline.start_put(&db, group).await;
                 if ddl {
                     pipeline.drain(&db).await;
                 }
@@ -294,6 +385,14 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
     }
 }
 
+/// Applies a validated group before its put (early lock release).
+fn apply_early(db: &Database, group: &Group) -> Result<()> {
+    let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+    db.apply(&group.commits, false)?;
+    db.snapshots.applied_up_to(group.last_ts());
+    Ok(())
+}
+
 /// Answers commits the database can no longer take (fenced or poisoned).
 fn refuse(db: &Database, jobs: Vec<CommitJob>, why: &StorageError) {
     for j in jobs {
@@ -304,12 +403,16 @@ fn refuse(db: &Database, jobs: Vec<CommitJob>, why: &StorageError) {
     }
 }
 
-/// Applies a group whose durability step ended with `durable`, and answers
-/// its commits. Returns `false` if the database can take no more commits.
+/// Makes a group whose durability step ended with `durable` visible —
+/// applying it first unless it was applied early — and answers its
+/// commits. Returns `false` if the database can take no more commits.
 fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
     let result = durable.and_then(|()| {
+        if group.early {
+            return db.record_durable(group.last_ts());
+        }
         let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        db.apply(&group.commits)
+        db.apply(&group.commits, true)
     });
     match result {
         Ok(()) => {
@@ -321,7 +424,8 @@ fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
             true
         }
         Err(e) => {
-            // Nothing of this group was applied; its timestamps are burnt.
+            // Not visible; its timestamps are burnt. A group applied early
+            // stays in the local copy, which the next open restores.
             tracing::error!(database = %db.name, error = %e, "commit group failed");
             db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
             let msg = e.to_string();

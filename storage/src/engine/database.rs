@@ -27,6 +27,9 @@ use crate::keys::{self, CATALOG_TABLE_ID};
 use crate::metrics::StorageMetrics;
 
 const APPLIED_TS: &str = "applied_ts";
+/// The newest commit of the local copy known to be durable in the object
+/// store; behind `applied_ts` while groups applied early are in flight.
+const DURABLE_TS: &str = "durable_ts";
 const WRITER_ID: &str = "writer_id";
 
 /// An open database owned by this node.
@@ -54,6 +57,9 @@ pub struct Database {
     /// Held while applying commits and while taking a local checkpoint, so a
     /// checkpoint's `applied_ts` is exact.
     pub(crate) apply_lock: Mutex<()>,
+    /// Non-zero while a checkpoint waits for the local copy to hold only durable
+    /// commits: the committer then applies groups after their put, not before.
+    pub(crate) hold_early_apply: AtomicU32,
     /// Timestamp of the newest commit whose objects are in a checkpoint.
     pub(crate) checkpointed_ts: AtomicU64,
     pub(crate) last_checkpoint_ms: AtomicU64,
@@ -85,6 +91,18 @@ fn read_meta_u64(db: &DB, name: &str) -> Result<u64> {
         Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StorageError::Corrupt(format!("meta {name}")))?),
         None => 0,
     })
+}
+
+/// Whether the local copy holds commits applied before their WAL put landed
+/// and not known to have landed (a crash, shutdown or fence while a group
+/// applied early was in flight): such a copy may hold commits the object
+/// store never got, so it is discarded and restored.
+fn has_undurable_commits(db: &DB) -> Result<bool> {
+    if db.get(keys::meta_key(DURABLE_TS))?.is_none() {
+        // Written by a version without early apply: everything applied was durable.
+        return Ok(false);
+    }
+    Ok(read_meta_u64(db, APPLIED_TS)? > read_meta_u64(db, DURABLE_TS)?)
 }
 
 fn writer_id() -> String {
@@ -119,14 +137,21 @@ impl Database {
         let snapshots = Snapshots::new(0);
         let mut db = open_rocks(&dir, &snapshots, &cfg.block_cache)?;
         let mut applied = read_meta_u64(&db, APPLIED_TS)?;
-        if let Some(m) = &latest
-            && m.applied_ts > applied
-        {
-            // The local copy predates WAL that has been truncated: start over.
-            tracing::warn!(database = name, local = applied, checkpoint = m.applied_ts, "local copy is stale; restoring");
+        let stale = latest.as_ref().is_some_and(|m| m.applied_ts > applied);
+        let undurable = has_undurable_commits(&db)?;
+        if stale || undurable {
+            // The local copy predates WAL that has been truncated, or may hold
+            // commits that never became durable: start over.
+            if undurable {
+                tracing::warn!(database = name, local = applied, "local copy holds commits not known to be durable; restoring");
+            } else {
+                tracing::warn!(database = name, local = applied, "local copy is stale; restoring");
+            }
             drop(db);
             std::fs::remove_dir_all(&dir)?;
-            checkpoint::restore(&objects, m, &dir).await?;
+            if let Some(m) = &latest {
+                checkpoint::restore(&objects, m, &dir).await?;
+            }
             db = open_rocks(&dir, &snapshots, &cfg.block_cache)?;
             applied = read_meta_u64(&db, APPLIED_TS)?;
         }
@@ -151,7 +176,7 @@ impl Database {
             let todo: Vec<WalCommit> = obj.commits.into_iter().filter(|c| c.commit_ts > applied).collect();
             if !todo.is_empty() && !foreign_after_outbox {
                 applied = todo.iter().map(|c| c.commit_ts).max().unwrap_or(applied);
-                apply_to_rocks(&db, &todo, true, false)?;
+                apply_to_rocks(&db, &todo, true, false, true)?;
             }
             Ok(())
         };
@@ -244,6 +269,7 @@ impl Database {
             poisoned: AtomicBool::new(false),
             ddl_lock: tokio::sync::Mutex::new(()),
             apply_lock: Mutex::new(()),
+            hold_early_apply: AtomicU32::new(0),
             checkpointed_ts: AtomicU64::new(latest.as_ref().map(|m| m.applied_ts).unwrap_or(0)),
             last_checkpoint_ms: AtomicU64::new(latest.as_ref().map(|m| m.created_unix_ms).unwrap_or_else(checkpoint::now_ms)),
             uploaded_ssts: tokio::sync::Mutex::new(
@@ -378,9 +404,12 @@ impl Database {
     }
 
     /// Applies commits to RocksDB and the catalog; callers hold `apply_lock`.
-    pub(crate) fn apply(&self, commits: &[WalCommit]) -> Result<()> {
+    /// `durable`: their WAL put has landed (or local mode makes them durable
+    /// with this write); otherwise they are applied early and
+    /// [`Database::record_durable`] follows once the put lands.
+    pub(crate) fn apply(&self, commits: &[WalCommit], durable: bool) -> Result<()> {
         let local = self.cfg.durability == Durability::Local;
-        apply_to_rocks(&self.db, commits, local, local)?;
+        apply_to_rocks(&self.db, commits, local, local, durable)?;
         let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         for c in commits {
             for op in &c.ops {
@@ -391,6 +420,33 @@ impl Database {
             }
         }
         Ok(())
+    }
+
+    /// Records that commits up to `ts`, applied early, are durable now (a
+    /// crash before this write makes the next open restore the local copy).
+    pub(crate) fn record_durable(&self, ts: u64) -> Result<()> {
+        self.db.put(keys::meta_key(DURABLE_TS), ts.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Waits until commits up to `ts` are durable: a transaction that read
+    /// a commit applied early is not acknowledged before that commit is.
+    pub(crate) async fn wait_durable(&self, ts: u64) -> Result<()> {
+        let wait = async {
+            loop {
+                tokio::select! {
+                    _ = self.snapshots.wait_visible(ts) => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => self.check_owned()?,
+                }
+            }
+        };
+        match tokio::time::timeout(self.commit_timeout(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::CommitOutcomeUnknown(format!(
+                "a commit this transaction read was not confirmed within {:?}",
+                self.commit_timeout()
+            ))),
+        }
     }
 
     /// A new hidden row id (tables without a primary key).
@@ -435,8 +491,9 @@ impl Database {
     }
 }
 
-/// Writes commits into RocksDB in one batch, recording `applied_ts`.
-fn apply_to_rocks(db: &DB, commits: &[WalCommit], sync: bool, outbox: bool) -> Result<()> {
+/// Writes commits into RocksDB in one batch, recording `applied_ts` (and
+/// `durable_ts` when `durable`).
+fn apply_to_rocks(db: &DB, commits: &[WalCommit], sync: bool, outbox: bool, durable: bool) -> Result<()> {
     let mut batch = WriteBatch::default();
     let mut last = 0;
     for c in commits {
@@ -455,6 +512,9 @@ fn apply_to_rocks(db: &DB, commits: &[WalCommit], sync: bool, outbox: bool) -> R
         last = last.max(c.commit_ts);
     }
     batch.put(keys::meta_key(APPLIED_TS), last.to_be_bytes());
+    if durable {
+        batch.put(keys::meta_key(DURABLE_TS), last.to_be_bytes());
+    }
     let mut wo = WriteOptions::default();
     wo.set_sync(sync);
     db.write_opt(batch, &wo)?;

@@ -32,10 +32,17 @@ pub struct Pending {
 }
 
 /// Live snapshot timestamps; the oldest bounds garbage collection.
+///
+/// `visible` is the newest durable commit, which new snapshots read;
+/// `applied` the newest commit in the local copy, which may be ahead of it
+/// while a group's WAL put is in flight (see `commit.rs`, early lock
+/// release): only a transaction that waited for a row lock reads there.
 pub struct Snapshots {
     live: Mutex<BTreeMap<u64, usize>>,
     visible: AtomicU64,
+    applied: AtomicU64,
     gc_ts: Arc<AtomicU64>,
+    advanced: tokio::sync::Notify,
 }
 
 impl Snapshots {
@@ -44,7 +51,9 @@ impl Snapshots {
         Arc::new(Self {
             live: Mutex::new(BTreeMap::new()),
             visible: AtomicU64::new(visible),
+            applied: AtomicU64::new(visible),
             gc_ts: Arc::new(AtomicU64::new(visible)),
+            advanced: tokio::sync::Notify::new(),
         })
     }
 
@@ -67,13 +76,31 @@ impl Snapshots {
         self.gc_ts.store(gc, Ordering::SeqCst);
     }
 
+    /// The newest commit in the local copy (durable or not yet).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst).max(self.visible())
+    }
+
     /// Takes a snapshot of the latest committed state.
     pub fn acquire(self: &Arc<Self>) -> SnapshotGuard {
+        self.acquire_at_least(0)
+    }
+
+    /// Takes a snapshot of the latest committed state, or at `ts` if that is
+    /// newer (a READ COMMITTED transaction's snapshot never moves back).
+    pub fn acquire_at_least(self: &Arc<Self>, ts: u64) -> SnapshotGuard {
         let mut live = self.lock();
-        let ts = self.visible();
+        let ts = self.visible().max(ts);
         *live.entry(ts).or_default() += 1;
         self.recompute(&live);
         SnapshotGuard { snapshots: self.clone(), ts }
+    }
+
+    /// Takes a snapshot of everything applied, including commits whose WAL
+    /// put is still in flight. A transaction reading there must not be
+    /// acknowledged before they are durable (see [`Snapshots::wait_visible`]).
+    pub fn acquire_applied(self: &Arc<Self>) -> SnapshotGuard {
+        self.acquire_at_least(self.applied())
     }
 
     /// Publishes commits up to `ts` as visible.
@@ -81,6 +108,25 @@ impl Snapshots {
         let live = self.lock();
         self.visible.fetch_max(ts, Ordering::SeqCst);
         self.recompute(&live);
+        drop(live);
+        self.advanced.notify_waiters();
+    }
+
+    /// Records commits up to `ts` as applied to the local copy, not yet
+    /// durable.
+    pub fn applied_up_to(&self, ts: u64) {
+        self.applied.fetch_max(ts, Ordering::SeqCst);
+    }
+
+    /// Waits until commits up to `ts` are durable (visible).
+    pub async fn wait_visible(&self, ts: u64) {
+        loop {
+            let advanced = self.advanced.notified();
+            if self.visible() >= ts {
+                return;
+            }
+            advanced.await;
+        }
     }
 
     fn release(&self, ts: u64) {

@@ -46,19 +46,20 @@ impl Database {
                 "transaction {txn_id} is not READ COMMITTED; its snapshot cannot move"
             )));
         }
-        txn.snapshot = self.snapshots.acquire();
+        txn.snapshot = self.snapshots.acquire_at_least(txn.snapshot_ts());
         txn.last_used = Instant::now();
         Ok(txn.snapshot_ts())
     }
 
     /// The first request of statement `statement` (0: none) of a READ
-    /// COMMITTED transaction moves its snapshot to the latest commit; the
+    /// COMMITTED transaction moves its snapshot to the latest commit (never
+    /// back: after a lock wait it may read past the durable ones); the
     /// statement's other requests read the same snapshot.
     pub(crate) fn enter_statement(&self, txn: &mut Txn, statement: u64) {
         if statement > txn.statement {
             txn.statement = statement;
             if txn.isolation == Isolation::ReadCommitted {
-                txn.snapshot = self.snapshots.acquire();
+                txn.snapshot = self.snapshots.acquire_at_least(txn.snapshot_ts());
             }
         }
     }
@@ -88,20 +89,29 @@ impl Database {
         let before = txn.locks.len();
         self.take_locks(txn, staged.keys().map(Vec::as_slice)).await?;
         let plain_insert = w.kind == WriteKind::Insert as i32;
+        let mut newer = None;
         for key in txn.locks.taken_since(before) {
             if let Some((ts, live)) = newest_version(&self.db, key)?
                 && ts > txn.snapshot_ts()
             {
-                return Err(match txn.isolation {
-                    // A concurrent insert of the same key committed first.
-                    _ if plain_insert && live => StorageError::UniqueViolation(w.table.clone()),
-                    Isolation::ReadCommitted => StorageError::RetryStatement,
-                    Isolation::Snapshot => {
-                        self.metrics.conflicts.inc();
-                        StorageError::Conflict
-                    }
-                });
+                newer = Some((ts, live));
+                break;
             }
+        }
+        if let Some((ts, live)) = newer {
+            // The version may have been applied before its put landed: the
+            // error reports a commit only once it is durable, and a statement
+            // re-run on a fresh snapshot sees it.
+            self.wait_durable(ts).await?;
+            return Err(match txn.isolation {
+                // A concurrent insert of the same key committed first.
+                _ if plain_insert && live => StorageError::UniqueViolation(w.table.clone()),
+                Isolation::ReadCommitted => StorageError::RetryStatement,
+                Isolation::Snapshot => {
+                    self.metrics.conflicts.inc();
+                    StorageError::Conflict
+                }
+            });
         }
         txn.buffer(savepoint, staged);
         Ok(affected)
@@ -122,7 +132,11 @@ impl Database {
     /// COMMITTED transaction's snapshot moves to the latest commit (the
     /// statement reads the newest version, as PostgreSQL re-reads a row it
     /// waited for) and a SNAPSHOT transaction fails with a conflict.
+    /// The newest version may be a commit applied before its WAL put landed
+    /// (early lock release): the transaction then depends on it, and its
+    /// commit waits for it (see `commit.rs`).
     pub(crate) async fn lock_for_update(&self, txn: &mut Txn, key: &[u8]) -> Result<()> {
+        self.check_owned()?;
         let before = txn.locks.len();
         self.take_locks(txn, std::iter::once(key)).await?;
         if txn.locks.taken_since(before).is_empty() {
@@ -133,7 +147,7 @@ impl Database {
             && ts > txn.snapshot_ts()
         {
             match txn.isolation {
-                Isolation::ReadCommitted => txn.snapshot = self.snapshots.acquire(),
+                Isolation::ReadCommitted => txn.snapshot = self.snapshots.acquire_applied(),
                 Isolation::Snapshot => {
                     self.metrics.conflicts.inc();
                     return Err(StorageError::Conflict);

@@ -79,3 +79,99 @@ async fn store_latency_delays_acknowledgement() {
     let uploads = faults.write_attempts.load(Ordering::SeqCst) - before;
     assert!(uploads < 16, "16 concurrent commits took {uploads} uploads");
 }
+
+fn read_for_update(txn: u64, id: i64) -> ebb_proto::storage::ScanRequest {
+    use ebb_proto::storage::{KeyBound, Value, value::Kind};
+    let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
+    ebb_proto::storage::ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
+}
+
+#[tokio::test]
+async fn a_waiting_writer_gets_the_row_before_the_holders_put_lands_and_commits_after_it() {
+    use ebb_proto::storage::Isolation;
+    let (store, faults) = faulty_store();
+    let n = start(store, test_config()).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "hot", 100)]))]).await.unwrap();
+    faults.set_latency(Duration::from_millis(400));
+
+    let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    scan(&db, read_for_update(t1, 1)).await.unwrap();
+    db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "hot", 110)]))).await.unwrap();
+    let started = Instant::now();
+    let c1 = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(t1, &[]).await })
+    };
+    // t2 waits for t1's row lock, which t1 releases once its commit is
+    // validated and applied — well before its slow WAL put lands.
+    let b2 = balances(&scan(&db, read_for_update(t2, 1)).await.unwrap())[0].1;
+    assert!(started.elapsed() < Duration::from_millis(300), "the lock came only after the put: {:?}", started.elapsed());
+    assert!(!c1.is_finished(), "t1 is not acknowledged before its put lands");
+    assert_eq!(b2, 110, "t2 reads t1's version");
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 100)], "a new snapshot reads durable commits only");
+    db.write(t2, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "hot", b2 + 5)]))).await.expect("t2 holds the lock");
+    db.commit(t2, &[]).await.expect("t2 commits");
+    assert!(c1.is_finished(), "t2 read t1's commit, so it is acknowledged only after t1");
+    c1.await.unwrap().expect("t1 commits");
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 115)], "no update is lost");
+
+    // A reader that saw an early commit is not acknowledged before it lands.
+    let (t3, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t4, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    scan(&db, read_for_update(t3, 1)).await.unwrap();
+    db.write(t3, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "hot", 120)]))).await.unwrap();
+    let c3 = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(t3, &[]).await })
+    };
+    assert_eq!(balances(&scan(&db, read_for_update(t4, 1)).await.unwrap())[0].1, 120);
+    db.commit(t4, &[]).await.expect("t4 ends without writes");
+    assert!(c3.is_finished(), "t4 read t3's commit: it waited for it to be durable");
+    c3.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_applied_early_and_never_durable_is_gone_when_the_fenced_node_reopens() {
+    use ebb_proto::storage::Isolation;
+    use ebb_storage::durability::failing::FailingObjectStore;
+    use ebb_storage::metrics::StorageMetrics;
+    use ebb_storage::StorageNode;
+    let inner: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let (slow, faults) = FailingObjectStore::new(inner.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let node = |store| StorageNode::start(store, Default::default(), cache.path().to_path_buf(), test_config(), StorageMetrics::unregistered());
+    let first = node(slow).await.unwrap();
+    let db = first.database("postgres").await.unwrap();
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "hot", 100)]))]).await.unwrap();
+
+    faults.set_latency(Duration::from_millis(1500));
+    let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    db.write(t1, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "phantom", 999)]))).await.unwrap();
+    let c1 = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(t1, &[]).await })
+    };
+    // t1 is applied locally (t2 gets its lock and reads it) while its put is in flight …
+    assert_eq!(balances(&scan(&db, read_for_update(t2, 1)).await.unwrap())[0].1, 999);
+    // … when another node takes the database over: the put lands on a
+    // claimed sequence number and t1 is never acknowledged.
+    let other = start(inner.clone(), test_config()).await;
+    let err = c1.await.unwrap().expect_err("t1's put collides with the new owner's claim");
+    assert!(matches!(err, StorageError::Fenced(_)), "got {err:?}");
+    assert!(db.commit(t2, &[]).await.is_err(), "t2 read t1: it cannot commit either");
+    assert_eq!(balances(&scan(&other.db().await, scan_req("accounts", 0)).await.unwrap()), vec![(1, 100)]);
+    first.shutdown().await;
+    drop((db, first));
+
+    // The first node's cache holds t1; reopening there restores from the store.
+    other.node.shutdown().await;
+    drop(other);
+    let reopened = node(inner.clone()).await.unwrap();
+    let rows = balances(&scan(&reopened.database("postgres").await.unwrap(), scan_req("accounts", 0)).await.unwrap());
+    assert_eq!(rows, vec![(1, 100)], "the commit that never became durable is not in the reopened copy");
+}
