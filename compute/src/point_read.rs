@@ -63,7 +63,8 @@ pub struct PointRead {
 impl PointRead {
     /// Recognises `Projection(exprs) ← Filter(k1 = v1 AND …) ← TableScan`
     /// of a storage table whose equalities pin exactly its primary key to
-    /// constants or parameters, with no subquery or parameter in the exprs.
+    /// constants or parameters, with no subquery in the exprs (parameters
+    /// in them are bound when the read runs: `SET v = v + $1`).
     pub fn recognise(plan: &LogicalPlan) -> Option<Self> {
         let LogicalPlan::Projection(projection) = plan else { return None };
         let LogicalPlan::Filter(filter) = projection.input.as_ref() else { return None };
@@ -105,11 +106,10 @@ impl PointRead {
         let outputs = match columns {
             Some(columns) => Outputs::Columns(columns),
             None => {
-                let unfit = |e: &Expr| {
-                    crate::scalar_subqueries::has_subquery(e)
-                        || e.contains_outer()
-                        || e.exists(|e| Ok(matches!(e, Expr::Placeholder(_)))).unwrap_or(true)
-                };
+                // A parameter the plan gave no type (`SET v = $1`) leaves
+                // the result column untyped: the general path binds it.
+                let untyped = |e: &Expr| e.exists(|e| Ok(matches!(e, Expr::Placeholder(p) if p.field.is_none()))).unwrap_or(true);
+                let unfit = |e: &Expr| crate::scalar_subqueries::has_subquery(e) || e.contains_outer() || untyped(e);
                 if projection.expr.iter().any(unfit) {
                     return None;
                 }
@@ -173,8 +173,8 @@ impl PointRead {
     }
 
     /// Runs the scan and shapes its rows as the statement's result
-    /// (`state` evaluates expressions).
-    pub async fn run(&self, client: &StorageClient, req: ScanRequest, state: &SessionState) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    /// (`state` evaluates expressions, with `params` bound).
+    pub async fn run(&self, client: &StorageClient, req: ScanRequest, state: &SessionState, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let (_, batches) = client.scan(req).await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
@@ -187,7 +187,8 @@ impl PointRead {
                     let row = RecordBatch::try_new(Arc::new(scanned.as_arrow().clone()), b.columns().to_vec())?;
                     let mut columns = Vec::with_capacity(exprs.len());
                     for (e, field) in exprs.iter().zip(self.schema.fields()) {
-                        let value = state.create_physical_expr(simplified(e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?;
+                        let e = with_params(e, params)?;
+                        let value = state.create_physical_expr(simplified(&e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?;
                         columns.push(if value.data_type() == field.data_type() { value } else { arrow::compute::cast(&value, field.data_type())? });
                     }
                     columns
@@ -198,6 +199,23 @@ impl PointRead {
         }
         Ok((self.schema.clone(), out))
     }
+}
+
+/// `e` with its parameters (`$1` is `params[0]`) replaced by their values.
+fn with_params(e: &Expr, params: &[ScalarValue]) -> Result<Expr> {
+    let bound = e.clone().transform(|e| match &e {
+        Expr::Placeholder(p) => {
+            let value = p
+                .id
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| params.get(n.checked_sub(1)?))
+                .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no value for parameter {}", p.id)))?;
+            Ok(datafusion::common::tree_node::Transformed::yes(datafusion::logical_expr::lit(value.clone())))
+        }
+        _ => Ok(datafusion::common::tree_node::Transformed::no(e)),
+    })?;
+    Ok(bound.data)
 }
 
 /// `e` type-coerced, rewritten by ebb's analyzer rules that apply to
@@ -314,12 +332,22 @@ mod tests {
             "SELECT v FROM t WHERE a = 1 OR a = 2",
             "SELECT count(*) FROM t WHERE a = 1",
             "SELECT v FROM t WHERE a = 1 LIMIT 1",
-            "SELECT v + $2 FROM t WHERE a = $1",
+            "SELECT $2 FROM t WHERE a = $1",
         ] {
             assert!(recognised(&["a"], sql).await.is_none(), "{sql}");
         }
         assert!(recognised(&["a", "b"], "SELECT v FROM t WHERE a = 1").await.is_none(), "part of the key");
         assert!(recognised(&[], "SELECT v FROM t WHERE a = 1").await.is_none(), "no key");
+    }
+
+    #[tokio::test]
+    async fn parameters_of_expressions_are_bound_when_the_read_runs() {
+        use datafusion::logical_expr::{col, lit, placeholder};
+        let p = recognised(&["a"], "SELECT v + $2 AS w FROM t WHERE a = $1").await.expect("an UPDATE's SET v = v + $2 is a point read");
+        assert!(matches!(p.outputs, Outputs::Exprs { .. }));
+        let e = col("v") + placeholder("$2");
+        assert_eq!(with_params(&e, &[ScalarValue::Int32(Some(1)), ScalarValue::Int64(Some(7))]).expect("bound"), col("v") + lit(7i64));
+        assert!(with_params(&e, &[ScalarValue::Int32(Some(1))]).is_err(), "a missing value is an error, not NULL");
     }
 
     #[test]

@@ -730,7 +730,7 @@ impl Session {
             && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {
             req.lock_row = for_update && req.txn_id != 0;
-            return point.run(&self.storage.client, req, &self.state).await;
+            return point.run(&self.storage.client, req, &self.state, params).await;
         }
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
         let physical = self.state.create_physical_plan(&plan).await?;
