@@ -29,6 +29,12 @@ pub struct StorageMetrics {
     pub block_cache_bytes: IntGauge,
     /// Scans run in two halves on two threads.
     pub split_scans: IntCounter,
+    /// Commits applied (and their row locks released) before their WAL put
+    /// landed; see early lock release in `engine/commit.rs`.
+    pub commits_applied_early: IntCounter,
+    /// Commit groups whose WAL put waited for earlier groups because they
+    /// read commits applied early.
+    pub dependent_groups: IntCounter,
 }
 
 impl StorageMetrics {
@@ -74,6 +80,14 @@ impl StorageMetrics {
             )?,
             block_cache_bytes: IntGauge::new("ebb_storage_block_cache_bytes", "Bytes of table blocks held in the shared block cache")?,
             split_scans: IntCounter::new("ebb_storage_split_scans_total", "Scans run in two halves on two threads")?,
+            commits_applied_early: IntCounter::new(
+                "ebb_storage_commits_applied_early_total",
+                "Commits applied and their row locks released before their WAL put landed",
+            )?,
+            dependent_groups: IntCounter::new(
+                "ebb_storage_dependent_groups_total",
+                "Commit groups whose WAL put waited for earlier groups because they read commits not yet durable",
+            )?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -87,6 +101,8 @@ impl StorageMetrics {
         registry.register(Box::new(m.lock_timeouts.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
+        registry.register(Box::new(m.commits_applied_early.clone()))?;
+        registry.register(Box::new(m.dependent_groups.clone()))?;
         Ok(m)
     }
 

@@ -233,6 +233,10 @@ impl Session {
             return None;
         }
         let shape = auto_params::parameterise(stmt)?;
+        if is_catalog_query(&shape.text.to_ascii_lowercase()) {
+            // Planned afresh every run anyway (they read the catalog as it is now).
+            return None;
+        }
         let cache = self.shapes.get(&shape.text, self.catalog.generation());
         let types = self.param_types(&shape.stmt, Some(&cache)).await.ok()?;
         if types.len() != shape.values.len() {

@@ -206,7 +206,10 @@ impl Pipeline {
     async fn push_early(&mut self, db: &Arc<Database>, group: Group, depends: bool) {
         match self.waiting.as_mut() {
             Some(w) => w.absorb(group),
-            None if depends && !self.groups.is_empty() => self.waiting = Some(group),
+            None if depends && !self.groups.is_empty() => {
+                db.metrics.dependent_groups.inc();
+                self.waiting = Some(group);
+            }
             None => self.start_put(db, group).await,
         }
     }
@@ -350,6 +353,10 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             continue;
         }
         db.metrics.group_size.observe(group.accepted.len() as f64);
+        // Commits that read commits applied early (after a lock wait) must
+        // not land before those did.
+        let visible = db.visible_ts();
+        let depends = group.accepted.iter().any(|(j, _)| j.snapshot_ts > visible);
         if early {
             if let Err(e) = apply_early(&db, &group) {
                 // Nothing of the group was applied and its put never started.
@@ -360,16 +367,29 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 db.poison(&msg);
                 continue;
             }
-            let visible = db.visible_ts();
-            let depends = group.accepted.iter().any(|(j, _)| j.snapshot_ts > visible);
             for (job, _) in &mut group.accepted {
                 job.held = None;
             }
+            db.metrics.commits_applied_early.inc_by(group.accepted.len() as u64);
             pipeline.push_early(&db, group, depends).await;
             continue;
         }
         match db.cfg.durability {
             Durability::Remote => {
+                if depends {
+                    pipeline.drain(&db).await;
+                    if let Err(e) = db.check_owned() {
+                        // An earlier group failed: these never reach the store.
+                        for k in &group.keys {
+                            pipeline.pending.remove(k);
+                        }
+                        group.fail(|| match &e {
+                            StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
+                            _ => StorageError::Poisoned(db.name.clone()),
+                        });
+                        continue;
+                    }
+                }
                 pipeline.start_put(&db, group).await;
                 if ddl {
                     pipeline.drain(&db).await;

@@ -175,3 +175,32 @@ async fn a_commit_applied_early_and_never_durable_is_gone_when_the_fenced_node_r
     let rows = balances(&scan(&reopened.database("postgres").await.unwrap(), scan_req("accounts", 0)).await.unwrap());
     assert_eq!(rows, vec![(1, 100)], "the commit that never became durable is not in the reopened copy");
 }
+
+#[tokio::test]
+async fn a_checkpoint_waits_for_commits_applied_early_to_become_durable() {
+    let (store, faults) = faulty_store();
+    let n = start(store, test_config()).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    faults.set_fail_writes(true);
+    let c1 = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "early", 1)]))]).await })
+    };
+    // The commit is applied locally and its put keeps failing …
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while db.visible_ts() == db.local_ts() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let checkpoint = {
+        let db = db.clone();
+        tokio::spawn(async move { ebb_storage::engine::background::take_checkpoint(&db).await })
+    };
+    // … so a checkpoint waits rather than copy a local state the store may never get.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!checkpoint.is_finished(), "the checkpoint went ahead with a commit that is not durable");
+    faults.set_fail_writes(false);
+    let ts = c1.await.unwrap().expect("the commit lands once the store is back").0;
+    let applied = checkpoint.await.unwrap().expect("the checkpoint follows");
+    assert_eq!(applied, ts, "and holds the commit, now durable");
+}
