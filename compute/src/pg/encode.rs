@@ -161,6 +161,8 @@ fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &Fie
             let v = a.as_primitive::<t::UInt64Type>().value(row);
             enc.encode_field(&i64::try_from(v).map_err(|_| bad(format!("{v} does not fit bigint")))?)
         }
+        DataType::Float32 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float32Type>().value(row), FLOAT4_FIXED_DIGITS)),
+        DataType::Float64 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float64Type>().value(row), FLOAT8_FIXED_DIGITS)),
         DataType::Float32 => enc.encode_field(&a.as_primitive::<t::Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&a.as_primitive::<t::Float64Type>().value(row)),
         DataType::Decimal128(_, s) => {
@@ -277,6 +279,45 @@ pub fn timestamp_text(dt: &chrono::NaiveDateTime, with_tz: bool) -> String {
     s
 }
 
+/// Decimal exponents below which `real` and `double precision` print in
+/// fixed-point notation (PostgreSQL: `FLT_DIG` and `DBL_DIG`, as `%g`).
+const FLOAT4_FIXED_DIGITS: i32 = 6;
+const FLOAT8_FIXED_DIGITS: i32 = 15;
+
+/// PostgreSQL's text form of a float (`extra_float_digits` > 0, the
+/// default since PostgreSQL 12): the shortest digits that read back as the
+/// same value, fixed-point for decimal exponents from -4 to below
+/// `fixed_digits`, else `d.ddde±XX`; `NaN`, `Infinity`, `-Infinity`.
+pub fn float_text<F: Into<f64> + std::fmt::LowerExp + Copy>(v: F, fixed_digits: i32) -> String {
+    let x: f64 = v.into();
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    // `{:e}` is Rust's shortest round-trip form of the value's own type: "-1.25e-7".
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..fixed_digits).contains(&exp) {
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        };
+        return format!("{sign}{body}");
+    }
+    let (first, rest) = digits.split_at(1);
+    let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+    format!("{sign}{first}{frac}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
 /// PostgreSQL's text form of an unscaled decimal.
 pub fn decimal_text(v: i128, scale: i8) -> String {
     if scale <= 0 {
@@ -348,6 +389,28 @@ mod tests {
         assert_eq!(interval_text(-1, 2, -1), "-1 mons +2 days -00:00:00.000001");
         assert_eq!(interval_text(0, -1, 0), "-1 days");
         assert_eq!(interval_text(0, 0, 100 * 3_600_000_000), "100:00:00");
+    }
+
+    #[test]
+    fn floats_print_like_postgres() {
+        // Each as PostgreSQL 15 prints it (`SELECT x::float8`, `x::real`).
+        let f8 = |v: f64| float_text(v, FLOAT8_FIXED_DIGITS);
+        assert_eq!(f8(3.0), "3");
+        assert_eq!(f8(2.5), "2.5");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(f8(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(123456789012345.0), "123456789012345");
+        assert_eq!(f8(0.0001), "0.0001");
+        assert_eq!(f8(0.00001), "1e-05");
+        assert_eq!(f8(-1.5e-7), "-1.5e-07");
+        assert_eq!(f8(1.7976931348623157e308), "1.7976931348623157e+308");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        let f4 = |v: f32| float_text(v, FLOAT4_FIXED_DIGITS);
+        assert_eq!(f4(1.1), "1.1", "the shortest form of the f32, not of its f64 widening");
+        assert_eq!(f4(100000.0), "100000");
+        assert_eq!(f4(1234567.0), "1.234567e+06");
     }
 
     #[test]
