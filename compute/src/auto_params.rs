@@ -25,6 +25,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use std::ops::ControlFlow;
 
+/// Shapes longer than this are not made: a long statement (an INSERT of
+/// many rows) rarely repeats, and its kept plan would be large.
+pub const MAX_SHAPE_TEXT: usize = 4096;
+
 /// A statement with its integer literals replaced by `$1`, `$2`, … and the
 /// values they had.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +84,9 @@ pub fn parameterise(stmt: &Statement) -> Option<Shape> {
         return None;
     }
     let text = stmt.to_string();
+    if text.len() > MAX_SHAPE_TEXT {
+        return None;
+    }
     Some(Shape { stmt, text, values })
 }
 
@@ -204,6 +211,8 @@ mod tests {
         assert_eq!(shape("SELECT * FROM t WHERE a = 99999999999999999999"), None, "not past i64");
         assert_eq!(shape("SELECT * FROM t WHERE a = $1 AND b = 2"), None, "a statement with parameters runs as written");
         assert_eq!(shape("INSERT INTO t SELECT 1"), None, "only VALUES");
+        let many = (0..2000).map(|i| format!("({i})")).collect::<Vec<_>>().join(", ");
+        assert_eq!(shape(&format!("INSERT INTO t VALUES {many}")), None, "a bulk INSERT runs as written");
     }
 
     #[test]
