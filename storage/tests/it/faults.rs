@@ -80,12 +80,6 @@ async fn store_latency_delays_acknowledgement() {
     assert!(uploads < 16, "16 concurrent commits took {uploads} uploads");
 }
 
-fn read_for_update(txn: u64, id: i64) -> ebb_proto::storage::ScanRequest {
-    use ebb_proto::storage::{KeyBound, Value, value::Kind};
-    let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
-    ebb_proto::storage::ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
-}
-
 #[tokio::test]
 async fn a_waiting_writer_gets_the_row_before_the_holders_put_lands_and_commits_after_it() {
     use ebb_proto::storage::Isolation;
@@ -131,6 +125,19 @@ async fn a_waiting_writer_gets_the_row_before_the_holders_put_lands_and_commits_
     db.commit(t4, &[]).await.expect("t4 ends without writes");
     assert!(c3.is_finished(), "t4 read t3's commit: it waited for it to be durable");
     c3.await.unwrap().unwrap();
+
+    // A write that finds the row changed reports it only once the change is durable.
+    let (t5, _) = db.begin(None).unwrap();
+    let (t6, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    db.write(t6, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "hot", 130)]))).await.unwrap();
+    let c6 = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(t6, &[]).await })
+    };
+    let err = db.write(t5, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "hot", 0)]))).await.expect_err("t6 wrote the row after t5's snapshot");
+    assert!(matches!(err, StorageError::Conflict), "got {err:?}");
+    assert!(c6.is_finished(), "the conflict names a commit only once it is durable");
+    c6.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -127,3 +127,10 @@ pub fn balances(b: &RecordBatch) -> Vec<(i64, i64)> {
     let bal = b.column_by_name("balance").expect("balance").as_primitive::<Int64Type>();
     (0..b.num_rows()).map(|i| (ids.value(i), bal.value(i))).collect()
 }
+
+/// A FOR UPDATE point read of account `id` in `txn` (`ScanRequest.lock_row`).
+pub fn read_for_update(txn: u64, id: i64) -> ScanRequest {
+    use ebb_proto::storage::{KeyBound, Value, value::Kind};
+    let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
+    ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
+}

@@ -78,13 +78,6 @@ async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_
     assert!(matches!(db.refresh_snapshot(t3).await, Err(StorageError::InvalidRequest(_))));
 }
 
-/// A FOR UPDATE point read of account `id` in `txn` (`ScanRequest.lock_row`).
-fn read_for_update(txn: u64, id: i64) -> ebb_proto::storage::ScanRequest {
-    use ebb_proto::storage::{KeyBound, Value, value::Kind};
-    let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
-    ebb_proto::storage::ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
-}
-
 #[tokio::test]
 async fn a_read_for_update_waits_for_the_row_and_reads_its_newest_version() {
     let n = start_memory().await;
