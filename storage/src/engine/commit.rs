@@ -214,13 +214,18 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the oldest put and retires its group.
-    async fn retire_one(&mut self, db: &Arc<Database>) -> bool {
+    /// Starts the waiting group's put once no earlier group is in flight.
+    async fn start_waiting(&mut self, db: &Arc<Database>) {
         if self.groups.is_empty()
             && let Some(w) = self.waiting.take()
         {
             self.start_put(db, w).await;
         }
+    }
+
+    /// Waits for the oldest put and retires its group.
+    async fn retire_one(&mut self, db: &Arc<Database>) -> bool {
+        self.start_waiting(db).await;
         match self.puts.next().await {
             Some(result) => self.retire(db, result).await,
             None => true,
@@ -247,11 +252,7 @@ impl Pipeline {
             Err(AppendError::Store(e)) => Err(e),
         };
         if finish(db, group, result) {
-            if self.groups.is_empty()
-                && let Some(w) = self.waiting.take()
-            {
-                self.start_put(db, w).await;
-            }
+            self.start_waiting(db).await;
             return true;
         }
         // Later groups may or may not have landed; nobody learns they did.
@@ -362,9 +363,8 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 // Nothing of the group was applied and its put never started.
                 tracing::error!(database = %db.name, error = %e, "applying a commit group failed");
                 db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
-                let msg = e.to_string();
-                group.fail(|| StorageError::Poisoned(msg.clone()));
-                db.poison(&msg);
+                db.poison(&e.to_string());
+                group.fail(|| StorageError::Poisoned(db.name.clone()));
                 continue;
             }
             for (job, _) in &mut group.accepted {
@@ -383,10 +383,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                         for k in &group.keys {
                             pipeline.pending.remove(k);
                         }
-                        group.fail(|| match &e {
-                            StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
-                            _ => StorageError::Poisoned(db.name.clone()),
-                        });
+                        group.fail(|| refusal(&db, &e));
                         continue;
                     }
                 }
@@ -416,10 +413,16 @@ fn apply_early(db: &Database, group: &Group) -> Result<()> {
 /// Answers commits the database can no longer take (fenced or poisoned).
 fn refuse(db: &Database, jobs: Vec<CommitJob>, why: &StorageError) {
     for j in jobs {
-        let _ = j.reply.send(Err(match why {
-            StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
-            _ => StorageError::Poisoned(db.name.clone()),
-        }));
+        let _ = j.reply.send(Err(refusal(db, why)));
+    }
+}
+
+/// The error for a commit refused because the database is fenced or
+/// poisoned (`why`: what `check_owned` said).
+fn refusal(db: &Database, why: &StorageError) -> StorageError {
+    match why {
+        StorageError::Fenced(n) => StorageError::Fenced(n.clone()),
+        _ => StorageError::Poisoned(db.name.clone()),
     }
 }
 
