@@ -25,10 +25,6 @@ use datafusion::sql::sqlparser::ast::{
 };
 use std::ops::ControlFlow;
 
-/// Shapes longer than this are not made: a long statement (an INSERT of
-/// many rows) rarely repeats, and its kept plan would be large.
-pub const MAX_SHAPE_TEXT: usize = 4096;
-
 /// A statement with its integer literals replaced by `$1`, `$2`, … and the
 /// values they had.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +42,8 @@ pub struct Shape {
 /// (which a simple-protocol statement may not: running it as written
 /// reports that).
 pub fn parameterise(stmt: &Statement) -> Option<Shape> {
-    if has_placeholders(stmt) {
+    let candidate = matches!(stmt, Statement::Query(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Insert(_));
+    if !candidate || has_placeholders(stmt) {
         return None;
     }
     let mut stmt = stmt.clone();
@@ -84,7 +81,9 @@ pub fn parameterise(stmt: &Statement) -> Option<Shape> {
         return None;
     }
     let text = stmt.to_string();
-    if text.len() > MAX_SHAPE_TEXT {
+    // A long statement (an INSERT of many rows) rarely repeats, and its
+    // kept plan would be large: it runs as written.
+    if text.len() > crate::session::plan_cache::MAX_KEPT_TEXT {
         return None;
     }
     Some(Shape { stmt, text, values })
@@ -131,19 +130,18 @@ fn rewrite(e: &mut Expr, values: &mut Vec<i64>) {
 
 /// The value of an integer literal (`42`, `-42`) that fits an `i64`.
 fn integer_literal(e: &Expr) -> Option<i64> {
-    match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, false) if n.bytes().all(|b| b.is_ascii_digit()) => n.parse().ok(),
-            _ => None,
-        },
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match expr.as_ref() {
+    fn digits(e: &Expr) -> Option<&str> {
+        match e {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, false) if n.bytes().all(|b| b.is_ascii_digit()) => format!("-{n}").parse().ok(),
+                Value::Number(n, false) if n.bytes().all(|b| b.is_ascii_digit()) => Some(n),
                 _ => None,
             },
             _ => None,
-        },
-        _ => None,
+        }
+    }
+    match e {
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => format!("-{}", digits(expr)?).parse().ok(),
+        e => digits(e)?.parse().ok(),
     }
 }
 

@@ -29,6 +29,7 @@ use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, val
 
 use crate::error::{ComputeError, Result};
 use crate::pushdown;
+use crate::session::param_position;
 use crate::storage_client::{StorageClient, expected};
 use crate::table::StorageTable;
 
@@ -205,11 +206,8 @@ impl PointRead {
 fn with_params(e: &Expr, params: &[ScalarValue]) -> Result<Expr> {
     let bound = e.clone().transform(|e| match &e {
         Expr::Placeholder(p) => {
-            let value = p
-                .id
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| params.get(n.checked_sub(1)?))
+            let value = param_position(&p.id)
+                .and_then(|i| params.get(i))
                 .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no value for parameter {}", p.id)))?;
             Ok(datafusion::common::tree_node::Transformed::yes(datafusion::logical_expr::lit(value.clone())))
         }
@@ -253,7 +251,7 @@ fn equality(e: &Expr) -> Option<(String, KeyPart)> {
     let ((Expr::Column(c), value) | (value, Expr::Column(c))) = (left.as_ref(), right.as_ref()) else { return None };
     let part = match value {
         Expr::Literal(v, _) => KeyPart::Constant(v.clone()),
-        Expr::Placeholder(p) => KeyPart::Param(p.id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?),
+        Expr::Placeholder(p) => KeyPart::Param(param_position(&p.id)?),
         _ => return None,
     };
     Some((c.name.clone(), part))

@@ -199,6 +199,12 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
             database(s, "postgres").is_some_and(|d| d["state"] == "suspended" && d["replicas"] == 0) && s["pool"]["ready"] == 1
         })
         .await;
+    // The status says replicas 0 once the compute is told to stop; its
+    // process exits (and is reaped) a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local.compute_pids().len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(local.compute_pids().len(), 1, "only the pool compute runs");
 
     // Resume: the next connection sees every row.

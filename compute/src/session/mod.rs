@@ -237,7 +237,7 @@ impl Session {
             // Planned afresh every run anyway (they read the catalog as it is now).
             return None;
         }
-        let cache = self.shapes.get(&shape.text, self.catalog.generation());
+        let cache = self.shapes.get_or_keep(&shape.text, self.catalog.generation(), Arc::default);
         let types = self.param_types(&shape.stmt, Some(&cache)).await.ok()?;
         if types.len() != shape.values.len() {
             return None;
@@ -686,8 +686,8 @@ impl Session {
             }
         };
         let plan = self.plan(stmt).await?;
-        if sql.len() <= PlansByText::MAX_TEXT && !reads_system_tables(&plan) && !crate::pg_catalog::size_calls(&plan).any() {
-            self.generated.keep(sql, generation, &plan);
+        if sql.len() <= plan_cache::MAX_KEPT_TEXT && !reads_system_tables(&plan) && !crate::pg_catalog::size_calls(&plan).any() {
+            self.generated.keep(sql, generation, plan.clone());
         }
         Ok(plan)
     }
@@ -938,16 +938,21 @@ fn reads_system_tables(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// The 0-based position of parameter `$n` (`id` is `"$n"`, n from 1).
+pub(crate) fn param_position(id: &str) -> Option<usize> {
+    id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)
+}
+
 /// Types DataFusion inferred for a plan's `$n` placeholders, by position
 /// (at least `min` of them).
 pub(crate) fn param_types(plan: &LogicalPlan, min: usize) -> Result<Vec<Option<DataType>>> {
     let mut out = vec![None; min];
     for (k, v) in plan.get_parameter_types()? {
-        let Some(i) = k.trim_start_matches('$').parse::<usize>().ok().filter(|i| *i > 0) else { continue };
-        if out.len() < i {
-            out.resize(i, None);
+        let Some(i) = param_position(&k) else { continue };
+        if out.len() <= i {
+            out.resize(i + 1, None);
         }
-        out[i - 1] = v;
+        out[i] = v;
     }
     Ok(out)
 }

@@ -77,69 +77,68 @@ impl PlanCache {
     }
 }
 
-/// Plans of SQL text the session generates itself — the `SELECT` an
-/// UPDATE or DELETE runs to find its rows, the `VALUES` of an INSERT — by
-/// text, per catalog generation. A prepared statement generates the same
-/// text each run, so its DML is planned once.
-#[derive(Debug, Default)]
-pub struct PlansByText {
-    inner: Mutex<std::collections::HashMap<String, CachedPlan>>,
+/// Texts longer than this are not kept (an INSERT of many literal rows,
+/// its shape): they rarely run twice and their plans are large.
+pub const MAX_KEPT_TEXT: usize = 4096;
+
+/// Values kept by SQL text, each for the catalog generation it was made
+/// at; bounded: the map starts over when it holds [`ByText::CAPACITY`]
+/// texts (statements with literals make a new text each run).
+#[derive(Debug)]
+pub struct ByText<V> {
+    inner: Mutex<std::collections::HashMap<String, (u64, V)>>,
 }
 
-impl PlansByText {
-    /// Texts kept at most; the map starts over when it is full (statements
-    /// with literals generate a new text each run).
-    const CAPACITY: usize = 256;
-    /// Longer texts (an INSERT of many literal rows) are not kept: their
-    /// plans are large and rarely run twice.
-    pub const MAX_TEXT: usize = 4096;
+impl<V> Default for ByText<V> {
+    fn default() -> Self {
+        Self { inner: Mutex::default() }
+    }
+}
 
-    /// The plan of `sql` made at `generation`, if kept.
-    pub fn get(&self, sql: &str, generation: u64) -> Option<LogicalPlan> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.get(sql).filter(|c| c.generation == generation).map(|c| c.plan.clone())
+impl<V: Clone> ByText<V> {
+    /// Texts kept at most.
+    pub const CAPACITY: usize = 256;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (u64, V)>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the plan of `sql`, made at `generation`.
-    pub fn keep(&self, sql: &str, generation: u64, plan: &LogicalPlan) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.len() >= Self::CAPACITY && !inner.contains_key(sql) {
+    /// The value kept for `text` at `generation`.
+    pub fn get(&self, text: &str, generation: u64) -> Option<V> {
+        self.lock().get(text).filter(|(g, _)| *g == generation).map(|(_, v)| v.clone())
+    }
+
+    /// Keeps `value` for `text`, made at `generation`.
+    pub fn keep(&self, text: &str, generation: u64, value: V) {
+        let mut inner = self.lock();
+        if inner.len() >= Self::CAPACITY && !inner.contains_key(text) {
             inner.clear();
         }
-        inner.insert(sql.to_string(), CachedPlan { generation, plan: plan.clone() });
+        inner.insert(text.to_string(), (generation, value));
+    }
+
+    /// The value kept for `text` at `generation`, or `make()` kept now.
+    pub fn get_or_keep(&self, text: &str, generation: u64, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.get(text, generation) {
+            return v;
+        }
+        let v = make();
+        self.keep(text, generation, v.clone());
+        v
     }
 }
+
+/// Plans of SQL text the session generates itself — the `SELECT` an
+/// UPDATE or DELETE runs to find its rows, the `VALUES` of an INSERT — so a
+/// prepared statement's DML is planned once, not at every execution.
+pub type PlansByText = ByText<LogicalPlan>;
 
 /// The caches of auto-parameterised statement shapes (see
 /// [`auto_params`](crate::auto_params)), by shape text: each shape runs like
 /// a prepared statement with its own [`PlanCache`], made afresh for each
 /// catalog generation (a client never prepared it, so a changed result is
 /// no error).
-#[derive(Debug, Default)]
-pub struct ShapeCaches {
-    inner: Mutex<std::collections::HashMap<String, (u64, std::sync::Arc<PlanCache>)>>,
-}
-
-impl ShapeCaches {
-    /// Shapes kept at most; the map starts over when it is full.
-    const CAPACITY: usize = 256;
-
-    /// The cache of shape `text` at `generation`.
-    pub fn get(&self, text: &str, generation: u64) -> std::sync::Arc<PlanCache> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, cache)) = inner.get(text)
-            && *g == generation
-        {
-            return cache.clone();
-        }
-        if inner.len() >= Self::CAPACITY {
-            inner.clear();
-        }
-        let cache = std::sync::Arc::new(PlanCache::default());
-        inner.insert(text.to_string(), (generation, cache.clone()));
-        cache
-    }
-}
+pub type ShapeCaches = ByText<std::sync::Arc<PlanCache>>;
 
 /// Same column names and types, in order (nullability may differ).
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
@@ -176,12 +175,12 @@ mod tests {
     fn plans_by_text_are_kept_per_generation_and_bounded() {
         let plans = PlansByText::default();
         let p = plan(vec![Field::new("a", DataType::Int32, true)]);
-        plans.keep("SELECT 1", 1, &p);
+        plans.keep("SELECT 1", 1, p.clone());
         assert!(plans.get("SELECT 1", 1).is_some());
         assert!(plans.get("SELECT 1", 2).is_none(), "a plan of an older catalog is not reused");
         assert!(plans.get("SELECT 2", 1).is_none());
         for i in 0..PlansByText::CAPACITY {
-            plans.keep(&format!("SELECT {i} + 1"), 1, &p);
+            plans.keep(&format!("SELECT {i} + 1"), 1, p.clone());
         }
         let kept = plans.inner.lock().unwrap().len();
         assert!(kept <= PlansByText::CAPACITY, "bounded: {kept}");

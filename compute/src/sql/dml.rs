@@ -101,11 +101,11 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
     let mut bare = |e: &Expr, def: &TableDef, column: &str| {
         if let Expr::Value(v) = e
             && let Value::Placeholder(p) = &v.value
-            && let Some(i) = p.trim_start_matches('$').parse::<usize>().ok().filter(|i| *i > 0)
+            && let Some(i) = crate::session::param_position(p)
             && let Some(c) = def.columns.iter().find(|c| c.name == column)
             && let Some(t) = &c.r#type
         {
-            out.push((i - 1, ebb_proto::pg_types::arrow_type(t)));
+            out.push((i, ebb_proto::pg_types::arrow_type(t)));
         }
     };
     let query = match stmt {
@@ -256,7 +256,10 @@ async fn insert_rows(
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let (def, columns) = (target.def, target.columns);
-    let plan = s.plan_generated(&source.to_string(), Some(source)).await?;
+    // A long VALUES list (a bulk load) is planned as is: rendering it as the
+    // key of a plan that is not kept (see `MAX_KEPT_TEXT`) would be waste.
+    let bulk = matches!(source, Statement::Query(q) if matches!(q.body.as_ref(), SetExpr::Values(v) if v.rows.len() > 64));
+    let plan = if bulk { s.plan(source).await? } else { s.plan_generated(&source.to_string(), Some(source)).await? };
     let (out_schema, batches) = s.run_plan(plan, params, false).await?;
     if out_schema.fields().len() > columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
