@@ -1,4 +1,9 @@
 //! Logging: `tracing` to stderr, filtered by `EBB_LOG` (or `RUST_LOG`).
+//!
+//! A log line that cannot be written (stderr redirected to a file on a full
+//! disk) is dropped: by default the subscriber reports that with
+//! `eprintln!`, which panics when stderr fails too, so a full disk took the
+//! whole process down.
 
 use std::io::IsTerminal;
 
@@ -13,5 +18,6 @@ pub fn init() {
         .with_env_filter(EnvFilter::new(filter))
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
 }

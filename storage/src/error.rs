@@ -104,8 +104,9 @@ pub enum StorageError {
     /// Local file-system failure.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// A local failure stopped this database from accepting writes.
-    #[error("database \"{0}\" stopped accepting writes after a local failure; restart the storage node to recover it from the object store")]
+    /// A local failure (such as a full disk) stopped this database from
+    /// serving: its local copy may lack acknowledged commits.
+    #[error("database \"{0}\" stopped serving after a local failure (such as a full disk); restart the storage node to recover it from the object store")]
     Poisoned(String),
     /// The server is shutting down.
     #[error("storage node is shutting down")]

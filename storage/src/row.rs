@@ -35,7 +35,19 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Reads an unsigned LEB128 varint, advancing `buf`.
+#[inline]
 pub fn get_varint(buf: &mut &[u8]) -> Result<u64> {
+    // Field tags of the first 15 columns and short lengths are one byte.
+    if let Some((&b, rest)) = buf.split_first()
+        && b < 0x80
+    {
+        *buf = rest;
+        return Ok(b as u64);
+    }
+    get_long_varint(buf)
+}
+
+fn get_long_varint(buf: &mut &[u8]) -> Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = buf.split_first().ok_or_else(|| corrupt("truncated varint"))?;
@@ -103,7 +115,18 @@ pub fn encode_row(values: &[(u32, &Datum)], max_column_id: u32, out: &mut Vec<u8
 }
 
 /// Walks the fields of an encoded row: calls `f(column_id, payload)` for each.
+/// Returns the row's `max_column_id`.
 pub fn for_each_field(row: &[u8], mut f: impl FnMut(u32, &[u8])) -> Result<u32> {
+    walk_fields(row, |id, payload| {
+        f(id, payload);
+        true
+    })
+}
+
+/// Like [`for_each_field`], but stops at the first field for which `f`
+/// returns false (a scan that found every column it decodes skips the rest,
+/// such as a long text column after the one it sums).
+fn walk_fields(row: &[u8], mut f: impl FnMut(u32, &[u8]) -> bool) -> Result<u32> {
     let (&version, mut buf) = row.split_first().ok_or_else(|| corrupt("empty"))?;
     if version != ROW_VERSION {
         return Err(corrupt("unknown version"));
@@ -124,7 +147,9 @@ pub fn for_each_field(row: &[u8], mut f: impl FnMut(u32, &[u8])) -> Result<u32> 
             return Err(corrupt("truncated field"));
         }
         let (payload, rest) = buf.split_at(len);
-        f((tag >> 3) as u32, payload);
+        if !f((tag >> 3) as u32, payload) {
+            break;
+        }
         buf = rest;
     }
     Ok(max_id)
@@ -173,10 +198,13 @@ impl RowDecoder {
         let base = row.as_ptr() as usize;
         let slot_of = &self.slot_of;
         let scratch = &mut self.scratch;
-        let max_id = for_each_field(row, |id, payload| {
+        let (wanted, mut found) = (scratch.len(), 0);
+        let max_id = walk_fields(row, |id, payload| {
             if let Some(Some(slot)) = slot_of.get(id as usize) {
                 scratch[*slot] = Some((payload.as_ptr() as usize - base, payload.len()));
+                found += 1;
             }
+            found < wanted
         })?;
         for (i, col) in self.columns.iter().enumerate() {
             match self.scratch[i] {
@@ -367,6 +395,33 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use ebb_proto::storage::TypeKind;
+
+    #[test]
+    fn varints_of_every_width_round_trip() {
+        let values = [0, 1, 0x7F, 0x80, 300, 0x3FFF, 0x4000, u32::MAX as u64, u64::MAX];
+        let mut buf = Vec::new();
+        values.iter().for_each(|v| put_varint(&mut buf, *v));
+        let mut rest = buf.as_slice();
+        let read: Vec<u64> = values.iter().map(|_| get_varint(&mut rest).unwrap()).collect();
+        assert_eq!(read, values);
+        assert!(rest.is_empty());
+        assert!(get_varint(&mut &[0x80u8][..]).is_err(), "truncated");
+    }
+
+    #[test]
+    fn decoding_stops_once_every_wanted_column_is_found() {
+        let (a, b) = (Datum::I32(7), Datum::Text("long filler".into()));
+        let mut row = Vec::new();
+        encode_row(&[(1, &a), (2, &b)], 2, &mut row);
+        row.truncate(row.len() - 3); // column 2's payload is cut short
+        let int = PgType { kind: TypeKind::Integer, length: 0, scale: 0 };
+        let mut first_only = RowDecoder::new(vec![DecodeColumn { id: 1, ty: int, missing: Datum::Null }], 1);
+        first_only.push(&row).unwrap();
+        assert_eq!(first_only.finish()[0].as_primitive::<arrow::datatypes::Int32Type>().value(0), 7);
+        let text = PgType { kind: TypeKind::Text, length: 0, scale: 0 };
+        let mut second = RowDecoder::new(vec![DecodeColumn { id: 2, ty: text, missing: Datum::Null }], 1);
+        assert!(second.push(&row).is_err(), "the truncated column is read and reported");
+    }
 
     #[test]
     fn round_trip_with_missing_and_dropped_columns() {

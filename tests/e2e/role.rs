@@ -1,4 +1,5 @@
-//! The storage role as an operator sees it: settings, /metrics, SIGTERM.
+//! The storage role as an operator sees it: settings, /metrics, SIGTERM, a
+//! log it cannot write.
 
 use std::time::{Duration, Instant};
 
@@ -44,4 +45,23 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
     };
     assert!(status.success(), "exit status {status}:\n{}", p.log_text());
     assert!(p.log_text().contains("storage stopped"));
+}
+
+/// A full disk under the log file must not stop the server: with stderr on
+/// /dev/full every log line fails to be written (before the fix the logger's
+/// report of that panicked, and the process died at its first log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("objects").display());
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("open /dev/full");
+    let mut p = StorageProc::start_logging_to(free_port(), "/dev/null".into(), full, &store, &dir.path().join("cache"), &[], &[]).await;
+    let mut c = p.client().await;
+    create_t(&mut c).await;
+    for i in 0..3 {
+        c.commit(CommitRequest { database: "postgres".into(), txn_id: 0, writes: vec![insert(&[(i, i, i)])] }).await.unwrap();
+    }
+    c.create_database(CreateDatabaseRequest { name: "second".into(), if_not_exists: false }).await.expect("create database");
+    assert_eq!(read_t(&mut c).await.len(), 3);
+    assert!(p.child.try_wait().unwrap().is_none(), "the storage process is still running");
 }

@@ -27,9 +27,24 @@ pub struct StorageProc {
 impl StorageProc {
     /// Starts `ebb storage` and waits until it answers.
     pub async fn start(object_store: &str, cache_dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = cache_dir.with_extension(format!("{}.log", addr.port()));
+        let port = free_port();
+        let log = cache_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
+        Self::start_logging_to(port, log, log_file, object_store, cache_dir, extra, env).await
+    }
+
+    /// Starts `ebb storage` on `port` with its stderr going to `log_file`
+    /// (`log` names it for [`Self::log_text`]).
+    pub async fn start_logging_to(
+        port: u16,
+        log: PathBuf,
+        log_file: std::fs::File,
+        object_store: &str,
+        cache_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
         cmd.arg("storage")
             .args(["--listen", &addr.to_string(), "--object-store", object_store])

@@ -74,10 +74,18 @@ pub fn db_dir(cache_dir: &Path, id: &str) -> PathBuf {
     cache_dir.join(id)
 }
 
+/// Uncompressed size of an SST data block. RocksDB's 4 KiB default holds ~30
+/// pgbench rows, so a whole-table scan paid a block-cache lookup, a block
+/// iterator set-up and an index step every 30 rows; 16 KiB blocks cut that
+/// four-fold at the price of reading more bytes per point read that misses
+/// the block cache.
+const SST_BLOCK_BYTES: usize = 16 * 1024;
+
 fn open_rocks(dir: &Path, snapshots: &Snapshots, cache: &super::config::BlockCache) -> Result<DB> {
     let mut opts = Options::default();
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(cache.rocksdb());
+    table.set_block_size(SST_BLOCK_BYTES);
     opts.set_block_based_table_factory(&table);
     opts.create_if_missing(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -379,11 +387,12 @@ impl Database {
         }
     }
 
-    /// Stops accepting writes after a failure that left the local copy behind
-    /// the object store; a restart recovers from the store.
+    /// Stops serving reads and writes after a failure that left the local
+    /// copy behind the object store (it could miss acknowledged commits); a
+    /// restart recovers from the store.
     pub(crate) fn poison(&self, why: &str) {
         if !self.poisoned.swap(true, Ordering::SeqCst) {
-            tracing::error!(database = %self.name, why, "database stopped accepting writes");
+            tracing::error!(database = %self.name, why, "database stopped serving");
             self.txns.abort_all();
         }
     }
