@@ -133,7 +133,7 @@ async fn local_checkpoint(db: &Arc<Database>, dir: &std::path::Path) -> Result<u
         let local_dir = dir.to_path_buf();
         let taken = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
             let _guard = handle.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if handle.snapshots.applied() > handle.visible_ts() {
+            if handle.local_ts() > handle.visible_ts() {
                 return Ok(None);
             }
             let applied = handle.applied_ts()?;

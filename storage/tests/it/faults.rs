@@ -1,20 +1,31 @@
 //! Object-store faults: commits wait or fail, none is acknowledged without
 //! being durable, and the node recovers when the store does.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ebb_proto::storage::WriteKind;
-use ebb_storage::StorageError;
+use ebb_storage::durability::failing::Faults;
+use ebb_storage::{Database, StorageError};
+use object_store::ObjectStore;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn commits_wait_while_the_store_fails_and_complete_when_it_recovers() {
+/// A node on a fault-injecting in-memory store, with the `accounts` table
+/// created: the store (for a node restoring from it), its fault switches,
+/// the node and its `postgres` database.
+async fn accounts_on_faulty_store() -> (Arc<dyn ObjectStore>, Arc<Faults>, TestNode, Arc<Database>) {
     let (store, faults) = faulty_store();
     let n = start(store.clone(), test_config()).await;
     let db = n.db().await;
     create_accounts(&db).await;
+    (store, faults, n, db)
+}
+
+#[tokio::test]
+async fn commits_wait_while_the_store_fails_and_complete_when_it_recovers() {
+    let (_store, faults, _node, db) = accounts_on_faulty_store().await;
     faults.set_fail_writes(true);
     let pending = {
         let db = db.clone();
@@ -56,10 +67,7 @@ async fn a_commit_that_cannot_be_made_durable_is_never_acknowledged() {
 
 #[tokio::test]
 async fn store_latency_delays_acknowledgement() {
-    let (store, faults) = faulty_store();
-    let n = start(store, test_config()).await;
-    let db = n.db().await;
-    create_accounts(&db).await;
+    let (_store, faults, _node, db) = accounts_on_faulty_store().await;
     faults.set_latency(Duration::from_millis(150));
     let t = Instant::now();
     db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "slow", 1)]))]).await.unwrap();
@@ -83,10 +91,7 @@ async fn store_latency_delays_acknowledgement() {
 #[tokio::test]
 async fn a_waiting_writer_gets_the_row_before_the_holders_put_lands_and_commits_after_it() {
     use ebb_proto::storage::Isolation;
-    let (store, faults) = faulty_store();
-    let n = start(store, test_config()).await;
-    let db = n.db().await;
-    create_accounts(&db).await;
+    let (_store, faults, _node, db) = accounts_on_faulty_store().await;
     db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "hot", 100)]))]).await.unwrap();
     faults.set_latency(Duration::from_millis(400));
 
@@ -185,10 +190,7 @@ async fn a_commit_applied_early_and_never_durable_is_gone_when_the_fenced_node_r
 
 #[tokio::test]
 async fn a_checkpoint_waits_for_commits_applied_early_to_become_durable() {
-    let (store, faults) = faulty_store();
-    let n = start(store, test_config()).await;
-    let db = n.db().await;
-    create_accounts(&db).await;
+    let (_store, faults, _node, db) = accounts_on_faulty_store().await;
     faults.set_fail_writes(true);
     let c1 = {
         let db = db.clone();
