@@ -20,6 +20,7 @@ pub mod checked_arithmetic;
 pub mod column_names;
 pub mod control;
 pub mod correlated_aggregates;
+pub mod deferrable;
 pub mod duplicate_names;
 pub mod error;
 pub mod exists_values;

@@ -170,6 +170,7 @@ impl PointRead {
             aggregates: Vec::new(),
             statement,
             lock_row: false,
+            earlier_writes: Vec::new(),
         })
     }
 

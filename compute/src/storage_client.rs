@@ -114,9 +114,11 @@ impl StorageClient {
     }
 
     /// Buffers a write of statement number `statement` under savepoint
-    /// `savepoint` (see `WriteRequest`) in a transaction; returns rows affected.
-    pub async fn write(&self, database: &str, txn_id: u64, statement: u64, savepoint: u64, write: TableWrite) -> Result<u64> {
-        let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement, savepoint };
+    /// `savepoint` (see `WriteRequest`) in a transaction, after the
+    /// deferred writes of earlier statements it carries; returns rows
+    /// affected by `write`.
+    pub async fn write(&self, database: &str, txn_id: u64, statement: u64, savepoint: u64, earlier_writes: Vec<TableWrite>, write: TableWrite) -> Result<u64> {
+        let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement, savepoint, earlier_writes };
         Ok(self.grpc().write(req).await?.into_inner().rows_affected)
     }
 

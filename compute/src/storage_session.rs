@@ -1,7 +1,18 @@
-//! A client session's link to storage: which database it uses and which
-//! storage transaction (if any) its statements run in. Shared by the session,
-//! its catalog and its tables.
+//! A client session's link to storage: which database it uses, which
+//! storage transaction (if any) its statements run in, and the writes of
+//! that transaction it has not sent yet. Shared by the session, its catalog
+//! and its tables.
+//!
+//! Deferred writes: a write whose outcome compute already knows (see
+//! [`crate::deferrable`]) is not sent on its own; the transaction's next
+//! request carries it ("Carried writes" in storage.proto): a point read's
+//! scan, a write, the commit. A scan of any other kind first sends them in a
+//! write of their own, so every read sees the transaction's writes.
+//! TPC-B's five statements then need three round trips to storage besides
+//! BEGIN and COMMIT instead of seven, and the row locks they take are held
+//! for fewer of them.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ebb_proto::storage::TableWrite;
@@ -22,12 +33,26 @@ pub struct StorageSession {
     statement: AtomicU64,
     /// The newest open savepoint's number, sent with each write (0: none).
     savepoint: AtomicU64,
+    /// Writes of the open transaction not sent yet, in the order made.
+    deferred: Mutex<Vec<TableWrite>>,
+    /// Held while deferred writes are on their way, so that a scan that
+    /// finds none left waits until storage has them.
+    flush_gate: tokio::sync::Mutex<()>,
 }
 
 impl StorageSession {
     /// A session on `database` with no open transaction.
     pub fn new(client: StorageClient, database: String) -> Self {
-        Self { client, database, txn: AtomicU64::new(0), writes: AtomicU64::new(0), statement: AtomicU64::new(0), savepoint: AtomicU64::new(0) }
+        Self {
+            client,
+            database,
+            txn: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            statement: AtomicU64::new(0),
+            savepoint: AtomicU64::new(0),
+            deferred: Mutex::default(),
+            flush_gate: tokio::sync::Mutex::const_new(()),
+        }
     }
 
     /// The open storage transaction, or 0 (reads then see the latest commit).
@@ -35,9 +60,18 @@ impl StorageSession {
         self.txn.load(Ordering::SeqCst)
     }
 
-    /// Sets (or with 0 clears) the open transaction.
+    /// Sets (or with 0 clears) the open transaction; writes deferred in
+    /// the one before are dropped (it was rolled back).
     pub fn set_txn(&self, id: u64) {
         self.txn.store(id, Ordering::SeqCst);
+        self.deferred_writes().clear();
+    }
+
+    /// Ends the open transaction on compute's side: returns its id (0:
+    /// none) and the writes it deferred, which its commit must carry.
+    pub fn end_txn(&self) -> (u64, Vec<TableWrite>) {
+        let id = self.txn.swap(0, Ordering::SeqCst);
+        (id, self.take_deferred())
     }
 
     /// The number of the statement running (see `WriteRequest.statement`).
@@ -56,11 +90,47 @@ impl StorageSession {
         self.savepoint.store(number, Ordering::SeqCst);
     }
 
-    /// Buffers a write in transaction `txn`; returns rows affected.
+    /// Buffers a write in transaction `txn` (carrying the deferred ones);
+    /// returns rows affected.
     pub async fn write(&self, txn: u64, write: TableWrite) -> Result<u64> {
-        let n = self.client.write(&self.database, txn, self.statement(), self.savepoint.load(Ordering::SeqCst), write).await?;
+        let earlier = self.take_deferred();
+        let n = self.client.write(&self.database, txn, self.statement(), self.savepoint.load(Ordering::SeqCst), earlier, write).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(n)
+    }
+
+    /// Whether a write made now may be deferred: a transaction is open and
+    /// no savepoint is (a carried write is buffered as if none were).
+    pub fn may_defer(&self) -> bool {
+        self.txn() != 0 && self.savepoint.load(Ordering::SeqCst) == 0
+    }
+
+    /// Keeps a write of the open transaction for its next request to carry
+    /// (see [`StorageSession::may_defer`]); it counts as accepted.
+    pub fn defer(&self, write: TableWrite) {
+        self.deferred_writes().push(write);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The deferred writes, for a request of the open transaction to carry.
+    pub fn take_deferred(&self) -> Vec<TableWrite> {
+        std::mem::take(&mut *self.deferred_writes())
+    }
+
+    /// Sends the deferred writes (if any) in a write request of their own;
+    /// returns once storage holds them. Scans call this first.
+    pub async fn flush_deferred(&self) -> Result<()> {
+        let _gate = self.flush_gate.lock().await;
+        let mut earlier = self.take_deferred();
+        let Some(last) = earlier.pop() else { return Ok(()) };
+        let txn = self.txn();
+        self.client.write(&self.database, txn, self.statement(), 0, earlier, last).await?;
+        Ok(())
+    }
+
+    fn deferred_writes(&self) -> std::sync::MutexGuard<'_, Vec<TableWrite>> {
+        // A panic while pushing or taking leaves a valid vector.
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes this session has had accepted so far (a statement that saw

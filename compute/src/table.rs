@@ -97,6 +97,7 @@ impl StorageTable {
             aggregates: Vec::new(),
             statement: 0,
             lock_row: false,
+            earlier_writes: Vec::new(),
         }
     }
 
@@ -296,11 +297,15 @@ impl ExecutionPlan for StorageScanExec {
         let mut req = self.req.clone();
         req.txn_id = self.session.txn();
         req.statement = self.session.statement();
-        let client = self.session.client.clone();
+        let session = self.session.clone();
         let schema = self.properties.eq_properties.schema().clone();
         let empty = schema.clone();
         let aggregated = !req.aggregates.is_empty();
-        let stream = futures::stream::once(async move { client.scan_stream(req).await })
+        let stream = futures::stream::once(async move {
+            // The transaction's deferred writes first: the scan must see them.
+            session.flush_deferred().await?;
+            session.client.clone().scan_stream(req).await
+        })
             .map(|r| match r {
                 Ok(s) => s.boxed(),
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),

@@ -68,6 +68,10 @@ pub enum StorageError {
     /// statement may be re-run on a fresh snapshot (the lock stays held).
     #[error("could not update a row changed by a concurrent transaction after this statement began; re-run the statement")]
     RetryStatement,
+    /// A write an earlier statement deferred, carried by a later request,
+    /// could not be buffered: the transaction was rolled back.
+    #[error("could not serialize access: a deferred write of this transaction could not be applied ({0}); the transaction was rolled back")]
+    EarlierWriteFailed(Box<StorageError>),
     /// A row lock was not granted in time (a deadlock, or a long holder).
     #[error("deadlock detected: a row lock was not granted within {0} ms")]
     LockTimeout(u64),
@@ -134,7 +138,7 @@ impl StorageError {
             ValueTooLarge { .. } => "54000",
             NotNull { .. } => "23502",
             UniqueViolation(_) => "23505",
-            Conflict | RetryStatement | CatalogChanged(_) => "40001",
+            Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) => "40001",
             LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
             TransactionTimedOut { .. } => "25P03",
@@ -169,7 +173,9 @@ impl StorageError {
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } => tonic::Code::OutOfRange,
-            Conflict | RetryStatement | CatalogChanged(_) | LockTimeout(_) | TransactionTimedOut { .. } => tonic::Code::Aborted,
+            Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) | LockTimeout(_) | TransactionTimedOut { .. } => {
+                tonic::Code::Aborted
+            }
             NotSupported(_) => tonic::Code::Unimplemented,
             Fenced(_) => tonic::Code::FailedPrecondition,
             Poisoned(_) => tonic::Code::Unavailable,

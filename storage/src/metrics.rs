@@ -35,6 +35,10 @@ pub struct StorageMetrics {
     /// Commit groups whose WAL put waited for earlier groups because they
     /// read commits applied early.
     pub dependent_groups: IntCounter,
+    /// Writes that compute deferred and a later request carried.
+    pub carried_writes: IntCounter,
+    /// Carried writes that could not be buffered (their transaction was rolled back).
+    pub carried_write_failures: IntCounter,
 }
 
 impl StorageMetrics {
@@ -88,6 +92,14 @@ impl StorageMetrics {
                 "ebb_storage_dependent_groups_total",
                 "Commit groups whose WAL put waited for earlier groups because they read commits not yet durable",
             )?,
+            carried_writes: IntCounter::new(
+                "ebb_storage_carried_writes_total",
+                "Writes of earlier statements that compute deferred and a later request carried",
+            )?,
+            carried_write_failures: IntCounter::new(
+                "ebb_storage_carried_write_failures_total",
+                "Carried writes that could not be buffered; their transaction was rolled back",
+            )?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -103,6 +115,8 @@ impl StorageMetrics {
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;
         registry.register(Box::new(m.dependent_groups.clone()))?;
+        registry.register(Box::new(m.carried_writes.clone()))?;
+        registry.register(Box::new(m.carried_write_failures.clone()))?;
         Ok(m)
     }
 

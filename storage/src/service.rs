@@ -162,7 +162,10 @@ impl Storage for StorageService {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("write", e))?;
         let w = r.write.ok_or_else(|| Status::invalid_argument("write request carries no write"))?;
-        let rows_affected = db.write_in_statement(r.txn_id, r.statement, r.savepoint, &w).await.map_err(|e| log_err("write", e))?;
+        let rows_affected = db
+            .write_carrying(r.txn_id, r.statement, r.savepoint, &r.earlier_writes, &w)
+            .await
+            .map_err(|e| log_err("write", e))?;
         Ok(Response::new(WriteResponse { rows_affected }))
     }
 

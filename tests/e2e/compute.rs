@@ -318,6 +318,121 @@ async fn killing_the_compute_mid_transaction_loses_nothing_committed() {
     c2.batch_execute("INSERT INTO k VALUES (2, 'again')").await.unwrap();
 }
 
+/// A counter of a Prometheus text page.
+fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let body = http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+}
+
+/// Writes whose outcome compute knows (an UPDATE or DELETE of a row its FOR
+/// UPDATE read locked, an INSERT into a table without a key) are deferred
+/// and carried by the transaction's next request: every later statement
+/// sees them, ROLLBACK drops them, COMMIT applies them, other sessions see
+/// nothing before. A value storage would refuse is not deferred: its error
+/// belongs to its statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("objects").display());
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let storage = StorageProc::start(&store, &dir.path().join("cache"), &["--metrics-listen", &metrics.to_string()], &[]).await;
+    let compute = ComputeProc::start(&storage, dir.path(), &[]).await;
+    let c = compute.connect().await;
+    let other = compute.connect().await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL, note char(4)); CREATE TABLE hist (id int, delta int NOT NULL, at timestamp);
+         INSERT INTO acct VALUES (1, 10, 'a'), (2, 20, 'b')",
+    )
+    .await
+    .unwrap();
+    async fn bal(c: &Client, id: i32) -> Option<i32> {
+        c.query_opt("SELECT bal FROM acct WHERE id = $1", &[&id]).await.unwrap().map(|r| r.get::<_, i32>(0))
+    }
+    async fn count(c: &Client, sql: &str) -> i64 {
+        c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    }
+    let carried_before = counter(metrics, "ebb_storage_carried_writes_total");
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.execute("UPDATE acct SET bal = bal + $1 WHERE id = $2", &[&5i32, &1i32]).await.unwrap(), 1);
+    assert_eq!(bal(&c, 1).await, Some(15), "a point read of the row carries its update");
+    assert_eq!(c.execute("UPDATE acct SET bal = bal - 5 WHERE id = 2", &[]).await.unwrap(), 1);
+    assert_eq!(c.execute("INSERT INTO hist VALUES (1, 5, now())", &[]).await.unwrap(), 1);
+    assert_eq!(count(&c, "SELECT sum(bal)::bigint FROM acct").await, 30, "a full scan sends them first");
+    assert_eq!(count(&c, "SELECT count(*) FROM hist").await, 1);
+    assert_eq!(c.execute("DELETE FROM acct WHERE id = 2", &[]).await.unwrap(), 1);
+    assert_eq!(c.execute("INSERT INTO hist (id, delta) VALUES (2, -5)", &[]).await.unwrap(), 1);
+    assert_eq!((bal(&other, 1).await, bal(&other, 2).await, count(&other, "SELECT count(*) FROM hist").await), (Some(10), Some(20), 0));
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!((bal(&other, 1).await, bal(&other, 2).await, count(&other, "SELECT count(*) FROM hist").await), (Some(15), None, 2));
+    let carried = counter(metrics, "ebb_storage_carried_writes_total") - carried_before;
+    assert!(carried >= 4.0, "the writes rode on later requests ({carried} carried)");
+    // ROLLBACK drops what was deferred.
+    c.batch_execute("BEGIN; UPDATE acct SET bal = 0 WHERE id = 1; INSERT INTO hist VALUES (9, 9, now()); ROLLBACK").await.unwrap();
+    assert_eq!((bal(&other, 1).await, count(&other, "SELECT count(*) FROM hist").await), (Some(15), 2));
+    // A savepoint after a deferred write: ROLLBACK TO keeps the earlier write.
+    c.batch_execute("BEGIN; UPDATE acct SET bal = 100 WHERE id = 1; SAVEPOINT s; UPDATE acct SET bal = 200 WHERE id = 1; ROLLBACK TO s; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(bal(&other, 1).await, Some(100));
+    // Autocommit: the statement's own transaction commits it.
+    assert_eq!(c.execute("UPDATE acct SET bal = 7 WHERE id = 1", &[]).await.unwrap(), 1);
+    assert_eq!(bal(&other, 1).await, Some(7));
+    // Values storage checks are sent at once: the error is the statement's.
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.execute("UPDATE acct SET note = 'too long' WHERE id = 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22001", "{e}");
+    c.batch_execute("ROLLBACK; BEGIN").await.unwrap();
+    let e = c.execute("INSERT INTO hist (id) VALUES (3)", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "23502", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!((bal(&other, 1).await, count(&other, "SELECT count(*) FROM hist").await), (Some(7), 2));
+}
+
+/// A writing statement stopped by statement_timeout outside a block leaves
+/// no transaction open behind it: the next statement commits on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_statement_leaves_no_transaction_behind() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    let other = compute.connect().await;
+    c.batch_execute("CREATE TABLE big (id bigint)").await.unwrap();
+    c.batch_execute("SET statement_timeout = 200").await.unwrap();
+    let e = c.batch_execute("INSERT INTO big SELECT x FROM generate_series(1, 500000000) x").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    c.batch_execute("INSERT INTO big VALUES (1)").await.unwrap();
+    let n: i64 = other.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the insert after the timeout committed, and nothing of the timed-out one did");
+}
+
+/// A statement stopped by a cancel request inside a block fails the block,
+/// as any error does: what the block wrote or deferred does not commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_statement_fails_its_block() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, bal int); INSERT INTO acct VALUES (1, 10)").await.unwrap();
+    c.batch_execute("BEGIN; UPDATE acct SET bal = 99 WHERE id = 1").await.unwrap();
+    let token = c.cancel_token();
+    let c = std::sync::Arc::new(c);
+    let long = {
+        let c = c.clone();
+        tokio::spawn(async move { c.simple_query("SELECT count(*) FROM generate_series(1, 2000000000) a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(NoTls).await.expect("cancel request sent");
+    let e = tokio::time::timeout(Duration::from_secs(20), long).await.expect("cancelled in time").unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02", "the block failed: {e}");
+    let done = c.simple_query("COMMIT").await.unwrap();
+    assert!(matches!(done.last(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(_))));
+    let bal: i32 = c.query_one("SELECT bal FROM acct WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(bal, 10, "the update of the failed block did not commit");
+}
+
 /// RETURNING through the extended protocol: Describe announces the columns,
 /// parameters bind, and the command tag still counts rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

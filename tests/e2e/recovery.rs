@@ -25,7 +25,7 @@ async fn write_until_killed(proc: &mut StorageProc, acks: usize) -> BTreeSet<i64
                 // A two-statement transaction: begin, write, commit with a second write.
                 let Ok(b) = c.begin(BeginRequest { database: "postgres".into(), ..Default::default() }).await else { return };
                 let txn = b.into_inner().txn_id;
-                let w1 = WriteRequest { database: "postgres".into(), txn_id: txn, write: Some(insert(&[(grp * 2, grp, i)])), statement: 0, savepoint: 0 };
+                let w1 = WriteRequest { database: "postgres".into(), txn_id: txn, write: Some(insert(&[(grp * 2, grp, i)])), statement: 0, savepoint: 0, earlier_writes: vec![] };
                 if c.write(w1).await.is_err() {
                     return;
                 }

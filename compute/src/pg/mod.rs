@@ -285,8 +285,17 @@ fn status_of(block: Block) -> TransactionStatus {
 }
 
 impl Queries {
+    /// The session's block state for the status byte, after cleaning up
+    /// what a cancelled statement left (see [`Session::settle`]).
     async fn block(&self) -> Block {
-        self.session.lock().await.as_ref().map(|s| s.block()).unwrap_or(Block::Idle)
+        let mut guard = self.session.lock().await;
+        match guard.as_mut() {
+            Some(s) => {
+                s.settle().await;
+                s.block()
+            }
+            None => Block::Idle,
+        }
     }
 
     /// The session's Describe of a statement: parameter types and result schema.

@@ -114,6 +114,8 @@ pub struct Session {
     generated: PlansByText,
     /// Plan caches of auto-parameterised statements.
     shapes: ShapeCaches,
+    /// A statement is running, or was stopped part-way (see [`Session::settle`]).
+    interrupted: bool,
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -179,7 +181,7 @@ impl Session {
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default() })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -249,6 +251,42 @@ impl Session {
     /// Runs one statement, reusing and keeping its plan in `cache` (a
     /// prepared statement's).
     pub async fn execute_prepared(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
+        self.settle().await;
+        self.interrupted = true;
+        let result = self.execute_uninterrupted(stmt, params, cache).await;
+        self.interrupted = false;
+        result
+    }
+
+    /// Cleans up after a statement that was stopped part-way (its future
+    /// dropped by a cancel request): as after any error, its block fails
+    /// (what it wrote or deferred must not commit) and a transaction of its
+    /// own is rolled back. Runs before the next statement and before the
+    /// status byte is reported.
+    pub async fn settle(&mut self) {
+        if std::mem::take(&mut self.interrupted) {
+            tracing::debug!("cleaning up after an interrupted statement");
+            self.end_failed_statement().await;
+        }
+    }
+
+    /// What a failed (or interrupted) statement leaves: its block fails;
+    /// a transaction of its own still open (a statement timeout stopped it
+    /// before it could end it) is rolled back.
+    async fn end_failed_statement(&mut self) {
+        match self.block {
+            Block::Open => self.abort_block().await,
+            Block::Idle if self.storage.txn() != 0 => {
+                let (txn, _) = self.storage.end_txn();
+                if let Err(e) = self.storage.client.rollback(self.database(), txn).await {
+                    tracing::debug!(error = %e, "rollback of an interrupted statement's transaction");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn execute_uninterrupted(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
         if self.block == Block::Idle {
             // `now()` and CURRENT_TIMESTAMP are the start of the transaction,
             // as in PostgreSQL: this statement's, or the block's (BEGIN).
@@ -287,8 +325,8 @@ impl Session {
                 r => break r,
             }
         };
-        if result.is_err() && self.block == Block::Open {
-            self.abort_block().await;
+        if result.is_err() {
+            self.end_failed_statement().await;
         }
         result
     }
@@ -379,6 +417,9 @@ impl Session {
     }
 
     async fn run_statement(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
+        if needs_deferred_writes_sent(stmt) {
+            self.storage.flush_deferred().await?;
+        }
         match stmt {
             Statement::StartTransaction { modes, .. } => self.begin(modes).await,
             Statement::Commit { .. } => self.commit().await,
@@ -562,12 +603,11 @@ impl Session {
                 Ok(Output::Command("ROLLBACK".into()))
             }
             Block::Open => {
-                let txn = self.storage.txn();
-                self.storage.set_txn(0);
+                let (txn, deferred) = self.storage.end_txn();
                 self.block = Block::Idle;
                 self.end_savepoints();
                 if txn != 0 {
-                    self.storage.client.commit(self.database(), txn, vec![]).await?;
+                    self.storage.client.commit(self.database(), txn, deferred).await?;
                 }
                 Ok(Output::Command("COMMIT".into()))
             }
@@ -730,17 +770,30 @@ impl Session {
     /// or deleted, and a point read in a transaction takes the row's lock
     /// first (see `ScanRequest.lock_row`).
     pub(crate) async fn run_plan(&self, plan: LogicalPlan, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let (schema, batches, _) = self.read(plan, params, for_update).await?;
+        Ok((schema, batches))
+    }
+
+    /// As [`Session::run_plan`]; also says whether the read locked the one
+    /// row it read (a point read `for_update` in a transaction), so that
+    /// the write that follows cannot be refused for its key.
+    pub(crate) async fn read(&self, plan: LogicalPlan, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>, bool)> {
         if let Some(point) = PointRead::recognise(&plan)
             && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {
-            req.lock_row = for_update && req.txn_id != 0;
-            return point.run(&self.storage.client, req, &self.state, params).await;
+            let locked = for_update && req.txn_id != 0;
+            req.lock_row = locked;
+            if req.txn_id != 0 {
+                req.earlier_writes = self.storage.take_deferred();
+            }
+            let (schema, batches) = point.run(&self.storage.client, req, &self.state, params).await?;
+            return Ok((schema, batches, locked));
         }
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
         let physical = self.state.create_physical_plan(&plan).await?;
         let schema = result_schema(plan.schema().as_arrow(), &physical.schema());
         let batches = datafusion::physical_plan::collect(physical, self.task_ctx.clone()).await?;
-        Ok((schema, batches))
+        Ok((schema, batches, false))
     }
 
     async fn query(&mut self, stmt: &Statement, params: &[ScalarValue], cache: Option<&PlanCache>) -> Result<Output> {
@@ -781,10 +834,10 @@ impl Session {
         if !txn.own {
             return result;
         }
-        self.storage.set_txn(0);
+        let (_, deferred) = self.storage.end_txn();
         match result {
             Ok(v) => {
-                self.storage.client.commit(self.database(), txn.id, vec![]).await?;
+                self.storage.client.commit(self.database(), txn.id, deferred).await?;
                 Ok(v)
             }
             Err(e) => {
@@ -877,6 +930,17 @@ fn uses_tables(stmt: &Statement) -> bool {
     )
 }
 
+/// Statements before which the transaction's deferred writes must be in
+/// storage: savepoints (a carried write is buffered as if none were open),
+/// COPY, and DDL (which a later carried write would find changed).
+fn needs_deferred_writes_sent(stmt: &Statement) -> bool {
+    changes_catalog(stmt)
+        || matches!(
+            stmt,
+            Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } | Statement::Rollback { savepoint: Some(_), .. } | Statement::Copy { .. }
+        )
+}
+
 /// Statements that create, drop or alter tables, after which the session
 /// reloads its catalog.
 fn changes_catalog(stmt: &Statement) -> bool {
@@ -957,8 +1021,8 @@ pub(crate) fn param_types(plan: &LogicalPlan, min: usize) -> Result<Vec<Option<D
     Ok(out)
 }
 
-/// Number of table scans in a plan.
-fn count_scans(plan: &LogicalPlan) -> usize {
+/// Number of table scans in a plan (subqueries' included).
+pub(crate) fn count_scans(plan: &LogicalPlan) -> usize {
     use datafusion::common::tree_node::TreeNodeRecursion;
     let mut n = 0;
     let _ = plan.apply_with_subqueries(|p| {

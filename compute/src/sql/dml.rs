@@ -13,6 +13,7 @@ use arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::LogicalPlan;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
@@ -64,12 +65,31 @@ fn insert_columns(ins: &Insert) -> Result<Vec<String>> {
     ins.columns.iter().map(|c| object_name(c).map(|(_, n)| n)).collect()
 }
 
-/// Plans and runs a SELECT given as text (parameters `$n` are bound);
-/// `for_update`: it reads the rows an UPDATE or DELETE writes (see
-/// [`Session::run_plan`]).
-async fn select(s: &Session, sql: &str, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Plans and runs a SELECT given as text (parameters `$n` are bound).
+async fn select(s: &Session, sql: &str, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let plan = s.plan_generated(sql, None).await?;
-    s.run_plan(plan, params, for_update).await
+    s.run_plan(plan, params, false).await
+}
+
+/// Reads the rows an UPDATE or DELETE writes; also says whether the read
+/// locked the one row it found (see [`Session::read`]).
+async fn select_for_update(s: &Session, sql: &str, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>, bool)> {
+    let plan = s.plan_generated(sql, None).await?;
+    s.read(plan, params, true).await
+}
+
+/// Sends a write of `txn`, or defers it when `accepted` (the write's rows
+/// as storage will take them: see [`crate::deferrable`]) says storage
+/// cannot refuse it; returns rows affected (`known`: what a deferred
+/// write affects).
+async fn write_or_defer(s: &Session, txn: WriteTxn, def: &TableDef, kind: WriteKind, batch: &RecordBatch, accepted: Option<RecordBatch>, known: u64) -> Result<u64> {
+    match accepted {
+        Some(rows) if s.storage().may_defer() => {
+            s.storage().defer(table_write(def, kind, &rows)?);
+            Ok(known)
+        }
+        _ => s.storage().write(txn.id, table_write(def, kind, batch)?).await,
+    }
 }
 
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -185,10 +205,28 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     let stmt = Statement::Query(source);
     let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
     let returning = ins.returning.as_deref().map(|items| Returning { items, alias: alias.clone() });
-    let txn = s.begin_write().await?;
+    // A long VALUES list (a bulk load) is planned as is: rendering it as the
+    // key of a plan that is not kept (see `MAX_KEPT_TEXT`) would be waste.
+    let bulk = matches!(&stmt, Statement::Query(q) if matches!(q.body.as_ref(), SetExpr::Values(v) if v.rows.len() > 64));
+    let plan = if bulk { s.plan(&stmt).await? } else { s.plan_generated(&stmt.to_string(), Some(&stmt)).await? };
+    // Outside a block, rows that come from no table are sent with their
+    // commit: one round trip to storage instead of three (begin, write,
+    // commit). Not where the statement must still answer after the commit
+    // whether every row went in (RETURNING with DO NOTHING).
+    let alone = s.storage().txn() == 0
+        && crate::session::count_scans(&plan) == 0
+        && match kind {
+            Conflict::Fail => true,
+            Conflict::Ignore => returning.is_none(),
+            Conflict::Update(_) => false,
+        };
+    let txn = if alone { None } else { Some(s.begin_write().await?) };
     let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed: !ins.columns.is_empty() };
-    let result = insert_rows(s, txn, &stmt, &target, kind, params, returning.as_ref()).await;
-    s.end_write(txn, result).await
+    let result = insert_rows(s, txn, plan, &target, kind, params, returning.as_ref()).await;
+    match txn {
+        Some(txn) => s.end_write(txn, result).await,
+        None => result,
+    }
 }
 
 /// What an INSERT does with a row whose key exists.
@@ -246,20 +284,18 @@ struct Target<'a> {
     listed: bool,
 }
 
+/// Runs an INSERT's source `plan` and writes its rows, in `txn` or (none)
+/// in a transaction of their own that the write's commit request begins.
 async fn insert_rows(
     s: &mut Session,
-    txn: WriteTxn,
-    source: &Statement,
+    txn: Option<WriteTxn>,
+    plan: LogicalPlan,
     target: &Target<'_>,
     conflict: Conflict<'_>,
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
     let (def, columns) = (target.def, target.columns);
-    // A long VALUES list (a bulk load) is planned as is: rendering it as the
-    // key of a plan that is not kept (see `MAX_KEPT_TEXT`) would be waste.
-    let bulk = matches!(source, Statement::Query(q) if matches!(q.body.as_ref(), SetExpr::Values(v) if v.rows.len() > 64));
-    let plan = if bulk { s.plan(source).await? } else { s.plan_generated(&source.to_string(), Some(source)).await? };
     let (out_schema, batches) = s.run_plan(plan, params, false).await?;
     if out_schema.fields().len() > columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
@@ -274,6 +310,7 @@ async fn insert_rows(
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
     if let Conflict::Update(action) = conflict {
+        let txn = txn.ok_or_else(|| ComputeError::Internal("ON CONFLICT DO UPDATE without a transaction".into()))?;
         let written = upsert::upsert(s, txn.id, def, target.alias, &batch, action, params).await?;
         return match returning {
             Some(r) => r.output("INSERT 0", def, &written, params).await,
@@ -282,8 +319,14 @@ async fn insert_rows(
     }
     let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
-        let w = table_write(&def, kind, &batch)?;
-        let n = s.storage().write(txn.id, w).await?;
+        // Without a primary key no row can collide with another.
+        let n = match txn {
+            Some(txn) => {
+                let accepted = if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
+                write_or_defer(s, txn, def, kind, &batch, accepted, batch.num_rows() as u64).await?
+            }
+            None => s.storage().client.commit(&s.storage().database, 0, vec![table_write(def, kind, &batch)?]).await?,
+        };
         if returning.is_none() {
             return Ok(Output::Command(format!("INSERT 0 {n}")));
         }
@@ -310,7 +353,7 @@ async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String],
         return Ok(batch);
     }
     let exprs: Vec<String> = missing.iter().map(|c| c.default_expr.clone().unwrap_or_default()).collect();
-    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[], false).await?;
+    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[]).await?;
     let row = values.first().filter(|b| b.num_rows() == 1).ok_or_else(|| ComputeError::Internal("default expression returned no row".into()))?;
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
@@ -405,25 +448,33 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
         u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
     );
     let txn = s.begin_write().await?;
-    let joined = !from.is_empty();
-    let result = update_rows(s, txn, &def, &sql, key_changes, joined, params, returning.as_ref()).await;
+    let rows = RowsToUpdate { sql: &sql, assigned: &assigned, key_changes, joined: !from.is_empty() };
+    let result = update_rows(s, txn, &def, rows, params, returning.as_ref()).await;
     s.end_write(txn, result).await
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What an UPDATE writes: the query giving each row's new values, the
+/// columns its SET list assigns, whether it assigns key columns and
+/// whether it joins other tables (FROM).
+struct RowsToUpdate<'a> {
+    sql: &'a str,
+    assigned: &'a std::collections::HashMap<String, String>,
+    key_changes: bool,
+    joined: bool,
+}
+
 async fn update_rows(
     s: &mut Session,
     txn: WriteTxn,
     def: &TableDef,
-    sql: &str,
-    key_changes: bool,
-    joined: bool,
+    rows: RowsToUpdate<'_>,
     params: &[ScalarValue],
     returning: Option<&Returning<'_>>,
 ) -> Result<Output> {
+    let RowsToUpdate { sql, assigned, key_changes, joined } = rows;
     let no_pk = def.primary_key.is_empty();
     let _rowid = s.catalog().expose_rowid(def);
-    let (out_schema, batches) = select(s, sql, params, true).await?;
+    let (out_schema, batches, locked) = select_for_update(s, sql, params).await?;
     let mut batch = one_batch(out_schema, batches)?;
     let ncols = def.columns.len() + usize::from(no_pk);
     if joined {
@@ -449,8 +500,9 @@ async fn update_rows(
         let ins = table_write(&def, WriteKind::Insert, &new_rows)?;
         s.storage().write(txn.id, ins).await?;
     } else {
-        let w = table_write(&def, WriteKind::Upsert, &new_rows)?;
-        s.storage().write(txn.id, w).await?;
+        // A locked row keeps its key: only the assigned values can be refused.
+        let accepted = if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };
+        write_or_defer(s, txn, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
     }
     match returning {
         Some(r) => r.output("UPDATE", def, &new_rows, params).await,
@@ -535,7 +587,7 @@ async fn delete_rows(
     joined: bool,
 ) -> Result<Output> {
     let _rowid = s.catalog().expose_rowid(def);
-    let (out_schema, batches) = select(s, sql, params, true).await?;
+    let (out_schema, batches, locked) = select_for_update(s, sql, params).await?;
     let key_idx: Vec<usize> = keys.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
     let batch = renamed(&one_batch(out_schema, batches)?, columns)?;
     // With USING, a row joined to several rows is deleted (and returned) once;
@@ -543,8 +595,10 @@ async fn delete_rows(
     let batch = if joined { first_per_key(&batch, &key_idx)? } else { batch };
     let mut n = 0;
     if batch.num_rows() > 0 {
-        let w = table_write(&def, WriteKind::Delete, &project(&batch, &key_idx)?)?;
-        n = s.storage().write(txn.id, w).await?;
+        let keys = project(&batch, &key_idx)?;
+        // A locked row was read: it is there to delete.
+        let accepted = locked.then(|| keys.clone());
+        n = write_or_defer(s, txn, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?;
     }
     match returning {
         Some(r) => r.output("DELETE", def, &batch, params).await,

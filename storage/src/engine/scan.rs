@@ -66,6 +66,17 @@ impl Database {
     /// Starts a scan; IPC stream chunks arrive on the returned channel.
     pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<mpsc::Receiver<Result<Bytes>>> {
         self.check_owned()?;
+        if !req.earlier_writes.is_empty() {
+            // First, so that whatever fails later, they are buffered (or
+            // their transaction is gone).
+            if req.txn_id == 0 {
+                return Err(StorageError::InvalidRequest("earlier writes need a transaction".into()));
+            }
+            let shared = self.txns.get(req.txn_id)?;
+            let mut txn = shared.lock().await;
+            self.enter_statement(&mut txn, req.statement);
+            self.stage_carried(&mut txn, &req.earlier_writes).await?;
+        }
         let table = self.table_as_expected(&req.schema, &req.table, req.expect.as_ref())?;
         let plan = plan(&table, req, self.cfg.scan_batch_rows)?;
         if req.lock_row && (req.txn_id == 0 || !is_point_lookup(&table, req)) {

@@ -72,14 +72,42 @@ impl Database {
     /// Buffers a write of statement `statement` (see `enter_statement`)
     /// under savepoint `savepoint` (0: none; see [`savepoints`](super::savepoints)).
     pub async fn write_in_statement(&self, txn_id: u64, statement: u64, savepoint: u64, w: &TableWrite) -> Result<u64> {
+        self.write_carrying(txn_id, statement, savepoint, &[], w).await
+    }
+
+    /// As [`Database::write_in_statement`], after buffering `earlier`:
+    /// writes of earlier statements the caller deferred (see
+    /// [`Database::stage_carried`]).
+    pub async fn write_carrying(&self, txn_id: u64, statement: u64, savepoint: u64, earlier: &[TableWrite], w: &TableWrite) -> Result<u64> {
         self.check_owned()?;
         let shared = self.txns.get(txn_id)?;
         let mut txn = shared.lock().await;
         txn.last_used = Instant::now();
         self.enter_statement(&mut txn, statement);
+        self.stage_carried(&mut txn, earlier).await?;
         let n = self.stage_locked(&mut txn, savepoint, w).await;
         txn.last_used = Instant::now();
         n
+    }
+
+    /// Buffers writes that earlier statements of `txn` deferred and a later
+    /// request carries ("Carried writes" in storage.proto), as if written
+    /// with no savepoint open. The client was told those statements
+    /// succeeded, so a write that cannot be buffered rolls the whole
+    /// transaction back ([`StorageError::EarlierWriteFailed`]): nothing may
+    /// retry the request without it.
+    pub(crate) async fn stage_carried(&self, txn: &mut Txn, writes: &[TableWrite]) -> Result<()> {
+        for w in writes {
+            if let Err(e) = self.stage_locked(txn, 0, w).await {
+                // The request's own handle keeps the transaction alive until
+                // it returns; once removed, its locks go with it.
+                let _ = self.txns.take(txn.id);
+                self.metrics.carried_write_failures.inc();
+                return Err(StorageError::EarlierWriteFailed(Box::new(e)));
+            }
+        }
+        self.metrics.carried_writes.inc_by(writes.len() as u64);
+        Ok(())
     }
 
     /// Stages a write, takes the locks of its rows, checks that none changed
@@ -178,7 +206,19 @@ impl Database {
         };
         let mut rows = 0;
         for w in writes {
-            rows += self.stage_locked(&mut txn, 0, w).await?;
+            rows += match self.stage_locked(&mut txn, 0, w).await {
+                Ok(n) => n,
+                // The transaction was taken out of the open ones above: it
+                // ends here either way.
+                Err(e) if txn_id != 0 => {
+                    self.metrics.carried_write_failures.inc();
+                    return Err(StorageError::EarlierWriteFailed(Box::new(e)));
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        if txn_id != 0 {
+            self.metrics.carried_writes.inc_by(writes.len() as u64);
         }
         let ts = self.commit_txn(txn).await?;
         Ok((ts, rows))

@@ -331,3 +331,55 @@ async fn savepoints_undo_only_what_came_after_them() {
     assert_eq!(read(0).await, vec![(1, 11), (2, 20), (6, 60)]);
     assert!(db.rollback_to_savepoint(t, 1).await.is_err(), "the transaction is gone");
 }
+
+/// Writes a client deferred ride on a later scan, write or commit of the
+/// transaction: they are buffered before the request does anything else.
+#[tokio::test]
+async fn carried_writes_are_buffered_before_the_request_that_carries_them() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1), (2, "b", 2)]))]).await.unwrap();
+    let (t, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    // A point read of row 2 carries an update of row 1 that its own FOR UPDATE read locked.
+    scan(&db, read_for_update(t, 1)).await.unwrap();
+    let bump = write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", 10)]));
+    let read = ebb_proto::storage::ScanRequest { earlier_writes: vec![bump], ..read_for_update(t, 2) };
+    assert_eq!(balances(&scan(&db, read).await.unwrap()), vec![(2, 2)]);
+    assert_eq!(balances(&scan(&db, scan_req("accounts", t)).await.unwrap()), vec![(1, 10), (2, 2)], "the carried write is in the transaction");
+    // A write carries an insert; a commit carries a delete.
+    let insert = write("accounts", WriteKind::Insert, &accounts(&[(3, "c", 3)]));
+    let n = db.write_carrying(t, 0, 0, &[insert], &write("accounts", WriteKind::Upsert, &accounts(&[(2, "b", 20)]))).await.unwrap();
+    assert_eq!(n, 1, "rows affected are the request's own write's");
+    let (_, rows) = db.commit(t, &[write("accounts", WriteKind::Delete, &account_keys(&[3]))]).await.unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 10), (2, 20)]);
+}
+
+/// A carried write storage cannot buffer (here: the table changed since
+/// the statement that deferred it) ends its transaction with 40001, and
+/// the transaction's locks go with it.
+#[tokio::test]
+async fn a_carried_write_that_fails_rolls_its_transaction_back() {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let (t, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    scan(&db, read_for_update(t, 1)).await.unwrap();
+    let stale = ebb_proto::storage::TableWrite {
+        expect: Some(ebb_proto::storage::TableVersion { id: 9999, version: 0 }),
+        ..write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", 10)]))
+    };
+    let read = ebb_proto::storage::ScanRequest { earlier_writes: vec![stale], ..scan_req("accounts", t) };
+    let err = scan(&db, read).await.unwrap_err();
+    assert!(matches!(&err, StorageError::EarlierWriteFailed(inner) if matches!(**inner, StorageError::CatalogChanged(_))), "got {err:?}");
+    assert_eq!(err.sqlstate(), "40001");
+    assert!(matches!(db.commit(t, &[]).await, Err(StorageError::UnknownTransaction(_))), "the transaction is gone");
+    // Its lock on row 1 went with it: another transaction writes the row at once.
+    let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
+    let w = write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", 5)]));
+    tokio::time::timeout(Duration::from_secs(5), db.write(t2, &w)).await.expect("no lock left behind").unwrap();
+    db.commit(t2, &[]).await.unwrap();
+    assert_eq!(balances(&scan(&db, scan_req("accounts", 0)).await.unwrap()), vec![(1, 5)]);
+}
