@@ -24,7 +24,7 @@ pgbench -q -i -s 1 -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
 pgbench "${args[@]}" -T "$secs" -h 127.0.0.1 -p "$port" -U postgres postgres >"$dir/pgbench" 2>&1 &
 bench=$!
 sleep 2
-compute_pid=$(pgrep -f "ebb compute" -P "$local_pid" | head -1)
+compute_pid=$(pgrep -f " compute " -P "$local_pid" | head -1)
 cpu() { perf stat -e task-clock -p "$2" -- sleep 5 2>&1 | awk -v who="$1" '/task-clock/ {print who "_cpu_msec=" $1}'; }
 cpu local "$local_pid" &
 cpu_local=$!

@@ -495,9 +495,9 @@ async fn update_rows(
     if key_changes {
         let old_idx: Vec<usize> = (ncols..batch.num_columns()).collect();
         let old_keys = renamed(&project(&batch, &old_idx)?, &def.primary_key)?;
-        let del = table_write(&def, WriteKind::Delete, &old_keys)?;
+        let del = table_write(def, WriteKind::Delete, &old_keys)?;
         s.storage().write(txn.id, del).await?;
-        let ins = table_write(&def, WriteKind::Insert, &new_rows)?;
+        let ins = table_write(def, WriteKind::Insert, &new_rows)?;
         s.storage().write(txn.id, ins).await?;
     } else {
         // A locked row keeps its key: only the assigned values can be refused.

@@ -130,7 +130,7 @@ pub async fn upsert(
     let updates = arrow::compute::filter_record_batch(&written, &arrow::compute::not(&is_new)?)?;
     for (kind, batch) in [(WriteKind::Insert, &inserts), (WriteKind::Upsert, &updates)] {
         if batch.num_rows() > 0 {
-            s.storage().write(txn_id, table_write(&def, kind, batch)?).await?;
+            s.storage().write(txn_id, table_write(def, kind, batch)?).await?;
         }
     }
     Ok(written)
