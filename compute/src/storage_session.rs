@@ -8,9 +8,9 @@
 //! request carries it ("Carried writes" in storage.proto): a point read's
 //! scan, a write, the commit. A scan of any other kind first sends them in a
 //! write of their own, so every read sees the transaction's writes.
-//! TPC-B's five statements then need three round trips to storage besides
-//! BEGIN and COMMIT instead of seven, and the row locks they take are held
-//! for fewer of them.
+//! TPC-B's five statements then need four round trips to storage besides
+//! the begin and the commit instead of eight, and the row locks they take
+//! are held across fewer of them.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

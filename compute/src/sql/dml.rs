@@ -319,9 +319,9 @@ async fn insert_rows(
     }
     let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
-        // Without a primary key no row can collide with another.
         let n = match txn {
             Some(txn) => {
+                // Without a primary key no row can collide with another.
                 let accepted = if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
                 write_or_defer(s, txn, def, kind, &batch, accepted, batch.num_rows() as u64).await?
             }
