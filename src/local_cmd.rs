@@ -177,10 +177,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let status_task = tokio::spawn(observe(controller.clone(), proxy.clone(), metrics, data_dir.clone(), addr, stopped.wait()));
 
     tracing::info!(%addr, object_store = %object_store, pool_size = args.pool_size, "ebb local is up");
-    println!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
+    let mut banner = format!("ebb local is running. Connect with:\n  psql \"postgresql://postgres@{}:{}/postgres\"", addr.ip(), addr.port());
     if args.auth == Auth::Scram {
-        println!("  (SCRAM authentication: the postgres role's password was set on the first start)");
+        banner.push_str("\n  (SCRAM authentication: the postgres role's password was set on the first start)");
     }
+    say(&banner);
 
     crate::shutdown_signal().await;
     stop.stop();
@@ -192,8 +193,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         Err(e) => bail!("storage task failed: {e}"),
     }
     status_cmd::remove(&data_dir);
-    println!("ebb local stopped.");
+    say("ebb local stopped.");
     Ok(())
+}
+
+/// Prints a line for the person running `ebb local`. A standard output that
+/// cannot be written (closed pipe, full disk) must not stop the server, as
+/// `println!` would by panicking.
+fn say(text: &str) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout(), "{text}") {
+        tracing::warn!(error = %e, "cannot write to standard output");
+    }
 }
 
 /// Four times a second until `stop`: samples the metrics and rewrites the status file.

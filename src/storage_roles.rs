@@ -42,7 +42,14 @@ impl StorageRoles {
             Some(p) => p,
             None => {
                 generated = generate_password();
-                println!("Created role \"postgres\" (superuser) with password: {generated}\n  It is shown only this once; change it with ALTER ROLE postgres PASSWORD '…'.");
+                // Shown only this once: a role whose password nobody saw would lock everyone out.
+                use std::io::Write;
+                writeln!(
+                    std::io::stdout(),
+                    "Created role \"postgres\" (superuser) with password: {generated}\n  It is shown only this once; change it with ALTER ROLE postgres PASSWORD '…'."
+                )
+                .and_then(|()| std::io::stdout().flush())
+                .context("cannot show the generated password of role postgres on standard output; give one with --password")?;
                 &generated
             }
         };

@@ -576,3 +576,54 @@ async fn a_standalone_proxy_fronts_ebb_local_through_its_broker() {
         })
         .await;
 }
+
+/// A standard output that cannot be written (here /dev/full) does not stop
+/// `ebb local`; but a password it would generate and could not show is
+/// refused rather than set, so nobody is locked out.
+#[tokio::test]
+async fn an_unwritable_standard_output_does_not_stop_ebb_local() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("local.log");
+    let port = free_port();
+    let start = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["local", "--listen", &format!("127.0.0.1:{port}"), "--pool-size", "1"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ebb local")
+    };
+    let mut scram = start(&["--auth", "scram"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = scram.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ebb local went on without showing the generated password");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success() && text.contains("cannot show the generated password"), "{status}:\n{text}");
+    // With a password given there is nothing to show: it starts and serves.
+    let mut local = start(&["--password", "given"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = tool_at(port, "psql", &["-X", "-A", "-t", "-c", "SELECT 6 * 7", "postgres"]);
+        if ok {
+            assert_eq!(out.trim(), "42");
+            break;
+        }
+        if let Some(s) = local.try_wait().expect("try_wait") {
+            panic!("ebb local exited with {s}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "ebb local did not serve:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(local.try_wait().expect("try_wait").is_none(), "still running after its banner failed to print");
+    let _ = Command::new("kill").args(["-TERM", &local.id().to_string()]).status();
+    let _ = local.wait();
+}
