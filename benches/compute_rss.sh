@@ -9,7 +9,7 @@ d=$(mktemp -d /tmp/rss.XXXX)
 sp=$((41000 + RANDOM % 5000))
 EBB_LOG=warn $ebb storage --listen 127.0.0.1:$sp --object-store file://$d/obj --cache-dir $d/cache >$d/s.log 2>&1 &
 spid=$!
-sleep 2
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$sp) 2>/dev/null && break; sleep 0.1; done
 for _ in $(seq "$n"); do
   cp=$((46000 + RANDOM % 5000))
   EBB_LOG=warn $ebb compute --listen 127.0.0.1:$cp --storage http://127.0.0.1:$sp >$d/c.log 2>&1 &

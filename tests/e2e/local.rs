@@ -217,8 +217,7 @@ async fn ebb_local_resumes_from_zero_scales_to_zero_and_replaces_a_dead_compute(
     let metrics_addr = metrics_addr.parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(10);
     let count = |m: &str, outcome: &str| -> u64 {
-        let key = format!("ebb_resume_seconds_count{{cluster=\"local\",outcome=\"{outcome}\"}} ");
-        m.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        metric(m, &format!("ebb_resume_seconds_count{{cluster=\"local\",outcome=\"{outcome}\"}}")).unwrap_or(0.0) as u64
     };
     let metrics = loop {
         let m = http_get(metrics_addr, "/metrics");

@@ -22,11 +22,7 @@ async fn metrics_are_served_and_sigterm_stops_cleanly() {
         c.commit(CommitRequest { database: "postgres".into(), txn_id: 0, writes: vec![insert(&[(i, i, i)])] }).await.unwrap();
     }
     let body = http_get(metrics, "/metrics");
-    let commits = body
-        .lines()
-        .find_map(|l| l.strip_prefix("ebb_storage_commits_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no commit counter in:\n{body}"));
+    let commits = metric(&body, "ebb_storage_commits_total").unwrap_or_else(|| panic!("no commit counter in:\n{body}"));
     assert!(commits >= 4.0, "create table + 3 commits, got {commits}");
     assert!(body.contains("ebb_storage_wal_upload_seconds_bucket"), "remote mode uploads WAL per commit");
     assert!(body.contains("ebb_storage_object_store_bytes_total{direction=\"put\"}"));

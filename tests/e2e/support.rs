@@ -170,6 +170,12 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
+/// The value of `series` (a metric name, with its labels if it has any) on
+/// a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Runs psql against `port` with `-c sql` (and `stdin`, the data of a COPY …
 /// FROM STDIN); returns success, stdout (unaligned, tuples only), stderr.
 pub fn psql_at(port: u16, sql: &str, stdin: Option<&str>) -> (bool, String, String) {

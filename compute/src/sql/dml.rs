@@ -78,18 +78,26 @@ async fn select_for_update(s: &Session, sql: &str, params: &[ScalarValue]) -> Re
     s.read(plan, params, true).await
 }
 
-/// Sends a write of `txn`, or defers it when `accepted` (the write's rows
-/// as storage will take them: see [`crate::deferrable`]) says storage
-/// cannot refuse it; returns rows affected (`known`: what a deferred
-/// write affects).
-async fn write_or_defer(s: &Session, txn: WriteTxn, def: &TableDef, kind: WriteKind, batch: &RecordBatch, accepted: Option<RecordBatch>, known: u64) -> Result<u64> {
-    match accepted {
-        Some(rows) if s.storage().may_defer() => {
-            s.storage().defer(table_write(def, kind, &rows)?);
-            Ok(known)
-        }
-        _ => s.storage().write(txn.id, table_write(def, kind, batch)?).await,
+/// Sends a write of `txn`, or defers it when the session may and
+/// `accepted` gives the write's rows as storage will take them (`None`:
+/// storage might refuse them; see [`crate::deferrable`]); returns rows
+/// affected (`known`: what a deferred write affects).
+async fn write_or_defer(
+    s: &Session,
+    txn: WriteTxn,
+    def: &TableDef,
+    kind: WriteKind,
+    batch: &RecordBatch,
+    accepted: impl FnOnce() -> Option<RecordBatch>,
+    known: u64,
+) -> Result<u64> {
+    if s.storage().may_defer()
+        && let Some(rows) = accepted()
+    {
+        s.storage().defer(table_write(def, kind, &rows)?);
+        return Ok(known);
     }
+    s.storage().write(txn.id, table_write(def, kind, batch)?).await
 }
 
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -322,7 +330,7 @@ async fn insert_rows(
         let n = match txn {
             Some(txn) => {
                 // Without a primary key no row can collide with another.
-                let accepted = if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
+                let accepted = || if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
                 write_or_defer(s, txn, def, kind, &batch, accepted, batch.num_rows() as u64).await?
             }
             None => s.storage().client.commit(&s.storage().database, 0, vec![table_write(def, kind, &batch)?]).await?,
@@ -501,7 +509,7 @@ async fn update_rows(
         s.storage().write(txn.id, ins).await?;
     } else {
         // A locked row keeps its key: only the assigned values can be refused.
-        let accepted = if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };
+        let accepted = || if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };
         write_or_defer(s, txn, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
     }
     match returning {
@@ -597,7 +605,7 @@ async fn delete_rows(
     if batch.num_rows() > 0 {
         let keys = project(&batch, &key_idx)?;
         // A locked row was read: it is there to delete.
-        let accepted = locked.then(|| keys.clone());
+        let accepted = || locked.then(|| keys.clone());
         n = write_or_defer(s, txn, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?;
     }
     match returning {

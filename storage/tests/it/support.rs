@@ -77,6 +77,16 @@ pub async fn create_accounts(db: &Database) {
     .expect("create accounts");
 }
 
+/// A node on a fresh in-memory store whose `postgres` database has
+/// `accounts` holding `rows`, committed; keep the node for the test's length.
+pub async fn accounts_holding(rows: &[(i64, &str, i64)]) -> (TestNode, Arc<Database>) {
+    let n = start_memory().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(rows))]).await.expect("initial rows");
+    (n, db)
+}
+
 /// An accounts batch.
 pub fn accounts(rows: &[(i64, &str, i64)]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![

@@ -25,10 +25,7 @@ async fn waiting_write(
 
 #[tokio::test]
 async fn lost_update_is_prevented_by_a_conflict() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "ann", 100)]).await;
 
     // Two transactions read the balance and both try to add to it.
     let (t1, _) = db.begin(None).unwrap();
@@ -50,10 +47,7 @@ async fn lost_update_is_prevented_by_a_conflict() {
 
 #[tokio::test]
 async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_version() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "ann", 100)]).await;
 
     let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
     let (t2, s2) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
@@ -80,10 +74,7 @@ async fn read_committed_waits_for_the_row_then_retries_the_statement_on_the_new_
 
 #[tokio::test]
 async fn a_read_for_update_waits_for_the_row_and_reads_its_newest_version() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 100)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "ann", 100)]).await;
 
     let (t1, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
     let (t2, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
@@ -143,10 +134,7 @@ async fn a_lock_held_too_long_times_out_and_a_rollback_releases_it() {
 
 #[tokio::test]
 async fn a_transaction_reads_its_own_writes_and_others_do_not() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1), (2, "b", 2)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 1), (2, "b", 2)]).await;
     let (t, _) = db.begin(None).unwrap();
     db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(3, "c", 3)]))).await.unwrap();
     db.write(t, &write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", 10)]))).await.unwrap();
@@ -162,10 +150,7 @@ async fn a_transaction_reads_its_own_writes_and_others_do_not() {
 
 #[tokio::test]
 async fn a_snapshot_stays_stable_while_others_commit() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 1)]).await;
     let (reader, _) = db.begin(None).unwrap();
     for i in 2..=20 {
         db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(i, "x", i)]))]).await.unwrap();
@@ -213,10 +198,7 @@ async fn an_abandoned_transaction_is_aborted_after_its_timeout() {
 
 #[tokio::test]
 async fn duplicate_keys_are_unique_violations() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 1)]).await;
     let err = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "again", 2)]))]).await.unwrap_err();
     assert_eq!(err.sqlstate(), "23505", "{err}");
     let err = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(5, "x", 1), (5, "y", 2)]))]).await.unwrap_err();
@@ -238,10 +220,7 @@ async fn duplicate_keys_are_unique_violations() {
 
 #[tokio::test]
 async fn old_versions_are_garbage_collected_below_the_oldest_snapshot() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 0)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 0)]).await;
     let (old_reader, _) = db.begin(None).unwrap();
     for i in 1..=50 {
         db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(1, "a", i)]))]).await.unwrap();
@@ -302,10 +281,7 @@ async fn statement_numbers_move_a_read_committed_snapshot() {
 /// the one before it.
 #[tokio::test]
 async fn savepoints_undo_only_what_came_after_them() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 10), (2, "b", 20)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 10), (2, "b", 20)]).await;
     let put = |rows: &[(i64, &str, i64)]| write("accounts", WriteKind::Upsert, &accounts(rows));
     let (t, _) = db.begin_with(None, Isolation::Snapshot).unwrap();
     let read = |txn: u64| {
@@ -336,10 +312,7 @@ async fn savepoints_undo_only_what_came_after_them() {
 /// transaction: they are buffered before the request does anything else.
 #[tokio::test]
 async fn carried_writes_are_buffered_before_the_request_that_carries_them() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1), (2, "b", 2)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 1), (2, "b", 2)]).await;
     let (t, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
     // A point read of row 2 carries an update of row 1 that its own FOR UPDATE read locked.
     scan(&db, read_for_update(t, 1)).await.unwrap();
@@ -361,10 +334,7 @@ async fn carried_writes_are_buffered_before_the_request_that_carries_them() {
 /// the transaction's locks go with it.
 #[tokio::test]
 async fn a_carried_write_that_fails_rolls_its_transaction_back() {
-    let n = start_memory().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "a", 1)]))]).await.unwrap();
+    let (_node, db) = accounts_holding(&[(1, "a", 1)]).await;
     let (t, _) = db.begin_with(None, Isolation::ReadCommitted).unwrap();
     scan(&db, read_for_update(t, 1)).await.unwrap();
     let stale = ebb_proto::storage::TableWrite {
