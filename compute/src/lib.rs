@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod catalog_sql;
 pub mod checked_arithmetic;
 pub mod column_names;
+pub mod compiled_exprs;
 pub mod control;
 pub mod correlated_aggregates;
 pub mod deferrable;

@@ -27,10 +27,12 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, value::Kind};
 
+use crate::compiled_exprs::ExprCache;
 use crate::error::{ComputeError, Result};
 use crate::pushdown;
 use crate::session::param_position;
-use crate::storage_client::{StorageClient, expected};
+use crate::storage_client::expected;
+use crate::storage_session::StorageSession;
 use crate::table::StorageTable;
 
 /// What the statement returns of the row.
@@ -171,13 +173,15 @@ impl PointRead {
             statement,
             lock_row: false,
             earlier_writes: Vec::new(),
+            begin: None,
         })
     }
 
     /// Runs the scan and shapes its rows as the statement's result
-    /// (`state` evaluates expressions, with `params` bound).
-    pub async fn run(&self, client: &StorageClient, req: ScanRequest, state: &SessionState, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let (_, batches) = client.scan(req).await?;
+    /// (`state` evaluates expressions, with `params` bound, compiled once
+    /// into `compiled`).
+    pub async fn run(&self, storage: &StorageSession, req: ScanRequest, state: &SessionState, compiled: &ExprCache, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let (_, batches) = storage.client.scan(req, |txn| storage.begun(txn)).await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
             let columns = match &self.outputs {
@@ -186,14 +190,23 @@ impl PointRead {
                     .map(|c| b.column_by_name(c).cloned().ok_or_else(|| ComputeError::Internal(format!("storage scan did not return column {c}"))))
                     .collect::<Result<Vec<_>>>()?,
                 Outputs::Exprs { exprs, scanned } => {
-                    let row = RecordBatch::try_new(Arc::new(scanned.as_arrow().clone()), b.columns().to_vec())?;
-                    let mut columns = Vec::with_capacity(exprs.len());
-                    for (e, field) in exprs.iter().zip(self.schema.fields()) {
-                        let e = with_params(e, params)?;
-                        let value = state.create_physical_expr(simplified(&e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?;
-                        columns.push(if value.data_type() == field.data_type() { value } else { arrow::compute::cast(&value, field.data_type())? });
-                    }
-                    columns
+                    let values = match compiled.get(exprs, scanned, params, state)? {
+                        Some(c) => c.evaluate(b.columns(), b.num_rows(), params, state)?,
+                        None => {
+                            let row = RecordBatch::try_new(Arc::new(scanned.as_arrow().clone()), b.columns().to_vec())?;
+                            let mut values = Vec::with_capacity(exprs.len());
+                            for e in exprs {
+                                let e = with_params(e, params)?;
+                                values.push(state.create_physical_expr(simplified(&e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?);
+                            }
+                            values
+                        }
+                    };
+                    values
+                        .into_iter()
+                        .zip(self.schema.fields())
+                        .map(|(v, field)| Ok(if v.data_type() == field.data_type() { v } else { arrow::compute::cast(&v, field.data_type())? }))
+                        .collect::<Result<Vec<_>>>()?
                 }
             };
             let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));

@@ -174,8 +174,22 @@ impl StorageClient {
     }
 
     /// Runs a scan to completion.
-    pub async fn scan(&self, req: ScanRequest) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let mut stream = self.grpc().scan(req).await?.into_inner();
+    ///
+    /// `begun` is told the id of the transaction the scan began (when it
+    /// carries `begin`) as soon as storage answers, before the rows (which
+    /// may still fail) arrive.
+    pub async fn scan(&self, req: ScanRequest, begun: impl FnOnce(u64)) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let begins = req.begin.is_some();
+        let response = self.grpc().scan(req).await?;
+        if begins {
+            let id = response
+                .metadata()
+                .get(ebb_proto::BEGUN_TXN_METADATA_KEY)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .ok_or_else(|| ComputeError::Internal("storage began no transaction for a scan that asked it to".into()))?;
+            begun(id);
+        }
+        let mut stream = response.into_inner();
         let mut bytes = Vec::new();
         while let Some(m) = stream.message().await? {
             bytes.extend_from_slice(&m.arrow_ipc);

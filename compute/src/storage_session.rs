@@ -9,13 +9,18 @@
 //! scan, a write, the commit. A scan of any other kind first sends them in a
 //! write of their own, so every read sees the transaction's writes.
 //! TPC-B's five statements then need four round trips to storage besides
-//! the begin and the commit instead of eight, and the row locks they take
-//! are held across fewer of them.
+//! the commit instead of eight, and the row locks they take are held across
+//! fewer of them.
+//!
+//! A block's transaction begins lazily: BEGIN sends nothing, and the
+//! block's first request to storage begins it. A point read carries the
+//! begin (`ScanRequest.begin`), so the block needs no Begin round trip of
+//! its own; any other request sends one first ([`StorageSession::started_txn`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ebb_proto::storage::TableWrite;
+use ebb_proto::storage::{Isolation, TableWrite};
 
 use crate::error::Result;
 use crate::storage_client::StorageClient;
@@ -27,6 +32,11 @@ pub struct StorageSession {
     /// The database this session is connected to.
     pub database: String,
     txn: AtomicU64,
+    /// The isolation of a block whose storage transaction is not begun yet.
+    pending: Mutex<Option<Isolation>>,
+    /// Held while a pending transaction is begun, so that concurrent scans
+    /// of one plan begin it once.
+    begin_gate: tokio::sync::Mutex<()>,
     writes: AtomicU64,
     /// The number of the statement running, sent with each request: storage
     /// moves a READ COMMITTED snapshot at the first request of a new one.
@@ -47,6 +57,8 @@ impl StorageSession {
             client,
             database,
             txn: AtomicU64::new(0),
+            pending: Mutex::default(),
+            begin_gate: tokio::sync::Mutex::const_new(()),
             writes: AtomicU64::new(0),
             statement: AtomicU64::new(0),
             savepoint: AtomicU64::new(0),
@@ -61,17 +73,68 @@ impl StorageSession {
     }
 
     /// Sets (or with 0 clears) the open transaction; writes deferred in
-    /// the one before are dropped (it was rolled back).
+    /// the one before are dropped (it was rolled back), and a pending begin
+    /// is forgotten.
     pub fn set_txn(&self, id: u64) {
         self.txn.store(id, Ordering::SeqCst);
+        *self.pending_begin_slot() = None;
         self.deferred_writes().clear();
     }
 
     /// Ends the open transaction on compute's side: returns its id (0:
-    /// none) and the writes it deferred, which its commit must carry.
+    /// none begun) and the writes it deferred, which its commit must carry.
     pub fn end_txn(&self) -> (u64, Vec<TableWrite>) {
+        *self.pending_begin_slot() = None;
         let id = self.txn.swap(0, Ordering::SeqCst);
         (id, self.take_deferred())
+    }
+
+    /// A block's transaction, of `isolation`, begins with its first request
+    /// to storage (nothing is sent now). No-op when one is open.
+    pub fn begin_later(&self, isolation: Isolation) {
+        if self.txn() == 0 {
+            *self.pending_begin_slot() = Some(isolation);
+        }
+    }
+
+    /// The isolation the next request is to begin the block's transaction
+    /// with, if it is not begun yet.
+    pub fn pending_begin(&self) -> Option<Isolation> {
+        if self.txn() != 0 {
+            return None;
+        }
+        *self.pending_begin_slot()
+    }
+
+    /// Whether statements run in a transaction (begun, or to be begun by
+    /// the next request) rather than each in its own.
+    pub fn in_transaction(&self) -> bool {
+        self.txn() != 0 || self.pending_begin().is_some()
+    }
+
+    /// The pending transaction was begun by a request that carried the
+    /// begin: `id` is the open transaction now.
+    pub fn begun(&self, id: u64) {
+        *self.pending_begin_slot() = None;
+        self.txn.store(id, Ordering::SeqCst);
+    }
+
+    /// The open transaction, begun now (a Begin round trip) if it is
+    /// pending; 0 when there is none.
+    pub async fn started_txn(&self) -> Result<u64> {
+        let txn = self.txn();
+        if txn != 0 || self.pending_begin().is_none() {
+            return Ok(txn);
+        }
+        let _gate = self.begin_gate.lock().await;
+        let Some(isolation) = self.pending_begin() else { return Ok(self.txn()) };
+        let id = self.client.begin(&self.database, isolation).await?;
+        self.begun(id);
+        Ok(id)
+    }
+
+    fn pending_begin_slot(&self) -> std::sync::MutexGuard<'_, Option<Isolation>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number of the statement running (see `WriteRequest.statement`).
@@ -90,9 +153,13 @@ impl StorageSession {
         self.savepoint.store(number, Ordering::SeqCst);
     }
 
-    /// Buffers a write in transaction `txn` (carrying the deferred ones);
-    /// returns rows affected.
-    pub async fn write(&self, txn: u64, write: TableWrite) -> Result<u64> {
+    /// Buffers a write in the open transaction (begun now if pending),
+    /// carrying the deferred writes; returns rows affected.
+    pub async fn write(&self, write: TableWrite) -> Result<u64> {
+        let txn = self.started_txn().await?;
+        if txn == 0 {
+            return Err(crate::error::ComputeError::Internal("a write outside any transaction".into()));
+        }
         let earlier = self.take_deferred();
         let n = self.client.write(&self.database, txn, self.statement(), self.savepoint.load(Ordering::SeqCst), earlier, write).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);

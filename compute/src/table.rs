@@ -98,6 +98,7 @@ impl StorageTable {
             statement: 0,
             lock_row: false,
             earlier_writes: Vec::new(),
+            begin: None,
         }
     }
 
@@ -295,14 +296,15 @@ impl ExecutionPlan for StorageScanExec {
 
     fn execute(&self, _partition: usize, _ctx: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let mut req = self.req.clone();
-        req.txn_id = self.session.txn();
         req.statement = self.session.statement();
         let session = self.session.clone();
         let schema = self.properties.eq_properties.schema().clone();
         let empty = schema.clone();
         let aggregated = !req.aggregates.is_empty();
         let stream = futures::stream::once(async move {
-            // The transaction's deferred writes first: the scan must see them.
+            // A block's first request begins its transaction; the
+            // transaction's deferred writes go first: the scan must see them.
+            req.txn_id = session.started_txn().await?;
             session.flush_deferred().await?;
             session.client.clone().scan_stream(req).await
         })

@@ -38,3 +38,7 @@ pub const RETRY_STATEMENT_METADATA_KEY: &str = "ebb-retry-statement";
 /// (`TableVersion`) that is no longer current: the caller reloads its
 /// catalog and plans the statement again. Nothing was read or written.
 pub const CATALOG_CHANGED_METADATA_KEY: &str = "ebb-catalog-changed";
+
+/// gRPC response metadata key of a scan that began its transaction
+/// (`ScanRequest.begin`): the new transaction's id, in decimal.
+pub const BEGUN_TXN_METADATA_KEY: &str = "ebb-begun-txn";

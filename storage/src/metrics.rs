@@ -39,6 +39,8 @@ pub struct StorageMetrics {
     pub carried_writes: IntCounter,
     /// Carried writes that could not be buffered (their transaction was rolled back).
     pub carried_write_failures: IntCounter,
+    /// Transactions begun, by the request that began them (`begin`, or a `scan` that carried the begin).
+    pub transactions_begun: IntCounterVec,
 }
 
 impl StorageMetrics {
@@ -100,6 +102,10 @@ impl StorageMetrics {
                 "ebb_storage_carried_write_failures_total",
                 "Carried writes that could not be buffered; their transaction was rolled back",
             )?,
+            transactions_begun: IntCounterVec::new(
+                Opts::new("ebb_storage_transactions_begun_total", "Transactions begun, by the request that began them (begin, or a scan that carried the begin)"),
+                &["by"],
+            )?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -116,6 +122,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.commits_applied_early.clone()))?;
         registry.register(Box::new(m.dependent_groups.clone()))?;
         registry.register(Box::new(m.carried_writes.clone()))?;
+        registry.register(Box::new(m.transactions_begun.clone()))?;
         registry.register(Box::new(m.carried_write_failures.clone()))?;
         Ok(m)
     }

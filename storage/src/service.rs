@@ -134,6 +134,7 @@ impl Storage for StorageService {
         let isolation = Isolation::try_from(r.isolation)
             .map_err(|_| Status::invalid_argument(format!("unknown isolation level {}", r.isolation)))?;
         let (txn_id, snapshot_ts) = db.begin_with(timeout, isolation).map_err(|e| log_err("begin", e))?;
+        db.metrics.transactions_begun.with_label_values(&["begin"]).inc();
         Ok(Response::new(BeginResponse { txn_id, snapshot_ts }))
     }
 
@@ -147,15 +148,39 @@ impl Storage for StorageService {
     type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send + 'static>>;
 
     async fn scan(&self, req: Request<ScanRequest>) -> Res<Self::ScanStream> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("scan", e))?;
-        let rx = db.scan(&r).await.map_err(|e| log_err("scan", e))?;
+        let begun = match r.begin {
+            None => None,
+            Some(_) if r.txn_id != 0 => return Err(Status::invalid_argument("a scan that begins a transaction must not name one")),
+            Some(level) => {
+                let isolation = Isolation::try_from(level).map_err(|_| Status::invalid_argument(format!("unknown isolation level {level}")))?;
+                let (txn, _) = db.begin_with(None, isolation).map_err(|e| log_err("scan", e))?;
+                db.metrics.transactions_begun.with_label_values(&["scan"]).inc();
+                r.txn_id = txn;
+                Some(txn)
+            }
+        };
+        let rx = match db.scan(&r).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                if let Some(txn) = begun {
+                    // Nobody learns the id: the transaction ends here.
+                    let _ = db.rollback(txn);
+                }
+                return Err(log_err("scan", e));
+            }
+        };
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = futures::StreamExt::map(stream, |chunk| match chunk {
             Ok(b) => Ok(ScanResponse { arrow_ipc: b.to_vec() }),
             Err(e) => Err(log_err("scan", e)),
         });
-        Ok(Response::new(Box::pin(stream)))
+        let mut response = Response::new(Box::pin(stream) as Self::ScanStream);
+        if let Some(txn) = begun {
+            response.metadata_mut().insert(ebb_proto::BEGUN_TXN_METADATA_KEY, txn.into());
+        }
+        Ok(response)
     }
 
     async fn write(&self, req: Request<WriteRequest>) -> Res<WriteResponse> {

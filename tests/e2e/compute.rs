@@ -329,7 +329,8 @@ fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
 /// and carried by the transaction's next request: every later statement
 /// sees them, ROLLBACK drops them, COMMIT applies them, other sessions see
 /// nothing before. A value storage would refuse is not deferred: its error
-/// belongs to its statement.
+/// belongs to its statement. A transaction's first point read carries its
+/// begin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -392,6 +393,14 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     // ride on other requests (so its round trips to storage are the begin,
     // four point reads and the commit).
     c.batch_execute("INSERT INTO acct VALUES (3, 30, 'c'); INSERT INTO acct VALUES (4, 40, 'd')").await.unwrap();
+    // A block whose first request is a full scan begins its transaction
+    // with a Begin of its own; one whose first is a point read has the read
+    // carry the begin (no round trip for it).
+    let begun = |by: &str| counter(metrics, &format!("ebb_storage_transactions_begun_total{{by=\"{by}\"}}"));
+    let scans = begun("scan");
+    c.batch_execute("BEGIN; SELECT count(*) FROM acct; UPDATE acct SET bal = bal WHERE id = 3; COMMIT").await.unwrap();
+    assert_eq!(begun("scan"), scans, "a full scan carries no begin");
+    let (begins, scans) = (begun("begin"), begun("scan"));
     let carried_before = counter(metrics, "ebb_storage_carried_writes_total");
     c.batch_execute(
         "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 1; SELECT bal FROM acct WHERE id = 1; UPDATE acct SET bal = bal + 1 WHERE id = 3;
@@ -400,8 +409,16 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     .await
     .unwrap();
     assert_eq!(counter(metrics, "ebb_storage_carried_writes_total") - carried_before, 4.0);
+    assert_eq!((begun("begin") - begins, begun("scan") - scans), (0.0, 1.0), "the first point read began the transaction");
     assert_eq!((bal(&other, 1).await, bal(&other, 3).await, bal(&other, 4).await), (Some(8), Some(31), Some(41)));
     assert_eq!(count(&other, "SELECT count(*) FROM hist").await, 3);
+    // So does an autocommit UPDATE's read: two round trips, the read and the commit.
+    assert_eq!(c.execute("UPDATE acct SET bal = bal - 1 WHERE id = 1", &[]).await.unwrap(), 1);
+    assert_eq!((begun("begin") - begins, begun("scan") - scans), (0.0, 2.0));
+    assert_eq!(bal(&other, 1).await, Some(7));
+    // Reads that find no row still begin (and end) their transactions.
+    assert_eq!(c.execute("UPDATE acct SET bal = 0 WHERE id = 99", &[]).await.unwrap(), 0);
+    c.batch_execute("BEGIN; SELECT bal FROM acct WHERE id = 99; COMMIT").await.unwrap();
 }
 
 /// A writing statement stopped by statement_timeout outside a block leaves

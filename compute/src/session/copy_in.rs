@@ -111,7 +111,7 @@ impl Session {
         }
         let batch = text_batch(&copy.columns, &rows, copy.copied)?;
         let w = table_write(&copy.def, WriteKind::Insert, &batch)?;
-        let n = self.storage.write(copy.txn.id, w).await?;
+        let n = self.storage.write(w).await?;
         copy.copied += n;
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::storage_session::StorageSession;
 use crate::auto_params;
+use crate::compiled_exprs::ExprCache;
 use plan_cache::{Described, PlanCache, PlansByText, ShapeCaches};
 use savepoints::Savepoints;
 use settings::Settings;
@@ -79,8 +80,6 @@ const MAX_STATEMENT_RETRIES: u32 = 20;
 /// The storage transaction of a writing statement.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WriteTxn {
-    /// Storage transaction id.
-    pub id: u64,
     /// Begun for this statement alone (no transaction block is open).
     pub own: bool,
 }
@@ -116,6 +115,8 @@ pub struct Session {
     shapes: ShapeCaches,
     /// A statement is running, or was stopped part-way (see [`Session::settle`]).
     interrupted: bool,
+    /// Expressions of point reads and VALUES rows, compiled once (see [`crate::compiled_exprs`]).
+    compiled: ExprCache,
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -181,7 +182,7 @@ impl Session {
         ctx.register_udf(settings.current_setting_udf());
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false, compiled: ExprCache::default() })
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -276,9 +277,11 @@ impl Session {
     async fn end_failed_statement(&mut self) {
         match self.block {
             Block::Open => self.abort_block().await,
-            Block::Idle if self.storage.txn() != 0 => {
+            Block::Idle if self.storage.in_transaction() => {
                 let (txn, _) = self.storage.end_txn();
-                if let Err(e) = self.storage.client.rollback(self.database(), txn).await {
+                if txn != 0
+                    && let Err(e) = self.storage.client.rollback(self.database(), txn).await
+                {
                     tracing::debug!(error = %e, "rollback of an interrupted statement's transaction");
                 }
             }
@@ -336,11 +339,10 @@ impl Session {
     /// not at BEGIN; under READ COMMITTED each statement reads the latest
     /// commits: storage moves the snapshot at the first request of the next
     /// statement number (no round trip of its own).
+    /// The storage transaction itself begins with the block's first request
+    /// to storage (see [`StorageSession::begin_later`]).
     async fn snapshot_for_statement(&mut self) -> Result<()> {
-        if self.storage.txn() == 0 {
-            let id = self.storage.client.begin(self.database(), self.isolation).await?;
-            self.storage.set_txn(id);
-        }
+        self.storage.begin_later(self.isolation);
         self.storage.next_statement();
         Ok(())
     }
@@ -679,7 +681,7 @@ impl Session {
                             // SET SESSION CHARACTERISTICS AS TRANSACTION …
                             self.settings.set("default_transaction_isolation", &level)?;
                         } else if self.block != Block::Idle && settings::isolation_level(&level)? != self.isolation {
-                            if self.storage.txn() != 0 {
+                            if self.storage.in_transaction() {
                                 return Err(ComputeError::invalid("25001", "SET TRANSACTION ISOLATION LEVEL must be called before any query"));
                             }
                             self.isolation = settings::isolation_level(&level)?;
@@ -781,13 +783,18 @@ impl Session {
         if let Some(point) = PointRead::recognise(&plan)
             && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {
-            let locked = for_update && req.txn_id != 0;
+            // A block's first request begins its transaction.
+            req.begin = self.storage.pending_begin().map(|isolation| isolation as i32);
+            let locked = for_update && (req.txn_id != 0 || req.begin.is_some());
             req.lock_row = locked;
             if req.txn_id != 0 {
                 req.earlier_writes = self.storage.take_deferred();
             }
-            let (schema, batches) = point.run(&self.storage.client, req, &self.state, params).await?;
+            let (schema, batches) = point.run(&self.storage, req, &self.state, &self.compiled, params).await?;
             return Ok((schema, batches, locked));
+        }
+        if let Some((schema, batches)) = crate::compiled_exprs::values_row(&plan, params, &self.state, &self.compiled)? {
+            return Ok((schema, batches, false));
         }
         let plan = if params.is_empty() { plan } else { plan.with_param_values(params.to_vec())? };
         let physical = self.state.create_physical_plan(&plan).await?;
@@ -818,14 +825,13 @@ impl Session {
 
     /// The transaction a writing statement runs in: the open one, or a new
     /// one of its own that [`Session::end_write`] commits.
+    /// Its storage transaction begins with the statement's first request.
     pub(crate) async fn begin_write(&mut self) -> Result<WriteTxn> {
-        let current = self.storage.txn();
-        if current != 0 {
-            return Ok(WriteTxn { id: current, own: false });
+        if self.storage.in_transaction() {
+            return Ok(WriteTxn { own: false });
         }
-        let id = self.storage.client.begin(self.database(), self.default_isolation()?).await?;
-        self.storage.set_txn(id);
-        Ok(WriteTxn { id, own: true })
+        self.storage.begin_later(self.default_isolation()?);
+        Ok(WriteTxn { own: true })
     }
 
     /// Ends a writing statement: a transaction of its own commits when the
@@ -834,14 +840,17 @@ impl Session {
         if !txn.own {
             return result;
         }
-        let (_, deferred) = self.storage.end_txn();
+        let (id, deferred) = self.storage.end_txn();
         match result {
+            // A statement that sent nothing (no row matched) began nothing.
+            Ok(v) if id == 0 => Ok(v),
             Ok(v) => {
-                self.storage.client.commit(self.database(), txn.id, deferred).await?;
+                self.storage.client.commit(self.database(), id, deferred).await?;
                 Ok(v)
             }
+            Err(e) if id == 0 => Err(e),
             Err(e) => {
-                if let Err(r) = self.storage.client.rollback(self.database(), txn.id).await {
+                if let Err(r) = self.storage.client.rollback(self.database(), id).await {
                     tracing::debug!(error = %r, "rollback of a failed statement");
                 }
                 Err(e)

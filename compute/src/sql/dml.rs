@@ -97,7 +97,7 @@ async fn write_or_defer(
         s.storage().defer(table_write(def, kind, &rows)?);
         return Ok(known);
     }
-    s.storage().write(txn.id, table_write(def, kind, batch)?).await
+    s.storage().write(table_write(def, kind, batch)?).await
 }
 
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -221,7 +221,7 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     // commit: one round trip to storage instead of three (begin, write,
     // commit). Not where the statement must still answer after the commit
     // whether every row went in (RETURNING with DO NOTHING).
-    let alone = s.storage().txn() == 0
+    let alone = !s.storage().in_transaction()
         && crate::session::count_scans(&plan) == 0
         && match kind {
             Conflict::Fail => true,
@@ -318,8 +318,10 @@ async fn insert_rows(
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
     if let Conflict::Update(action) = conflict {
-        let txn = txn.ok_or_else(|| ComputeError::Internal("ON CONFLICT DO UPDATE without a transaction".into()))?;
-        let written = upsert::upsert(s, txn.id, def, target.alias, &batch, action, params).await?;
+        if txn.is_none() {
+            return Err(ComputeError::Internal("ON CONFLICT DO UPDATE without a transaction".into()));
+        }
+        let written = upsert::upsert(s, def, target.alias, &batch, action, params).await?;
         return match returning {
             Some(r) => r.output("INSERT 0", def, &written, params).await,
             None => Ok(Output::Command(format!("INSERT 0 {}", written.num_rows()))),
@@ -504,9 +506,9 @@ async fn update_rows(
         let old_idx: Vec<usize> = (ncols..batch.num_columns()).collect();
         let old_keys = renamed(&project(&batch, &old_idx)?, &def.primary_key)?;
         let del = table_write(def, WriteKind::Delete, &old_keys)?;
-        s.storage().write(txn.id, del).await?;
+        s.storage().write(del).await?;
         let ins = table_write(def, WriteKind::Insert, &new_rows)?;
-        s.storage().write(txn.id, ins).await?;
+        s.storage().write(ins).await?;
     } else {
         // A locked row keeps its key: only the assigned values can be refused.
         let accepted = || if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };

@@ -72,7 +72,6 @@ fn qualify(e: &Expr, def: &TableDef, alias: &str) -> String {
 /// updated, table-shaped, for RETURNING) and their count.
 pub async fn upsert(
     s: &mut Session,
-    txn_id: u64,
     def: &TableDef,
     alias: Option<&str>,
     proposed: &RecordBatch,
@@ -130,7 +129,7 @@ pub async fn upsert(
     let updates = arrow::compute::filter_record_batch(&written, &arrow::compute::not(&is_new)?)?;
     for (kind, batch) in [(WriteKind::Insert, &inserts), (WriteKind::Upsert, &updates)] {
         if batch.num_rows() > 0 {
-            s.storage().write(txn_id, table_write(def, kind, batch)?).await?;
+            s.storage().write(table_write(def, kind, batch)?).await?;
         }
     }
     Ok(written)

@@ -135,3 +135,34 @@ async fn databases_can_be_created_listed_and_dropped() {
     let e = c.list_tables(ListTablesRequest { database: "shop".into() }).await.unwrap_err();
     assert_eq!(sqlstate(&e), "3D000");
 }
+
+/// A scan that carries `begin` runs in a transaction it begins, whose id
+/// comes back in the response metadata; a scan that fails before answering
+/// leaves no transaction behind.
+#[tokio::test]
+async fn a_scan_can_begin_its_transaction() {
+    let (n, mut c) = serve().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10)]))]).await.unwrap();
+    let begin = Some(Isolation::ReadCommitted as i32);
+    let response = c.scan(ScanRequest { begin, ..read_for_update(0, 1) }).await.unwrap();
+    let txn: u64 = response.metadata().get(ebb_proto::BEGUN_TXN_METADATA_KEY).expect("the begun transaction").to_str().unwrap().parse().unwrap();
+    let mut stream = response.into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    // The read locked the row in that transaction: its write and commit follow.
+    let update = write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", 11)]));
+    c.commit(CommitRequest { database: "postgres".into(), txn_id: txn, writes: vec![update] }).await.unwrap();
+    let rows = scan(&db, scan_req("accounts", 0)).await.unwrap();
+    assert_eq!(balances(&rows), [(1, 11)]);
+    // Naming a transaction and beginning one is a contradiction.
+    let e = c.scan(ScanRequest { begin, ..scan_req("accounts", txn) }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    // A scan of a table that does not exist fails, and the transaction it
+    // began (the id before the next one) is gone.
+    c.scan(ScanRequest { begin, ..scan_req("nowhere", 0) }).await.unwrap_err();
+    let next = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 0 }).await.unwrap().into_inner().txn_id;
+    let e = c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next - 1 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next }).await.unwrap();
+}
