@@ -155,22 +155,13 @@ impl Storage for StorageService {
             Some(_) if r.txn_id != 0 => return Err(Status::invalid_argument("a scan that begins a transaction must not name one")),
             Some(level) => {
                 let isolation = Isolation::try_from(level).map_err(|_| Status::invalid_argument(format!("unknown isolation level {level}")))?;
-                let (txn, _) = db.begin_with(None, isolation).map_err(|e| log_err("scan", e))?;
+                let (id, _) = db.begin_with(None, isolation).map_err(|e| log_err("scan", e))?;
                 db.metrics.transactions_begun.with_label_values(&["scan"]).inc();
-                r.txn_id = txn;
-                Some(txn)
+                r.txn_id = id;
+                Some(BegunTxn { db: db.clone(), id, handed_over: false })
             }
         };
-        let rx = match db.scan(&r).await {
-            Ok(rx) => rx,
-            Err(e) => {
-                if let Some(txn) = begun {
-                    // Nobody learns the id: the transaction ends here.
-                    let _ = db.rollback(txn);
-                }
-                return Err(log_err("scan", e));
-            }
-        };
+        let rx = db.scan(&r).await.map_err(|e| log_err("scan", e))?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = futures::StreamExt::map(stream, |chunk| match chunk {
             Ok(b) => Ok(ScanResponse { arrow_ipc: b.to_vec() }),
@@ -178,7 +169,7 @@ impl Storage for StorageService {
         });
         let mut response = Response::new(Box::pin(stream) as Self::ScanStream);
         if let Some(txn) = begun {
-            response.metadata_mut().insert(ebb_proto::BEGUN_TXN_METADATA_KEY, txn.into());
+            response.metadata_mut().insert(ebb_proto::BEGUN_TXN_METADATA_KEY, txn.hand_over().into());
         }
         Ok(response)
     }
@@ -213,5 +204,35 @@ impl Storage for StorageService {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback to savepoint", e))?;
         db.rollback_to_savepoint(r.txn_id, r.savepoint).await.map_err(|e| log_err("rollback to savepoint", e))?;
         Ok(Response::new(RollbackToSavepointResponse {}))
+    }
+}
+
+/// A transaction a scan began (`ScanRequest.begin`). Rolled back when
+/// dropped before its id is handed to the caller: the scan failed, or the
+/// caller went away (a statement timeout, a cancel) while the scan waited
+/// for a row lock — nobody else could end it, and it would hold what it
+/// locked until its idle timeout.
+struct BegunTxn {
+    db: Arc<crate::Database>,
+    id: u64,
+    handed_over: bool,
+}
+
+impl BegunTxn {
+    /// The id, for the response; the caller ends the transaction from now on.
+    fn hand_over(mut self) -> u64 {
+        self.handed_over = true;
+        self.id
+    }
+}
+
+impl Drop for BegunTxn {
+    fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
+        if let Err(e) = self.db.rollback(self.id) {
+            tracing::debug!(error = %e, txn = self.id, "rollback of a transaction a failed scan began");
+        }
     }
 }

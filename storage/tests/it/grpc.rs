@@ -2,6 +2,7 @@
 //! its SQLSTATE, and the server keeps serving.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ebb_proto::SQLSTATE_METADATA_KEY;
 use ebb_proto::storage::storage_client::StorageClient;
@@ -165,4 +166,32 @@ async fn a_scan_can_begin_its_transaction() {
     let e = c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next - 1 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next }).await.unwrap();
+}
+
+/// A caller that goes away while its beginning scan waits for a row lock
+/// (a statement timeout) never learns the transaction's id: storage rolls
+/// it back at once rather than leaving it to its idle timeout.
+#[tokio::test]
+async fn a_begun_transaction_whose_caller_went_away_is_rolled_back() {
+    let (n, mut c) = serve().await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10)]))]).await.unwrap();
+    let holder = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 1 }).await.unwrap().into_inner().txn_id;
+    let mut held = c.scan(read_for_update(holder, 1)).await.unwrap().into_inner();
+    while held.message().await.unwrap().is_some() {}
+    let waiting = c.scan(ScanRequest { begin: Some(Isolation::ReadCommitted as i32), ..read_for_update(0, 1) });
+    assert!(tokio::time::timeout(Duration::from_millis(300), waiting).await.is_err(), "it waits for the row lock");
+    // The waiting scan's transaction is the one before the next.
+    let next = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 1 }).await.unwrap().into_inner().txn_id;
+    // Probed without ending it: refreshing a transaction's snapshot.
+    let gone = async {
+        loop {
+            match c.refresh_snapshot(RefreshSnapshotRequest { database: "postgres".into(), txn_id: next - 1 }).await {
+                Err(e) if e.code() == tonic::Code::NotFound => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), gone).await.expect("rolled back while the lock is still held");
 }
