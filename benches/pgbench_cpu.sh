@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CPU per statement of each ebb process under pgbench: starts `ebb local`
 # (one compute), loads scale 1, runs pgbench and, 2 s in, counts 5 s of CPU
-# (`perf stat -e task-clock`) of the `ebb local` process (proxy + storage)
-# and of the compute. Prints tps and each process's CPU time; CPU per
-# transaction = msec / 5 / tps.
+# (`perf stat -e task-clock,context-switches`) of the `ebb local` process
+# (proxy + storage) and of the compute. Prints tps and, per process, CPU
+# time, CPU per transaction (msec / 5 / tps) and context switches per
+# transaction.
 # Usage: bash benches/pgbench_cpu.sh <path/to/ebb> select|tpcb [seconds]
 set -euo pipefail
 ebb=${1:?usage: pgbench_cpu.sh <path/to/ebb> select|tpcb [seconds]}
@@ -25,11 +26,18 @@ pgbench "${args[@]}" -T "$secs" -h 127.0.0.1 -p "$port" -U postgres postgres >"$
 bench=$!
 sleep 2
 compute_pid=$(pgrep -f " compute " -P "$local_pid" | head -1)
-cpu() { perf stat -e task-clock -p "$2" -- sleep 5 2>&1 | awk -v who="$1" '/task-clock/ {print who "_cpu_msec=" $1}'; }
+cpu() { perf stat -e task-clock,context-switches -p "$2" -- sleep 5 >"$dir/$1.stat" 2>&1; }
 cpu local "$local_pid" &
 cpu_local=$!
 cpu compute "$compute_pid" &
 cpu_compute=$!
 wait "$bench" "$cpu_local" "$cpu_compute"
 grep -E "^tps" "$dir/pgbench"
+tps=$(awk '/^tps/ {print $3}' "$dir/pgbench")
+for who in local compute; do
+  awk -v who="$who" -v tps="$tps" '
+    /task-clock/ {ms = $1; gsub(",", "", ms)}
+    /context-switches/ {cs = $1; gsub(",", "", cs)}
+    END {printf "%s_cpu_msec=%s cpu_per_txn_ms=%.3f context_switches_per_txn=%.1f\n", who, ms, ms / 5 / tps, cs / 5 / tps}' "$dir/$who.stat"
+done
 if [ "$mode" = tpcb ]; then sed -n '/statement latencies/,$p' "$dir/pgbench"; fi
