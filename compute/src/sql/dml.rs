@@ -78,13 +78,12 @@ async fn select_for_update(s: &Session, sql: &str, params: &[ScalarValue]) -> Re
     s.read(plan, params, true).await
 }
 
-/// Sends a write of `txn`, or defers it when the session may and
+/// Sends a write of the statement's transaction, or defers it when the session may and
 /// `accepted` gives the write's rows as storage will take them (`None`:
 /// storage might refuse them; see [`crate::deferrable`]); returns rows
 /// affected (`known`: what a deferred write affects).
 async fn write_or_defer(
     s: &Session,
-    txn: WriteTxn,
     def: &TableDef,
     kind: WriteKind,
     batch: &RecordBatch,
@@ -330,10 +329,10 @@ async fn insert_rows(
     let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
         let n = match txn {
-            Some(txn) => {
+            Some(_) => {
                 // Without a primary key no row can collide with another.
                 let accepted = || if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
-                write_or_defer(s, txn, def, kind, &batch, accepted, batch.num_rows() as u64).await?
+                write_or_defer(s, def, kind, &batch, accepted, batch.num_rows() as u64).await?
             }
             None => s.storage().client.commit(&s.storage().database, 0, vec![table_write(def, kind, &batch)?]).await?,
         };
@@ -459,7 +458,7 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
     );
     let txn = s.begin_write().await?;
     let rows = RowsToUpdate { sql: &sql, assigned: &assigned, key_changes, joined: !from.is_empty() };
-    let result = update_rows(s, txn, &def, rows, params, returning.as_ref()).await;
+    let result = update_rows(s, &def, rows, params, returning.as_ref()).await;
     s.end_write(txn, result).await
 }
 
@@ -475,7 +474,6 @@ struct RowsToUpdate<'a> {
 
 async fn update_rows(
     s: &mut Session,
-    txn: WriteTxn,
     def: &TableDef,
     rows: RowsToUpdate<'_>,
     params: &[ScalarValue],
@@ -512,7 +510,7 @@ async fn update_rows(
     } else {
         // A locked row keeps its key: only the assigned values can be refused.
         let accepted = || if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };
-        write_or_defer(s, txn, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
+        write_or_defer(s, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
     }
     match returning {
         Some(r) => r.output("UPDATE", def, &new_rows, params).await,
@@ -580,14 +578,13 @@ async fn delete_where(
     );
     let txn = s.begin_write().await?;
     let joined = !what.using.is_empty();
-    let result = delete_rows(s, txn, def, &sql, &columns, &keys, params, returning, joined).await;
+    let result = delete_rows(s, def, &sql, &columns, &keys, params, returning, joined).await;
     s.end_write(txn, result).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn delete_rows(
     s: &mut Session,
-    txn: WriteTxn,
     def: &TableDef,
     sql: &str,
     columns: &[String],
@@ -608,7 +605,7 @@ async fn delete_rows(
         let keys = project(&batch, &key_idx)?;
         // A locked row was read: it is there to delete.
         let accepted = || locked.then(|| keys.clone());
-        n = write_or_defer(s, txn, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?;
+        n = write_or_defer(s, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?;
     }
     match returning {
         Some(r) => r.output("DELETE", def, &batch, params).await,
