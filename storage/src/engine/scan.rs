@@ -54,6 +54,10 @@ struct Plan {
     batch_rows: usize,
     /// The request bounded the primary key (a range, typically short).
     key_bounded: bool,
+    /// The bounds pin the whole primary key: one row at most, so the scan
+    /// stops at the first (stepping on would walk every older version of a
+    /// much-updated row, thousands of them before a flush).
+    one_key: bool,
 }
 
 /// The snapshot a scan reads: a transaction's, or its own.
@@ -263,6 +267,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         end,
         limit: (req.limit > 0).then_some(req.limit),
         key_bounded: req.lower.is_some() || req.upper.is_some(),
+        one_key: is_point_lookup(table, req),
         batch_rows: {
             let wanted = if req.batch_size > 0 { req.batch_size as usize } else { default_batch };
             // Without predicates a limit caps the first batch too (point reads read one row).
@@ -432,7 +437,7 @@ fn scan_range(
         let (key, value): (&[u8], Option<&[u8]>) = if from_overlay {
             let (k, p) = ov.next().expect("peeked");
             if db_has && k.as_slice() == rows.user_key() {
-                db_has = rows.advance()?;
+                db_has = !plan.one_key && rows.advance()?;
             }
             (k.as_slice(), if p.kind == PendingKind::Delete { None } else { p.value.as_deref() })
         } else {
@@ -446,7 +451,7 @@ fn scan_range(
             }
         }
         if !from_overlay {
-            db_has = rows.advance()?;
+            db_has = !plan.one_key && rows.advance()?;
         }
         if decoder.len() >= plan.batch_rows && !emit(plan, &mut decoder, &mut rowids, &mut remaining, sink)? {
             return Ok(false);

@@ -327,3 +327,24 @@ async fn relation_sizes_count_memtables_and_files() {
     assert!(db.drop_table("", "accounts", false).await.unwrap());
     assert_eq!(size(&db), None, "a dropped table is not listed");
 }
+
+/// A point read stops at its row: it does not step over the row's older
+/// versions, which a much-updated row (pgbench's branch) piles up by the
+/// thousand before a flush lets garbage collection drop them.
+#[tokio::test]
+async fn a_point_read_does_not_walk_a_rows_old_versions() {
+    use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
+    let (_n, db) = accounts_holding(&[(1, "ann", 0), (2, "bob", 0)]).await;
+    for i in 1..=2000 {
+        db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", i)]))]).await.unwrap();
+    }
+    let one = KeyBound { values: vec![int(1)], inclusive: true };
+    let req = ebb_proto::storage::ScanRequest { lower: Some(one.clone()), upper: Some(one), ..scan_req("accounts", 0) };
+    set_perf_stats(PerfStatsLevel::EnableCount);
+    let mut perf = PerfContext::default();
+    perf.reset();
+    let b = scan(&db, req).await.unwrap();
+    let stepped = perf.metric(PerfMetric::NextOnMemtableCount) + perf.metric(PerfMetric::InternalKeySkippedCount);
+    assert_eq!(balances(&b), [(1, 2000)], "the newest version");
+    assert!(stepped < 100, "{stepped} steps: the read walked the row's old versions");
+}
