@@ -33,7 +33,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::error::Result;
 use crate::session::param_position;
 
-/// How many compiled expression lists a session keeps (a session runs a
+/// How many compiled forms (by hash) a session keeps (a session runs a
 /// handful of statement shapes; the map is emptied when it fills).
 const KEPT: usize = 64;
 
@@ -108,19 +108,10 @@ impl Compiled {
             extra.push(Field::new(NOW_COLUMN, ty.clone(), false));
         }
         let input = Arc::new(row.join(&DFSchema::from_unqualified_fields(extra.into(), Default::default())?)?);
-        let context = SimplifyContext::builder()
-            .with_schema(input.clone())
-            .with_config_options(state.config_options().clone())
-            .with_query_execution_start_time(state.execution_props().query_execution_start_time)
-            .build();
-        let simplifier = ExprSimplifier::new(context);
-        let mut compiled = Vec::with_capacity(rewritten.len());
-        for e in rewritten {
-            let coerced = simplifier.coerce(e, &input)?;
-            let texts = crate::text_casts::rewrite(coerced, &input)?.data;
-            let checked = crate::checked_arithmetic::checked(texts, &input)?.data;
-            compiled.push(state.create_physical_expr(simplifier.simplify(checked)?, &input)?);
-        }
+        let compiled = rewritten
+            .into_iter()
+            .map(|e| Ok(state.create_physical_expr(simplified(e, &input, state)?, &input)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(Self { input: Arc::new(input.as_arrow().clone()), row_columns: row.fields().len(), params: used, now, exprs: compiled }))
     }
 
@@ -143,43 +134,86 @@ impl Compiled {
     }
 }
 
-/// What a compiled form depends on: the expressions, the row they read and
-/// the parameters' types.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Key {
+/// `e` type-coerced over `schema`, rewritten by ebb's analyzer rules that
+/// apply to expressions (text casts, checked arithmetic) and simplified as
+/// DataFusion's optimizer would: some functions only run in their
+/// simplified form (`coalesce` becomes CASE).
+pub(crate) fn simplified(e: Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Expr> {
+    let context = SimplifyContext::builder()
+        .with_schema(schema.clone())
+        .with_config_options(state.config_options().clone())
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    let coerced = simplifier.coerce(e, schema)?;
+    let texts = crate::text_casts::rewrite(coerced, schema)?.data;
+    let checked = crate::checked_arithmetic::checked(texts, schema)?.data;
+    Ok(simplifier.simplify(checked)?)
+}
+
+/// One compiled form (`None`: the expressions cannot be compiled; the
+/// caller's general path runs them) and what it was compiled from: the
+/// expressions, the row they read and the parameters' types.
+#[derive(Debug)]
+struct Kept {
     exprs: Vec<Expr>,
     row: DFSchemaRef,
     params: Vec<DataType>,
+    compiled: Option<Arc<Compiled>>,
 }
 
-/// A session's compiled expressions, by what they were compiled from
-/// (`None`: they cannot be compiled; the caller's general path runs them).
+impl Kept {
+    fn is_for(&self, exprs: &[Expr], row: &DFSchema, params: &[ScalarValue]) -> bool {
+        self.exprs == exprs && *self.row == *row && self.params.len() == params.len() && self.params.iter().zip(params).all(|(t, p)| *t == p.data_type())
+    }
+}
+
+/// The hash of what a compiled form depends on: a run looks its form up
+/// without copying the expressions.
+fn key_hash(exprs: &[Expr], row: &DFSchema, params: &[ScalarValue]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    exprs.hash(&mut h);
+    row.hash(&mut h);
+    for p in params {
+        p.data_type().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A session's compiled expressions, by the hash of what they were
+/// compiled from.
 #[derive(Debug, Default)]
 pub struct ExprCache {
-    kept: Mutex<HashMap<Key, Option<Arc<Compiled>>>>,
+    kept: Mutex<HashMap<u64, Vec<Kept>>>,
 }
 
 impl ExprCache {
     /// `exprs` over rows described by `row`, compiled for parameters of the
     /// types of `params`: kept from an earlier execution, or compiled now.
     pub fn get(&self, exprs: &[Expr], row: &DFSchemaRef, params: &[ScalarValue], state: &SessionState) -> Result<Option<Arc<Compiled>>> {
-        let key = Key { exprs: exprs.to_vec(), row: row.clone(), params: params.iter().map(ScalarValue::data_type).collect() };
-        if let Some(kept) = self.lock().get(&key) {
-            return Ok(kept.clone());
+        let hash = key_hash(exprs, row, params);
+        if let Some(kept) = self.lock().get(&hash).and_then(|same| same.iter().find(|k| k.is_for(exprs, row, params))) {
+            return Ok(kept.compiled.clone());
         }
-        let compiled = Compiled::compile(exprs, row, &key.params, state)?.map(Arc::new);
+        let types: Vec<DataType> = params.iter().map(ScalarValue::data_type).collect();
+        let compiled = Compiled::compile(exprs, row, &types, state)?.map(Arc::new);
         let mut kept = self.lock();
         if kept.len() >= KEPT {
             kept.clear();
         }
-        kept.insert(key, compiled.clone());
+        let entry = Kept { exprs: exprs.to_vec(), row: row.clone(), params: types, compiled: compiled.clone() };
+        kept.entry(hash).or_default().push(entry);
         Ok(compiled)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Option<Arc<Compiled>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Kept>>> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The row of a VALUES list: no columns.
+static NO_ROW: std::sync::LazyLock<DFSchemaRef> = std::sync::LazyLock::new(|| Arc::new(DFSchema::empty()));
 
 /// A plan of one row of VALUES (`VALUES ($1, $2, now())`, an INSERT's
 /// source) evaluated by compiled expressions; `None` for any other plan, or
@@ -187,7 +221,7 @@ impl ExprCache {
 pub fn values_row(plan: &LogicalPlan, params: &[ScalarValue], state: &SessionState, cache: &ExprCache) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
     let LogicalPlan::Values(values) = plan else { return Ok(None) };
     let [row] = values.values.as_slice() else { return Ok(None) };
-    let Some(compiled) = cache.get(row, &Arc::new(DFSchema::empty()), params, state)? else { return Ok(None) };
+    let Some(compiled) = cache.get(row, &NO_ROW, params, state)? else { return Ok(None) };
     let columns = compiled.evaluate(&[], 1, params, state)?;
     let fields: Vec<Field> = plan.schema().fields().iter().zip(&columns).map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true)).collect();
     let schema = Arc::new(Schema::new(fields));

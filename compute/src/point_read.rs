@@ -22,12 +22,10 @@ use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchemaRef, ScalarValue};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
-use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, value::Kind};
 
-use crate::compiled_exprs::ExprCache;
+use crate::compiled_exprs::{ExprCache, simplified};
 use crate::error::{ComputeError, Result};
 use crate::pushdown;
 use crate::session::param_position;
@@ -196,8 +194,8 @@ impl PointRead {
                             let row = RecordBatch::try_new(Arc::new(scanned.as_arrow().clone()), b.columns().to_vec())?;
                             let mut values = Vec::with_capacity(exprs.len());
                             for e in exprs {
-                                let e = with_params(e, params)?;
-                                values.push(state.create_physical_expr(simplified(&e, scanned, state)?, scanned)?.evaluate(&row)?.into_array(row.num_rows())?);
+                                let e = simplified(with_params(e, params)?, scanned, state)?;
+                                values.push(state.create_physical_expr(e, scanned)?.evaluate(&row)?.into_array(row.num_rows())?);
                             }
                             values
                         }
@@ -228,23 +226,6 @@ fn with_params(e: &Expr, params: &[ScalarValue]) -> Result<Expr> {
         _ => Ok(datafusion::common::tree_node::Transformed::no(e)),
     })?;
     Ok(bound.data)
-}
-
-/// `e` type-coerced, rewritten by ebb's analyzer rules that apply to
-/// expressions (text casts, checked arithmetic) and simplified as
-/// DataFusion's optimizer would: some functions only run in their
-/// simplified form (`coalesce` becomes CASE).
-fn simplified(e: &Expr, schema: &DFSchemaRef, state: &SessionState) -> Result<Expr> {
-    let context = SimplifyContext::builder()
-        .with_schema(schema.clone())
-        .with_config_options(state.config_options().clone())
-        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
-        .build();
-    let simplifier = ExprSimplifier::new(context);
-    let coerced = simplifier.coerce(e.clone(), schema)?;
-    let texts = crate::text_casts::rewrite(coerced, schema)?.data;
-    let checked = crate::checked_arithmetic::checked(texts, schema)?.data;
-    Ok(simplifier.simplify(checked)?)
 }
 
 /// The conjuncts of `a AND b AND …`.

@@ -131,8 +131,7 @@ impl Storage for StorageService {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;
         let timeout = (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms));
-        let isolation = Isolation::try_from(r.isolation)
-            .map_err(|_| Status::invalid_argument(format!("unknown isolation level {}", r.isolation)))?;
+        let isolation = isolation_level(r.isolation)?;
         let (txn_id, snapshot_ts) = db.begin_with(timeout, isolation).map_err(|e| log_err("begin", e))?;
         db.metrics.transactions_begun.with_label_values(&["begin"]).inc();
         Ok(Response::new(BeginResponse { txn_id, snapshot_ts }))
@@ -154,8 +153,7 @@ impl Storage for StorageService {
             None => None,
             Some(_) if r.txn_id != 0 => return Err(Status::invalid_argument("a scan that begins a transaction must not name one")),
             Some(level) => {
-                let isolation = Isolation::try_from(level).map_err(|_| Status::invalid_argument(format!("unknown isolation level {level}")))?;
-                let (id, _) = db.begin_with(None, isolation).map_err(|e| log_err("scan", e))?;
+                let (id, _) = db.begin_with(None, isolation_level(level)?).map_err(|e| log_err("scan", e))?;
                 db.metrics.transactions_begun.with_label_values(&["scan"]).inc();
                 r.txn_id = id;
                 Some(BegunTxn { db: db.clone(), id, handed_over: false })
@@ -205,6 +203,11 @@ impl Storage for StorageService {
         db.rollback_to_savepoint(r.txn_id, r.savepoint).await.map_err(|e| log_err("rollback to savepoint", e))?;
         Ok(Response::new(RollbackToSavepointResponse {}))
     }
+}
+
+/// The isolation level a request names.
+fn isolation_level(level: i32) -> Result<Isolation, Status> {
+    Isolation::try_from(level).map_err(|_| Status::invalid_argument(format!("unknown isolation level {level}")))
 }
 
 /// A transaction a scan began (`ScanRequest.begin`). Rolled back when

@@ -842,7 +842,7 @@ impl Session {
         }
         let (id, deferred) = self.storage.end_txn();
         match result {
-            // A statement that sent nothing (no row matched) began nothing.
+            // A statement that sent no request to storage began nothing.
             Ok(v) if id == 0 => Ok(v),
             Ok(v) => {
                 self.storage.client.commit(self.database(), id, deferred).await?;

@@ -24,7 +24,7 @@ use ebb_proto::storage::{TableDef, WriteKind};
 use super::ddl::{ident, object_name};
 use super::{returning, upsert};
 use crate::error::{ComputeError, Result};
-use crate::session::{Output, Session, WriteTxn, parse};
+use crate::session::{Output, Session, parse};
 use crate::storage_client::table_write;
 
 /// The hidden row-id column of tables without a primary key.
@@ -229,7 +229,7 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
         };
     let txn = if alone { None } else { Some(s.begin_write().await?) };
     let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed: !ins.columns.is_empty() };
-    let result = insert_rows(s, txn, plan, &target, kind, params, returning.as_ref()).await;
+    let result = insert_rows(s, alone, plan, &target, kind, params, returning.as_ref()).await;
     match txn {
         Some(txn) => s.end_write(txn, result).await,
         None => result,
@@ -291,11 +291,12 @@ struct Target<'a> {
     listed: bool,
 }
 
-/// Runs an INSERT's source `plan` and writes its rows, in `txn` or (none)
-/// in a transaction of their own that the write's commit request begins.
+/// Runs an INSERT's source `plan` and writes its rows, in the statement's
+/// transaction or (`alone`) in one of their own that the write's commit
+/// request begins.
 async fn insert_rows(
     s: &mut Session,
-    txn: Option<WriteTxn>,
+    alone: bool,
     plan: LogicalPlan,
     target: &Target<'_>,
     conflict: Conflict<'_>,
@@ -317,7 +318,7 @@ async fn insert_rows(
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
     if let Conflict::Update(action) = conflict {
-        if txn.is_none() {
+        if alone {
             return Err(ComputeError::Internal("ON CONFLICT DO UPDATE without a transaction".into()));
         }
         let written = upsert::upsert(s, def, target.alias, &batch, action, params).await?;
@@ -328,13 +329,12 @@ async fn insert_rows(
     }
     let kind = if matches!(conflict, Conflict::Ignore) { WriteKind::InsertOrIgnore } else { WriteKind::Insert };
     if batch.num_rows() > 0 {
-        let n = match txn {
-            Some(_) => {
-                // Without a primary key no row can collide with another.
-                let accepted = || if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
-                write_or_defer(s, def, kind, &batch, accepted, batch.num_rows() as u64).await?
-            }
-            None => s.storage().client.commit(&s.storage().database, 0, vec![table_write(def, kind, &batch)?]).await?,
+        let n = if alone {
+            s.storage().client.commit(&s.storage().database, 0, vec![table_write(def, kind, &batch)?]).await?
+        } else {
+            // Without a primary key no row can collide with another.
+            let accepted = || if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
+            write_or_defer(s, def, kind, &batch, accepted, batch.num_rows() as u64).await?
         };
         if returning.is_none() {
             return Ok(Output::Command(format!("INSERT 0 {n}")));

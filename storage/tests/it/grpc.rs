@@ -13,7 +13,11 @@ use tonic::transport::Channel;
 use crate::support::*;
 
 async fn serve() -> (TestNode, StorageClient<Channel>) {
-    let n = start_memory().await;
+    serve_node(start_memory().await).await
+}
+
+/// Serves node `n` over gRPC.
+async fn serve_node(n: TestNode) -> (TestNode, StorageClient<Channel>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = StorageService::new(n.node.clone()).into_server();
@@ -29,6 +33,10 @@ async fn serve() -> (TestNode, StorageClient<Channel>) {
 
 fn sqlstate(s: &tonic::Status) -> String {
     s.metadata().get(SQLSTATE_METADATA_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+fn begin_req(isolation: Isolation) -> BeginRequest {
+    BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: isolation as i32 }
 }
 
 fn commit_req(w: TableWrite) -> CommitRequest {
@@ -142,10 +150,8 @@ async fn databases_can_be_created_listed_and_dropped() {
 /// leaves no transaction behind.
 #[tokio::test]
 async fn a_scan_can_begin_its_transaction() {
-    let (n, mut c) = serve().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10)]))]).await.unwrap();
+    let (n, db) = accounts_holding(&[(1, "ann", 10)]).await;
+    let (_n, mut c) = serve_node(n).await;
     let begin = Some(Isolation::ReadCommitted as i32);
     let response = c.scan(ScanRequest { begin, ..read_for_update(0, 1) }).await.unwrap();
     let txn: u64 = response.metadata().get(ebb_proto::BEGUN_TXN_METADATA_KEY).expect("the begun transaction").to_str().unwrap().parse().unwrap();
@@ -162,7 +168,7 @@ async fn a_scan_can_begin_its_transaction() {
     // A scan of a table that does not exist fails, and the transaction it
     // began (the id before the next one) is gone.
     c.scan(ScanRequest { begin, ..scan_req("nowhere", 0) }).await.unwrap_err();
-    let next = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 0 }).await.unwrap().into_inner().txn_id;
+    let next = c.begin(begin_req(Isolation::Snapshot)).await.unwrap().into_inner().txn_id;
     let e = c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next - 1 }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     c.rollback(RollbackRequest { database: "postgres".into(), txn_id: next }).await.unwrap();
@@ -173,17 +179,15 @@ async fn a_scan_can_begin_its_transaction() {
 /// it back at once rather than leaving it to its idle timeout.
 #[tokio::test]
 async fn a_begun_transaction_whose_caller_went_away_is_rolled_back() {
-    let (n, mut c) = serve().await;
-    let db = n.db().await;
-    create_accounts(&db).await;
-    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10)]))]).await.unwrap();
-    let holder = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 1 }).await.unwrap().into_inner().txn_id;
+    let (n, _db) = accounts_holding(&[(1, "ann", 10)]).await;
+    let (_n, mut c) = serve_node(n).await;
+    let holder = c.begin(begin_req(Isolation::ReadCommitted)).await.unwrap().into_inner().txn_id;
     let mut held = c.scan(read_for_update(holder, 1)).await.unwrap().into_inner();
     while held.message().await.unwrap().is_some() {}
     let waiting = c.scan(ScanRequest { begin: Some(Isolation::ReadCommitted as i32), ..read_for_update(0, 1) });
     assert!(tokio::time::timeout(Duration::from_millis(300), waiting).await.is_err(), "it waits for the row lock");
     // The waiting scan's transaction is the one before the next.
-    let next = c.begin(BeginRequest { database: "postgres".into(), idle_timeout_ms: 0, isolation: 1 }).await.unwrap().into_inner().txn_id;
+    let next = c.begin(begin_req(Isolation::ReadCommitted)).await.unwrap().into_inner().txn_id;
     // Probed without ending it: refreshing a transaction's snapshot.
     let gone = async {
         loop {
