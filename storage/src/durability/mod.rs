@@ -9,4 +9,5 @@ pub mod object_store_url;
 pub mod objects;
 pub mod registry;
 pub mod roles;
+mod spare_files;
 pub mod wal;

@@ -17,6 +17,7 @@ use object_store::{
 };
 use url::Url;
 
+use super::spare_files::{Spare, SpareFiles};
 use crate::error::{Result, StorageError};
 
 /// Opens the object store a URL names; returns it with the key prefix to use.
@@ -30,7 +31,7 @@ pub fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
             })?;
             std::fs::create_dir_all(&dir)?;
             let inner = LocalFileSystem::new_with_prefix(&dir)?;
-            Ok((Arc::new(FsyncLocalStore { inner, root: dir }), Path::default()))
+            Ok((Arc::new(FsyncLocalStore { inner, root: dir, spares: Arc::default() }), Path::default()))
         }
         "memory" => Ok((Arc::new(InMemory::new()), Path::default())),
         "s3" | "s3a" => {
@@ -57,6 +58,8 @@ pub fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
 pub struct FsyncLocalStore {
     inner: LocalFileSystem,
     root: PathBuf,
+    /// Staging files made ahead for create-only puts into busy directories.
+    spares: Arc<SpareFiles>,
 }
 
 impl fmt::Display for FsyncLocalStore {
@@ -94,24 +97,31 @@ fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Er
 }
 
 /// Writes `payload` to `path` so that it survives a crash once this returns:
-/// staging file (named like `LocalFileSystem`'s, `<name>#<n>`, which its
-/// listings skip), fdatasync, hard link (create-only: fails with
-/// `AlreadyExists`) or rename, then fsync of the directory.
-fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool) -> std::io::Result<()> {
+/// staging file (a spare made ahead, or one named like `LocalFileSystem`'s,
+/// `<name>#<n>`, which its listings skip), fdatasync, hard link (create-only:
+/// fails with `AlreadyExists`) or rename, then fsync of the directory.
+fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool, spare: Option<Spare>) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let mut staging = path.as_os_str().to_owned();
-    staging.push(format!("#{}", rand::random::<u32>()));
-    let staging = PathBuf::from(staging);
+    let (staging, mut f) = match spare {
+        Some(s) => (s.path, s.file),
+        None => {
+            std::fs::create_dir_all(dir)?;
+            let mut staging = path.as_os_str().to_owned();
+            staging.push(format!("#{}", rand::random::<u32>()));
+            let staging = PathBuf::from(staging);
+            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&staging)?;
+            (staging, f)
+        }
+    };
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&staging)?;
         for chunk in payload.iter() {
             f.write_all(chunk)?;
         }
         f.sync_data()?;
         if create { std::fs::hard_link(&staging, path) } else { std::fs::rename(&staging, path) }
     })();
+    drop(f);
     if create || written.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
@@ -139,15 +149,31 @@ impl ObjectStore for FsyncLocalStore {
         }
         let path = self.fs_path(location);
         let shown = location.to_string();
+        let spares = self.spares.clone();
         // One blocking task does it all: write a staging file, fdatasync it,
-        // link (create-only) or rename it into place, fsync the directory.
-        tokio::task::spawn_blocking(move || put_durably(&path, &payload, create))
-            .await
-            .map_err(|e| generic(e.into()))?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists { path: shown, source: Box::new(e) },
-                _ => generic(e.into()),
-            })?;
+        // link (create-only) or rename it into place, fsync the directory;
+        // then, the put answered, it makes spares if the directory is busy
+        // (it runs to the end even if the caller goes away).
+        let (answer, put) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let (spare, refill) = if create { spares.take(&dir) } else { (None, false) };
+            let with_spare = spare.is_some();
+            let mut put = put_durably(&path, &payload, create, spare);
+            if with_spare && put.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                // The spare's name (or its directory) was removed behind our back.
+                spares.forget(&dir);
+                put = put_durably(&path, &payload, create, None);
+            }
+            let _ = answer.send(put);
+            if refill {
+                spares.refill(&dir);
+            }
+        });
+        put.await.map_err(|e| generic(e.into()))?.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => object_store::Error::AlreadyExists { path: shown, source: Box::new(e) },
+            _ => generic(e.into()),
+        })?;
         Ok(PutResult { e_tag: None, version: None })
     }
 
@@ -207,7 +233,47 @@ mod tests {
         assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap().as_ref(), b"third");
         let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
-        let on_disk = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
-        assert_eq!(on_disk, 1, "no staging file left behind");
+        let on_disk: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("spare#"))
+            .collect();
+        assert_eq!(on_disk, ["00000000000000000001"], "no staging file left behind");
+    }
+
+    #[tokio::test]
+    async fn create_only_puts_into_a_busy_directory_use_spares_made_ahead() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsyncLocalStore {
+            inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+            root: dir.path().to_path_buf(),
+            spares: Arc::default(),
+        };
+        let wal = dir.path().join("wal");
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        for seq in 1..=2 {
+            store.put_opts(&Path::from(format!("wal/{seq:020}")), PutPayload::from("x"), create.clone()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.spares.ready(&wal) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no spares were made");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let spare_inodes: std::collections::HashSet<u64> = std::fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("spare#"))
+            .map(|e| e.metadata().unwrap().ino())
+            .collect();
+        let p = Path::from(format!("wal/{:020}", 3));
+        store.put_opts(&p, PutPayload::from("third"), create.clone()).await.unwrap();
+        let ino = std::fs::metadata(wal.join(format!("{:020}", 3))).unwrap().ino();
+        assert!(spare_inodes.contains(&ino), "the object is one of the spares");
+        assert_eq!(store.get(&p).await.unwrap().bytes().await.unwrap().as_ref(), b"third");
+        let again = store.put_opts(&p, PutPayload::from("fourth"), create).await;
+        assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{again:?}");
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert_eq!(listed.len(), 3, "spares are not listed: {listed:?}");
     }
 }
