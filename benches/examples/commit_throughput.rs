@@ -30,6 +30,10 @@ async fn main() {
     create_bench_table(&node.db).await;
     let next = Arc::new(AtomicI64::new(0));
     let mut rates = Vec::new();
+    let puts = &node.metrics.wal_upload_seconds;
+    let groups = &node.metrics.group_size;
+    let (puts_before, put_secs_before) = (puts.get_sample_count(), puts.get_sample_sum());
+    let (groups_before, commits_before) = (groups.get_sample_count(), groups.get_sample_sum());
     for _ in 0..runs {
         let before = next.load(Ordering::Relaxed);
         let t = Instant::now();
@@ -51,6 +55,15 @@ async fn main() {
     }
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
-    println!("ebb commit_throughput durability={durability} writers={writers} median={median:.0}/s runs={rates:.0?}");
+    let put_count = (puts.get_sample_count() - puts_before).max(1) as f64;
+    let group_count = (groups.get_sample_count() - groups_before).max(1) as f64;
+    println!(
+        "ebb commit_throughput durability={durability} writers={writers} median={median:.0}/s runs={rates:.0?} \
+         mean_group={:.1} mean_wal_put_us={:.0} gathers_filled={} gathers_timed_out={}",
+        (groups.get_sample_sum() - commits_before) / group_count,
+        (puts.get_sample_sum() - put_secs_before) / put_count * 1e6,
+        node.metrics.commit_gathers.with_label_values(&["filled"]).get(),
+        node.metrics.commit_gathers.with_label_values(&["timed_out"]).get(),
+    );
     node.node.shutdown().await;
 }

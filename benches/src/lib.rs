@@ -18,6 +18,8 @@ pub struct BenchNode {
     pub node: Arc<StorageNode>,
     pub db: Arc<Database>,
     pub dir: TempDir,
+    /// The node's metrics (WAL put latency, group sizes, …).
+    pub metrics: StorageMetrics,
 }
 
 /// Starts a node with the given durability.
@@ -25,11 +27,10 @@ pub async fn start(durability: Durability) -> BenchNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, prefix) = open_url(&format!("file://{}", dir.path().join("objects").display())).expect("store");
     let cfg = EngineConfig { durability, checkpoint_interval: Duration::from_secs(3600), ..Default::default() };
-    let node = StorageNode::start(store, prefix, dir.path().join("cache"), cfg, StorageMetrics::unregistered())
-        .await
-        .expect("node");
+    let metrics = StorageMetrics::unregistered();
+    let node = StorageNode::start(store, prefix, dir.path().join("cache"), cfg, metrics.clone()).await.expect("node");
     let db = node.database("postgres").await.expect("postgres");
-    BenchNode { node, db, dir }
+    BenchNode { node, db, dir, metrics }
 }
 
 fn col(name: &str, kind: TypeKind) -> ColumnDef {

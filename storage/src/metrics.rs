@@ -41,6 +41,10 @@ pub struct StorageMetrics {
     pub carried_write_failures: IntCounter,
     /// Transactions begun, by the request that began them (`begin`, or a `scan` that carried the begin).
     pub transactions_begun: IntCounterVec,
+    /// Time spent taking row locks, most of it waiting for other transactions' locks.
+    pub lock_wait_seconds: Histogram,
+    /// Waits of the committer for the writers of the last round, by outcome (`filled`, `timed_out`).
+    pub commit_gathers: IntCounterVec,
 }
 
 impl StorageMetrics {
@@ -106,6 +110,14 @@ impl StorageMetrics {
                 Opts::new("ebb_storage_transactions_begun_total", "Transactions begun, by the request that began them (begin, or a scan that carried the begin)"),
                 &["by"],
             )?,
+            lock_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new("ebb_storage_lock_wait_seconds", "Time writes spent taking row locks, most of it waiting for other transactions' locks")
+                    .buckets(vec![0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0]),
+            )?,
+            commit_gathers: IntCounterVec::new(
+                Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
@@ -117,6 +129,8 @@ impl StorageMetrics {
         registry.register(Box::new(m.object_store_errors.clone()))?;
         registry.register(Box::new(m.txn_timeouts.clone()))?;
         registry.register(Box::new(m.lock_timeouts.clone()))?;
+        registry.register(Box::new(m.lock_wait_seconds.clone()))?;
+        registry.register(Box::new(m.commit_gathers.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

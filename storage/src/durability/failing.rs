@@ -27,6 +27,10 @@ pub struct Faults {
     pub latency_ms: AtomicU64,
     /// Writes attempted (including failed ones).
     pub write_attempts: AtomicU64,
+    /// Puts under way now.
+    pub puts_in_flight: AtomicU64,
+    /// Most puts ever under way at once.
+    pub max_puts_in_flight: AtomicU64,
 }
 
 impl Faults {
@@ -82,8 +86,15 @@ impl fmt::Display for FailingObjectStore {
 #[async_trait]
 impl ObjectStore for FailingObjectStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-        self.before(true).await?;
-        self.inner.put_opts(location, payload, opts).await
+        let now = self.faults.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.faults.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
+        let put = async {
+            self.before(true).await?;
+            self.inner.put_opts(location, payload, opts).await
+        }
+        .await;
+        self.faults.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+        put
     }
 
     async fn put_multipart_opts(

@@ -2,8 +2,11 @@
 //! (first committer wins), assigns timestamps, makes a whole group durable at
 //! once — one WAL object in `remote` mode, one fsynced RocksDB write in
 //! `local` mode — and acknowledges them. In `remote` mode the next group is
-//! validated and its put started while earlier puts are still in flight;
-//! groups are acknowledged strictly in order.
+//! validated while earlier puts are still in flight, and its put overlaps
+//! theirs once the oldest has taken a while (a slow store; on a fast one puts
+//! go one at a time and groups grow); groups are acknowledged strictly in
+//! order. With no put in flight, the next put may wait a moment for the
+//! writers just answered (`commit_gather`).
 //!
 //! Early lock release (`remote` mode): a validated group is applied to the
 //! local copy at once and its transactions' row locks are released, before
@@ -30,6 +33,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::commit_gather::Gather;
 use super::config::Durability;
 use super::database::Database;
 use super::locks::LockSet;
@@ -50,6 +54,8 @@ pub struct CommitJob {
     /// reads out of garbage collection, the locks make a waiting writer
     /// see the commit.
     pub held: Option<(SnapshotGuard, LockSet)>,
+    /// When it was sent to the committer.
+    pub queued_at: Instant,
 }
 
 impl Database {
@@ -69,6 +75,7 @@ impl Database {
             dropped_tables: txn.dropped_tables,
             reply,
             held: Some((txn.snapshot, txn.locks)),
+            queued_at: Instant::now(),
         };
         self.submit(job).await?;
         match tokio::time::timeout(self.commit_timeout(), rx).await {
@@ -145,11 +152,13 @@ struct Group {
     seq: u64,
     /// Applied to the local copy before its put (early lock release).
     early: bool,
+    /// When its put started.
+    put_at: Instant,
 }
 
 impl Group {
     fn new(early: bool) -> Self {
-        Group { accepted: Vec::new(), commits: Vec::new(), keys: Vec::new(), seq: 0, early }
+        Group { accepted: Vec::new(), commits: Vec::new(), keys: Vec::new(), seq: 0, early, put_at: Instant::now() }
     }
 
     fn last_ts(&self) -> u64 {
@@ -176,9 +185,22 @@ struct Pipeline {
     puts: FuturesOrdered<BoxFuture<'static, std::result::Result<(), AppendError>>>,
     /// Keys written by accepted commits not applied yet.
     pending: HashSet<Vec<u8>>,
-    /// A group applied early whose put waits until every group in flight
-    /// has landed, because some of its commits read theirs.
+    /// A group applied early whose put has not started: it waits until
+    /// every group in flight has landed when some of its commits read
+    /// theirs (`waiting_depends`); otherwise until the oldest put in flight
+    /// has taken `overlap_after`, or, with none in flight, until the writers
+    /// being gathered are back (`gathering`). Groups accepted meanwhile join it.
     waiting: Option<Group>,
+    waiting_depends: bool,
+    /// Puts overlap only once the oldest in flight has taken this long: a
+    /// fast store gets one put at a time (and bigger groups), a slow one up
+    /// to [`WAL_PIPELINE_DEPTH`] at once.
+    overlap_after: Duration,
+    gather: Gather,
+    /// Commits the next put waits for, and until when.
+    gathering: Option<(usize, Instant)>,
+    /// The waiting group was held for `gathering`.
+    gather_held: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -193,6 +215,8 @@ impl Pipeline {
 
     /// Starts the WAL put of `group`, the newest one.
     async fn start_put(&mut self, db: &Arc<Database>, mut group: Group) {
+        db.metrics.group_size.observe(group.accepted.len() as f64);
+        group.put_at = Instant::now();
         let mut wal = db.wal.lock().await;
         group.seq = wal.reserve();
         let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), self.shutdown.clone());
@@ -201,42 +225,83 @@ impl Pipeline {
         self.groups.push_back(group);
     }
 
-    /// Takes a group applied early: its put starts now, or after the groups
-    /// in flight when it read their commits.
+    /// Takes a group applied early: its put starts now or becomes the
+    /// waiting group (see `waiting`).
     async fn push_early(&mut self, db: &Arc<Database>, group: Group, depends: bool) {
+        let depends = depends && !self.groups.is_empty();
         match self.waiting.as_mut() {
-            Some(w) => w.absorb(group),
-            None if depends && !self.groups.is_empty() => {
-                db.metrics.dependent_groups.inc();
-                self.waiting = Some(group);
+            Some(w) => {
+                w.absorb(group);
+                self.waiting_depends |= depends;
             }
-            None => self.start_put(db, group).await,
+            None => {
+                if depends {
+                    db.metrics.dependent_groups.inc();
+                }
+                self.waiting = Some(group);
+                self.waiting_depends = depends;
+            }
         }
-    }
-
-    /// Starts the waiting group's put once no earlier group is in flight.
-    async fn start_waiting(&mut self, db: &Arc<Database>) {
-        if self.groups.is_empty()
-            && let Some(w) = self.waiting.take()
-        {
-            self.start_put(db, w).await;
-        }
-    }
-
-    /// Waits for the oldest put and retires its group.
-    async fn retire_one(&mut self, db: &Arc<Database>) -> bool {
         self.start_waiting(db).await;
+        self.gather_held |= self.waiting.is_some() && self.groups.is_empty();
+    }
+
+    /// When the waiting group's put may start (`None`: no group waits, or
+    /// only once every earlier group landed).
+    fn waiting_due(&self) -> Option<Instant> {
+        let waiting = self.waiting.as_ref()?;
+        match self.groups.front() {
+            // At most WAL_PIPELINE_DEPTH puts in flight: fencing relies on it.
+            Some(_) if self.waiting_depends || self.groups.len() >= WAL_PIPELINE_DEPTH => None,
+            Some(oldest) => Some(oldest.put_at + self.overlap_after),
+            None => match self.gathering {
+                Some((expected, until)) if waiting.accepted.len() < expected => Some(until),
+                _ => Some(Instant::now()),
+            },
+        }
+    }
+
+    /// Starts the waiting group's put if it is due.
+    async fn start_waiting(&mut self, db: &Arc<Database>) {
+        if self.waiting_due().is_some_and(|due| due <= Instant::now()) {
+            self.start_waiting_now(db).await;
+        }
+    }
+
+    async fn start_waiting_now(&mut self, db: &Arc<Database>) {
+        let Some(w) = self.waiting.take() else { return };
+        if let Some((expected, _)) = self.gathering.take_if(|_| self.groups.is_empty())
+            && std::mem::take(&mut self.gather_held)
+        {
+            let outcome = if w.accepted.len() >= expected { "filled" } else { "timed_out" };
+            db.metrics.commit_gathers.with_label_values(&[outcome]).inc();
+        }
+        self.start_put(db, w).await;
+    }
+
+    /// Waits for the oldest put and retires its group (starting the
+    /// waiting group's put first if nothing else is in flight).
+    async fn retire_one(&mut self, db: &Arc<Database>) -> bool {
+        if self.groups.is_empty() {
+            self.start_waiting_now(db).await;
+        }
         match self.puts.next().await {
-            Some(result) => self.retire(db, result).await,
+            Some(result) => self.retire(db, result, 0).await,
             None => true,
         }
     }
 
     /// Answers the oldest group (applying it first unless it was applied
-    /// early) once its put ended with `result`; `false` if the database
-    /// cannot take more commits (fenced, poisoned, shutting down).
-    async fn retire(&mut self, db: &Arc<Database>, result: std::result::Result<(), AppendError>) -> bool {
+    /// early) once its put ended with `result`, `queued` commits waiting to
+    /// be validated; `false` if the database cannot take more commits
+    /// (fenced, poisoned, shutting down).
+    async fn retire(&mut self, db: &Arc<Database>, result: std::result::Result<(), AppendError>, queued: usize) -> bool {
         let Some(group) = self.groups.pop_front() else { return true };
+        if self.groups.is_empty() {
+            let held = self.waiting.as_ref().map_or(0, |w| w.accepted.len());
+            self.gathering =
+                self.gather.landed(group.accepted.len(), queued + held).map(|expected| (expected, Instant::now() + self.gather.wait()));
+        }
         for k in &group.keys {
             self.pending.remove(k);
         }
@@ -279,9 +344,20 @@ impl Pipeline {
 /// after its own put and every earlier one landed.
 pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>, mut shutdown: watch::Receiver<bool>) {
     let mut next_ts = db.visible_ts() + 1;
-    let mut pipeline =
-        Pipeline { groups: VecDeque::new(), puts: FuturesOrdered::new(), pending: HashSet::new(), waiting: None, shutdown: shutdown.clone() };
+    let mut pipeline = Pipeline {
+        groups: VecDeque::new(),
+        puts: FuturesOrdered::new(),
+        pending: HashSet::new(),
+        waiting: None,
+        waiting_depends: false,
+        overlap_after: db.cfg.overlap_puts_after,
+        gather: Gather::new(db.cfg.commit_gather),
+        gathering: None,
+        gather_held: false,
+        shutdown: shutdown.clone(),
+    };
     loop {
+        let due = pipeline.waiting_due();
         let first = tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -292,7 +368,11 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             // Only the stream poll sits in the select (it is cancel-safe);
             // retiring happens outside it.
             Some(landed) = pipeline.puts.next(), if !pipeline.groups.is_empty() => {
-                pipeline.retire(&db, landed).await;
+                pipeline.retire(&db, landed, rx.len()).await;
+                continue;
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                pipeline.start_waiting(&db).await;
                 continue;
             }
             job = rx.recv(), if !pipeline.is_full(db.cfg.max_group_commits) => match job {
@@ -310,6 +390,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 Err(_) => break,
             }
         }
+        pipeline.gather.observe(&jobs);
         if let Err(e) = db.check_owned() {
             refuse(&db, jobs, &e);
             continue;
@@ -353,7 +434,6 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         if group.accepted.is_empty() {
             continue;
         }
-        db.metrics.group_size.observe(group.accepted.len() as f64);
         // Commits that read commits applied early (after a lock wait) must
         // not land before those did.
         let visible = db.visible_ts();
@@ -393,6 +473,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 }
             }
             Durability::Local => {
+                db.metrics.group_size.observe(group.accepted.len() as f64);
                 for k in &group.keys {
                     pipeline.pending.remove(k);
                 }

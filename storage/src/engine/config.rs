@@ -53,6 +53,15 @@ pub struct EngineConfig {
     pub scan_batch_rows: usize,
     /// Most commits grouped into one WAL object.
     pub max_group_commits: usize,
+    /// `remote` mode: writers that usually commit again within this after
+    /// being answered are waited for (at most twice this) by the next put
+    /// when none is in flight, so that they share a WAL object (see
+    /// `commit_gather`); zero never waits.
+    pub commit_gather: Duration,
+    /// `remote` mode: a WAL put starts while another is in flight only once
+    /// that one has taken this long (a fast store gets one at a time and
+    /// bigger groups, a slow one several at once).
+    pub overlap_puts_after: Duration,
     /// How long a writer waits for another transaction's row lock before
     /// giving up with 40P01 (this also breaks deadlocks).
     pub lock_timeout: Duration,
@@ -115,6 +124,8 @@ impl Default for EngineConfig {
             max_value_bytes: 16 << 20,
             scan_batch_rows: 8192,
             max_group_commits: 512,
+            commit_gather: Duration::from_millis(1),
+            overlap_puts_after: Duration::from_millis(1),
             lock_timeout: Duration::from_secs(10),
             block_cache: BlockCache::new(DEFAULT_BLOCK_CACHE_BYTES),
             split_scans_from_keys: 100_000,

@@ -4,6 +4,7 @@
 
 pub mod background;
 pub mod commit;
+mod commit_gather;
 pub mod config;
 pub mod database;
 pub mod ddl;

@@ -148,7 +148,9 @@ impl Database {
     /// Takes the row locks of `keys` for `txn`, waiting for their holders
     /// up to the lock timeout.
     async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+        let started = std::time::Instant::now();
         let waited = self.locks.acquire(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
+        self.metrics.lock_wait_seconds.observe(started.elapsed().as_secs_f64());
         if waited.is_err() {
             self.metrics.lock_timeouts.inc();
         }

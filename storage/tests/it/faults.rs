@@ -89,6 +89,28 @@ async fn store_latency_delays_acknowledgement() {
 }
 
 #[tokio::test]
+async fn a_slow_store_gets_overlapping_puts_but_never_more_than_the_pipeline_depth() {
+    let (_store, faults, _node, db) = accounts_on_faulty_store().await;
+    faults.set_latency(Duration::from_millis(100));
+    // Commits arriving every 10 ms, each while earlier puts are under way.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(i, "o", i)]))]).await
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let most = faults.max_puts_in_flight.load(Ordering::SeqCst);
+    assert!(most >= 2, "puts to a slow store overlap: at most {most} at once");
+    assert!(most <= ebb_storage::durability::wal::WAL_PIPELINE_DEPTH as u64, "fencing allows {} in flight, saw {most}", ebb_storage::durability::wal::WAL_PIPELINE_DEPTH);
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 30);
+}
+
+#[tokio::test]
 async fn a_waiting_writer_gets_the_row_before_the_holders_put_lands_and_commits_after_it() {
     use ebb_proto::storage::Isolation;
     let (_store, faults, _node, db) = accounts_on_faulty_store().await;
