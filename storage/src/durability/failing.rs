@@ -44,6 +44,23 @@ impl Faults {
     }
 }
 
+/// Counts a put in flight until dropped (also when the put is cancelled).
+struct InFlight<'a>(&'a Faults);
+
+impl<'a> InFlight<'a> {
+    fn enter(faults: &'a Faults) -> Self {
+        let now = faults.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        faults.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(faults)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The wrapping store.
 #[derive(Debug)]
 pub struct FailingObjectStore {
@@ -86,15 +103,9 @@ impl fmt::Display for FailingObjectStore {
 #[async_trait]
 impl ObjectStore for FailingObjectStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
-        let now = self.faults.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.faults.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
-        let put = async {
-            self.before(true).await?;
-            self.inner.put_opts(location, payload, opts).await
-        }
-        .await;
-        self.faults.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
-        put
+        let _counted = InFlight::enter(&self.faults);
+        self.before(true).await?;
+        self.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(
