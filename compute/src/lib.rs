@@ -32,6 +32,8 @@ pub mod metrics;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pg_functions;
+pub mod pg_sleep;
+pub mod placeholder_types;
 pub mod point_read;
 pub mod pushdown;
 pub mod scalar_subqueries;

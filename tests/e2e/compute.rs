@@ -463,6 +463,52 @@ async fn a_cancelled_statement_fails_its_block() {
     assert_eq!(bal, 10, "the update of the failed block did not commit");
 }
 
+/// `pg_sleep` waits without holding a runtime thread, in both protocols,
+/// and `statement_timeout` and cancel requests end it like any statement;
+/// its parameter, like a cast's, is announced with its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_sleep_waits_and_is_ended_by_timeouts_and_cancel_requests() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let c = compute.connect().await;
+    let started = std::time::Instant::now();
+    let rows = c.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200), "slept: {:?}", started.elapsed());
+    let values: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, [Some(String::new())], "one void value, whose text is empty as in PostgreSQL");
+    // Extended protocol, once per row.
+    let n = c.query("SELECT pg_sleep(0.01) FROM generate_series(1, 3)", &[]).await.unwrap().len();
+    assert_eq!(n, 3);
+    // Parameters take their types from a cast and from pg_sleep's argument,
+    // as in PostgreSQL, so typed values bind.
+    let typed = c.prepare("SELECT $1::int, pg_sleep($2)").await.unwrap();
+    assert_eq!(typed.params(), [tokio_postgres::types::Type::INT4, tokio_postgres::types::Type::FLOAT8]);
+    let back: i32 = c.query_one(&typed, &[&42i32, &0.01f64]).await.unwrap().get(0);
+    assert_eq!(back, 42);
+    // statement_timeout ends it; the session goes on.
+    c.batch_execute("SET statement_timeout = 150").await.unwrap();
+    let e = c.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    c.batch_execute("SET statement_timeout = 0").await.unwrap();
+    // So does a cancel request.
+    let token = c.cancel_token();
+    let c = std::sync::Arc::new(c);
+    let long = {
+        let c = c.clone();
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(NoTls).await.expect("cancel request sent");
+    let e = tokio::time::timeout(Duration::from_secs(10), long).await.expect("cancelled in time").unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(c.simple_query("SELECT 1").await.unwrap().len(), 3, "the session serves on");
+}
+
 /// RETURNING through the extended protocol: Describe announces the columns,
 /// parameters bind, and the command tag still counts rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1017,15 +1017,20 @@ pub(crate) fn param_position(id: &str) -> Option<usize> {
 }
 
 /// Types DataFusion inferred for a plan's `$n` placeholders, by position
-/// (at least `min` of them).
+/// (at least `min` of them), completed from casts and function arguments
+/// (see [`crate::placeholder_types`]).
 pub(crate) fn param_types(plan: &LogicalPlan, min: usize) -> Result<Vec<Option<DataType>>> {
     let mut out = vec![None; min];
+    let mut from_context = None;
     for (k, v) in plan.get_parameter_types()? {
         let Some(i) = param_position(&k) else { continue };
         if out.len() <= i {
             out.resize(i + 1, None);
         }
-        out[i] = v;
+        out[i] = match v {
+            Some(t) => Some(t),
+            None => from_context.get_or_insert_with(|| crate::placeholder_types::from_context(plan)).get(&k).cloned(),
+        };
     }
     Ok(out)
 }
