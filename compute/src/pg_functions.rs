@@ -2,7 +2,7 @@
 //! `datafusion-pg-catalog` lacks: `version()`, `to_regtype()`,
 //! `pg_get_serial_sequence()`, `json_build_object()`,
 //! `pg_collation_is_visible()`, `pg_type_is_visible()`, `obj_description()`,
-//! `shobj_description()`. Each answers what is true of ebb (no sequences, so
+//! `shobj_description()`, `col_description()`. Each answers what is true of ebb (no sequences, so
 //! no serial sequence; built-in types only; no `COMMENT ON`).
 
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub fn all() -> Vec<ScalarUDF> {
         // bigint: oid columns (int4) widen to it, and integer constants are bigint.
         always_null_text_udf("obj_description", vec![DataType::Int64, DataType::Utf8]),
         always_null_text_udf("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+        always_null_text_udf("col_description", vec![DataType::Int64, DataType::Int64]),
     ]
 }
 

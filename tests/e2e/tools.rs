@@ -83,6 +83,12 @@ async fn add_primary_key_and_describe_with_psql() {
     assert_eq!(row("id").as_deref(), Some(&["id", "integer", "", "not null", ""][..]), "{out}");
     assert_eq!(row("k ").as_deref(), Some(&["k", "integer", "", "", "7"][..]), "{out}");
     assert!(out.contains("\"heap_pkey\" PRIMARY KEY, btree (id)"), "{out}");
+    // \d+ adds storage, compression, statistics target and description.
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d+ heap"]);
+    assert!(ok, "{err}");
+    let plus = |name: &str| out.lines().find(|l| l.trim_start().starts_with(name)).map(|l| l.split('|').map(str::trim).collect::<Vec<_>>());
+    assert_eq!(plus("k ").as_deref(), Some(&["k", "integer", "", "", "7", "plain", "", "", ""][..]), "{out}");
+    assert!(out.contains("\"heap_pkey\" PRIMARY KEY, btree (id)") && out.contains("Access method: heap"), "{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d heap_pkey"]);
     assert!(ok && out.contains("primary key, btree, for table \"public.heap\""), "{err}\n{out}");
     // Sizes, from storage: the table's two rows take some bytes, its key's index none of its own.
