@@ -2,7 +2,7 @@
 //! `datafusion-pg-catalog` lacks: `version()`, `to_regtype()`,
 //! `pg_get_serial_sequence()`, `json_build_object()`,
 //! `pg_collation_is_visible()`, `pg_type_is_visible()`, `obj_description()`,
-//! `shobj_description()`, `col_description()`. Each answers what is true of ebb (no sequences, so
+//! `shobj_description()`, `col_description()`, `pg_typeof()`. Each answers what is true of ebb (no sequences, so
 //! no serial sequence; built-in types only; no `COMMENT ON`).
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub fn all() -> Vec<ScalarUDF> {
         always_null_text_udf("obj_description", vec![DataType::Int64, DataType::Utf8]),
         always_null_text_udf("shobj_description", vec![DataType::Int64, DataType::Utf8]),
         always_null_text_udf("col_description", vec![DataType::Int64, DataType::Int64]),
+        ScalarUDF::from(PgTypeof { signature: Signature::any(1, Volatility::Immutable) }),
     ]
 }
 
@@ -217,6 +218,57 @@ impl ScalarUDFImpl for JsonBuildObject {
         } else {
             ColumnarValue::Array(array)
         })
+    }
+}
+
+/// `pg_typeof(value)`: the name of the type ebb computes for the value, as
+/// `format_type` prints it (`integer`, `timestamp with time zone`,
+/// `text[]`). Values are typed as ebb types them, which is not always
+/// PostgreSQL's way: an integer constant is `bigint`, a decimal one `double
+/// precision`, a `varchar(n)` column `text`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(sql_type_name(&args.args[0].data_type())))))
+    }
+}
+
+/// The SQL name of the PostgreSQL type a value of `dt` is sent as.
+fn sql_type_name(dt: &DataType) -> String {
+    use pgwire::api::Type;
+    let t = match dt {
+        DataType::Null => return "unknown".into(),
+        DataType::Interval(_) => return "interval".into(),
+        DataType::Time32(_) | DataType::Time64(_) => return "time without time zone".into(),
+        DataType::List(item) | DataType::LargeList(item) => return format!("{}[]", sql_type_name(item.data_type())),
+        other => crate::pg::encode::pg_type_of(other),
+    };
+    match t {
+        Type::BOOL => "boolean".into(),
+        Type::INT2 => "smallint".into(),
+        Type::INT4 => "integer".into(),
+        Type::INT8 => "bigint".into(),
+        Type::FLOAT4 => "real".into(),
+        Type::FLOAT8 => "double precision".into(),
+        Type::TIMESTAMP => "timestamp without time zone".into(),
+        Type::TIMESTAMPTZ => "timestamp with time zone".into(),
+        other => other.name().to_string(),
     }
 }
 
