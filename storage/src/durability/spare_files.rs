@@ -14,7 +14,9 @@
 //!
 //! Spares are named `spare#<digits>`, which `LocalFileSystem` listings skip,
 //! like its own staging files. They are removed when the store is dropped;
-//! a process that is killed leaves its (empty) spares behind.
+//! those a killed process left behind are removed when a directory first
+//! gets spares, once they are an hour old (a live process whose spare was
+//! removed makes a staging file of its own instead).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,6 +34,9 @@ const BUSY_WITHIN: Duration = Duration::from_secs(1);
 /// Directories tracked at most; beyond, the least recently used is
 /// forgotten and its spares removed.
 const MAX_DIRS: usize = 64;
+/// Spares older than this in a directory that gets spares are leftovers of
+/// a process that was killed.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 /// An empty staging file, created and open, ready to be written.
 pub(crate) struct Spare {
@@ -45,6 +50,8 @@ struct DirSpares {
     ready: Vec<Spare>,
     last_put: Instant,
     refilling: bool,
+    /// Stale spares of killed processes were removed.
+    swept: bool,
 }
 
 /// The spare staging files of every busy directory of one store.
@@ -71,7 +78,7 @@ impl SpareFiles {
         }
         let entry = dirs
             .entry(dir.to_path_buf())
-            .or_insert_with(|| DirSpares { ready: Vec::new(), last_put: now - BUSY_WITHIN * 2, refilling: false });
+            .or_insert_with(|| DirSpares { ready: Vec::new(), last_put: now - BUSY_WITHIN * 2, refilling: false, swept: false });
         let busy = now.duration_since(entry.last_put) <= BUSY_WITHIN;
         entry.last_put = now;
         let spare = entry.ready.pop();
@@ -86,7 +93,13 @@ impl SpareFiles {
     /// after [`SpareFiles::take`] asked for it). Failures are logged: puts
     /// then make their staging files themselves.
     pub fn refill(&self, dir: &Path) {
-        let have = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir).map_or(0, |d| d.ready.len());
+        let (have, sweep) = match self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(dir) {
+            Some(d) => (d.ready.len(), !std::mem::replace(&mut d.swept, true)),
+            None => (0, false),
+        };
+        if sweep {
+            remove_stale(dir, STALE_AFTER);
+        }
         let mut made = Vec::new();
         for _ in have..TARGET {
             match create_spare(dir) {
@@ -138,6 +151,18 @@ fn forget_least_recent(dirs: &mut HashMap<PathBuf, DirSpares>) {
     }
 }
 
+/// Removes spares in `dir` last modified more than `age` ago.
+fn remove_stale(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_str().is_some_and(|n| n.starts_with("spare#"))
+            && entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        if stale && let Err(e) = std::fs::remove_file(entry.path()) {
+            tracing::debug!(path = %entry.path().display(), error = %e, "could not remove a stale spare staging file");
+        }
+    }
+}
+
 fn create_spare(dir: &Path) -> std::io::Result<Spare> {
     let path = dir.join(format!("spare#{}", rand::random::<u64>()));
     let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
@@ -179,6 +204,21 @@ mod tests {
         drop(spares);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 1, "only the spare handed out is left (its put would have linked and removed it): {left:?}");
+    }
+
+    #[test]
+    fn only_old_spares_are_removed_as_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("spare#1");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::write(dir.path().join("00000000000000000001"), b"object").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let young = dir.path().join("spare#2");
+        std::fs::write(&young, b"").unwrap();
+        remove_stale(dir.path(), Duration::from_millis(20));
+        assert!(!old.exists(), "a leftover spare is removed");
+        assert!(young.exists(), "a young one (maybe another process's) is kept");
+        assert!(dir.path().join("00000000000000000001").exists(), "objects are never touched");
     }
 
     #[test]
