@@ -131,18 +131,19 @@ fn bad(msg: String) -> PgWireError {
 }
 
 /// Encodes every row of a batch.
-pub fn encode_batch(batch: &RecordBatch, schema: &Arc<Vec<FieldInfo>>, out: &mut Vec<PgWireResult<DataRow>>) -> PgWireResult<()> {
+/// (`extra_float_digits`: the session's setting, for floats sent as text).
+pub fn encode_batch(batch: &RecordBatch, schema: &Arc<Vec<FieldInfo>>, extra_float_digits: i32, out: &mut Vec<PgWireResult<DataRow>>) -> PgWireResult<()> {
     let mut enc = DataRowEncoder::new(schema.clone());
     for row in 0..batch.num_rows() {
         for (i, col) in batch.columns().iter().enumerate() {
-            encode_value(&mut enc, col.as_ref(), row, &schema[i])?;
+            encode_value(&mut enc, col.as_ref(), row, &schema[i], extra_float_digits)?;
         }
         out.push(Ok(enc.take_row()));
     }
     Ok(())
 }
 
-fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &FieldInfo) -> PgWireResult<()> {
+fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &FieldInfo, extra_float_digits: i32) -> PgWireResult<()> {
     use arrow::datatypes as t;
     if a.is_null(row) {
         return enc.encode_field(&None::<i32>);
@@ -161,8 +162,8 @@ fn encode_value(enc: &mut DataRowEncoder, a: &dyn Array, row: usize, field: &Fie
             let v = a.as_primitive::<t::UInt64Type>().value(row);
             enc.encode_field(&i64::try_from(v).map_err(|_| bad(format!("{v} does not fit bigint")))?)
         }
-        DataType::Float32 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float32Type>().value(row), FLOAT4_FIXED_DIGITS)),
-        DataType::Float64 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float64Type>().value(row), FLOAT8_FIXED_DIGITS)),
+        DataType::Float32 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float32Type>().value(row), FLOAT4_FIXED_DIGITS, extra_float_digits)),
+        DataType::Float64 if text => enc.encode_field(&float_text(a.as_primitive::<t::Float64Type>().value(row), FLOAT8_FIXED_DIGITS, extra_float_digits)),
         DataType::Float32 => enc.encode_field(&a.as_primitive::<t::Float32Type>().value(row)),
         DataType::Float64 => enc.encode_field(&a.as_primitive::<t::Float64Type>().value(row)),
         DataType::Decimal128(_, s) => {
@@ -284,11 +285,15 @@ pub fn timestamp_text(dt: &chrono::NaiveDateTime, with_tz: bool) -> String {
 const FLOAT4_FIXED_DIGITS: i32 = 6;
 const FLOAT8_FIXED_DIGITS: i32 = 15;
 
-/// PostgreSQL's text form of a float (`extra_float_digits` > 0, the
+/// PostgreSQL's text form of a float under `extra_float_digits` (`fixed_digits`:
+/// [`FLOAT4_FIXED_DIGITS`] or [`FLOAT8_FIXED_DIGITS`]). Above 0 (the
 /// default since PostgreSQL 12): the shortest digits that read back as the
 /// same value, fixed-point for decimal exponents from -4 to below
-/// `fixed_digits`, else `d.ddde±XX`; `NaN`, `Infinity`, `-Infinity`.
-pub fn float_text<F: Into<f64> + std::fmt::LowerExp + Copy>(v: F, fixed_digits: i32) -> String {
+/// `fixed_digits`, else `d.ddde±XX`. At or below 0: rounded to
+/// `fixed_digits + extra_float_digits` significant digits (at least 1),
+/// as C's `%g` prints them — what PostgreSQL 11 and older printed by
+/// default. `NaN`, `Infinity`, `-Infinity` either way.
+pub fn float_text<F: Into<f64> + std::fmt::LowerExp + Copy>(v: F, fixed_digits: i32, extra_float_digits: i32) -> String {
     let x: f64 = v.into();
     if x.is_nan() {
         return "NaN".into();
@@ -296,13 +301,27 @@ pub fn float_text<F: Into<f64> + std::fmt::LowerExp + Copy>(v: F, fixed_digits: 
     if x.is_infinite() {
         return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
-    // `{:e}` is Rust's shortest round-trip form of the value's own type: "-1.25e-7".
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    if extra_float_digits > 0 {
+        // `{:e}` is Rust's shortest round-trip form of the value's own type: "-1.25e-7".
+        return layout(&format!("{v:e}"), fixed_digits);
+    }
+    let precision = (fixed_digits + extra_float_digits).max(1);
+    layout(&format!("{:.*e}", precision as usize - 1, v), precision)
+}
+
+/// Lays out Rust's scientific form of a float (`-1.2500e-7`) as `%g` does:
+/// trailing zeros of the digits dropped, fixed-point for decimal exponents
+/// from -4 to below `fixed_below`, else `d.ddde±XX`.
+fn layout(sci: &str, fixed_below: i32) -> String {
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..fixed_digits).contains(&exp) {
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0",
+        d => d,
+    };
+    if (-4..fixed_below).contains(&exp) {
         let point = exp + 1;
         let body = if point <= 0 {
             format!("0.{}{digits}", "0".repeat((-point) as usize))
@@ -394,7 +413,7 @@ mod tests {
     #[test]
     fn floats_print_like_postgres() {
         // Each as PostgreSQL 15 prints it (`SELECT x::float8`, `x::real`).
-        let f8 = |v: f64| float_text(v, FLOAT8_FIXED_DIGITS);
+        let f8 = |v: f64| float_text(v, FLOAT8_FIXED_DIGITS, 1);
         assert_eq!(f8(3.0), "3");
         assert_eq!(f8(2.5), "2.5");
         assert_eq!(f8(-0.0), "-0");
@@ -407,10 +426,30 @@ mod tests {
         assert_eq!(f8(1.7976931348623157e308), "1.7976931348623157e+308");
         assert_eq!(f8(f64::NAN), "NaN");
         assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
-        let f4 = |v: f32| float_text(v, FLOAT4_FIXED_DIGITS);
+        let f4 = |v: f32| float_text(v, FLOAT4_FIXED_DIGITS, 1);
         assert_eq!(f4(1.1), "1.1", "the shortest form of the f32, not of its f64 widening");
         assert_eq!(f4(100000.0), "100000");
         assert_eq!(f4(1234567.0), "1.234567e+06");
+    }
+
+    #[test]
+    fn floats_round_when_extra_float_digits_is_not_positive() {
+        // As C's `%.15g` / `%.12g` / `%.6g` / `%.1g` print them (PostgreSQL 11's float8out).
+        let f8 = |v: f64, extra: i32| float_text(v, FLOAT8_FIXED_DIGITS, extra);
+        assert_eq!(f8(0.1 + 0.2, 0), "0.3");
+        assert_eq!(f8(1.0 / 3.0, 0), "0.333333333333333");
+        assert_eq!(f8(1.0 / 3.0, -3), "0.333333333333");
+        assert_eq!(f8(123456789012345678.0, 0), "1.23456789012346e+17");
+        assert_eq!(f8(1e15, 0), "1e+15");
+        assert_eq!(f8(100.0, 0), "100");
+        assert_eq!(f8(0.00001, 0), "1e-05");
+        assert_eq!(f8(-2.5e-7, 0), "-2.5e-07");
+        assert_eq!(f8(0.0, 0), "0");
+        assert_eq!(f8(123.0, -15), "1e+02", "at least one digit");
+        assert_eq!(f8(f64::INFINITY, 0), "Infinity");
+        let f4 = |v: f32| float_text(v, FLOAT4_FIXED_DIGITS, 0);
+        assert_eq!(f4(3.14159265), "3.14159");
+        assert_eq!(f4(1.1), "1.1");
     }
 
     #[test]

@@ -217,11 +217,12 @@ struct Queries {
 
 /// Turns one statement's result into a pgwire response, reporting
 /// transaction-block changes so the ReadyForQuery status is right.
-fn response(out: Output, before: Block, after: Block, format: &Format) -> PgWireResult<Response> {
+/// (`extra_float_digits`: the session's setting, for floats sent as text).
+fn response(out: Output, before: Block, after: Block, format: &Format, extra_float_digits: i32) -> PgWireResult<Response> {
     let tag = out.tag();
     match out {
-        Output::Rows { schema, batches } => rows_response(&schema, &batches, format, "SELECT"),
-        Output::Returned { command, schema, batches } => rows_response(&schema, &batches, format, &command),
+        Output::Rows { schema, batches } => rows_response(&schema, &batches, format, "SELECT", extra_float_digits),
+        Output::Returned { command, schema, batches } => rows_response(&schema, &batches, format, &command, extra_float_digits),
         Output::CopyIn { columns } => Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))),
         Output::Command(_) => {
             let t = Tag::new(&tag);
@@ -252,11 +253,17 @@ where
     Some(Output::Command("DEALLOCATE".into()))
 }
 
-fn rows_response(schema: &arrow::datatypes::SchemaRef, batches: &[arrow::array::RecordBatch], format: &Format, command: &str) -> PgWireResult<Response> {
+fn rows_response(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[arrow::array::RecordBatch],
+    format: &Format,
+    command: &str,
+    extra_float_digits: i32,
+) -> PgWireResult<Response> {
     let fields = Arc::new(fields(schema, format));
     let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for b in batches {
-        encode_batch(b, &fields, &mut rows)?;
+        encode_batch(b, &fields, extra_float_digits, &mut rows)?;
     }
     let mut response = QueryResponse::new(fields, futures::stream::iter(rows));
     response.set_command_tag(command);
@@ -384,13 +391,13 @@ impl SimpleQueryHandler for Queries {
         for stmt in &stmts {
             let before = session.block();
             if let Some(done) = deallocate(client, stmt) {
-                out.push(response(done, before, session.block(), &Format::UnifiedText)?);
+                out.push(response(done, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
                 continue;
             }
             match session.execute(stmt, &[]).await {
                 Ok(o) => {
                     send_notices(client, session).await?;
-                    out.push(response(o, before, session.block(), &Format::UnifiedText)?);
+                    out.push(response(o, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
                 }
                 Err(e) => {
                     out.push(failed(session, &e));
@@ -489,7 +496,7 @@ impl ExtendedQueryHandler for Queries {
         match session.execute_prepared(stmt, &params, Some(cache)).await {
             Ok(o) => {
                 send_notices(client, session).await?;
-                response(o, before, session.block(), &portal.result_column_format)
+                response(o, before, session.block(), &portal.result_column_format, session.settings.extra_float_digits())
             }
             Err(e) => Ok(failed(session, &e)),
         }

@@ -121,6 +121,13 @@ impl Settings {
                 parse_millis(value)?;
                 value.to_string()
             }
+            "extra_float_digits" => match value.trim().parse::<i32>() {
+                Ok(n @ -15..=3) => n.to_string(),
+                Ok(n) => {
+                    return Err(ComputeError::invalid("22023", format!("{n} is outside the valid range for parameter \"extra_float_digits\" (-15 .. 3)")));
+                }
+                Err(_) => return Err(ComputeError::invalid("22023", format!("invalid value for parameter \"extra_float_digits\": \"{value}\""))),
+            },
             _ => value.to_string(),
         };
         self.values.write().unwrap_or_else(|p| p.into_inner()).insert(n, value);
@@ -155,6 +162,11 @@ impl Settings {
                 (name.clone(), value.clone(), default, READ_ONLY.contains(&name.as_str()))
             })
             .collect()
+    }
+
+    /// `extra_float_digits` (PostgreSQL's default, 1, if unset or not a number).
+    pub fn extra_float_digits(&self) -> i32 {
+        self.get("extra_float_digits").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(1)
     }
 
     /// `statement_timeout` in milliseconds (0 = none).
