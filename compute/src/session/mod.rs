@@ -148,6 +148,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if crate::record_fields::may_apply(&lower) {
         crate::record_fields::rewrite(&mut stmts);
     }
+    if crate::array_subqueries::may_apply(&lower) {
+        crate::array_subqueries::rewrite(&mut stmts)?;
+    }
     if catalog {
         crate::pg_catalog::unqualify_proc_names(&mut stmts);
     }
