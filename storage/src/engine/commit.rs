@@ -299,8 +299,10 @@ impl Pipeline {
         let Some(group) = self.groups.pop_front() else { return true };
         if self.groups.is_empty() {
             let held = self.waiting.as_ref().map_or(0, |w| w.accepted.len());
+            // A group never grows past max_group_commits (receiving stops there).
+            let most = db.cfg.max_group_commits;
             self.gathering =
-                self.gather.landed(group.accepted.len(), queued + held).map(|expected| (expected, Instant::now() + self.gather.wait()));
+                self.gather.landed(group.accepted.len(), queued + held).map(|expected| (expected.min(most), Instant::now() + self.gather.wait()));
         }
         for k in &group.keys {
             self.pending.remove(k);
