@@ -48,7 +48,8 @@ pub(crate) struct Spare {
 
 struct DirSpares {
     ready: Vec<Spare>,
-    last_put: Instant,
+    /// The last create-only put into it (`None`: none yet).
+    last_put: Option<Instant>,
     refilling: bool,
     /// Stale spares of killed processes were removed.
     swept: bool,
@@ -78,9 +79,9 @@ impl SpareFiles {
         }
         let entry = dirs
             .entry(dir.to_path_buf())
-            .or_insert_with(|| DirSpares { ready: Vec::new(), last_put: now - BUSY_WITHIN * 2, refilling: false, swept: false });
-        let busy = now.duration_since(entry.last_put) <= BUSY_WITHIN;
-        entry.last_put = now;
+            .or_insert_with(|| DirSpares { ready: Vec::new(), last_put: None, refilling: false, swept: false });
+        let busy = entry.last_put.is_some_and(|t| now.duration_since(t) <= BUSY_WITHIN);
+        entry.last_put = Some(now);
         let spare = entry.ready.pop();
         let refill = busy && !entry.refilling && entry.ready.len() < TARGET;
         if refill {
