@@ -297,6 +297,7 @@ impl Pipeline {
     /// (fenced, poisoned, shutting down).
     async fn retire(&mut self, db: &Arc<Database>, result: std::result::Result<(), AppendError>, queued: usize) -> bool {
         let Some(group) = self.groups.pop_front() else { return true };
+        self.gather.put_took(group.put_at.elapsed());
         if self.groups.is_empty() {
             let held = self.waiting.as_ref().map_or(0, |w| w.accepted.len());
             // A group never grows past max_group_commits (receiving stops there).
