@@ -56,13 +56,21 @@ fn rewritten(rules: &[Box<dyn SqlStatementRewriteRule>], stmt: Statement) -> Sta
 }
 
 /// psql's `\d+` (15) appends a table's TOAST options to its options with
-/// `ARRAY(subquery)`, which DataFusion cannot plan. ebb has no TOAST
-/// tables, so that array is always empty and the options alone are exact.
+/// `ARRAY(subquery)` over `unnest` of an outer column, which neither
+/// DataFusion nor [`array_subqueries`](crate::array_subqueries) plans (a
+/// correlated function in FROM). ebb has no TOAST tables, so that array is
+/// always empty and the options alone are exact.
 const PSQL_TOAST_OPTIONS: &str = "c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)";
 
 /// Parses a catalog query (see the module documentation).
 pub fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
-    let sql: &str = &sql.replace(PSQL_TOAST_OPTIONS, "c.reloptions");
+    let without_toast;
+    let sql = if sql.contains(PSQL_TOAST_OPTIONS) {
+        without_toast = sql.replace(PSQL_TOAST_OPTIONS, "c.reloptions");
+        without_toast.as_str()
+    } else {
+        sql
+    };
     let from_crate = PARSER.parse(sql)?;
     let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(from_crate) };
     let same_as_crate = plain.len() == from_crate.len() && plain.iter().zip(&from_crate).all(|(p, c)| &rewritten(&ALL_RULES, p.clone()) == c);

@@ -437,6 +437,22 @@ async fn a_timed_out_statement_leaves_no_transaction_behind() {
     assert_eq!(n, 1, "the insert after the timeout committed, and nothing of the timed-out one did");
 }
 
+/// Runs `sql` on `c` and sends a cancel request `after` it started; the
+/// client back and the error the statement ended with (it must end within
+/// 20 s, and with an error).
+async fn cancelled(c: Client, sql: &'static str, after: Duration) -> (std::sync::Arc<Client>, tokio_postgres::Error) {
+    let token = c.cancel_token();
+    let c = std::sync::Arc::new(c);
+    let long = {
+        let c = c.clone();
+        tokio::spawn(async move { c.simple_query(sql).await })
+    };
+    tokio::time::sleep(after).await;
+    token.cancel_query(NoTls).await.expect("cancel request sent");
+    let e = tokio::time::timeout(Duration::from_secs(20), long).await.expect("cancelled in time").unwrap().expect_err("the statement was cancelled");
+    (c, e)
+}
+
 /// A statement stopped by a cancel request inside a block fails the block,
 /// as any error does: what the block wrote or deferred does not commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,15 +461,7 @@ async fn a_cancelled_statement_fails_its_block() {
     let c = compute.connect().await;
     c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, bal int); INSERT INTO acct VALUES (1, 10)").await.unwrap();
     c.batch_execute("BEGIN; UPDATE acct SET bal = 99 WHERE id = 1").await.unwrap();
-    let token = c.cancel_token();
-    let c = std::sync::Arc::new(c);
-    let long = {
-        let c = c.clone();
-        tokio::spawn(async move { c.simple_query("SELECT count(*) FROM generate_series(1, 2000000000) a").await })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    token.cancel_query(NoTls).await.expect("cancel request sent");
-    let e = tokio::time::timeout(Duration::from_secs(20), long).await.expect("cancelled in time").unwrap().unwrap_err();
+    let (c, e) = cancelled(c, "SELECT count(*) FROM generate_series(1, 2000000000) a", Duration::from_millis(500)).await;
     assert_eq!(sqlstate(&e), "57014", "{e}");
     let e = c.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "25P02", "the block failed: {e}");
@@ -496,15 +504,7 @@ async fn pg_sleep_waits_and_is_ended_by_timeouts_and_cancel_requests() {
     assert_eq!(sqlstate(&e), "57014", "{e}");
     c.batch_execute("SET statement_timeout = 0").await.unwrap();
     // So does a cancel request.
-    let token = c.cancel_token();
-    let c = std::sync::Arc::new(c);
-    let long = {
-        let c = c.clone();
-        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(NoTls).await.expect("cancel request sent");
-    let e = tokio::time::timeout(Duration::from_secs(10), long).await.expect("cancelled in time").unwrap().unwrap_err();
+    let (c, e) = cancelled(c, "SELECT pg_sleep(30)", Duration::from_millis(300)).await;
     assert_eq!(sqlstate(&e), "57014", "{e}");
     assert_eq!(c.simple_query("SELECT 1").await.unwrap().len(), 3, "the session serves on");
 }

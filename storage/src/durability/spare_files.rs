@@ -74,12 +74,14 @@ impl SpareFiles {
     pub fn take(&self, dir: &Path) -> (Option<Spare>, bool) {
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if !dirs.contains_key(dir) && dirs.len() >= MAX_DIRS {
-            forget_least_recent(&mut dirs);
+        if !dirs.contains_key(dir) {
+            if dirs.len() >= MAX_DIRS {
+                forget_least_recent(&mut dirs);
+            }
+            dirs.insert(dir.to_path_buf(), DirSpares { ready: Vec::new(), last_put: None, refilling: false, swept: false });
         }
-        let entry = dirs
-            .entry(dir.to_path_buf())
-            .or_insert_with(|| DirSpares { ready: Vec::new(), last_put: None, refilling: false, swept: false });
+        // Looked up by reference: a put into a known directory copies no path.
+        let Some(entry) = dirs.get_mut(dir) else { return (None, false) };
         let busy = entry.last_put.is_some_and(|t| now.duration_since(t) <= BUSY_WITHIN);
         entry.last_put = Some(now);
         let spare = entry.ready.pop();
