@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(f8(123.0, -15), "1e+02", "at least one digit");
         assert_eq!(f8(f64::INFINITY, 0), "Infinity");
         let f4 = |v: f32| float_text(v, FLOAT4_FIXED_DIGITS, 0);
-        assert_eq!(f4(3.14159265), "3.14159");
+        assert_eq!(f4(1.2345678), "1.23457");
         assert_eq!(f4(1.1), "1.1");
     }
 
