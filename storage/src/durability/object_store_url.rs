@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -70,11 +70,7 @@ impl fmt::Display for FsyncLocalStore {
 
 impl FsyncLocalStore {
     fn fs_path(&self, location: &Path) -> PathBuf {
-        let mut p = self.root.clone();
-        for part in location.parts() {
-            p.push(part.as_ref());
-        }
-        p
+        fs_path(&self.root, location)
     }
 
     async fn sync(&self, location: &Path) -> object_store::Result<()> {
@@ -92,31 +88,45 @@ impl FsyncLocalStore {
     }
 }
 
+/// The file an object is kept in under `root`.
+fn fs_path(root: &std::path::Path, location: &Path) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for part in location.parts() {
+        p.push(part.as_ref());
+    }
+    p
+}
+
 fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
     object_store::Error::Generic { store: "FsyncLocalStore", source }
 }
 
 /// Writes `payload` to `path` so that it survives a crash once this returns:
 /// staging file (a spare made ahead, or one named like `LocalFileSystem`'s,
-/// `<name>#<n>`, which its listings skip), fdatasync, hard link (create-only:
-/// fails with `AlreadyExists`) or rename, then fsync of the directory.
+/// `<name>#<n>`, which its listings skip; a recycled spare is cut to the
+/// payload's length), fdatasync, hard link (create-only: fails with
+/// `AlreadyExists`) or rename, then fsync of the directory.
 fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool, spare: Option<Spare>) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
-    let (staging, mut f) = match spare {
-        Some(s) => (s.path, s.file),
+    let (staging, mut f, old_len) = match spare {
+        Some(s) => (s.path, s.file, s.len),
         None => {
             std::fs::create_dir_all(dir)?;
             let mut staging = path.as_os_str().to_owned();
             staging.push(format!("#{}", rand::random::<u32>()));
             let staging = PathBuf::from(staging);
             let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&staging)?;
-            (staging, f)
+            (staging, f, 0)
         }
     };
     let written = (|| {
         for chunk in payload.iter() {
             f.write_all(chunk)?;
+        }
+        let len = payload.content_length() as u64;
+        if old_len > len {
+            f.set_len(len)?;
         }
         f.sync_data()?;
         if create { std::fs::hard_link(&staging, path) } else { std::fs::rename(&staging, path) }
@@ -195,7 +205,31 @@ impl ObjectStore for FsyncLocalStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
+        // Like `LocalFileSystem`'s, except that a busy directory's deleted
+        // files are recycled as spare staging files (see `spare_files`).
+        let root = self.root.clone();
+        let spares = self.spares.clone();
+        locations
+            .map(move |location| {
+                let root = root.clone();
+                let spares = spares.clone();
+                async move {
+                    let location = location?;
+                    let file = fs_path(&root, &location);
+                    tokio::task::spawn_blocking(move || spares.delete(&file).map_err(|e| (file, e)))
+                        .await
+                        .map_err(|e| generic(e.into()))?
+                        .map_err(|(file, e)| match e.kind() {
+                            std::io::ErrorKind::NotFound => {
+                                object_store::Error::NotFound { path: file.display().to_string(), source: e.into() }
+                            }
+                            _ => generic(e.into()),
+                        })?;
+                    Ok(location)
+                }
+            })
+            .buffered(10)
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -275,5 +309,44 @@ mod tests {
         assert!(matches!(again, Err(object_store::Error::AlreadyExists { .. })), "{again:?}");
         let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
         assert_eq!(listed.len(), 3, "spares are not listed: {listed:?}");
+    }
+
+    #[tokio::test]
+    async fn deleted_objects_of_a_busy_directory_become_later_objects() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsyncLocalStore {
+            inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+            root: dir.path().to_path_buf(),
+            spares: Arc::default(),
+        };
+        let wal = dir.path().join("wal");
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let key = |seq: u64| Path::from(format!("wal/{seq:020}"));
+        let long = "a long first object, longer than the ones after it";
+        for seq in 1..=2 {
+            store.put_opts(&key(seq), PutPayload::from(long), create.clone()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.spares.ready(&wal) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no spares were made");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let old_ino = std::fs::metadata(wal.join(format!("{:020}", 1))).unwrap().ino();
+        store.delete(&key(1)).await.unwrap();
+        assert!(matches!(store.get(&key(1)).await, Err(object_store::Error::NotFound { .. })));
+        let again = store.delete(&key(1)).await;
+        assert!(matches!(again, Err(object_store::Error::NotFound { .. })), "{again:?}");
+        assert_eq!(store.spares.recycled(&wal), 1);
+        // Puts use up the ready spares, then the recycled file.
+        let mut inodes = Vec::new();
+        for seq in 3..3 + super::super::spare_files::TARGET as u64 + 4 {
+            store.put_opts(&key(seq), PutPayload::from(format!("object {seq}")), create.clone()).await.unwrap();
+            inodes.push(std::fs::metadata(wal.join(format!("{seq:020}"))).unwrap().ino());
+            assert_eq!(store.get(&key(seq)).await.unwrap().bytes().await.unwrap(), format!("object {seq}").as_bytes());
+        }
+        assert!(inodes.contains(&old_ino), "the deleted object's file became a later object");
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1 + super::super::spare_files::TARGET + 4, "spares are not listed: {listed:?}");
     }
 }

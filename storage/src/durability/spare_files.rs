@@ -12,6 +12,14 @@
 //! Crash safety is unchanged: the data and the inode (link count 1) are
 //! synced before the link, the link before the put returns.
 //!
+//! Deleting an object from a busy directory (the WAL's, once a checkpoint
+//! covers it) recycles its file as a spare instead of freeing the inode, as
+//! PostgreSQL recycles WAL segments: on ext4 without a journal, every inode
+//! freed in the last minutes makes each later inode allocation scan past it,
+//! and a checkpoint frees tens of thousands. A recycled spare keeps its old
+//! bytes until a put overwrites it and cuts it to the new length before the
+//! fdatasync; a crash in between leaves a spare, never a torn object.
+//!
 //! Spares are named `spare#<digits>`, which `LocalFileSystem` listings skip,
 //! like its own staging files. They are removed when the store is dropped;
 //! those a killed process left behind are removed when a directory first
@@ -26,7 +34,7 @@ use std::time::{Duration, Instant};
 
 /// Spares kept ready per busy directory (the commit pipeline has up to 4 WAL
 /// puts in flight; a refill runs between puts).
-const TARGET: usize = 8;
+pub(crate) const TARGET: usize = 8;
 /// A directory whose previous create-only put is at most this old is busy
 /// and gets spares; one that sees a put now and then (checkpoint manifests,
 /// fencing epochs) does not.
@@ -37,17 +45,30 @@ const MAX_DIRS: usize = 64;
 /// Spares older than this in a directory that gets spares are leftovers of
 /// a process that was killed.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// A deleted object's file is recycled if its directory took a create-only
+/// put at most this long ago (a checkpoint's WAL truncation comes up to a
+/// checkpoint interval, 60 s by default, after the puts it covers).
+const RECYCLE_WITHIN: Duration = Duration::from_secs(300);
+/// Recycled files kept per directory at most (names only, not open); further
+/// deletions free their inodes.
+const MAX_RECYCLED: usize = 16_384;
 
-/// An empty staging file, created and open, ready to be written.
+/// A staging file, open and ready to be written from its start: made empty,
+/// or recycled from a deleted object (then `len` bytes of old content remain
+/// to be cut).
 pub(crate) struct Spare {
     /// Its name (in the directory of the object it will become).
     pub path: PathBuf,
     /// Open for writing.
     pub file: File,
+    /// Bytes it holds (0 unless recycled).
+    pub len: u64,
 }
 
 struct DirSpares {
     ready: Vec<Spare>,
+    /// Deleted objects' files renamed to spare names, not yet opened.
+    recycled: Vec<PathBuf>,
     /// The last create-only put into it (`None`: none yet).
     last_put: Option<Instant>,
     refilling: bool,
@@ -78,7 +99,10 @@ impl SpareFiles {
             if dirs.len() >= MAX_DIRS {
                 forget_least_recent(&mut dirs);
             }
-            dirs.insert(dir.to_path_buf(), DirSpares { ready: Vec::new(), last_put: None, refilling: false, swept: false });
+            dirs.insert(
+                dir.to_path_buf(),
+                DirSpares { ready: Vec::new(), recycled: Vec::new(), last_put: None, refilling: false, swept: false },
+            );
         }
         // Looked up by reference: a put into a known directory copies no path.
         let Some(entry) = dirs.get_mut(dir) else { return (None, false) };
@@ -92,27 +116,39 @@ impl SpareFiles {
         (spare, refill)
     }
 
-    /// Creates spares in `dir` until it has [`TARGET`] (blocking; called
-    /// after [`SpareFiles::take`] asked for it). Failures are logged: puts
-    /// then make their staging files themselves.
+    /// Readies spares in `dir` until it has [`TARGET`]: opens recycled files
+    /// first, creates the rest (blocking; called after [`SpareFiles::take`]
+    /// asked for it). Failures are logged: puts then make their staging
+    /// files themselves.
     pub fn refill(&self, dir: &Path) {
-        let (have, sweep) = match self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(dir) {
-            Some(d) => (d.ready.len(), !std::mem::replace(&mut d.swept, true)),
-            None => (0, false),
+        let (have, sweep, mut recycled) = match self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(dir) {
+            Some(d) => {
+                let want = TARGET.saturating_sub(d.ready.len());
+                let from = d.recycled.len().saturating_sub(want);
+                (d.ready.len(), !std::mem::replace(&mut d.swept, true), d.recycled.split_off(from))
+            }
+            None => (0, false, Vec::new()),
         };
         if sweep {
             remove_stale(dir, STALE_AFTER);
         }
         let mut made = Vec::new();
         for _ in have..TARGET {
-            match create_spare(dir) {
+            let spare = match recycled.pop() {
+                Some(path) => open_recycled(path),
+                None => create_spare(dir),
+            };
+            match spare {
                 Ok(s) => made.push(s),
+                // Swept by another process meanwhile: the next one, or a new file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not make spare staging files");
                     break;
                 }
             }
         }
+        remove_paths(recycled);
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         match dirs.get_mut(dir) {
             Some(d) => {
@@ -124,11 +160,38 @@ impl SpareFiles {
         }
     }
 
+    /// Deletes the object file at `path`: renames it to a spare name kept
+    /// for a later put if its directory is busy and has room (the directory
+    /// must have been swept already, so that the old file's age does not get
+    /// it swept as a leftover), removes it otherwise. Blocking.
+    pub fn delete(&self, path: &Path) -> std::io::Result<()> {
+        let Some(dir) = path.parent() else { return std::fs::remove_file(path) };
+        let recyclable = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir).is_some_and(|d| {
+            d.swept
+                && d.recycled.len() < MAX_RECYCLED
+                && d.last_put.is_some_and(|t| t.elapsed() <= RECYCLE_WITHIN)
+        });
+        if !recyclable {
+            return std::fs::remove_file(path);
+        }
+        let spare = spare_path(dir);
+        std::fs::rename(path, &spare)?;
+        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        match dirs.get_mut(dir) {
+            Some(d) => d.recycled.push(spare),
+            None => {
+                drop(dirs);
+                remove_paths(vec![spare]);
+            }
+        }
+        Ok(())
+    }
+
     /// Drops `dir`'s spares (their directory entries are gone, say).
     pub fn forget(&self, dir: &Path) {
         let gone = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
         if let Some(d) = gone {
-            remove(d.ready);
+            d.remove();
         }
     }
 
@@ -136,13 +199,26 @@ impl SpareFiles {
     pub fn ready(&self, dir: &Path) -> usize {
         self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir).map_or(0, |d| d.ready.len())
     }
+
+    #[cfg(test)]
+    pub fn recycled(&self, dir: &Path) -> usize {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir).map_or(0, |d| d.recycled.len())
+    }
+}
+
+impl DirSpares {
+    /// Removes its spares' files.
+    fn remove(self) {
+        remove(self.ready);
+        remove_paths(self.recycled);
+    }
 }
 
 impl Drop for SpareFiles {
     fn drop(&mut self) {
         let dirs = std::mem::take(self.dirs.get_mut().unwrap_or_else(|p| p.into_inner()));
         for (_, d) in dirs {
-            remove(d.ready);
+            d.remove();
         }
     }
 }
@@ -150,7 +226,7 @@ impl Drop for SpareFiles {
 fn forget_least_recent(dirs: &mut HashMap<PathBuf, DirSpares>) {
     let oldest = dirs.iter().min_by_key(|(_, d)| d.last_put).map(|(p, _)| p.clone());
     if let Some(d) = oldest.and_then(|p| dirs.remove(&p)) {
-        remove(d.ready);
+        d.remove();
     }
 }
 
@@ -166,17 +242,30 @@ fn remove_stale(dir: &Path, age: Duration) {
     }
 }
 
+fn spare_path(dir: &Path) -> PathBuf {
+    dir.join(format!("spare#{}", rand::random::<u64>()))
+}
+
 fn create_spare(dir: &Path) -> std::io::Result<Spare> {
-    let path = dir.join(format!("spare#{}", rand::random::<u64>()));
+    let path = spare_path(dir);
     let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-    Ok(Spare { path, file })
+    Ok(Spare { path, file, len: 0 })
+}
+
+fn open_recycled(path: PathBuf) -> std::io::Result<Spare> {
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    let len = file.metadata()?.len();
+    Ok(Spare { path, file, len })
 }
 
 fn remove(spares: Vec<Spare>) {
-    for s in spares {
-        drop(s.file);
-        if let Err(e) = std::fs::remove_file(&s.path) {
-            tracing::debug!(path = %s.path.display(), error = %e, "could not remove a spare staging file");
+    remove_paths(spares.into_iter().map(|s| s.path).collect());
+}
+
+fn remove_paths(paths: Vec<PathBuf>) {
+    for path in paths {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!(path = %path.display(), error = %e, "could not remove a spare staging file");
         }
     }
 }
@@ -222,6 +311,43 @@ mod tests {
         assert!(!old.exists(), "a leftover spare is removed");
         assert!(young.exists(), "a young one (maybe another process's) is kept");
         assert!(dir.path().join("00000000000000000001").exists(), "objects are never touched");
+    }
+
+    #[test]
+    fn a_busy_directorys_deleted_files_are_recycled_as_spares() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = tempfile::tempdir().unwrap();
+        let spares = SpareFiles::default();
+        // A directory that never took a put: deleting frees the file.
+        let lone = quiet.path().join("00000000000000000001");
+        std::fs::write(&lone, b"object").unwrap();
+        spares.delete(&lone).unwrap();
+        assert_eq!(std::fs::read_dir(quiet.path()).unwrap().count(), 0);
+        assert_eq!(spares.delete(&lone).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        // A busy, swept one: the file is renamed to a spare name.
+        spares.take(dir.path());
+        assert!(spares.take(dir.path()).1);
+        spares.refill(dir.path());
+        let object = dir.path().join("00000000000000000001");
+        std::fs::write(&object, b"an old WAL object").unwrap();
+        let ino = std::fs::metadata(&object).unwrap().ino();
+        spares.delete(&object).unwrap();
+        assert!(!object.exists());
+        assert_eq!(spares.recycled(dir.path()), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), TARGET + 1);
+        // Once the ready spares are used up, the refill opens it instead of creating one.
+        let mut taken = Vec::new();
+        for _ in 0..TARGET {
+            taken.push(spares.take(dir.path()).0.expect("a ready spare"));
+        }
+        spares.refill(dir.path());
+        assert_eq!(spares.recycled(dir.path()), 0);
+        assert_eq!(spares.ready(dir.path()), TARGET);
+        let reused: Vec<_> = std::iter::from_fn(|| spares.take(dir.path()).0).filter(|s| s.len > 0).collect();
+        assert_eq!(reused.len(), 1, "one ready spare is the recycled file");
+        assert_eq!(reused[0].len, b"an old WAL object".len() as u64);
+        assert_eq!(reused[0].file.metadata().unwrap().ino(), ino);
     }
 
     #[test]
