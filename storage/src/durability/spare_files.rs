@@ -49,9 +49,11 @@ const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// put at most this long ago (a checkpoint's WAL truncation comes up to a
 /// checkpoint interval, 60 s by default, after the puts it covers).
 const RECYCLE_WITHIN: Duration = Duration::from_secs(300);
-/// Recycled files kept per directory at most (names only, not open); further
-/// deletions free their inodes.
+/// Recycled files kept per directory at most (names only, not open), and
+/// the bytes they may hold together; further deletions free their inodes
+/// (and their space: a checkpoint's deleted SST files are not kept).
 const MAX_RECYCLED: usize = 16_384;
+const MAX_RECYCLED_BYTES: u64 = 64 << 20;
 
 /// A staging file, open and ready to be written from its start: made empty,
 /// or recycled from a deleted object (then `len` bytes of old content remain
@@ -67,8 +69,11 @@ pub(crate) struct Spare {
 
 struct DirSpares {
     ready: Vec<Spare>,
-    /// Deleted objects' files renamed to spare names, not yet opened.
-    recycled: Vec<PathBuf>,
+    /// Deleted objects' files renamed to spare names, not yet opened, with
+    /// their lengths.
+    recycled: Vec<(PathBuf, u64)>,
+    /// The bytes they hold.
+    recycled_bytes: u64,
     /// The last create-only put into it (`None`: none yet).
     last_put: Option<Instant>,
     refilling: bool,
@@ -101,7 +106,14 @@ impl SpareFiles {
             }
             dirs.insert(
                 dir.to_path_buf(),
-                DirSpares { ready: Vec::new(), recycled: Vec::new(), last_put: None, refilling: false, swept: false },
+                DirSpares {
+                    ready: Vec::new(),
+                    recycled: Vec::new(),
+                    recycled_bytes: 0,
+                    last_put: None,
+                    refilling: false,
+                    swept: false,
+                },
             );
         }
         // Looked up by reference: a put into a known directory copies no path.
@@ -125,7 +137,9 @@ impl SpareFiles {
             Some(d) => {
                 let want = TARGET.saturating_sub(d.ready.len());
                 let from = d.recycled.len().saturating_sub(want);
-                (d.ready.len(), !std::mem::replace(&mut d.swept, true), d.recycled.split_off(from))
+                let recycled = d.recycled.split_off(from);
+                d.recycled_bytes -= recycled.iter().map(|(_, len)| len).sum::<u64>();
+                (d.ready.len(), !std::mem::replace(&mut d.swept, true), recycled)
             }
             None => (0, false, Vec::new()),
         };
@@ -135,7 +149,7 @@ impl SpareFiles {
         let mut made = Vec::new();
         for _ in have..TARGET {
             let spare = match recycled.pop() {
-                Some(path) => open_recycled(path),
+                Some((path, _)) => open_recycled(path),
                 None => create_spare(dir),
             };
             match spare {
@@ -148,7 +162,7 @@ impl SpareFiles {
                 }
             }
         }
-        remove_paths(recycled);
+        remove_paths(recycled.into_iter().map(|(path, _)| path).collect());
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         match dirs.get_mut(dir) {
             Some(d) => {
@@ -166,9 +180,11 @@ impl SpareFiles {
     /// it swept as a leftover), removes it otherwise. Blocking.
     pub fn delete(&self, path: &Path) -> std::io::Result<()> {
         let Some(dir) = path.parent() else { return std::fs::remove_file(path) };
+        let len = std::fs::symlink_metadata(path)?.len();
         let recyclable = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir).is_some_and(|d| {
             d.swept
                 && d.recycled.len() < MAX_RECYCLED
+                && d.recycled_bytes + len <= MAX_RECYCLED_BYTES
                 && d.last_put.is_some_and(|t| t.elapsed() <= RECYCLE_WITHIN)
         });
         if !recyclable {
@@ -178,7 +194,10 @@ impl SpareFiles {
         std::fs::rename(path, &spare)?;
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         match dirs.get_mut(dir) {
-            Some(d) => d.recycled.push(spare),
+            Some(d) => {
+                d.recycled.push((spare, len));
+                d.recycled_bytes += len;
+            }
             None => {
                 drop(dirs);
                 remove_paths(vec![spare]);
@@ -210,7 +229,7 @@ impl DirSpares {
     /// Removes its spares' files.
     fn remove(self) {
         remove(self.ready);
-        remove_paths(self.recycled);
+        remove_paths(self.recycled.into_iter().map(|(path, _)| path).collect());
     }
 }
 
@@ -334,6 +353,12 @@ mod tests {
         let ino = std::fs::metadata(&object).unwrap().ino();
         spares.delete(&object).unwrap();
         assert!(!object.exists());
+        assert_eq!(spares.recycled(dir.path()), 1);
+        // A file too big to keep (a checkpoint's SST, say) is removed: its space matters.
+        let big = dir.path().join("big");
+        std::fs::File::create(&big).unwrap().set_len(MAX_RECYCLED_BYTES).unwrap();
+        spares.delete(&big).unwrap();
+        assert!(!big.exists());
         assert_eq!(spares.recycled(dir.path()), 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), TARGET + 1);
         // Once the ready spares are used up, the refill opens it instead of creating one.
