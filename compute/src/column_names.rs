@@ -95,8 +95,9 @@ fn strong_name(e: &Expr, input: &LogicalPlan) -> Option<String> {
     }
 }
 
-/// The aggregate, grouping or window expression below `plan` that produces
-/// `column` (DataFusion names such columns after the expression).
+/// The aggregate, grouping, window or projected expression below `plan`
+/// that produces `column` (DataFusion names such columns after the
+/// expression; ordering by a column not selected projects twice).
 fn computed_by<'a>(plan: &'a LogicalPlan, column: &Column) -> Option<&'a Expr> {
     if column.relation.is_some() {
         return None;
@@ -105,6 +106,7 @@ fn computed_by<'a>(plan: &'a LogicalPlan, column: &Column) -> Option<&'a Expr> {
     match plan {
         LogicalPlan::Aggregate(a) => a.group_expr.iter().chain(&a.aggr_expr).find(named),
         LogicalPlan::Window(w) => w.window_expr.iter().find(named).or_else(|| computed_by(&w.input, column)),
+        LogicalPlan::Projection(p) => p.expr.iter().find(named),
         LogicalPlan::Filter(f) => computed_by(&f.input, column),
         LogicalPlan::Sort(s) => computed_by(&s.input, column),
         LogicalPlan::Limit(l) => computed_by(&l.input, column),
@@ -151,6 +153,7 @@ mod tests {
             "b", "?column?", "upper", "?column?", "a", "int4"
         ]);
         assert_eq!(names_of("SELECT a FROM t").await, ["a"]);
+        assert_eq!(names_of("SELECT a + 1, upper(b), b FROM t ORDER BY a").await, ["?column?", "upper", "b"]);
         assert_eq!(names_of("SELECT b, count(*) FROM t GROUP BY b HAVING count(*) > 0 ORDER BY count(*) LIMIT 3").await, ["b", "count"]);
         assert_eq!(names_of("SELECT CASE WHEN a > 0 THEN 1 END, row_number() OVER (ORDER BY a) FROM t").await, ["case", "row_number"]);
         assert_eq!(names_of("SELECT DISTINCT sum(a), sum(a + 0) FROM t").await, ["sum", "sum"]);

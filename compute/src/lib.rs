@@ -30,6 +30,7 @@ pub mod function_aliases;
 pub mod record_fields;
 pub mod set_returning;
 pub mod metrics;
+pub mod numeric_constants;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pg_functions;

@@ -983,7 +983,16 @@ fn result_schema(planned: &Schema, runs: &SchemaRef) -> SchemaRef {
 /// (RETURNING lists, ON CONFLICT DO UPDATE) use one from `SessionConfig::new()`.
 pub(crate) fn postgres_context(mut config: SessionConfig) -> SessionContext {
     config.options_mut().execution.time_zone = Some("+00:00".into());
+    // `1.5` is numeric, as in PostgreSQL (see `numeric_constants`).
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
     let ctx = SessionContext::new_with_config(config);
+    // Runs before DataFusion's analyzer rules (type coercion among them).
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
+        vec![Arc::new(crate::numeric_constants::NumericConstants)];
+    rules.extend(ctx.state().analyzer().rules.iter().cloned());
+    let ctx = SessionContext::new_with_state(
+        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state()).with_analyzer_rules(rules).build(),
+    );
     ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
     ctx.add_analyzer_rule(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
     ctx.add_analyzer_rule(Arc::new(crate::exists_values::ExistsValues));
