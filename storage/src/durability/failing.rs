@@ -31,6 +31,10 @@ pub struct Faults {
     pub puts_in_flight: AtomicU64,
     /// Most puts ever under way at once.
     pub max_puts_in_flight: AtomicU64,
+    /// Deletes wait while this is on.
+    pub hold_deletes: AtomicBool,
+    /// Deletes waiting now.
+    pub deletes_waiting: AtomicU64,
 }
 
 impl Faults {
@@ -131,7 +135,21 @@ impl ObjectStore for FailingObjectStore {
                 .map(|_| Err(object_store::Error::Generic { store: "FailingObjectStore", source: "injected fault".into() }))
                 .boxed();
         }
-        self.inner.delete_stream(locations)
+        let faults = self.faults.clone();
+        let held = locations.then(move |location| {
+            let faults = faults.clone();
+            async move {
+                if faults.hold_deletes.load(Ordering::SeqCst) {
+                    faults.deletes_waiting.fetch_add(1, Ordering::SeqCst);
+                    while faults.hold_deletes.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    faults.deletes_waiting.fetch_sub(1, Ordering::SeqCst);
+                }
+                location
+            }
+        });
+        self.inner.delete_stream(held.boxed())
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {

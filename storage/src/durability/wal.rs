@@ -183,27 +183,49 @@ impl WalWriter {
         Ok(seq)
     }
 
-    /// Deletes the oldest WAL objects whose commits are all at or below
-    /// `applied_ts` (they are covered by a checkpoint), stopping at the first
-    /// object that is still needed so that no gap opens in the sequence. The
-    /// newest object is always kept: it marks the highest sequence number
-    /// taken, which fencing relies on.
-    pub async fn truncate(&mut self, applied_ts: u64) -> Result<usize> {
+    /// The oldest WAL objects whose commits are all at or below
+    /// `applied_ts` (they are covered by a checkpoint), oldest first, up to
+    /// the first object that is still needed, so that deleting them opens no
+    /// gap in the sequence. The newest object is never among them: it marks
+    /// the highest sequence number taken, which fencing relies on. Deleting
+    /// them ([`Covered::delete`]) needs no hold on the writer, which the
+    /// commit pipeline needs for every put; [`forget`](Self::forget) those
+    /// deleted afterwards.
+    pub fn covered(&self, applied_ts: u64) -> Covered {
         let newest = self.index.keys().next_back().copied();
-        let doomed: Vec<u64> = self
-            .index
-            .iter()
-            .take_while(|(seq, max)| **max <= applied_ts && Some(**seq) != newest)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in &doomed {
-            self.objects.delete(&wal_key(*seq)).await?;
+        let seqs = self.index.iter().take_while(|(seq, max)| **max <= applied_ts && Some(**seq) != newest).map(|(s, _)| *s).collect();
+        Covered { objects: self.objects.clone(), database: self.database.clone(), seqs }
+    }
+
+    /// Forgets objects that were deleted.
+    pub fn forget(&mut self, deleted: &[u64]) {
+        for seq in deleted {
             self.index.remove(seq);
         }
-        if !doomed.is_empty() {
-            tracing::debug!(database = %self.database, deleted = doomed.len(), "truncated WAL");
+    }
+}
+
+/// WAL objects a checkpoint covers (see [`WalWriter::covered`]).
+pub struct Covered {
+    objects: Objects,
+    database: String,
+    /// Their sequence numbers, oldest first.
+    pub seqs: Vec<u64>,
+}
+
+impl Covered {
+    /// Deletes them oldest first and stops at the first failure, so that no
+    /// gap opens; returns how many it deleted, and the failure.
+    pub async fn delete(&self) -> (usize, Result<()>) {
+        for (done, seq) in self.seqs.iter().enumerate() {
+            if let Err(e) = self.objects.delete(&wal_key(*seq)).await {
+                return (done, Err(e));
+            }
         }
-        Ok(doomed.len())
+        if !self.seqs.is_empty() {
+            tracing::debug!(database = %self.database, deleted = self.seqs.len(), "truncated WAL");
+        }
+        (self.seqs.len(), Ok(()))
     }
 }
 

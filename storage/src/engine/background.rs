@@ -165,7 +165,12 @@ pub async fn take_checkpoint(db: &Arc<Database>) -> Result<u64> {
     let result = async {
         let mut uploaded = db.uploaded_ssts.lock().await;
         let manifest = checkpoint::upload(&db.objects, &dir, applied, db.epoch, &mut uploaded).await?;
-        db.wal.lock().await.truncate(applied).await?;
+        // Deleting thousands of covered WAL objects takes a while: the
+        // writer is not held meanwhile (commits need it for every put).
+        let covered = db.wal.lock().await.covered(applied);
+        let (deleted, outcome) = covered.delete().await;
+        db.wal.lock().await.forget(&covered.seqs[..deleted]);
+        outcome?;
         checkpoint::collect_garbage(&db.objects, &manifest, &mut uploaded).await?;
         Ok::<_, StorageError>(manifest)
     }

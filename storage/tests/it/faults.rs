@@ -235,3 +235,37 @@ async fn a_checkpoint_waits_for_commits_applied_early_to_become_durable() {
     let applied = checkpoint.await.unwrap().expect("the checkpoint follows");
     assert_eq!(applied, ts, "and holds the commit, now durable");
 }
+
+#[tokio::test]
+async fn commits_go_on_while_a_checkpoint_deletes_the_wal_it_covers() {
+    let (store, faults, _node, db) = accounts_on_faulty_store().await;
+    for id in 1..=5 {
+        db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(id, "before", id)]))]).await.expect("commit");
+    }
+    faults.hold_deletes.store(true, Ordering::SeqCst);
+    let checkpoint = {
+        let db = db.clone();
+        tokio::spawn(async move { ebb_storage::engine::background::take_checkpoint(&db).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while faults.deletes_waiting.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the checkpoint never deleted a WAL object");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The checkpoint is deleting the WAL objects it covers; commits do not wait for that.
+    let during = tokio::time::timeout(
+        Duration::from_secs(10),
+        db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(100, "during", 100)]))]),
+    )
+    .await
+    .expect("a commit waited for the WAL's truncation")
+    .expect("commit");
+    faults.hold_deletes.store(false, Ordering::SeqCst);
+    let applied = checkpoint.await.unwrap().expect("checkpoint");
+    assert!(applied < during.0, "the commit came after the checkpoint's state");
+    let listed: Vec<object_store::ObjectMeta> = futures::TryStreamExt::try_collect(store.list(None)).await.unwrap();
+    let left: Vec<_> = listed.iter().map(|o| o.location.to_string()).filter(|p| p.contains("/wal/")).collect();
+    assert!(left.len() <= 2, "covered WAL objects are gone (the newest before the checkpoint stays): {left:?}");
+    let rows = balances(&scan(&db, scan_req("accounts", 0)).await.unwrap());
+    assert_eq!(rows.len(), 6);
+}
