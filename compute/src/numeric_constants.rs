@@ -128,17 +128,20 @@ fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
             Ok(if transformed { Transformed::yes(e) } else { Transformed::no(e) })
         }
         Expr::InList(mut list) => {
+            // PostgreSQL resolves the list and its operand to one type,
+            // `double precision` when a float is among numerics.
+            let float = |e: &Expr| e.get_type(schema).is_ok_and(|t| is_float(&t));
+            let Some(float_item) = std::iter::once(list.expr.as_ref()).chain(&list.list).find(|e| float(e)).cloned() else {
+                return Ok(Transformed::no(Expr::InList(list)));
+            };
             let mut transformed = false;
-            for item in std::mem::take(&mut list.list) {
-                let t = compared_as_float(item, &list.expr, schema);
+            let mut as_float = |e: Expr| {
+                let t = compared_as_float(e, &float_item, schema);
                 transformed |= t.transformed;
-                list.list.push(t.data);
-            }
-            if list.list.iter().any(|item| item.get_type(schema).is_ok_and(|t| is_float(&t))) {
-                let t = compared_as_float(*list.expr, &list.list[0], schema);
-                transformed |= t.transformed;
-                list.expr = Box::new(t.data);
-            }
+                t.data
+            };
+            list.expr = Box::new(as_float(*list.expr));
+            list.list = std::mem::take(&mut list.list).into_iter().map(&mut as_float).collect();
             Ok(if transformed { Transformed::yes(Expr::InList(list)) } else { Transformed::no(Expr::InList(list)) })
         }
         Expr::Between(mut b) => {
