@@ -25,6 +25,10 @@
 //!   `1e15`); PostgreSQL compares them as `double precision`. The numeric
 //!   side of a comparison, `IN` list or `BETWEEN` with a float is cast to
 //!   `double precision`.
+//! - Arrow casts a decimal to an integer by truncating (`2.5::int` would
+//!   be 2, and `INSERT` of `1.5` into an integer column stores 1);
+//!   PostgreSQL rounds half away from zero. Such casts go through a
+//!   decimal of scale 0, which Arrow rounds to.
 
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
@@ -53,7 +57,7 @@ impl AnalyzerRule for NumericConstants {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
-            let touches = |e: &Expr| e.exists(|x| Ok(negative_scale(x) || is_division(x) || is_comparison(x))).unwrap_or(true);
+            let touches = |e: &Expr| e.exists(|x| Ok(negative_scale(x) || is_division(x) || is_comparison(x) || is_integer_cast(x))).unwrap_or(true);
             if !node.expressions().iter().any(touches) {
                 return Ok(Transformed::no(node));
             }
@@ -75,6 +79,10 @@ fn negative_scale(e: &Expr) -> bool {
 
 fn is_division(e: &Expr) -> bool {
     matches!(e, Expr::BinaryExpr(BinaryExpr { op: Operator::Divide, .. }))
+}
+
+fn is_integer_cast(e: &Expr) -> bool {
+    matches!(e, Expr::Cast(c) if c.field.data_type().is_integer())
 }
 
 fn is_comparison(e: &Expr) -> bool {
@@ -102,6 +110,15 @@ fn rewrite(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
         Expr::Literal(ScalarValue::Decimal128(Some(v), p, s), meta) if s < 0 => Ok(match scale_zero(v, p, s) {
             Some((v, p)) => Transformed::yes(Expr::Literal(ScalarValue::Decimal128(Some(v), p, 0), meta)),
             None => Transformed::no(Expr::Literal(ScalarValue::Decimal128(Some(v), p, s), meta)),
+        }),
+        Expr::Cast(mut c) if c.field.data_type().is_integer() => Ok(match c.expr.get_type(schema) {
+            Ok(DataType::Decimal128(p, s)) if s > 0 => {
+                // One digit more for a carry (9.5 → 10).
+                let whole = DataType::Decimal128((p - s.unsigned_abs() + 1).min(MAX_PRECISION), 0);
+                c.expr = Box::new(cast(*c.expr, whole));
+                Transformed::yes(Expr::Cast(c))
+            }
+            _ => Transformed::no(Expr::Cast(c)),
         }),
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) => {
             let types = match (left.get_type(schema), right.get_type(schema)) {

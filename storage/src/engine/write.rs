@@ -443,6 +443,17 @@ impl Input {
             return Ok(Self::Text(cast_with_options(array, &DataType::Utf8, &CastOptions::default())?));
         }
         let opts = CastOptions { safe: false, ..Default::default() };
+        // A numeric becomes an integer rounded half away from zero, as in
+        // PostgreSQL (Arrow truncates; its decimal rescaling rounds).
+        let rounded;
+        let array = match array.data_type() {
+            DataType::Decimal128(p, s) if *s > 0 && target.is_integer() => {
+                let whole = DataType::Decimal128((p - s.unsigned_abs() + 1).min(38), 0);
+                rounded = cast_with_options(array, &whole, &opts)?;
+                &rounded
+            }
+            _ => array,
+        };
         let cast = cast_with_options(array, &target, &opts).map_err(|e| {
             let msg = format!("column \"{}\" is of type {}: {e}", col.name, col.ty.sql_name());
             let numeric = array.data_type().is_numeric() && target.is_numeric();
