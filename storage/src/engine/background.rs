@@ -128,6 +128,13 @@ async fn checkpoint_loop(db: Arc<Database>, mut shutdown: watch::Receiver<bool>)
 /// returns its `applied_ts`.
 async fn local_checkpoint(db: &Arc<Database>, dir: &std::path::Path) -> Result<u64> {
     let deadline = Instant::now() + db.commit_timeout();
+    // Flushed first without the lock, commits going on: the checkpoint then
+    // flushes only what came since, and commits wait for that alone (a whole
+    // memtable took ~0.25 s under TPC-B).
+    let handle = db.clone();
+    tokio::task::spawn_blocking(move || handle.db.flush())
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
     loop {
         let handle = db.clone();
         let local_dir = dir.to_path_buf();
