@@ -3,17 +3,24 @@
 # (one compute), loads scale 1, runs pgbench and, 2 s in, counts 5 s of CPU
 # (`perf stat -e task-clock,context-switches`) of the `ebb local` process
 # (proxy + storage) and of the compute. Prints tps and, per process, CPU
-# time, CPU per transaction (msec / 5 / tps) and context switches per
-# transaction.
-# Usage: bash benches/pgbench_cpu.sh <path/to/ebb> select|tpcb [seconds]
+# time, CPU per transaction (msec / window / tps) and context switches per
+# transaction. Mode `tpcb-long` runs TPC-B for 135 s with progress lines
+# every 15 s (a stall shows as a latency stddev far above the mean) and
+# counts seconds 70..130, after the first checkpoints (due every 60 s or
+# every 10 000 WAL objects).
+# Usage: bash benches/pgbench_cpu.sh <path/to/ebb> select|tpcb|tpcb-long [seconds]
 set -euo pipefail
-ebb=${1:?usage: pgbench_cpu.sh <path/to/ebb> select|tpcb [seconds]}
-mode=${2:?usage: pgbench_cpu.sh <path/to/ebb> select|tpcb [seconds]}
+usage="usage: pgbench_cpu.sh <path/to/ebb> select|tpcb|tpcb-long [seconds]"
+ebb=${1:?$usage}
+mode=${2:?$usage}
 secs=${3:-12}
+warmup=2
+window=5
 case $mode in
   select) args=(-S -M prepared -c 4 -j 2) ;;
   tpcb) args=(-r -c 4 -j 2) ;;
-  *) echo "mode is select or tpcb" >&2; exit 2 ;;
+  tpcb-long) args=(-c 4 -j 2 -P 15); secs=${3:-135}; warmup=70; window=60 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac
 dir=$(mktemp -d /tmp/ebb-cpu.XXXX)
 port=$((40000 + RANDOM % 10000))
@@ -24,20 +31,20 @@ for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.
 pgbench -q -i -s 1 -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
 pgbench "${args[@]}" -T "$secs" -h 127.0.0.1 -p "$port" -U postgres postgres >"$dir/pgbench" 2>&1 &
 bench=$!
-sleep 2
+sleep "$warmup"
 compute_pid=$(pgrep -f " compute " -P "$local_pid" | head -1)
-cpu() { perf stat -e task-clock,context-switches -p "$2" -- sleep 5 >"$dir/$1.stat" 2>&1; }
+cpu() { perf stat -e task-clock,context-switches -p "$2" -- sleep "$window" >"$dir/$1.stat" 2>&1; }
 cpu local "$local_pid" &
 cpu_local=$!
 cpu compute "$compute_pid" &
 cpu_compute=$!
 wait "$bench" "$cpu_local" "$cpu_compute"
-grep -E "^tps" "$dir/pgbench"
+grep -E "^progress|^tps" "$dir/pgbench"
 tps=$(awk '/^tps/ {print $3}' "$dir/pgbench")
 for who in local compute; do
-  awk -v who="$who" -v tps="$tps" '
+  awk -v who="$who" -v tps="$tps" -v window="$window" '
     /task-clock/ {ms = $1; gsub(",", "", ms)}
     /context-switches/ {cs = $1; gsub(",", "", cs)}
-    END {printf "%s_cpu_msec=%s cpu_per_txn_ms=%.3f context_switches_per_txn=%.1f\n", who, ms, ms / 5 / tps, cs / 5 / tps}' "$dir/$who.stat"
+    END {printf "%s_cpu_msec=%s cpu_per_txn_ms=%.3f context_switches_per_txn=%.1f\n", who, ms, ms / window / tps, cs / window / tps}' "$dir/$who.stat"
 done
 if [ "$mode" = tpcb ]; then sed -n '/statement latencies/,$p' "$dir/pgbench"; fi

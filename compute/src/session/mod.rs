@@ -985,20 +985,23 @@ pub(crate) fn postgres_context(mut config: SessionConfig) -> SessionContext {
     config.options_mut().execution.time_zone = Some("+00:00".into());
     // `1.5` is numeric, as in PostgreSQL (see `numeric_constants`).
     config.options_mut().sql_parser.parse_float_as_decimal = true;
-    let ctx = SessionContext::new_with_config(config);
-    // Runs before DataFusion's analyzer rules (type coercion among them).
+    // Ours around DataFusion's analyzer rules: `NumericConstants` before its
+    // type coercion, the others after. One state built (RETURNING and
+    // ON CONFLICT DO UPDATE make a context per statement).
     let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
         vec![Arc::new(crate::numeric_constants::NumericConstants)];
-    rules.extend(ctx.state().analyzer().rules.iter().cloned());
-    let ctx = SessionContext::new_with_state(
-        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(ctx.state()).with_analyzer_rules(rules).build(),
-    );
-    ctx.add_analyzer_rule(Arc::new(crate::text_casts::PostgresTextCasts));
-    ctx.add_analyzer_rule(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
-    ctx.add_analyzer_rule(Arc::new(crate::exists_values::ExistsValues));
-    ctx.add_analyzer_rule(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
-    ctx.add_analyzer_rule(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
-    ctx
+    rules.extend(datafusion::optimizer::Analyzer::new().rules);
+    rules.push(Arc::new(crate::text_casts::PostgresTextCasts));
+    rules.push(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
+    rules.push(Arc::new(crate::exists_values::ExistsValues));
+    rules.push(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));
+    rules.push(Arc::new(crate::correlated_aggregates::CorrelatedAggregates));
+    let state = datafusion::execution::session_state::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_analyzer_rules(rules)
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// 3B001 for a savepoint name not open in the block.

@@ -275,9 +275,9 @@ mod tests {
         assert_eq!(on_disk, ["00000000000000000001"], "no staging file left behind");
     }
 
-    #[tokio::test]
-    async fn create_only_puts_into_a_busy_directory_use_spares_made_ahead() {
-        use std::os::unix::fs::MetadataExt;
+    /// A store whose `wal` directory took create-only puts of `payload` at
+    /// 1 and 2 (so it is busy) and has its spares made; with the directory.
+    async fn busy_wal_store(payload: &'static str) -> (tempfile::TempDir, FsyncLocalStore, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let store = FsyncLocalStore {
             inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
@@ -287,13 +287,21 @@ mod tests {
         let wal = dir.path().join("wal");
         let create = PutOptions { mode: PutMode::Create, ..Default::default() };
         for seq in 1..=2 {
-            store.put_opts(&Path::from(format!("wal/{seq:020}")), PutPayload::from("x"), create.clone()).await.unwrap();
+            store.put_opts(&Path::from(format!("wal/{seq:020}")), PutPayload::from(payload), create.clone()).await.unwrap();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while store.spares.ready(&wal) == 0 {
             assert!(std::time::Instant::now() < deadline, "no spares were made");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        (dir, store, wal)
+    }
+
+    #[tokio::test]
+    async fn create_only_puts_into_a_busy_directory_use_spares_made_ahead() {
+        use std::os::unix::fs::MetadataExt;
+        let (_dir, store, wal) = busy_wal_store("x").await;
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
         let spare_inodes: std::collections::HashSet<u64> = std::fs::read_dir(&wal)
             .unwrap()
             .map(|e| e.unwrap())
@@ -314,24 +322,9 @@ mod tests {
     #[tokio::test]
     async fn deleted_objects_of_a_busy_directory_become_later_objects() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsyncLocalStore {
-            inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
-            root: dir.path().to_path_buf(),
-            spares: Arc::default(),
-        };
-        let wal = dir.path().join("wal");
+        let (_dir, store, wal) = busy_wal_store("a long first object, longer than the ones after it").await;
         let create = PutOptions { mode: PutMode::Create, ..Default::default() };
         let key = |seq: u64| Path::from(format!("wal/{seq:020}"));
-        let long = "a long first object, longer than the ones after it";
-        for seq in 1..=2 {
-            store.put_opts(&key(seq), PutPayload::from(long), create.clone()).await.unwrap();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.spares.ready(&wal) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no spares were made");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
         let old_ino = std::fs::metadata(wal.join(format!("{:020}", 1))).unwrap().ino();
         store.delete(&key(1)).await.unwrap();
         assert!(matches!(store.get(&key(1)).await, Err(object_store::Error::NotFound { .. })));
