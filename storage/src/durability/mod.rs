@@ -9,5 +9,6 @@ pub mod object_store_url;
 pub mod objects;
 pub mod registry;
 pub mod roles;
+mod rename_new;
 mod spare_files;
 pub mod wal;

@@ -17,6 +17,7 @@ use object_store::{
 };
 use url::Url;
 
+use super::rename_new::rename_new;
 use super::spare_files::{Spare, SpareFiles};
 use crate::error::{Result, StorageError};
 
@@ -104,8 +105,8 @@ fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Er
 /// Writes `payload` to `path` so that it survives a crash once this returns:
 /// staging file (a spare made ahead, or one named like `LocalFileSystem`'s,
 /// `<name>#<n>`, which its listings skip; a recycled spare is cut to the
-/// payload's length), fdatasync, hard link (create-only: fails with
-/// `AlreadyExists`) or rename, then fsync of the directory.
+/// payload's length), fdatasync, rename (create-only: refused with
+/// `AlreadyExists` if the name is taken), then fsync of the directory.
 fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool, spare: Option<Spare>) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
@@ -129,10 +130,10 @@ fn put_durably(path: &std::path::Path, payload: &PutPayload, create: bool, spare
             f.set_len(len)?;
         }
         f.sync_data()?;
-        if create { std::fs::hard_link(&staging, path) } else { std::fs::rename(&staging, path) }
+        if create { rename_new(&staging, path) } else { std::fs::rename(&staging, path) }
     })();
     drop(f);
-    if create || written.is_err() {
+    if written.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
     written?;
@@ -161,7 +162,7 @@ impl ObjectStore for FsyncLocalStore {
         let shown = location.to_string();
         let spares = self.spares.clone();
         // One blocking task does it all: write a staging file, fdatasync it,
-        // link (create-only) or rename it into place, fsync the directory;
+        // rename it into place (create-only if asked), fsync the directory;
         // then, the put answered, it makes spares if the directory is busy
         // (it runs to the end even if the caller goes away).
         let (answer, put) = tokio::sync::oneshot::channel();

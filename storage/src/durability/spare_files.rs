@@ -2,15 +2,15 @@
 //! puts (the WAL's, mostly).
 //!
 //! A durable create-only put into a local directory writes a staging file,
-//! fdatasyncs it, hard-links it to the object's name and fsyncs the
-//! directory. Creating the staging file is the expensive part on ext4 (inode
+//! fdatasyncs it, renames it to the object's name (refusing a taken name)
+//! and fsyncs the directory. Creating the staging file is the expensive part on ext4 (inode
 //! allocation, and the new entry makes the file's fdatasync sync the
 //! directory too): done inline it doubles a put's latency, which is a commit's
 //! latency in `remote` mode. So a directory that takes create-only puts in
 //! quick succession gets a few empty staging files created on a blocking
-//! thread between puts; a put takes one, writes it and links it as usual.
-//! Crash safety is unchanged: the data and the inode (link count 1) are
-//! synced before the link, the link before the put returns.
+//! thread between puts; a put takes one, writes it and renames it as usual.
+//! Crash safety is unchanged: the data and the inode are synced before the
+//! rename, the rename before the put returns.
 //!
 //! Deleting an object from a busy directory (the WAL's, once a checkpoint
 //! covers it) recycles its file as a spare instead of freeing the inode, as
@@ -314,7 +314,7 @@ mod tests {
         drop(spare);
         drop(spares);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left.len(), 1, "only the spare handed out is left (its put would have linked and removed it): {left:?}");
+        assert_eq!(left.len(), 1, "only the spare handed out is left (its put would have renamed it): {left:?}");
     }
 
     #[test]
