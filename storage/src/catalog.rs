@@ -173,6 +173,7 @@ pub fn new_table_def(
         primary_key: primary_key.to_vec(),
         version: 0,
         next_column_id: 0,
+        sequence: None,
     };
     bump(&mut def);
     Table::from_def(def.clone())?;

@@ -115,6 +115,16 @@ pub enum StorageError {
     /// The server is shutting down.
     #[error("storage node is shutting down")]
     ShuttingDown,
+    /// A relation of the wrong kind for the request (a sequence written to,
+    /// a table asked for its next value).
+    #[error("{0}")]
+    WrongObjectType(String),
+    /// A sequence reached its bound and does not cycle.
+    #[error("{0}")]
+    SequenceLimit(String),
+    /// A value outside the range its target allows.
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 impl StorageError {
@@ -151,6 +161,9 @@ impl StorageError {
             Engine(_) | Corrupt(_) => "XX001",
             Arrow(_) => "22000",
             ShuttingDown => "57P01",
+            WrongObjectType(_) => "42809",
+            SequenceLimit(_) => "2200H",
+            OutOfRange(_) => "22003",
         }
     }
 
@@ -172,7 +185,8 @@ impl StorageError {
             | NotNull { .. }
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
-            ValueTooLarge { .. } => tonic::Code::OutOfRange,
+            ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) => tonic::Code::OutOfRange,
+            WrongObjectType(_) => tonic::Code::InvalidArgument,
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) | LockTimeout(_) | TransactionTimedOut { .. } => {
                 tonic::Code::Aborted
             }

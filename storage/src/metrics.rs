@@ -45,6 +45,8 @@ pub struct StorageMetrics {
     pub lock_wait_seconds: Histogram,
     /// Waits of the committer for the writers of the last round, by outcome (`filled`, `timed_out`).
     pub commit_gathers: IntCounterVec,
+    /// Sequence values handed out (nextval).
+    pub sequence_values: IntCounter,
 }
 
 impl StorageMetrics {
@@ -114,6 +116,7 @@ impl StorageMetrics {
                 HistogramOpts::new("ebb_storage_lock_wait_seconds", "Time writes spent taking row locks, most of it waiting for other transactions' locks")
                     .buckets(vec![0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0]),
             )?,
+            sequence_values: IntCounter::new("ebb_storage_sequence_values_total", "Sequence values handed out (nextval)")?,
             commit_gathers: IntCounterVec::new(
                 Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
                 &["outcome"],
@@ -131,6 +134,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.lock_timeouts.clone()))?;
         registry.register(Box::new(m.lock_wait_seconds.clone()))?;
         registry.register(Box::new(m.commit_gathers.clone()))?;
+        registry.register(Box::new(m.sequence_values.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

@@ -90,17 +90,21 @@ impl Storage for StorageService {
     async fn create_table(&self, req: Request<CreateTableRequest>) -> Res<CreateTableResponse> {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("create_table", e))?;
-        let (def, created) = db
-            .create_table(&r.schema, &r.name, &r.columns, &r.primary_key, r.if_not_exists)
-            .await
-            .map_err(|e| log_err("create_table", e))?;
+        let created = match &r.sequence {
+            Some(options) if r.columns.is_empty() && r.primary_key.is_empty() => {
+                db.create_sequence(&r.schema, &r.name, options, r.if_not_exists).await
+            }
+            Some(_) => Err(StorageError::InvalidRequest("a sequence takes no columns or primary key".into())),
+            None => db.create_table(&r.schema, &r.name, &r.columns, &r.primary_key, r.if_not_exists).await,
+        };
+        let (def, created) = created.map_err(|e| log_err("create_table", e))?;
         Ok(Response::new(CreateTableResponse { table: Some(def), created }))
     }
 
     async fn drop_table(&self, req: Request<DropTableRequest>) -> Res<DropTableResponse> {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("drop_table", e))?;
-        let dropped = db.drop_table(&r.schema, &r.name, r.if_exists).await.map_err(|e| log_err("drop_table", e))?;
+        let dropped = db.drop_table(&r.schema, &r.name, r.if_exists, r.sequence).await.map_err(|e| log_err("drop_table", e))?;
         Ok(Response::new(DropTableResponse { dropped }))
     }
 
@@ -109,6 +113,20 @@ impl Storage for StorageService {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("alter_table", e))?;
         let def = db.alter_table(&r).await.map_err(|e| log_err("alter_table", e))?;
         Ok(Response::new(AlterTableResponse { table: Some(def) }))
+    }
+
+    async fn next_values(&self, req: Request<NextValuesRequest>) -> Res<NextValuesResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("next_values", e))?;
+        let values = db.next_values(&r.schema, &r.name, r.count).await.map_err(|e| log_err("next_values", e))?;
+        Ok(Response::new(NextValuesResponse { values }))
+    }
+
+    async fn set_value(&self, req: Request<SetValueRequest>) -> Res<SetValueResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("set_value", e))?;
+        db.set_value(&r.schema, &r.name, r.value, r.is_called).await.map_err(|e| log_err("set_value", e))?;
+        Ok(Response::new(SetValueResponse {}))
     }
 
     async fn list_tables(&self, req: Request<ListTablesRequest>) -> Res<ListTablesResponse> {

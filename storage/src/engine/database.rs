@@ -54,6 +54,8 @@ pub struct Database {
     pub(crate) fenced: AtomicBool,
     pub(crate) poisoned: AtomicBool,
     pub(crate) ddl_lock: tokio::sync::Mutex<()>,
+    /// Where each sequence in use stands (see `sequences`).
+    pub(crate) sequences: super::sequences::SequenceStates,
     /// Held while applying commits and while taking a local checkpoint, so a
     /// checkpoint's `applied_ts` is exact.
     pub(crate) apply_lock: Mutex<()>,
@@ -276,6 +278,7 @@ impl Database {
             fenced: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             ddl_lock: tokio::sync::Mutex::new(()),
+            sequences: Default::default(),
             apply_lock: Mutex::new(()),
             hold_early_apply: AtomicU32::new(0),
             checkpointed_ts: AtomicU64::new(latest.as_ref().map(|m| m.applied_ts).unwrap_or(0)),

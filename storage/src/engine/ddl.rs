@@ -30,6 +30,22 @@ impl Database {
         primary_key: &[String],
         if_not_exists: bool,
     ) -> Result<(TableDef, bool)> {
+        self.create_relation(schema, name, if_not_exists, |id, schema| {
+            let def = catalog::new_table_def(id, schema, name, columns, primary_key)?;
+            Ok((def, Vec::new()))
+        })
+        .await
+    }
+
+    /// Creates a table or sequence whose definition (and first rows, as
+    /// key–value pairs) `build` makes from the new id and the schema.
+    pub(crate) async fn create_relation(
+        &self,
+        schema: &str,
+        name: &str,
+        if_not_exists: bool,
+        build: impl FnOnce(u32, &str) -> Result<(TableDef, Vec<(Vec<u8>, Vec<u8>)>)>,
+    ) -> Result<(TableDef, bool)> {
         self.check_owned()?;
         let schema = schema_or_default(schema);
         let _ddl = self.ddl_lock.lock().await;
@@ -40,17 +56,21 @@ impl Database {
             return Err(StorageError::TableExists(name.into()));
         }
         let id = self.catalog_read().next_table_id;
-        let def = catalog::new_table_def(id, schema, name, columns, primary_key)?;
+        let (def, rows) = build(id, schema)?;
         let mut txn = self.ddl_txn();
         put_def(&mut txn, &def);
+        for (key, value) in rows {
+            txn.writes.insert(key, Pending { kind: PendingKind::Insert, value: Some(value) });
+        }
         txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((id + 1).to_be_bytes().to_vec()) });
         self.commit_txn(txn).await?;
-        tracing::info!(database = %self.name, table = name, id, "created table");
+        tracing::info!(database = %self.name, relation = name, id, sequence = def.sequence.is_some(), "created relation");
         Ok((def, true))
     }
 
-    /// Drops a table and its rows; `Ok(false)` if absent and `if_exists`.
-    pub async fn drop_table(&self, schema: &str, name: &str, if_exists: bool) -> Result<bool> {
+    /// Drops a table and its rows, with the sequences it owns (or, with
+    /// `sequence`, a sequence); `Ok(false)` if absent and `if_exists`.
+    pub async fn drop_table(&self, schema: &str, name: &str, if_exists: bool, sequence: bool) -> Result<bool> {
         self.check_owned()?;
         let _ddl = self.ddl_lock.lock().await;
         let table = match self.table(schema_or_default(schema), name) {
@@ -58,11 +78,24 @@ impl Database {
             Err(_) if if_exists => return Ok(false),
             Err(e) => return Err(e),
         };
+        if table.def.sequence.is_some() != sequence {
+            let kind = if sequence { "sequence" } else { "table" };
+            return Err(StorageError::WrongObjectType(format!("\"{name}\" is not a {kind}")));
+        }
+        let owned: Vec<u32> = self
+            .catalog_read()
+            .tables()
+            .iter()
+            .filter(|t| t.def.sequence.as_ref().is_some_and(|s| s.owned_by_table == table.id()))
+            .map(|t| t.id())
+            .collect();
         let mut txn = self.ddl_txn();
-        txn.writes.insert(keys::catalog_key(table.id()), Pending { kind: PendingKind::Delete, value: None });
-        txn.dropped_tables.push(table.id());
+        for id in std::iter::once(table.id()).chain(owned) {
+            txn.writes.insert(keys::catalog_key(id), Pending { kind: PendingKind::Delete, value: None });
+            txn.dropped_tables.push(id);
+        }
         self.commit_txn(txn).await?;
-        tracing::info!(database = %self.name, table = name, "dropped table");
+        tracing::info!(database = %self.name, relation = name, "dropped relation");
         Ok(true)
     }
 
@@ -72,6 +105,9 @@ impl Database {
         let _ddl = self.ddl_lock.lock().await;
         let table = self.table(schema_or_default(&req.schema), &req.name)?;
         let action = req.action.as_ref().ok_or_else(|| StorageError::InvalidRequest("ALTER TABLE without an action".into()))?;
+        if table.def.sequence.is_some() && !matches!(action, Action::RenameTable(_)) {
+            return Err(StorageError::WrongObjectType(format!("\"{}\" is a sequence", req.name)));
+        }
         let def = match action {
             Action::AddPrimaryKey(pk) => return self.add_primary_key(&table, &pk.columns).await,
             Action::AddColumn(c) => {
@@ -133,12 +169,20 @@ impl Database {
         put_def(&mut txn, &def);
         txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((new_id + 1).to_be_bytes().to_vec()) });
         txn.dropped_tables.push(table.id());
+        // The sequences it owns follow it to its new id.
+        for seq in self.catalog_read().tables() {
+            if let Some(opts) = seq.def.sequence.as_ref().filter(|o| o.owned_by_table == table.id()) {
+                let mut def = seq.def.clone();
+                def.sequence = Some(ebb_proto::storage::SequenceOptions { owned_by_table: new_id, ..opts.clone() });
+                put_def(&mut txn, &def);
+            }
+        }
         self.commit_txn(txn).await?;
         tracing::info!(database = %self.name, table = %def.name, rows = moved, "added primary key");
         Ok(def)
     }
 
-    fn ddl_txn(&self) -> Txn {
+    pub(crate) fn ddl_txn(&self) -> Txn {
         self.new_txn(self.txns.next_id(), Isolation::Snapshot, self.cfg.txn_idle_timeout)
     }
 
@@ -151,6 +195,6 @@ impl Database {
     }
 }
 
-fn put_def(txn: &mut Txn, def: &TableDef) {
+pub(crate) fn put_def(txn: &mut Txn, def: &TableDef) {
     txn.writes.insert(keys::catalog_key(def.id), Pending { kind: PendingKind::Put, value: Some(def.encode_to_vec()) });
 }

@@ -15,6 +15,7 @@ pub mod savepoints;
 pub mod scan;
 pub mod scan_aggregate;
 pub mod scan_split;
+pub mod sequences;
 pub mod txn;
 pub mod write;
 

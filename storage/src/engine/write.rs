@@ -256,6 +256,9 @@ impl Database {
     /// and the rows affected; nothing is buffered here.
     fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<(BTreeMap<Vec<u8>, Pending>, u64)> {
         let table = self.table_as_expected(&w.schema, &w.table, w.expect.as_ref())?;
+        if table.def.sequence.is_some() {
+            return Err(StorageError::WrongObjectType(format!("cannot change sequence \"{}\"", w.table)));
+        }
         let kind = WriteKind::try_from(w.kind)
             .map_err(|_| StorageError::InvalidRequest(format!("unknown write kind {}", w.kind)))?;
         let batches = ebb_proto::arrow_ipc::decode(&w.arrow_ipc)

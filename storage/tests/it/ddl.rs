@@ -187,9 +187,9 @@ async fn create_drop_and_alter() {
     db.alter_table(&alter(Action::RenameTable("inventory".into()))).await.unwrap();
     assert_eq!(scan(&db, scan_req("stock", 0)).await.unwrap_err().sqlstate(), "42P01");
     assert_eq!(scan(&db, scan_req("inventory", 0)).await.unwrap().num_rows(), 3);
-    assert!(db.drop_table("", "inventory", false).await.unwrap());
-    assert!(!db.drop_table("", "inventory", true).await.unwrap());
-    assert_eq!(db.drop_table("", "inventory", false).await.unwrap_err().sqlstate(), "42P01");
+    assert!(db.drop_table("", "inventory", false, false).await.unwrap());
+    assert!(!db.drop_table("", "inventory", true, false).await.unwrap());
+    assert_eq!(db.drop_table("", "inventory", false, false).await.unwrap_err().sqlstate(), "42P01");
     // A new table of the same name starts empty.
     db.create_table("", "inventory", &[typed("id", TypeKind::Bigint, 0, 0)], &[], false).await.unwrap();
     assert_eq!(scan(&db, scan_req("inventory", 0)).await.unwrap().num_rows(), 0);
@@ -275,7 +275,7 @@ async fn requests_planned_with_an_old_definition_are_refused() {
     let altered = TableVersion { id: altered.id, version: altered.version };
 
     // Dropped, then recreated under the same name: a new id.
-    db.drop_table("", "accounts", false).await.unwrap();
+    db.drop_table("", "accounts", false, false).await.unwrap();
     req.expect = Some(altered);
     changed(scan(&db, req.clone()).await.unwrap_err());
     create_accounts(&db).await;

@@ -5,5 +5,6 @@ mod durability;
 mod faults;
 mod grpc;
 mod scan;
+mod sequences;
 mod support;
 mod transactions;

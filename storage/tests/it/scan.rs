@@ -324,7 +324,7 @@ async fn relation_sizes_count_memtables_and_files() {
     assert!(in_files > 2000 * 5, "the same rows in table files (compressed): {in_files} bytes");
     let database = db.database_size();
     assert!(database >= in_files, "the database ({database} bytes) holds the table ({in_files} bytes)");
-    assert!(db.drop_table("", "accounts", false).await.unwrap());
+    assert!(db.drop_table("", "accounts", false, false).await.unwrap());
     assert_eq!(size(&db), None, "a dropped table is not listed");
 }
 
