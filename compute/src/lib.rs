@@ -29,6 +29,7 @@ pub mod exists_values;
 pub mod function_aliases;
 pub mod record_fields;
 pub mod set_returning;
+pub mod sequence_functions;
 pub mod metrics;
 pub mod numeric_constants;
 pub mod pg;

@@ -1,9 +1,10 @@
 //! PostgreSQL functions that drivers, ORMs and psql call and
 //! `datafusion-pg-catalog` lacks: `version()`, `to_regtype()`,
-//! `pg_get_serial_sequence()`, `json_build_object()`,
-//! `pg_collation_is_visible()`, `pg_type_is_visible()`, `obj_description()`,
-//! `shobj_description()`, `col_description()`, `pg_typeof()`. Each answers what is true of ebb (no sequences, so
-//! no serial sequence; built-in types only; no `COMMENT ON`).
+//! `json_build_object()`, `pg_collation_is_visible()`, `pg_type_is_visible()`,
+//! `obj_description()`, `shobj_description()`, `col_description()`,
+//! `pg_typeof()`. Each answers what is true of ebb (built-in types only; no
+//! `COMMENT ON`). `pg_get_serial_sequence()` is with the other sequence
+//! functions (`sequence_functions`).
 
 use std::sync::Arc;
 
@@ -21,7 +22,6 @@ pub fn all() -> Vec<ScalarUDF> {
     vec![
         version_udf(),
         to_regtype_udf(),
-        always_null_text_udf("pg_get_serial_sequence", vec![DataType::Utf8, DataType::Utf8]),
         ScalarUDF::from(JsonBuildObject::new()),
         in_catalog_schema_udf("pg_collation_is_visible"),
         in_catalog_schema_udf("pg_type_is_visible"),
@@ -103,9 +103,8 @@ fn to_regtype_udf() -> ScalarUDF {
 }
 
 /// A function of `inputs` whose answer is always NULL text, for what ebb
-/// does not have: `pg_get_serial_sequence(table, column)` (no sequences)
-/// and `obj_description(oid, catalog)`, `shobj_description(oid, catalog)`
-/// (no `COMMENT ON`).
+/// does not have: `obj_description(oid, catalog)`,
+/// `shobj_description(oid, catalog)` (no `COMMENT ON`).
 fn always_null_text_udf(name: &str, inputs: Vec<DataType>) -> ScalarUDF {
     create_udf(
         name,

@@ -90,15 +90,31 @@ impl StorageClient {
         Ok(self.grpc().relation_sizes(RelationSizesRequest { database: database.into(), tables }).await?.into_inner())
     }
 
-    /// CREATE TABLE.
-    pub async fn create_table(&self, req: CreateTableRequest) -> Result<bool> {
-        Ok(self.grpc().create_table(req).await?.into_inner().created)
+    /// CREATE TABLE or CREATE SEQUENCE: the definition, and whether it was
+    /// created (not there before).
+    pub async fn create_table(&self, req: CreateTableRequest) -> Result<(TableDef, bool)> {
+        let r = self.grpc().create_table(req).await?.into_inner();
+        let def = r.table.ok_or_else(|| ComputeError::Internal("storage created a relation without a definition".into()))?;
+        Ok((def, r.created))
     }
 
-    /// DROP TABLE.
-    pub async fn drop_table(&self, database: &str, schema: &str, name: &str, if_exists: bool) -> Result<bool> {
-        let req = DropTableRequest { database: database.into(), schema: schema.into(), name: name.into(), if_exists };
+    /// DROP TABLE, or (`sequence`) DROP SEQUENCE.
+    pub async fn drop_table(&self, database: &str, schema: &str, name: &str, if_exists: bool, sequence: bool) -> Result<bool> {
+        let req = DropTableRequest { database: database.into(), schema: schema.into(), name: name.into(), if_exists, sequence };
         Ok(self.grpc().drop_table(req).await?.into_inner().dropped)
+    }
+
+    /// nextval, `count` times.
+    pub async fn next_values(&self, database: &str, schema: &str, name: &str, count: u64) -> Result<Vec<i64>> {
+        let req = NextValuesRequest { database: database.into(), schema: schema.into(), name: name.into(), count };
+        Ok(self.grpc().next_values(req).await?.into_inner().values)
+    }
+
+    /// setval.
+    pub async fn set_value(&self, database: &str, schema: &str, name: &str, value: i64, is_called: bool) -> Result<()> {
+        let req = SetValueRequest { database: database.into(), schema: schema.into(), name: name.into(), value, is_called };
+        self.grpc().set_value(req).await?;
+        Ok(())
     }
 
     /// ALTER TABLE.

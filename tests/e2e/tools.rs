@@ -104,6 +104,33 @@ async fn add_primary_key_and_describe_with_psql() {
     assert!(ok && out.lines().any(|l| l.trim_start().starts_with("public")), "{err}\n{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_columns_fill_through_copy_and_psql_describes_their_sequence() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, _, err) = compute.psql("CREATE TABLE events (id bigserial PRIMARY KEY, what text, at timestamp DEFAULT now())");
+    assert!(ok, "{err}");
+    // COPY without the column: each row takes the sequence's next value.
+    let (ok, out, err) = compute.psql_stdin("COPY events (what) FROM STDIN", "boot\nlogin\nlogout\n\\.\n");
+    assert!(ok && out.trim() == "COPY 3", "{err}\n{out}");
+    let (ok, _, err) = compute.psql("INSERT INTO events VALUES (DEFAULT, 'shutdown', DEFAULT)");
+    assert!(ok, "{err}");
+    let (_, out, _) = compute.psql("SELECT id, what, at IS NOT NULL FROM events ORDER BY id");
+    assert_eq!(out.trim(), "1|boot|t\n2|login|t\n3|logout|t\n4|shutdown|t");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d events_id_seq"]);
+    assert!(ok, "{err}");
+    let row = out.lines().find(|l| l.contains("bigint")).map(|l| l.split('|').map(str::trim).collect::<Vec<_>>());
+    assert_eq!(row.as_deref(), Some(&["bigint", "1", "1", "9223372036854775807", "1", "no", "1"][..]), "{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\ds"]);
+    assert!(ok && out.contains("events_id_seq") && out.contains("sequence"), "{err}\n{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt"]);
+    assert!(ok && out.contains("events") && !out.contains("events_id_seq"), "{err}\n{out}");
+    // The sequence goes with its table.
+    let (ok, _, err) = compute.psql("DROP TABLE events");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql("SELECT nextval('events_id_seq')");
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
 /// pgbench unmodified, through `ebb local` (proxy, controller, a compute
 /// claimed from the pool): client-side COPY load, the default TPC-B-like
 /// script with 4 clients (READ COMMITTED: contended rows wait, nothing

@@ -7,13 +7,16 @@
 
 mod deparse;
 mod overlay;
+mod regclass_text;
 mod regproc;
 mod rows;
 mod sizes;
 mod user_relations;
 
+pub use regclass_text::rewrite as regclass_of_text;
 pub use regproc::unqualify_proc_names;
 pub use sizes::{RelationSizes, SizeCalls, size_calls};
+pub use user_relations::TableOids;
 
 use std::sync::{Arc, LazyLock};
 
@@ -87,7 +90,7 @@ pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalo
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain(sizes::functions(tables, sizes)).chain([crate::set_returning::expandarray_udf(), crate::pg_sleep::pg_sleep_udf()]) {
+    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain(sizes::functions(tables, sizes)).chain([crate::set_returning::expandarray_udf(), crate::pg_sleep::pg_sleep_udf(), regclass_text::function(tables)]) {
         ctx.register_udf(udf);
     }
     if let Ok(tables) = STATIC_TABLES.as_ref() {

@@ -86,6 +86,7 @@ enum Relations {
     Index,
     Constraint,
     Tables,
+    Sequence,
     /// `pg_settings`, whose rows are all the session's.
     Settings,
 }
@@ -100,6 +101,7 @@ impl Relations {
             "pg_index" => Self::Index,
             "pg_constraint" => Self::Constraint,
             "pg_tables" => Self::Tables,
+            "pg_sequence" => Self::Sequence,
             "pg_settings" => Self::Settings,
             _ => return None,
         })
@@ -115,6 +117,7 @@ impl Relations {
             Self::Index => user::indexes(defs),
             Self::Constraint => user::constraints(defs),
             Self::Tables => user::tables(defs),
+            Self::Sequence => user::sequences(defs),
         }
     }
 

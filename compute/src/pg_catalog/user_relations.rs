@@ -128,6 +128,11 @@ pub fn typmod(t: &ColumnType) -> i32 {
 /// written, or a constant (numbers and booleans bare, others quoted and
 /// cast to the column's type, as PostgreSQL deparses them).
 pub fn default_text(c: &ColumnDef) -> Option<String> {
+    // An identity column has no DEFAULT in PostgreSQL's catalog (its
+    // sequence shows through `attidentity`).
+    if !c.identity.is_empty() {
+        return None;
+    }
     if let Some(e) = &c.default_expr {
         return Some(e.clone());
     }
@@ -190,7 +195,10 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
                 ("relreplident", text(if kind == "r" { "d" } else { "n" })),
             ]
         };
-        rows.push(class(oids.table, def.name.clone(), "r", HEAP, def.columns.len(), oids.row_type, has_key));
+        match def.sequence {
+            Some(_) => rows.push(class(oids.table, def.name.clone(), "S", 0, def.columns.len(), oids.row_type, false)),
+            None => rows.push(class(oids.table, def.name.clone(), "r", HEAP, def.columns.len(), oids.row_type, has_key)),
+        }
         if has_key {
             rows.push(class(oids.index, primary_key_name(def), "i", BTREE, def.primary_key.len(), 0, false));
         }
@@ -216,6 +224,7 @@ fn attribute(relation: i32, attnum: i16, c: &ColumnDef, not_null: bool, has_defa
         ("attstorage", text(storage)),
         ("attnotnull", ScalarValue::Boolean(Some(not_null))),
         ("atthasdef", ScalarValue::Boolean(Some(has_default))),
+        ("attidentity", text(c.identity.clone())),
         ("attislocal", ScalarValue::Boolean(Some(true))),
         ("attcollation", ScalarValue::Int32(Some(if collatable { DEFAULT_COLLATION } else { 0 }))),
     ]
@@ -311,6 +320,7 @@ pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
 /// `pg_tables` rows.
 pub fn tables(defs: &[TableDef]) -> Vec<Row> {
     defs.iter()
+        .filter(|def| def.sequence.is_none())
         .map(|def| {
             vec![
                 ("schemaname", text(def.schema.clone())),
@@ -319,6 +329,26 @@ pub fn tables(defs: &[TableDef]) -> Vec<Row> {
                 ("hasindex", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
                 ("hasindexes", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
             ]
+        })
+        .collect()
+}
+
+/// `pg_sequence` rows: each sequence's options.
+pub fn sequences(defs: &[TableDef]) -> Vec<Row> {
+    defs.iter()
+        .filter_map(|def| {
+            let o = def.sequence.as_ref()?;
+            let value_type = ColumnType { kind: o.value_type, length: 0, scale: 0 };
+            Some(vec![
+                ("seqrelid", ScalarValue::Int32(Some(TableOids::of(def.id).table))),
+                ("seqtypid", ScalarValue::Int32(Some(type_facts(kind(&value_type)).0))),
+                ("seqstart", ScalarValue::Int64(Some(o.start))),
+                ("seqincrement", ScalarValue::Int64(Some(o.increment))),
+                ("seqmax", ScalarValue::Int64(Some(o.max_value))),
+                ("seqmin", ScalarValue::Int64(Some(o.min_value))),
+                ("seqcache", ScalarValue::Int64(Some(o.cache))),
+                ("seqcycle", ScalarValue::Boolean(Some(o.cycle))),
+            ])
         })
         .collect()
 }

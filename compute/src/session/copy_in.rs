@@ -14,7 +14,7 @@ use super::{Block, Output, Session, WriteTxn};
 use crate::error::{ComputeError, Result};
 use crate::sql::copy::{CopyFrom, CopyParser, Row};
 use crate::sql::ddl::object_name;
-use crate::sql::dml::{target, target_columns};
+use crate::sql::dml::{target, target_columns, with_expression_defaults};
 use crate::storage_client::table_write;
 
 /// Rows buffered before they are sent to storage.
@@ -110,6 +110,9 @@ impl Session {
             return Ok(());
         }
         let batch = text_batch(&copy.columns, &rows, copy.copied)?;
+        // Columns left out get their defaults: storage fills constant ones,
+        // expressions (`nextval`, `now()`) are evaluated here.
+        let batch = with_expression_defaults(self, &copy.def, &copy.columns, batch).await?;
         let w = table_write(&copy.def, WriteKind::Insert, &batch)?;
         let n = self.storage.write(w).await?;
         copy.copied += n;

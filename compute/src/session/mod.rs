@@ -18,8 +18,8 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
-use ebb_proto::storage::Isolation;
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
+use ebb_proto::storage::{CreateTableRequest, Isolation, SequenceOptions, TableDef};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -28,8 +28,10 @@ use crate::column_names;
 use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
+use crate::sql::sequences::{self, OwnedSequence};
 use crate::sql::{copy, ddl, dml, roles};
 use crate::storage_client::StorageClient;
+use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
 use crate::auto_params;
 use crate::compiled_exprs::ExprCache;
@@ -117,6 +119,8 @@ pub struct Session {
     interrupted: bool,
     /// Expressions of point reads and VALUES rows, compiled once (see [`crate::compiled_exprs`]).
     compiled: ExprCache,
+    /// nextval/currval of this session, and the values of SERIAL columns.
+    pub(crate) sequences: Arc<SessionSequences>,
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -153,6 +157,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     }
     if catalog {
         crate::pg_catalog::unqualify_proc_names(&mut stmts);
+        crate::pg_catalog::regclass_of_text(&mut stmts);
     }
     Ok(stmts)
 }
@@ -183,9 +188,53 @@ impl Session {
         let sizes = Arc::new(crate::pg_catalog::RelationSizes::default());
         crate::pg_catalog::install(&ctx, database, &catalog, &settings, &sizes)?;
         ctx.register_udf(settings.current_setting_udf());
+        let sequences = Arc::new(SessionSequences::new(storage.clone(), catalog.clone()));
+        for udf in sequences.functions() {
+            ctx.register_udf(udf);
+        }
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false, compiled: ExprCache::default() })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false, compiled: ExprCache::default(), sequences })
+    }
+
+    /// Creates the sequences of a new table's SERIAL and IDENTITY columns,
+    /// owned by it; if one cannot be made, drops the table again.
+    async fn create_owned_sequences(&self, schema: &str, table: &TableDef, owned: Vec<OwnedSequence>) -> Result<()> {
+        for seq in owned {
+            let options = SequenceOptions { owned_by_table: table.id, owned_by_column: seq.column, ..seq.options };
+            let req = CreateTableRequest {
+                database: self.database().into(),
+                schema: schema.into(),
+                name: seq.name,
+                sequence: Some(options),
+                ..Default::default()
+            };
+            if let Err(e) = self.storage.client.create_table(req).await {
+                self.storage.client.drop_table(self.database(), schema, &table.name, true, false).await?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// OWNED BY `table.column` (or NONE) of CREATE SEQUENCE.
+    fn set_owner(&self, options: &mut SequenceOptions, owner: &ObjectName) -> Result<()> {
+        if owner.to_string().eq_ignore_ascii_case("none") {
+            return Ok(());
+        }
+        let (table_name, column) = match owner.0.split_last() {
+            Some((column, table)) if !table.is_empty() => (ObjectName(table.to_vec()), column.to_string()),
+            _ => return Err(ComputeError::invalid("42601", "invalid OWNED BY option: specify OWNED BY table.column or OWNED BY NONE")),
+        };
+        let (schema, name) = ddl::object_name(&table_name)?;
+        let table = self.catalog.table(schema.as_deref(), &name).ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
+        let column = ddl::ident(&Ident::new(column));
+        if !table.def().columns.iter().any(|c| c.name == column) {
+            return Err(ComputeError::invalid("42703", format!("column \"{column}\" of relation \"{name}\" does not exist")));
+        }
+        options.owned_by_table = table.def().id;
+        options.owned_by_column = column;
+        Ok(())
     }
 
     /// Role statements apply at once (they are not transactional) and need
@@ -455,9 +504,33 @@ impl Session {
                 self.start_copy(from).await
             }
             Statement::CreateTable(ct) => {
-                let req = ddl::create_table(self.database(), ct)?;
-                self.storage.client.create_table(req).await?;
+                let (req, owned) = ddl::create_table(self.database(), ct)?;
+                let schema = req.schema.clone();
+                let (def, created) = self.storage.client.create_table(req).await?;
+                if created {
+                    self.create_owned_sequences(&schema, &def, owned).await?;
+                }
                 Ok(Output::Command("CREATE TABLE".into()))
+            }
+            Statement::CreateSequence { temporary, if_not_exists, name, data_type, sequence_options, owned_by } => {
+                if *temporary {
+                    return Err(ComputeError::unsupported("temporary sequences"));
+                }
+                let (schema, name) = ddl::object_name(name)?;
+                let mut options = sequences::sequence_options(sequences::sequence_type(data_type.as_ref())?, sequence_options)?;
+                if let Some(owner) = owned_by {
+                    self.set_owner(&mut options, owner)?;
+                }
+                let req = CreateTableRequest {
+                    database: self.database().into(),
+                    schema: schema.unwrap_or_default(),
+                    name,
+                    if_not_exists: *if_not_exists,
+                    sequence: Some(options),
+                    ..Default::default()
+                };
+                self.storage.client.create_table(req).await?;
+                Ok(Output::Command("CREATE SEQUENCE".into()))
             }
             Statement::AlterTable(at) => {
                 for req in ddl::alter_table(self.database(), at)? {
@@ -465,12 +538,13 @@ impl Session {
                 }
                 Ok(Output::Command("ALTER TABLE".into()))
             }
-            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+            Statement::Drop { object_type: kind @ (ObjectType::Table | ObjectType::Sequence), if_exists, names, .. } => {
+                let sequence = *kind == ObjectType::Sequence;
                 for n in names {
                     let (schema, name) = ddl::object_name(n)?;
-                    self.storage.client.drop_table(self.database(), schema.as_deref().unwrap_or(""), &name, *if_exists).await?;
+                    self.storage.client.drop_table(self.database(), schema.as_deref().unwrap_or(""), &name, *if_exists, sequence).await?;
                 }
-                Ok(Output::Command("DROP TABLE".into()))
+                Ok(Output::Command(if sequence { "DROP SEQUENCE" } else { "DROP TABLE" }.into()))
             }
             Statement::Drop { object_type: ObjectType::Database, if_exists, names, .. } => {
                 for n in names {
@@ -956,7 +1030,13 @@ fn needs_deferred_writes_sent(stmt: &Statement) -> bool {
 /// Statements that create, drop or alter tables, after which the session
 /// reloads its catalog.
 fn changes_catalog(stmt: &Statement) -> bool {
-    matches!(stmt, Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::Drop { object_type: ObjectType::Table, .. })
+    matches!(
+        stmt,
+        Statement::CreateTable(_)
+            | Statement::CreateSequence { .. }
+            | Statement::AlterTable(_)
+            | Statement::Drop { object_type: ObjectType::Table | ObjectType::Sequence, .. }
+    )
 }
 
 /// A result's schema: the planned one (its names and PostgreSQL type

@@ -3,13 +3,15 @@
 
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ColumnDef as AstColumn, ColumnOption, CreateTable, DataType, Expr,
-    ExactNumberInfo, CharacterLength, Ident, ObjectName, ObjectNamePart, RenameTableNameKind, TableConstraint,
+    ExactNumberInfo, CharacterLength, GeneratedAs, Ident, ObjectName, ObjectNamePart, RenameTableNameKind, TableConstraint,
     TimezoneInfo, UnaryOperator, Value,
 };
 use ebb_proto::storage::{
-    AlterTableRequest, ColumnDef, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn, TypeKind, alter_table_request::Action,
+    AlterTableRequest, ColumnDef, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn, SequenceOptions, TypeKind,
+    alter_table_request::Action,
 };
 
+use super::sequences::{self, OwnedSequence};
 use crate::error::{ComputeError, Result};
 
 /// An identifier as PostgreSQL sees it: unquoted names fold to lower case.
@@ -89,8 +91,8 @@ pub fn column_type(dt: &DataType) -> Result<ColumnType> {
         D::JSONB => ty(TypeKind::Jsonb, 0, 0),
         D::Custom(name, _) => match name.to_string().to_lowercase().as_str() {
             "timestamptz" => ty(TypeKind::Timestamptz, 0, 0),
-            "serial" | "bigserial" | "smallserial" | "serial4" | "serial8" => {
-                return Err(ComputeError::unsupported(format!("the {name} type (sequences)")));
+            serial if sequences::serial_type(serial).is_some() => {
+                return Err(ComputeError::invalid("0A000", format!("the {name} type is only for columns of CREATE TABLE")));
             }
             other => return Err(ComputeError::invalid("42704", format!("type \"{other}\" does not exist"))),
         },
@@ -117,12 +119,42 @@ fn constant_default(e: &Expr) -> Option<Option<String>> {
     }
 }
 
-/// Translates a column definition; returns it and whether it is a primary key.
-fn column(c: &AstColumn) -> Result<(ColumnDef, bool)> {
-    let mut def = ColumnDef { name: ident(&c.name), r#type: Some(column_type(&c.data_type)?), ..Default::default() };
+/// A translated column definition.
+struct Column {
+    def: ColumnDef,
+    /// PRIMARY KEY.
+    pk: bool,
+    /// SERIAL or IDENTITY: the options of the sequence it needs.
+    sequence: Option<SequenceOptions>,
+}
+
+/// Translates a column definition.
+fn column(c: &AstColumn) -> Result<Column> {
+    let serial = match &c.data_type {
+        DataType::Custom(name, _) => sequences::serial_type(&name.to_string()),
+        _ => None,
+    };
+    let kind = match serial {
+        Some(k) => ColumnType { kind: k as i32, length: 0, scale: 0 },
+        None => column_type(&c.data_type)?,
+    };
+    let mut sequence = serial.map(|k| sequences::sequence_options(k, &[])).transpose()?;
+    let mut def = ColumnDef { name: ident(&c.name), r#type: Some(kind), not_null: serial.is_some(), ..Default::default() };
     let mut pk = false;
     for o in &c.options {
         match &o.option {
+            ColumnOption::Generated { generated_as: as_ @ (GeneratedAs::Always | GeneratedAs::ByDefault), sequence_options, generation_expr: None, .. } => {
+                if sequence.is_some() {
+                    return Err(ComputeError::invalid("42601", format!("both default and identity specified for column \"{}\"", def.name)));
+                }
+                let int = match def.r#type.as_ref().map(ColumnType::kind) {
+                    Some(k @ (TypeKind::Smallint | TypeKind::Integer | TypeKind::Bigint)) => k,
+                    _ => return Err(ComputeError::invalid("22023", "identity column type must be smallint, integer, or bigint")),
+                };
+                sequence = Some(sequences::sequence_options(int, sequence_options.as_deref().unwrap_or_default())?);
+                def.identity = if matches!(as_, GeneratedAs::Always) { "a" } else { "d" }.into();
+                def.not_null = true;
+            }
             ColumnOption::Null => def.not_null = false,
             ColumnOption::NotNull => def.not_null = true,
             ColumnOption::Default(e) => match constant_default(e) {
@@ -137,11 +169,15 @@ fn column(c: &AstColumn) -> Result<(ColumnDef, bool)> {
             other => return Err(ComputeError::unsupported(format!("column constraint \"{other}\""))),
         }
     }
-    Ok((def, pk))
+    if sequence.is_some() && (def.default_expr.is_some() || def.default_literal.is_some()) {
+        return Err(ComputeError::invalid("42601", format!("multiple default values specified for column \"{}\"", def.name)));
+    }
+    Ok(Column { def, pk, sequence })
 }
 
-/// CREATE TABLE.
-pub fn create_table(database: &str, ct: &CreateTable) -> Result<CreateTableRequest> {
+/// CREATE TABLE: the table's request, and the sequences its SERIAL and
+/// IDENTITY columns need (to be created once the table exists).
+pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequest, Vec<OwnedSequence>)> {
     if ct.query.is_some() {
         return Err(ComputeError::unsupported("CREATE TABLE … AS"));
     }
@@ -151,10 +187,16 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<CreateTableReque
     let (schema, name) = object_name(&ct.name)?;
     let mut columns = Vec::new();
     let mut primary_key = Vec::new();
+    let mut owned = Vec::new();
     for c in &ct.columns {
-        let (def, pk) = column(c)?;
+        let Column { mut def, pk, sequence } = column(c)?;
         if pk {
             primary_key.push(def.name.clone());
+        }
+        if let Some(options) = sequence {
+            let seq = sequences::owned_sequence_name(&name, &def.name);
+            def.default_expr = Some(sequences::nextval_default(schema.as_deref().unwrap_or_default(), &seq));
+            owned.push(OwnedSequence { name: seq, column: def.name.clone(), options });
         }
         columns.push(def);
     }
@@ -172,14 +214,16 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<CreateTableReque
     if primary_key.len() > 1 && ct.columns.iter().any(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))) {
         return Err(ComputeError::invalid("42P16", format!("multiple primary keys for table \"{name}\" are not allowed")));
     }
-    Ok(CreateTableRequest {
+    let req = CreateTableRequest {
         database: database.into(),
         schema: schema.unwrap_or_default(),
         name,
         columns,
         primary_key,
         if_not_exists: ct.if_not_exists,
-    })
+        sequence: None,
+    };
+    Ok((req, owned))
 }
 
 /// ALTER TABLE: one storage request per operation.
@@ -189,7 +233,10 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
     for op in &at.operations {
         let action = match op {
             AlterTableOperation::AddColumn { column_def, .. } => {
-                let (def, pk) = column(column_def)?;
+                let Column { def, pk, sequence } = column(column_def)?;
+                if sequence.is_some() {
+                    return Err(ComputeError::unsupported("ADD COLUMN of a SERIAL or IDENTITY column"));
+                }
                 if pk {
                     return Err(ComputeError::unsupported("adding a primary-key column"));
                 }

@@ -9,20 +9,20 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement,
+    Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, Parens, SelectItem, SetExpr, Statement,
     TableFactor, TableObject, Truncate, Update, UpdateTableFromKind, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::{ident, object_name};
-use super::{returning, upsert};
+use super::{returning, sequences, upsert};
 use crate::error::{ComputeError, Result};
 use crate::session::{Output, Session, parse};
 use crate::storage_client::table_write;
@@ -205,9 +205,13 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
         },
         Some(_) => return Err(ComputeError::unsupported("this INSERT conflict clause")),
     };
-    let columns = target_columns(&def, insert_columns(ins)?)?;
+    let mut columns = target_columns(&def, insert_columns(ins)?)?;
     let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
     let mut source = source.clone();
+    let mut listed = !ins.columns.is_empty();
+    if let SetExpr::Values(values) = source.body.as_mut() {
+        listed |= without_default_items(&mut values.rows, &mut columns, listed)?;
+    }
     super::insert_literals::type_string_literals(&mut source, &def, &columns);
     let stmt = Statement::Query(source);
     let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
@@ -228,12 +232,47 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
             Conflict::Update(_) => false,
         };
     let txn = if alone { None } else { Some(s.begin_write().await?) };
-    let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed: !ins.columns.is_empty() };
+    let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed };
     let result = insert_rows(s, alone, plan, &target, kind, params, returning.as_ref()).await;
     match txn {
         Some(txn) => s.end_write(txn, result).await,
         None => result,
     }
+}
+
+/// Takes the columns a VALUES list sets to `DEFAULT` in every row out of
+/// the rows and of `columns`, so that they get their defaults; whether it
+/// took any. `DEFAULT` in some rows of a column only is refused.
+fn without_default_items(rows: &mut [Parens<Vec<Expr>>], columns: &mut Vec<String>, listed: bool) -> Result<bool> {
+    let is_default = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+    let width = rows.first().map_or(0, |r| r.content.len());
+    let mut taken = Vec::new();
+    for i in 0..width {
+        let defaults = rows.iter().filter(|r| r.content.get(i).is_some_and(is_default)).count();
+        if defaults == rows.len() {
+            taken.push(i);
+        } else if defaults > 0 {
+            return Err(ComputeError::unsupported("DEFAULT in some rows of a VALUES list but not in others"));
+        }
+    }
+    if taken.is_empty() {
+        return Ok(false);
+    }
+    if listed && width != columns.len() || width > columns.len() {
+        let more = if width > columns.len() { "expressions than target columns" } else { "target columns than expressions" };
+        return Err(ComputeError::invalid("42601", format!("INSERT has more {more}")));
+    }
+    for &i in taken.iter().rev() {
+        for row in rows.iter_mut() {
+            if i < row.content.len() {
+                row.content.remove(i);
+            }
+        }
+        columns.remove(i);
+    }
+    // Without a column list, the remaining values fill the columns left.
+    columns.truncate(width - taken.len());
+    Ok(true)
 }
 
 /// What an INSERT does with a row whose key exists.
@@ -314,6 +353,10 @@ async fn insert_rows(
     if out_schema.fields().len() < columns.len() {
         return Err(ComputeError::invalid("42601", "INSERT has more target columns than expressions"));
     }
+    if let Some(c) = def.columns.iter().find(|c| c.identity == "a" && columns.contains(&c.name)) {
+        // GENERATED ALWAYS AS IDENTITY (OVERRIDING SYSTEM VALUE is not supported).
+        return Err(ComputeError::invalid("428C9", format!("cannot insert a non-DEFAULT value into column \"{}\"", c.name)));
+    }
     let batch = one_batch(out_schema, batches)?;
     let mut batch = renamed(&batch, columns)?;
     batch = with_expression_defaults(s, def, columns, batch).await?;
@@ -350,9 +393,10 @@ async fn insert_rows(
     }
 }
 
-/// Adds columns whose DEFAULT is an expression (e.g. `now()`), evaluated
-/// once per statement, for columns the INSERT did not name.
-async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String], batch: RecordBatch) -> Result<RecordBatch> {
+/// Adds columns whose DEFAULT is an expression, for columns the INSERT or
+/// COPY did not name: `nextval` (SERIAL, IDENTITY) a value per row, others
+/// (e.g. `now()`) evaluated once per statement.
+pub(crate) async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String], batch: RecordBatch) -> Result<RecordBatch> {
     let missing: Vec<_> = def
         .columns
         .iter()
@@ -361,20 +405,32 @@ async fn with_expression_defaults(s: &Session, def: &TableDef, named: &[String],
     if missing.is_empty() {
         return Ok(batch);
     }
-    let exprs: Vec<String> = missing.iter().map(|c| c.default_expr.clone().unwrap_or_default()).collect();
-    let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[]).await?;
-    let row = values.first().filter(|b| b.num_rows() == 1).ok_or_else(|| ComputeError::Internal("default expression returned no row".into()))?;
+    // nextval defaults (SERIAL, IDENTITY) take a value per row; the others
+    // are evaluated once.
+    let (serial, once): (Vec<_>, Vec<_>) =
+        missing.into_iter().partition(|c| c.default_expr.as_deref().and_then(sequences::nextval_source).is_some());
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-    for (i, c) in missing.iter().enumerate() {
-        let value = ScalarValue::try_from_array(row.column(i), 0)?;
-        let array = if batch.num_rows() == 0 {
-            new_null_array(row.column(i).data_type(), 0)
-        } else {
-            value.to_array_of_size(batch.num_rows())?
-        };
-        fields.push(Field::new(&c.name, array.data_type().clone(), true));
-        arrays.push(array);
+    for c in serial {
+        let source = c.default_expr.as_deref().and_then(sequences::nextval_source).unwrap_or_default();
+        let values = if batch.num_rows() == 0 { Vec::new() } else { s.sequences.next_values(&source, batch.num_rows() as u64).await? };
+        arrays.push(Arc::new(Int64Array::from(values)));
+        fields.push(Field::new(&c.name, DataType::Int64, true));
+    }
+    if !once.is_empty() {
+        let exprs: Vec<String> = once.iter().map(|c| c.default_expr.clone().unwrap_or_default()).collect();
+        let (_, values) = select(s, &format!("SELECT {}", exprs.join(", ")), &[]).await?;
+        let row = values.first().filter(|b| b.num_rows() == 1).ok_or_else(|| ComputeError::Internal("default expression returned no row".into()))?;
+        for (i, c) in once.iter().enumerate() {
+            let value = ScalarValue::try_from_array(row.column(i), 0)?;
+            let array = if batch.num_rows() == 0 {
+                new_null_array(row.column(i).data_type(), 0)
+            } else {
+                value.to_array_of_size(batch.num_rows())?
+            };
+            fields.push(Field::new(&c.name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| ComputeError::Internal(e.to_string()))
 }

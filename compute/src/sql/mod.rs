@@ -6,4 +6,5 @@ pub mod dml;
 pub mod insert_literals;
 pub mod returning;
 pub mod roles;
+pub mod sequences;
 pub mod upsert;

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use ebb_proto::storage::{SequenceOptions, TypeKind, WriteKind};
+use ebb_proto::storage::alter_table_request::Action;
+use ebb_proto::storage::{AlterTableRequest, PrimaryKey, SequenceOptions, TypeKind, WriteKind};
 use ebb_storage::engine::sequences::LOG_AHEAD;
 use object_store::memory::InMemory;
 
@@ -80,4 +81,18 @@ async fn a_sequence_is_changed_only_by_nextval_and_setval_and_dropped_with_its_t
 
     assert!(db.drop_table("", "items", false, false).await.unwrap());
     assert_eq!(db.next_values("", "items_id_seq", 1).await.unwrap_err().sqlstate(), "42P01", "dropped with its table");
+
+    // A table re-keyed by ADD PRIMARY KEY gets a new id; its sequences follow.
+    let (heap, _) = db.create_table("", "heap", &[col("id", TypeKind::Bigint)], &[], false).await.unwrap();
+    let owned = SequenceOptions { owned_by_table: heap.id, ..options(1, 1, 1, i64::MAX, false) };
+    db.create_sequence("", "heap_id_seq", &owned, false).await.unwrap();
+    let req = AlterTableRequest {
+        schema: String::new(),
+        name: "heap".into(),
+        action: Some(Action::AddPrimaryKey(PrimaryKey { columns: vec!["id".into()] })),
+        ..Default::default()
+    };
+    assert_ne!(db.alter_table(&req).await.unwrap().id, heap.id);
+    assert!(db.drop_table("", "heap", false, false).await.unwrap());
+    assert_eq!(db.next_values("", "heap_id_seq", 1).await.unwrap_err().sqlstate(), "42P01", "followed the table to its new id");
 }

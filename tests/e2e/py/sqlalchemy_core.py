@@ -2,10 +2,9 @@
 metadata, insert with parameters (executemany), INSERT … RETURNING, UPDATE
 with an expression, SELECT, count, the inspector's table listing, and
 reflecting tables (`Table(..., autoload_with=engine)` and the inspector's
-columns, keys, indexes and constraints) back into metadata that works.
-
-Not covered because ebb lacks it: autoincrement integer primary keys
-(SERIAL needs sequences).
+columns, keys, indexes and constraints) back into metadata that works, and
+autoincrement keys (SERIAL, ids returned to `inserted_primary_key`,
+reflected as autoincrement with their sequence).
 
 Run by the end-to-end test `sqlalchemy_core_creates_writes_and_reads` with
 the port as the only argument; exits non-zero with a traceback on failure.
@@ -73,5 +72,21 @@ with engine.connect() as c:
     rows = c.execute(select(orders.c.region, orders.c.total, orders.c.qty).order_by(orders.c.region)).all()
     assert [(r, str(t), q) for r, t, q in rows] == [("eu", "9.50", 5), ("us", "0.00", 5)], rows
     assert c.execute(select(func.count()).select_from(items_back)).scalar() == 3
+
+# Autoincrement keys: SERIAL from metadata, each row's id from its sequence.
+people = Table("sa_people", md, Column("id", Integer, primary_key=True), Column("name", Text))
+md.create_all(engine)
+with engine.begin() as c:
+    r = c.execute(insert(people).values(name="ann"))
+    assert tuple(r.inserted_primary_key) == (1,), r.inserted_primary_key
+    c.execute(insert(people), [{"name": "bob"}, {"name": "cy"}])
+with engine.connect() as c:
+    rows = c.execute(select(people.c.id, people.c.name).order_by(people.c.id)).all()
+    assert rows == [(1, "ann"), (2, "bob"), (3, "cy")], rows
+fresh = inspect(engine)
+id_column = {c["name"]: c for c in fresh.get_columns("sa_people")}["id"]
+assert id_column["autoincrement"] is True and id_column["default"] == "nextval('sa_people_id_seq'::regclass)", id_column
+assert "sa_people_id_seq" in fresh.get_sequence_names(), fresh.get_sequence_names()
+assert "sa_people_id_seq" not in fresh.get_table_names(), fresh.get_table_names()
 
 print("sqlalchemy ok")

@@ -1,0 +1,130 @@
+//! `<text expression>::regclass`: a relation's name computed by a function
+//! (`pg_get_serial_sequence(…)::regclass`, which SQLAlchemy's column
+//! reflection casts) turned into its OID.
+//!
+//! `datafusion-pg-catalog` resolves `'name'::regclass` constants when it
+//! rewrites a catalog query and plans other `regclass` casts as int4
+//! casts, which fail on a name. So a cast of a function's result is
+//! rewritten into `ebb_regclass(…)`, which looks the name up in the
+//! session's catalog (digits pass as an OID; NULL stays NULL).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use datafusion::common::Result as DfResult;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::sql::sqlparser::ast::{
+    DataType as SqlType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    Statement, visit_expressions_mut,
+};
+
+use super::user_relations::TableOids;
+use crate::by_address::ByAddress;
+use crate::catalog::{DatabaseCatalog, PUBLIC};
+use crate::error::{ComputeError, check_arguments};
+use crate::sql::sequences::parse_relation;
+
+/// The function casts are rewritten into.
+const NAME: &str = "ebb_regclass";
+
+/// Rewrites `CAST(f(…) AS regclass)` into `ebb_regclass(f(…))`.
+pub fn rewrite(stmts: &mut [Statement]) {
+    for stmt in stmts {
+        let _ = visit_expressions_mut(stmt, |expr| {
+            if let Expr::Cast { expr: inner, data_type, .. } = expr
+                && is_regclass(data_type)
+                && matches!(inner.as_ref(), Expr::Function(_))
+            {
+                let arg = FunctionArg::Unnamed(FunctionArgExpr::Expr((**inner).clone()));
+                *expr = Expr::Function(Function {
+                    name: ObjectName::from(vec![Ident::new(NAME)]),
+                    uses_odbc_syntax: false,
+                    parameters: FunctionArguments::None,
+                    args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args: vec![arg], clauses: vec![] }),
+                    filter: None,
+                    null_treatment: None,
+                    over: None,
+                    within_group: vec![],
+                });
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+}
+
+fn is_regclass(t: &SqlType) -> bool {
+    match t {
+        SqlType::Regclass => true,
+        SqlType::Custom(name, _) => {
+            let name = name.to_string().to_ascii_lowercase();
+            name == "regclass" || name == "pg_catalog.regclass"
+        }
+        _ => false,
+    }
+}
+
+/// `ebb_regclass(text)` over a session's catalog.
+pub fn function(catalog: &Arc<DatabaseCatalog>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(RegclassUdf { signature: Signature::any(1, Volatility::Stable), catalog: ByAddress(catalog.clone()) })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RegclassUdf {
+    signature: Signature,
+    catalog: ByAddress<DatabaseCatalog>,
+}
+
+impl ScalarUDFImpl for RegclassUdf {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        check_arguments(NAME, 1..=1, args.args.len())?;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = cast(&arrays[0], &DataType::Utf8)?;
+        let defs = self.catalog.table_defs();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names.as_string::<i32>().iter() {
+            out.push(match name {
+                None => None,
+                Some(n) if n.parse::<i32>().is_ok() => n.parse::<i32>().ok(),
+                Some(n) => {
+                    let (schema, relation) = parse_relation(n).map_err(ComputeError::into_datafusion)?;
+                    let schema = if schema.is_empty() { PUBLIC.to_string() } else { schema };
+                    let def = defs.iter().find(|d| d.schema == schema && d.name == relation);
+                    let def = def.ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{n}\" does not exist")).into_datafusion())?;
+                    Some(TableOids::of(def.id).table)
+                }
+            });
+        }
+        Ok(ColumnarValue::Array(Arc::new(Int32Array::from(out)) as ArrayRef))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts_of_function_results_become_lookups() {
+        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        let sql = "SELECT pg_get_serial_sequence('t', 'id')::regclass, c.oid::regclass, 'x'::text FROM pg_class c";
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        rewrite(&mut stmts);
+        let sql = stmts[0].to_string();
+        assert!(sql.contains("ebb_regclass(pg_get_serial_sequence('t', 'id'))"), "{sql}");
+        assert!(!sql.contains("ebb_regclass(c.oid)"), "{sql}");
+    }
+}

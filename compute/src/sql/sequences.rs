@@ -1,0 +1,223 @@
+//! CREATE SEQUENCE, and the sequences SERIAL and IDENTITY columns draw
+//! from: their options with PostgreSQL's defaults, their names, and the
+//! DEFAULT that reads them.
+
+use datafusion::sql::sqlparser::ast::{DataType, Expr, SequenceOptions as AstOption, UnaryOperator, Value};
+use ebb_proto::storage::{SequenceOptions, TypeKind};
+
+use crate::error::{ComputeError, Result};
+
+/// A sequence a new table's column owns (SERIAL or IDENTITY).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedSequence {
+    /// The sequence's name (`<table>_<column>_seq`).
+    pub name: String,
+    /// The column it fills.
+    pub column: String,
+    /// Its options (the owner's id is filled once the table exists).
+    pub options: SequenceOptions,
+}
+
+/// The integer type of a SERIAL type name (`serial`, `bigserial`, …).
+pub fn serial_type(name: &str) -> Option<TypeKind> {
+    match name.to_lowercase().as_str() {
+        "smallserial" | "serial2" => Some(TypeKind::Smallint),
+        "serial" | "serial4" => Some(TypeKind::Integer),
+        "bigserial" | "serial8" => Some(TypeKind::Bigint),
+        _ => None,
+    }
+}
+
+/// The integer type a sequence's `AS` clause names (bigint without one).
+pub fn sequence_type(dt: Option<&DataType>) -> Result<TypeKind> {
+    match dt {
+        None => Ok(TypeKind::Bigint),
+        Some(dt) => match super::ddl::column_type(dt)?.kind() {
+            k @ (TypeKind::Smallint | TypeKind::Integer | TypeKind::Bigint) => Ok(k),
+            _ => Err(ComputeError::invalid("22023", "sequence type must be smallint, integer, or bigint")),
+        },
+    }
+}
+
+/// The largest value of an integer type.
+fn type_max(kind: TypeKind) -> i64 {
+    match kind {
+        TypeKind::Smallint => i16::MAX.into(),
+        TypeKind::Integer => i32::MAX.into(),
+        _ => i64::MAX,
+    }
+}
+
+/// A constant integer of an option.
+fn integer(what: &str, e: &Expr) -> Result<i64> {
+    let bad = || ComputeError::invalid("22023", format!("{what} must be an integer constant, not {e}"));
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().map_err(|_| bad()),
+            _ => Err(bad()),
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => integer(what, expr)?.checked_neg().ok_or_else(bad),
+        Expr::UnaryOp { op: UnaryOperator::Plus, expr } | Expr::Nested(expr) => integer(what, expr),
+        _ => Err(bad()),
+    }
+}
+
+/// A sequence's options: those given, PostgreSQL's defaults for the rest
+/// (ascending from 1 to the type's maximum; descending from -1 to its
+/// minimum), checked against the type's range.
+pub fn sequence_options(kind: TypeKind, given: &[AstOption]) -> Result<SequenceOptions> {
+    let (mut increment, mut min, mut max, mut start, mut cache, mut cycle) = (1, None, None, None, 1, false);
+    for o in given {
+        match o {
+            AstOption::IncrementBy(e, _) => increment = integer("INCREMENT", e)?,
+            AstOption::MinValue(e) => min = e.as_ref().map(|e| integer("MINVALUE", e)).transpose()?,
+            AstOption::MaxValue(e) => max = e.as_ref().map(|e| integer("MAXVALUE", e)).transpose()?,
+            AstOption::StartWith(e, _) => start = Some(integer("START", e)?),
+            AstOption::Cache(e) => cache = integer("CACHE", e)?,
+            // The flag is NO CYCLE.
+            AstOption::Cycle(no) => cycle = !*no,
+        }
+    }
+    if increment == 0 {
+        return Err(ComputeError::invalid("22023", "INCREMENT must not be zero"));
+    }
+    let top = type_max(kind);
+    let bottom = -top - 1;
+    let min = min.unwrap_or(if increment > 0 { 1 } else { bottom });
+    let max = max.unwrap_or(if increment > 0 { top } else { -1 });
+    for (what, v) in [("MINVALUE", min), ("MAXVALUE", max)] {
+        if v < bottom || v > top {
+            return Err(ComputeError::invalid("22023", format!("{what} ({v}) is out of range for sequence data type {}", type_name(kind))));
+        }
+    }
+    let start = start.unwrap_or(if increment > 0 { min } else { max });
+    Ok(SequenceOptions {
+        start,
+        increment,
+        min_value: min,
+        max_value: max,
+        cycle,
+        cache,
+        owned_by_table: 0,
+        owned_by_column: String::new(),
+        value_type: kind as i32,
+    })
+}
+
+fn type_name(kind: TypeKind) -> &'static str {
+    match kind {
+        TypeKind::Smallint => "smallint",
+        TypeKind::Integer => "integer",
+        _ => "bigint",
+    }
+}
+
+/// The name PostgreSQL gives the sequence of a SERIAL or IDENTITY column,
+/// cut to 63 bytes as identifiers are.
+pub fn owned_sequence_name(table: &str, column: &str) -> String {
+    let mut name = format!("{table}_{column}");
+    while name.len() > 59 {
+        name.pop();
+    }
+    name + "_seq"
+}
+
+/// The DEFAULT of a column filled from sequence `schema.name`:
+/// `nextval('name'::regclass)`, as PostgreSQL shows it.
+pub fn nextval_default(schema: &str, name: &str) -> String {
+    let quoted = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit()) {
+            s.to_string()
+        } else {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+    };
+    let relation = if schema.is_empty() || schema == "public" { quoted(name) } else { format!("{}.{}", quoted(schema), quoted(name)) };
+    format!("nextval('{}'::regclass)", relation.replace('\'', "''"))
+}
+
+/// The sequence a DEFAULT draws from, if it is `nextval('…'[::regclass])`
+/// (as SERIAL makes it, or as written by hand): its relation text.
+pub fn nextval_source(default_expr: &str) -> Option<String> {
+    let s = default_expr.trim();
+    let inner = s.strip_prefix("nextval(")?.strip_suffix(')')?.trim();
+    let inner = inner.strip_suffix("::regclass").unwrap_or(inner).trim();
+    let text = inner.strip_prefix('\'')?.strip_suffix('\'')?;
+    if text.replace("''", "").contains('\'') {
+        return None;
+    }
+    Some(text.replace("''", "'"))
+}
+
+/// Splits a relation's text as `regclass` reads it: `[schema.]name`,
+/// unquoted parts folded to lower case.
+pub fn parse_relation(text: &str) -> Result<(String, String)> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err(ComputeError::invalid("42602", format!("invalid name syntax: {text}"))),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+        }
+        parts.push(part);
+        match chars.next() {
+            Some('.') => continue,
+            None => break,
+            Some(_) => return Err(ComputeError::invalid("42602", format!("invalid name syntax: {text}"))),
+        }
+    }
+    match parts.as_slice() {
+        [name] if !name.is_empty() => Ok((String::new(), name.clone())),
+        [schema, name] | [_, schema, name] if !name.is_empty() => Ok((schema.clone(), name.clone())),
+        _ => Err(ComputeError::invalid("42602", format!("invalid name syntax: {text}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_postgres() {
+        let up = sequence_options(TypeKind::Integer, &[]).unwrap();
+        assert_eq!((up.start, up.increment, up.min_value, up.max_value, up.cycle), (1, 1, 1, i32::MAX as i64, false));
+        let minus_one = Expr::UnaryOp { op: UnaryOperator::Minus, expr: Box::new(Expr::value(Value::Number("1".into(), false))) };
+        let down = sequence_options(TypeKind::Smallint, &[AstOption::IncrementBy(minus_one, true)]).unwrap();
+        assert_eq!((down.start, down.min_value, down.max_value), (-1, i16::MIN as i64, -1));
+        let too_big = Expr::value(Value::Number("40000".into(), false));
+        let e = sequence_options(TypeKind::Smallint, &[AstOption::MaxValue(Some(too_big))]).unwrap_err();
+        assert_eq!(e.to_string(), "MAXVALUE (40000) is out of range for sequence data type smallint");
+    }
+
+    #[test]
+    fn defaults_name_their_sequence_and_are_read_back() {
+        assert_eq!(nextval_default("public", "items_id_seq"), "nextval('items_id_seq'::regclass)");
+        assert_eq!(nextval_default("app", "Odd's"), "nextval('app.\"Odd''s\"'::regclass)");
+        assert_eq!(nextval_source("nextval('items_id_seq'::regclass)").as_deref(), Some("items_id_seq"));
+        assert_eq!(nextval_source("nextval('app.\"Odd''s\"'::regclass)").as_deref(), Some("app.\"Odd's\""));
+        assert_eq!(nextval_source("now()"), None);
+        assert_eq!(parse_relation("app.\"Odd's\"").unwrap(), ("app".to_string(), "Odd's".to_string()));
+        assert_eq!(parse_relation("Items_ID_seq").unwrap(), (String::new(), "items_id_seq".to_string()));
+        assert!(parse_relation("a.").is_err());
+        assert_eq!(owned_sequence_name(&"t".repeat(70), "id").len(), 63);
+    }
+}
