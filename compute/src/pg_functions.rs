@@ -187,6 +187,13 @@ impl ScalarUDFImpl for JsonBuildObject {
         Ok(DataType::Utf8)
     }
 
+    /// Text typed `json` for clients (psycopg decodes it; SQLAlchemy's
+    /// identity reflection expects an object).
+    fn return_field_from_args(&self, _args: datafusion::logical_expr::ReturnFieldArgs) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+        let meta = std::collections::HashMap::from([(ebb_proto::pg_types::PG_TYPE_METADATA.to_string(), "json".to_string())]);
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(self.name(), DataType::Utf8, true).with_metadata(meta)))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
         if args.args.len() % 2 != 0 {
             return Err(datafusion::error::DataFusionError::Plan(

@@ -134,6 +134,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
     let sql = copy::normalize_boolean_options(sql);
+    let sql = sequences::canonical_option_order(&sql);
     let lower = sql.to_ascii_lowercase();
     let catalog = is_catalog_query(&lower);
     let parsed = if catalog {

@@ -2,7 +2,12 @@
 //! from: their options with PostgreSQL's defaults, their names, and the
 //! DEFAULT that reads them.
 
+use std::borrow::Cow;
+
 use datafusion::sql::sqlparser::ast::{DataType, Expr, SequenceOptions as AstOption, UnaryOperator, Value};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use ebb_proto::storage::{SequenceOptions, TypeKind};
 
 use crate::error::{ComputeError, Result};
@@ -192,6 +197,114 @@ pub fn parse_relation(text: &str) -> Result<(String, String)> {
     }
 }
 
+/// Puts the options of CREATE SEQUENCE and of `AS IDENTITY (…)` in the one
+/// order sqlparser accepts (INCREMENT, MINVALUE, MAXVALUE, START, CACHE,
+/// CYCLE); PostgreSQL takes them in any order, and SQLAlchemy writes START
+/// before MINVALUE. SQL without such a clause, or whose options are in that
+/// order already or are not all understood, is returned as it is.
+pub fn canonical_option_order(sql: &str) -> Cow<'_, str> {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("sequence") && !lower.contains("identity") {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return Cow::Borrowed(sql) };
+    let words: Vec<usize> = (0..tokens.len()).filter(|&i| !matches!(tokens[i], Token::Whitespace(_))).collect();
+    let keyword = |at: usize, k: Keyword| words.get(at).is_some_and(|&i| matches!(&tokens[i], Token::Word(w) if w.keyword == k));
+    let mut out: Vec<String> = tokens.iter().map(Token::to_string).collect();
+    let mut changed = false;
+    let mut at = 0;
+    while at < words.len() {
+        // Where a run of options starts, and the token that ends it.
+        let run = if keyword(at, Keyword::IDENTITY) && words.get(at + 1).is_some_and(|&i| tokens[i] == Token::LParen) {
+            Some(at + 2)
+        } else if keyword(at, Keyword::SEQUENCE) && at > 0 && (keyword(at - 1, Keyword::CREATE) || keyword(at - 1, Keyword::TEMPORARY) || keyword(at - 1, Keyword::TEMP)) {
+            let mut k = at + 1;
+            if keyword(k, Keyword::IF) {
+                k += 3;
+            }
+            // The name, possibly qualified.
+            k += 1;
+            while words.get(k).is_some_and(|&i| tokens[i] == Token::Period) {
+                k += 2;
+            }
+            if keyword(k, Keyword::AS) {
+                k += 2;
+            }
+            Some(k)
+        } else {
+            None
+        };
+        let Some(start) = run else {
+            at += 1;
+            continue;
+        };
+        let mut end = start;
+        while end < words.len() && !matches!(tokens[words[end]], Token::RParen | Token::SemiColon) && !keyword(end, Keyword::OWNED) {
+            end += 1;
+        }
+        if let Some(groups) = option_groups(&tokens, &words[start..end]) {
+            let mut sorted = groups.clone();
+            sorted.sort_by_key(|g| g.0);
+            if sorted != groups {
+                // The run's tokens (whitespace included) give way to the sorted options.
+                let (first, last) = (words[start], words[end - 1]);
+                for slot in &mut out[first..=last] {
+                    slot.clear();
+                }
+                out[first] = sorted.iter().map(|g| g.1.as_str()).collect::<Vec<_>>().join(" ");
+                changed = true;
+            }
+        }
+        at = end.max(at + 1);
+    }
+    if changed { Cow::Owned(out.concat()) } else { Cow::Borrowed(sql) }
+}
+
+/// The options of a run of tokens (`words`: their indices, whitespace left
+/// out) as (rank in sqlparser's order, text); `None` if one is not known.
+fn option_groups(tokens: &[Token], words: &[usize]) -> Option<Vec<(u8, String)>> {
+    let word = |i: usize| match words.get(i).map(|&t| &tokens[t]) {
+        Some(Token::Word(w)) => Some(w.keyword),
+        _ => None,
+    };
+    // A group's tokens as written, whitespace inside it included.
+    let text = |from: usize, to: usize| tokens[words[from]..=words[to - 1]].iter().map(Token::to_string).collect::<String>();
+    // A number, possibly signed: how many tokens it takes.
+    let number = |i: usize| match words.get(i).map(|&t| &tokens[t]) {
+        Some(Token::Number(..)) => Some(1),
+        Some(Token::Minus | Token::Plus) if matches!(words.get(i + 1).map(|&t| &tokens[t]), Some(Token::Number(..))) => Some(2),
+        _ => None,
+    };
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let (rank, len) = match word(i)? {
+            Keyword::INCREMENT => {
+                let by = usize::from(word(i + 1) == Some(Keyword::BY));
+                (0, 1 + by + number(i + 1 + by)?)
+            }
+            Keyword::MINVALUE => (1, 1 + number(i + 1)?),
+            Keyword::MAXVALUE => (2, 1 + number(i + 1)?),
+            Keyword::START => {
+                let with = usize::from(word(i + 1) == Some(Keyword::WITH));
+                (3, 1 + with + number(i + 1 + with)?)
+            }
+            Keyword::CACHE => (4, 1 + number(i + 1)?),
+            Keyword::CYCLE => (5, 1),
+            Keyword::NO => match word(i + 1)? {
+                Keyword::MINVALUE => (1, 2),
+                Keyword::MAXVALUE => (2, 2),
+                Keyword::CYCLE => (5, 2),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        groups.push((rank, text(i, i + len)));
+        i += len;
+    }
+    Some(groups)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +332,26 @@ mod tests {
         assert_eq!(parse_relation("Items_ID_seq").unwrap(), (String::new(), "items_id_seq".to_string()));
         assert!(parse_relation("a.").is_err());
         assert_eq!(owned_sequence_name(&"t".repeat(70), "id").len(), 63);
+    }
+
+    #[test]
+    fn options_are_put_in_the_order_sqlparser_takes() {
+        let order = |sql| canonical_option_order(sql).into_owned();
+        assert_eq!(
+            order("CREATE TABLE t (id int GENERATED BY DEFAULT AS IDENTITY (INCREMENT BY 1 START WITH 10 MINVALUE -5 NO CYCLE), v text)"),
+            "CREATE TABLE t (id int GENERATED BY DEFAULT AS IDENTITY (INCREMENT BY 1 MINVALUE -5 START WITH 10 NO CYCLE), v text)"
+        );
+        assert_eq!(
+            order("create sequence if not exists app.s as integer start 5 increment -1 no maxvalue owned by t.id"),
+            "create sequence if not exists app.s as integer increment -1 no maxvalue start 5 owned by t.id"
+        );
+        let sorted = "CREATE SEQUENCE s INCREMENT 2 START 3";
+        assert!(matches!(canonical_option_order(sorted), Cow::Borrowed(_)));
+        // Unknown options are left for the parser to report.
+        assert_eq!(order("CREATE SEQUENCE s START 1 RESTART 2"), "CREATE SEQUENCE s START 1 RESTART 2");
+        for sql in ["CREATE SEQUENCE s START 3 INCREMENT 2", "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY (START WITH 3 INCREMENT BY 2))"] {
+            let rewritten = order(sql);
+            assert!(datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).is_ok(), "{rewritten}");
+        }
     }
 }
