@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
@@ -205,8 +205,12 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
         },
         Some(_) => return Err(ComputeError::unsupported("this INSERT conflict clause")),
     };
+    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
+    let returning = ins.returning.as_deref().map(|items| Returning { items, alias: alias.clone() });
+    let Some(source) = ins.source.as_ref() else {
+        return insert_default_values(s, &def, alias.as_deref(), kind, returning.as_ref()).await;
+    };
     let mut columns = target_columns(&def, insert_columns(ins)?)?;
-    let source = ins.source.as_ref().ok_or_else(|| ComputeError::unsupported("INSERT … DEFAULT VALUES"))?;
     let mut source = source.clone();
     let mut listed = !ins.columns.is_empty();
     if let SetExpr::Values(values) = source.body.as_mut() {
@@ -214,23 +218,13 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     }
     super::insert_literals::type_string_literals(&mut source, &def, &columns);
     let stmt = Statement::Query(source);
-    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
-    let returning = ins.returning.as_deref().map(|items| Returning { items, alias: alias.clone() });
     // A long VALUES list (a bulk load) is planned as is: rendering it as the
     // key of a plan that is not kept (see `MAX_KEPT_TEXT`) would be waste.
     let bulk = matches!(&stmt, Statement::Query(q) if matches!(q.body.as_ref(), SetExpr::Values(v) if v.rows.len() > 64));
     let plan = if bulk { s.plan(&stmt).await? } else { s.plan_generated(&stmt.to_string(), Some(&stmt)).await? };
     // Outside a block, rows that come from no table are sent with their
-    // commit: one round trip to storage instead of three (begin, write,
-    // commit). Not where the statement must still answer after the commit
-    // whether every row went in (RETURNING with DO NOTHING).
-    let alone = !s.storage().in_transaction()
-        && crate::session::count_scans(&plan) == 0
-        && match kind {
-            Conflict::Fail => true,
-            Conflict::Ignore => returning.is_none(),
-            Conflict::Update(_) => false,
-        };
+    // commit (see `may_commit_alone`).
+    let alone = !s.storage().in_transaction() && crate::session::count_scans(&plan) == 0 && kind.may_commit_alone(returning.is_some());
     let txn = if alone { None } else { Some(s.begin_write().await?) };
     let target = Target { def: &def, alias: alias.as_deref(), columns: &columns, listed };
     let result = insert_rows(s, alone, plan, &target, kind, params, returning.as_ref()).await;
@@ -275,11 +269,45 @@ fn without_default_items(rows: &mut [Parens<Vec<Expr>>], columns: &mut Vec<Strin
     Ok(true)
 }
 
+/// INSERT … DEFAULT VALUES: one row of defaults.
+async fn insert_default_values(
+    s: &mut Session,
+    def: &TableDef,
+    alias: Option<&str>,
+    conflict: Conflict<'_>,
+    returning: Option<&Returning<'_>>,
+) -> Result<Output> {
+    let one_row = RecordBatchOptions::new().with_row_count(Some(1));
+    let batch = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &one_row)?;
+    let alone = !s.storage().in_transaction() && conflict.may_commit_alone(returning.is_some());
+    let txn = if alone { None } else { Some(s.begin_write().await?) };
+    let target = Target { def, alias, columns: &[], listed: true };
+    let result = write_rows(s, alone, batch, &target, conflict, &[], returning).await;
+    match txn {
+        Some(txn) => s.end_write(txn, result).await,
+        None => result,
+    }
+}
+
 /// What an INSERT does with a row whose key exists.
 enum Conflict<'a> {
     Fail,
     Ignore,
     Update(&'a DoUpdate),
+}
+
+impl Conflict<'_> {
+    /// Whether rows that come from no table may be sent with their commit
+    /// (one round trip instead of three): not where the statement must still
+    /// answer after the commit whether every row went in (RETURNING with DO
+    /// NOTHING), nor for DO UPDATE, which reads.
+    fn may_commit_alone(&self, returning: bool) -> bool {
+        match self {
+            Conflict::Fail => true,
+            Conflict::Ignore => !returning,
+            Conflict::Update(_) => false,
+        }
+    }
 }
 
 /// A RETURNING clause with the alias of the target table.
@@ -358,8 +386,23 @@ async fn insert_rows(
         return Err(ComputeError::invalid("428C9", format!("cannot insert a non-DEFAULT value into column \"{}\"", c.name)));
     }
     let batch = one_batch(out_schema, batches)?;
-    let mut batch = renamed(&batch, columns)?;
-    batch = with_expression_defaults(s, def, columns, batch).await?;
+    let batch = renamed(&batch, columns)?;
+    write_rows(s, alone, batch, &Target { columns, ..*target }, conflict, params, returning).await
+}
+
+/// Writes an INSERT's rows (`batch`, of the target's columns) with the
+/// defaults of the other columns.
+async fn write_rows(
+    s: &mut Session,
+    alone: bool,
+    batch: RecordBatch,
+    target: &Target<'_>,
+    conflict: Conflict<'_>,
+    params: &[ScalarValue],
+    returning: Option<&Returning<'_>>,
+) -> Result<Output> {
+    let def = target.def;
+    let batch = with_expression_defaults(s, def, target.columns, batch).await?;
     if let Conflict::Update(action) = conflict {
         if alone {
             return Err(ComputeError::Internal("ON CONFLICT DO UPDATE without a transaction".into()));
