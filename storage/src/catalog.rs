@@ -26,8 +26,10 @@ pub struct Column {
     pub name: String,
     pub ty: PgType,
     pub not_null: bool,
-    /// Constant default (also the value of rows that predate the column).
+    /// Constant default of writes that leave the column out.
     pub default: Datum,
+    /// The value of rows that predate the column.
+    pub missing: Datum,
 }
 
 /// A table definition ready for use by reads and writes.
@@ -47,11 +49,13 @@ impl Table {
         let mut columns = Vec::with_capacity(def.columns.len());
         for c in &def.columns {
             let ty = PgType::from_proto(c.r#type.as_ref())?;
-            let default = match &c.default_literal {
-                Some(lit) => ty.parse_text(lit)?,
-                None => Datum::Null,
+            let parse = |lit: &Option<String>| match lit {
+                Some(lit) => ty.parse_text(lit),
+                None => Ok(Datum::Null),
             };
-            columns.push(Column { id: c.id, name: c.name.clone(), ty, not_null: c.not_null, default });
+            let default = parse(&c.default_literal)?;
+            let missing = if c.missing_literal.is_some() { parse(&c.missing_literal)? } else { default.clone() };
+            columns.push(Column { id: c.id, name: c.name.clone(), ty, not_null: c.not_null, default, missing });
         }
         let pk = def
             .primary_key
@@ -205,6 +209,38 @@ pub fn drop_column(table: &Table, name: &str) -> Result<TableDef> {
     }
     let mut def = table.def.clone();
     def.columns.remove(idx);
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER COLUMN … SET DEFAULT / DROP DEFAULT (`literal` and `expr` both
+/// `None`). Rows that predate the column keep reading as its old default.
+pub fn set_default(table: &Table, column: &str, literal: Option<String>, expr: Option<String>) -> Result<TableDef> {
+    let idx = table.column_index(column)?;
+    let mut def = table.def.clone();
+    let c = &mut def.columns[idx];
+    if !c.identity.is_empty() {
+        return Err(StorageError::InvalidDefinition(format!("column \"{column}\" of relation \"{}\" is an identity column", table.def.name)));
+    }
+    if c.missing_literal.is_none() {
+        c.missing_literal = c.default_literal.clone();
+    }
+    c.default_literal = literal;
+    c.default_expr = expr;
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok(def)
+}
+
+/// ALTER COLUMN … SET NOT NULL / DROP NOT NULL (the caller checks the rows
+/// for NULLs first).
+pub fn set_not_null(table: &Table, column: &str, not_null: bool) -> Result<TableDef> {
+    let idx = table.column_index(column)?;
+    if !not_null && table.def.primary_key.iter().any(|k| k == column) {
+        return Err(StorageError::InvalidDefinition(format!("column \"{column}\" is in a primary key")));
+    }
+    let mut def = table.def.clone();
+    def.columns[idx].not_null = not_null;
     bump(&mut def);
     Ok(def)
 }

@@ -122,6 +122,9 @@ pub enum StorageError {
     /// A sequence reached its bound and does not cycle.
     #[error("{0}")]
     SequenceLimit(String),
+    /// SET NOT NULL on a column that holds NULLs.
+    #[error("column \"{column}\" of relation \"{table}\" contains null values")]
+    ContainsNulls { table: String, column: String },
     /// A value outside the range its target allows.
     #[error("{0}")]
     OutOfRange(String),
@@ -164,6 +167,7 @@ impl StorageError {
             WrongObjectType(_) => "42809",
             SequenceLimit(_) => "2200H",
             OutOfRange(_) => "22003",
+            ContainsNulls { .. } => "23502",
         }
     }
 
@@ -183,6 +187,7 @@ impl StorageError {
             | DatetimeFormat(_)
             | NumericOverflow(_)
             | NotNull { .. }
+            | ContainsNulls { .. }
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) => tonic::Code::OutOfRange,

@@ -2,13 +2,13 @@
 //! CREATE / DROP / ALTER TABLE, CREATE / DROP DATABASE.
 
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnDef as AstColumn, ColumnOption, CreateTable, DataType, Expr,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef as AstColumn, ColumnOption, CreateTable, DataType, Expr,
     ExactNumberInfo, CharacterLength, GeneratedAs, Ident, ObjectName, ObjectNamePart, RenameTableNameKind, TableConstraint,
     TimezoneInfo, UnaryOperator, Value,
 };
 use ebb_proto::storage::{
-    AlterTableRequest, ColumnDef, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn, SequenceOptions, TypeKind,
-    alter_table_request::Action,
+    AlterColumn, AlterTableRequest, ColumnDef, ColumnDefault, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn,
+    SequenceOptions, TypeKind, alter_column::Change, alter_table_request::Action,
 };
 
 use super::sequences::{self, OwnedSequence};
@@ -256,6 +256,19 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
             }
             AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(n) | RenameTableNameKind::As(n) } => {
                 Action::RenameTable(object_name(n)?.1)
+            }
+            AlterTableOperation::AlterColumn { column_name, op } => {
+                let change = match op {
+                    AlterColumnOperation::SetDefault { value } => Some(Change::SetDefault(match constant_default(value) {
+                        Some(literal) => ColumnDefault { literal, expr: None },
+                        None => ColumnDefault { literal: None, expr: Some(value.to_string()) },
+                    })),
+                    AlterColumnOperation::DropDefault => None,
+                    AlterColumnOperation::SetNotNull => Some(Change::NotNull(true)),
+                    AlterColumnOperation::DropNotNull => Some(Change::NotNull(false)),
+                    other => return Err(ComputeError::unsupported(format!("ALTER COLUMN … {other}"))),
+                };
+                Action::AlterColumn(AlterColumn { column: ident(column_name), change })
             }
             other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
         };

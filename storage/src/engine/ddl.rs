@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use ebb_proto::storage::alter_column::Change;
 use ebb_proto::storage::{AlterTableRequest, ColumnDef, Isolation, TableDef, alter_table_request::Action};
 use prost::Message;
 
@@ -117,6 +118,17 @@ impl Database {
                 catalog::add_column(&table, c)?
             }
             Action::DropColumn(c) => catalog::drop_column(&table, c)?,
+            Action::AlterColumn(a) => match &a.change {
+                Some(Change::SetDefault(d)) => catalog::set_default(&table, &a.column, d.literal.clone(), d.expr.clone())?,
+                None => catalog::set_default(&table, &a.column, None, None)?,
+                Some(Change::NotNull(true)) => {
+                    if self.has_null(&table, &a.column)? {
+                        return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: a.column.clone() });
+                    }
+                    catalog::set_not_null(&table, &a.column, true)?
+                }
+                Some(Change::NotNull(false)) => catalog::set_not_null(&table, &a.column, false)?,
+            },
             Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
             Action::RenameTable(to) => {
                 if self.table(&table.def.schema, to).is_ok() {
@@ -142,7 +154,7 @@ impl Database {
             .iter()
             .map(|k| {
                 let c = &table.columns[table.column_index(k)?];
-                Ok(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() })
+                Ok(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() })
             })
             .collect::<Result<_>>()?;
         let decoder = RowDecoder::new(key_columns, 0);
@@ -184,6 +196,23 @@ impl Database {
 
     pub(crate) fn ddl_txn(&self) -> Txn {
         self.new_txn(self.txns.next_id(), Isolation::Snapshot, self.cfg.txn_idle_timeout)
+    }
+
+    /// Whether a row of `table` holds NULL in `column` (at the latest
+    /// snapshot; like ADD PRIMARY KEY, meant for a table not being written).
+    fn has_null(&self, table: &Arc<Table>, column: &str) -> Result<bool> {
+        let c = &table.columns[table.column_index(column)?];
+        let decoder = RowDecoder::new(vec![DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }], 0);
+        let start = keys::table_prefix(table.id());
+        let end = keys::prefix_successor(&start);
+        let guard = self.snapshots.acquire();
+        let mut rows = VisibleRows::new(&self.db, guard.ts, &start, end);
+        while rows.advance()? {
+            if matches!(decoder.decode_datums(rows.value())?.first(), Some(Datum::Null)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn has_rows(&self, table: &Arc<Table>) -> Result<bool> {

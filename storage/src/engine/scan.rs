@@ -192,7 +192,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
             continue;
         }
         let c = &table.columns[table.column_index(name)?];
-        decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() });
+        decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() });
         fields.push(table.schema.field(table.column_index(name)?).clone());
     }
     if include_rowid {
@@ -218,7 +218,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         let slot = match decode.iter().position(|d| d.id == c.id) {
             Some(s) => s,
             None => {
-                decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.default.clone() });
+                decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() });
                 decode.len() - 1
             }
         };
