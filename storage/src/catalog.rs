@@ -232,6 +232,29 @@ pub fn set_default(table: &Table, column: &str, literal: Option<String>, expr: O
     Ok(def)
 }
 
+/// ALTER COLUMN … ADD GENERATED … AS IDENTITY: the column, which must have
+/// no default, gets `identity` and the sequence's `default_expr` (the caller
+/// checks it holds no NULL).
+pub fn add_identity(table: &Table, column: &str, identity: &str, default_expr: &str) -> Result<TableDef> {
+    let idx = table.column_index(column)?;
+    let mut def = table.def.clone();
+    let c = &mut def.columns[idx];
+    if !c.identity.is_empty() {
+        return Err(StorageError::InvalidDefinition(format!("column \"{column}\" of relation \"{}\" is already an identity column", table.def.name)));
+    }
+    if c.default_expr.is_some() || c.default_literal.is_some() {
+        return Err(StorageError::InvalidDefinition(format!("column \"{column}\" of relation \"{}\" already has a default value", table.def.name)));
+    }
+    if !matches!(identity, "a" | "d") {
+        return Err(StorageError::InvalidRequest(format!("identity kind \"{identity}\" is neither \"a\" nor \"d\"")));
+    }
+    c.identity = identity.into();
+    c.default_expr = Some(default_expr.into());
+    c.not_null = true;
+    bump(&mut def);
+    Ok(def)
+}
+
 /// ALTER COLUMN … SET NOT NULL / DROP NOT NULL (the caller checks the rows
 /// for NULLs first).
 pub fn set_not_null(table: &Table, column: &str, not_null: bool) -> Result<TableDef> {

@@ -18,8 +18,10 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectType, Reset, Set, Statement, TransactionIsolationLevel, TransactionMode};
-use ebb_proto::storage::{CreateTableRequest, Isolation, SequenceOptions, TableDef};
+use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTableOperation, GeneratedAs, Ident, ObjectName, ObjectType, Owner, Reset, SequenceOptions as AstSequenceOptions, Set, Statement, TransactionIsolationLevel, TransactionMode};
+use ebb_proto::storage::alter_column::Change;
+use ebb_proto::storage::alter_table_request::Action;
+use ebb_proto::storage::{AddIdentity, AlterColumn, AlterTableRequest, CreateTableRequest, Isolation, SequenceOptions, TableDef, TypeKind};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -133,6 +135,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if body.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("vacuum")) && !body.contains(';') {
         return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
+    if body.get(..14).is_some_and(|w| w.eq_ignore_ascii_case("alter sequence")) {
+        // sqlparser does not parse it; say what instead of a syntax error.
+        return Err(ComputeError::unsupported("ALTER SEQUENCE (setval() moves a sequence; OWNED BY is given at CREATE SEQUENCE)"));
+    }
     let sql = copy::normalize_boolean_options(sql);
     let sql = sequences::canonical_option_order(&sql);
     let lower = sql.to_ascii_lowercase();
@@ -166,9 +172,12 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 /// Whether SQL reads the PostgreSQL catalog, so the compatibility rewrites
 /// of `datafusion-pg-catalog` (for psql's and drivers' catalog queries) apply
 /// (see [`catalog_sql`](crate::catalog_sql)). They are kept away from other
-/// SQL, which they could only change. (`lower`: the SQL in lower case.)
+/// SQL, which they could only change. DDL is never one: its expressions are
+/// kept as text (a DEFAULT's `'seq'::regclass` must stay a name, not become
+/// a lookup). (`lower`: the SQL in lower case.)
 fn is_catalog_query(lower: &str) -> bool {
-    lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg")
+    let ddl = ["create ", "alter ", "drop "].iter().any(|w| lower.trim_start().starts_with(w));
+    !ddl && (lower.contains("pg_") || lower.contains("information_schema") || lower.contains("::reg"))
 }
 
 impl Session {
@@ -189,6 +198,7 @@ impl Session {
         let sizes = Arc::new(crate::pg_catalog::RelationSizes::default());
         crate::pg_catalog::install(&ctx, database, &catalog, &settings, &sizes)?;
         ctx.register_udf(settings.current_setting_udf());
+        ctx.register_udf(settings.set_config_udf());
         let sequences = Arc::new(SessionSequences::new(storage.clone(), catalog.clone()));
         for udf in sequences.functions() {
             ctx.register_udf(udf);
@@ -202,18 +212,56 @@ impl Session {
     /// owned by it; if one cannot be made, drops the table again.
     async fn create_owned_sequences(&self, schema: &str, table: &TableDef, owned: Vec<OwnedSequence>) -> Result<()> {
         for seq in owned {
-            let options = SequenceOptions { owned_by_table: table.id, owned_by_column: seq.column, ..seq.options };
-            let req = CreateTableRequest {
-                database: self.database().into(),
-                schema: schema.into(),
-                name: seq.name,
-                sequence: Some(options),
-                ..Default::default()
-            };
-            if let Err(e) = self.storage.client.create_table(req).await {
+            if let Err(e) = self.create_owned_sequence(schema, table, seq).await {
                 self.storage.client.drop_table(self.database(), schema, &table.name, true, false).await?;
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Creates a sequence owned by a column of `table`.
+    async fn create_owned_sequence(&self, schema: &str, table: &TableDef, seq: OwnedSequence) -> Result<()> {
+        let options = SequenceOptions { owned_by_table: table.id, owned_by_column: seq.column, ..seq.options };
+        let req = CreateTableRequest {
+            database: self.database().into(),
+            schema: schema.into(),
+            name: seq.name,
+            sequence: Some(options),
+            ..Default::default()
+        };
+        self.storage.client.create_table(req).await.map(drop)
+    }
+
+    /// `ALTER TABLE t ALTER COLUMN c ADD GENERATED … AS IDENTITY [(options)]`
+    /// (pg_dump restores identity columns so): a sequence owned by the
+    /// column, then the column's identity; the sequence is dropped again if
+    /// the column cannot take it.
+    async fn add_identity(&self, table: &ObjectName, column: &str, always: bool, given: &[AstSequenceOptions]) -> Result<()> {
+        let (schema, name) = ddl::object_name(table)?;
+        let relation = self.catalog.table(schema.as_deref(), &name).ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
+        let def = relation.def();
+        let c = def.columns.iter().find(|c| c.name == column).ok_or_else(|| {
+            ComputeError::invalid("42703", format!("column \"{column}\" of relation \"{name}\" does not exist"))
+        })?;
+        let kind = match c.r#type.as_ref().map(ebb_proto::storage::ColumnType::kind) {
+            Some(k @ (TypeKind::Smallint | TypeKind::Integer | TypeKind::Bigint)) => k,
+            _ => return Err(ComputeError::invalid("22023", "identity column type must be smallint, integer, or bigint")),
+        };
+        let options = sequences::sequence_options(kind, given)?;
+        let seq = sequences::owned_sequence_name(&name, column);
+        let schema = def.schema.clone();
+        self.create_owned_sequence(&schema, def, OwnedSequence { name: seq.clone(), column: column.into(), options }).await?;
+        let change = AddIdentity { identity: if always { "a" } else { "d" }.into(), default_expr: sequences::nextval_default(&schema, &seq) };
+        let req = AlterTableRequest {
+            database: self.database().into(),
+            schema: schema.clone(),
+            name: name.clone(),
+            action: Some(Action::AlterColumn(AlterColumn { column: column.into(), change: Some(Change::AddIdentity(change)) })),
+        };
+        if let Err(e) = self.storage.client.alter_table(req).await {
+            self.storage.client.drop_table(self.database(), &schema, &seq, true, true).await?;
+            return Err(e);
         }
         Ok(())
     }
@@ -245,6 +293,22 @@ impl Session {
             return Err(ComputeError::invalid("25001", format!("{what} cannot run inside a transaction block")));
         }
         roles::check_superuser(&self.storage.client, &self.user).await
+    }
+
+    /// `ALTER TABLE … OWNER TO role` (pg_dump writes one per table and
+    /// sequence): ebb's tables have no owners — every role that may connect
+    /// to a database may use its tables — so the statement changes nothing
+    /// and says so; a role the cluster does not have is 42704 (while it has
+    /// none at all, as `ebb local` starts, any name is taken).
+    async fn owner_to(&mut self, owner: &Owner) -> Result<()> {
+        if let Owner::Ident(name) = owner {
+            let name = ddl::ident(name);
+            if !self.storage.client.list_roles().await?.is_empty() {
+                self.existing_role(&name).await?;
+            }
+        }
+        self.notices.push("ebb's tables have no owners; OWNER TO changes nothing".into());
+        Ok(())
     }
 
     async fn existing_role(&self, name: &str) -> Result<ebb_proto::storage::Role> {
@@ -534,6 +598,16 @@ impl Session {
                 Ok(Output::Command("CREATE SEQUENCE".into()))
             }
             Statement::AlterTable(at) => {
+                for op in &at.operations {
+                    match op {
+                        AlterTableOperation::OwnerTo { new_owner } => self.owner_to(new_owner).await?,
+                        AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::AddGenerated { generated_as, sequence_options } } => {
+                            let always = !matches!(generated_as, Some(GeneratedAs::ByDefault));
+                            self.add_identity(&at.name, &ddl::ident(column_name), always, sequence_options.as_deref().unwrap_or_default()).await?;
+                        }
+                        _ => {}
+                    }
+                }
                 for req in ddl::alter_table(self.database(), at)? {
                     self.storage.client.alter_table(req).await?;
                 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{AsArray, StringArray};
+use arrow::array::{Array, AsArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::Result as DfResult;
@@ -178,6 +178,58 @@ impl Settings {
     /// drivers call it (SQLAlchemy asks for `default_table_access_method`).
     pub fn current_setting_udf(&self) -> ScalarUDF {
         ScalarUDF::new_from_impl(CurrentSetting { values: ByAddress(self.values.clone()), signature: Signature::variadic_any(Volatility::Stable) })
+    }
+}
+
+impl Settings {
+    /// `set_config(name, value, is_local)` over these settings, as `SET`
+    /// (pg_dump's scripts begin with `set_config('search_path', '', false)`);
+    /// returns the value set. Transaction-local settings (`is_local` true)
+    /// are refused.
+    pub fn set_config_udf(&self) -> ScalarUDF {
+        ScalarUDF::new_from_impl(SetConfig { settings: ByAddress(Arc::new(self.clone())), signature: Signature::variadic_any(Volatility::Volatile) })
+    }
+}
+
+/// The `set_config` function of one session.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SetConfig {
+    settings: ByAddress<Settings>,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SetConfig {
+    fn name(&self) -> &str {
+        "set_config"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        crate::error::check_arguments("set_config", 3..=3, args.args.len())?;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (names, values, local) = (cast(&arrays[0], &DataType::Utf8)?, cast(&arrays[1], &DataType::Utf8)?, cast(&arrays[2], &DataType::Boolean)?);
+        let (names, values, local) = (names.as_string::<i32>(), values.as_string::<i32>(), local.as_boolean());
+        let mut settings = self.settings.0.as_ref().clone();
+        let mut out = Vec::with_capacity(names.len());
+        for i in 0..names.len() {
+            if names.is_null(i) {
+                return Err(ComputeError::invalid("22004", "SET requires parameter name").into_datafusion());
+            }
+            if local.is_valid(i) && local.value(i) {
+                return Err(ComputeError::unsupported("set_config(…, true) (a setting local to the transaction)").into_datafusion());
+            }
+            let value = if values.is_null(i) { "" } else { values.value(i) };
+            settings.set(names.value(i), value).map_err(ComputeError::into_datafusion)?;
+            out.push(Some(value.to_string()));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
     }
 }
 

@@ -160,7 +160,7 @@ fn column(c: &AstColumn) -> Result<Column> {
             ColumnOption::Default(e) => match constant_default(e) {
                 Some(Some(lit)) => def.default_literal = Some(lit),
                 Some(None) => {}
-                None => def.default_expr = Some(e.to_string()),
+                None => def.default_expr = Some(sequences::default_expr_text(e)?),
             },
             ColumnOption::PrimaryKey(_) => {
                 pk = true;
@@ -261,15 +261,19 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
                 let change = match op {
                     AlterColumnOperation::SetDefault { value } => Some(Change::SetDefault(match constant_default(value) {
                         Some(literal) => ColumnDefault { literal, expr: None },
-                        None => ColumnDefault { literal: None, expr: Some(value.to_string()) },
+                        None => ColumnDefault { literal: None, expr: Some(sequences::default_expr_text(value)?) },
                     })),
                     AlterColumnOperation::DropDefault => None,
                     AlterColumnOperation::SetNotNull => Some(Change::NotNull(true)),
                     AlterColumnOperation::DropNotNull => Some(Change::NotNull(false)),
+                    // Needs a sequence first: the session does it.
+                    AlterColumnOperation::AddGenerated { .. } => continue,
                     other => return Err(ComputeError::unsupported(format!("ALTER COLUMN … {other}"))),
                 };
                 Action::AlterColumn(AlterColumn { column: ident(column_name), change })
             }
+            // Nothing to store: ebb's tables have no owners (the session checks the role).
+            AlterTableOperation::OwnerTo { .. } => continue,
             other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
         };
         out.push(AlterTableRequest {

@@ -146,12 +146,27 @@ pub fn nextval_default(schema: &str, name: &str) -> String {
 pub fn nextval_source(default_expr: &str) -> Option<String> {
     let s = default_expr.trim();
     let inner = s.strip_prefix("nextval(")?.strip_suffix(')')?.trim();
-    let inner = inner.strip_suffix("::regclass").unwrap_or(inner).trim();
+    let cast = inner.len().checked_sub("::regclass".len()).filter(|&at| inner.is_char_boundary(at) && inner[at..].eq_ignore_ascii_case("::regclass"));
+    let inner = cast.map_or(inner, |at| inner[..at].trim());
     let text = inner.strip_prefix('\'')?.strip_suffix('\'')?;
     if text.replace("''", "").contains('\'') {
         return None;
     }
     Some(text.replace("''", "'"))
+}
+
+/// A DEFAULT expression as stored: `nextval` of a sequence in PostgreSQL's
+/// spelling (`nextval('s'::regclass)`, however it was written), others as
+/// written.
+pub fn default_expr_text(e: &Expr) -> Result<String> {
+    let text = e.to_string();
+    match nextval_source(&text) {
+        Some(relation) => {
+            let (schema, name) = parse_relation(&relation)?;
+            Ok(nextval_default(&schema, &name))
+        }
+        None => Ok(text),
+    }
 }
 
 /// Splits a relation's text as `regclass` reads it: `[schema.]name`,
@@ -242,6 +257,29 @@ pub fn canonical_option_order(sql: &str) -> Cow<'_, str> {
         while end < words.len() && !matches!(tokens[words[end]], Token::RParen | Token::SemiColon) && !keyword(end, Keyword::OWNED) {
             end += 1;
         }
+        // pg_dump names an identity column's sequence (`SEQUENCE NAME s`),
+        // which sqlparser does not take: dropped when it is the name ebb
+        // gives that sequence anyway, left for the parser to refuse otherwise.
+        let mut start = start;
+        if keyword(start, Keyword::SEQUENCE) && keyword(start + 1, Keyword::NAME) {
+            let mut k = start + 2;
+            let mut name = String::new();
+            while let Some(Token::Word(w)) = words.get(k).map(|&i| &tokens[i]) {
+                name = if w.quote_style.is_some() { w.value.clone() } else { w.value.to_lowercase() };
+                k += 1;
+                if words.get(k).is_none_or(|&i| tokens[i] != Token::Period) {
+                    break;
+                }
+                k += 1;
+            }
+            if identity_column(&tokens, &words[..at]).is_some_and(|(table, column)| owned_sequence_name(&table, &column) == name) {
+                for &i in &words[start..k] {
+                    out[i].clear();
+                }
+                changed = true;
+                start = k;
+            }
+        }
         if let Some(groups) = option_groups(&tokens, &words[start..end]) {
             let mut sorted = groups.clone();
             sorted.sort_by_key(|g| g.0);
@@ -258,6 +296,38 @@ pub fn canonical_option_order(sql: &str) -> Cow<'_, str> {
         at = end.max(at + 1);
     }
     if changed { Cow::Owned(out.concat()) } else { Cow::Borrowed(sql) }
+}
+
+/// The table and column of `ALTER TABLE [ONLY] [schema.]t ALTER [COLUMN] c
+/// ADD GENERATED … AS` (the tokens before IDENTITY, whitespace left out).
+fn identity_column(tokens: &[Token], words: &[usize]) -> Option<(String, String)> {
+    let name = |i: usize| match words.get(i).map(|&t| &tokens[t]) {
+        Some(Token::Word(w)) if w.quote_style.is_some() => Some(w.value.clone()),
+        Some(Token::Word(w)) => Some(w.value.to_lowercase()),
+        _ => None,
+    };
+    let is = |i: usize, k: Keyword| words.get(i).is_some_and(|&t| matches!(&tokens[t], Token::Word(w) if w.keyword == k));
+    if !(is(0, Keyword::ALTER) && is(1, Keyword::TABLE)) {
+        return None;
+    }
+    let mut i = 2;
+    if is(i, Keyword::ONLY) {
+        i += 1;
+    }
+    let mut table = name(i)?;
+    while words.get(i + 1).is_some_and(|&t| tokens[t] == Token::Period) {
+        i += 2;
+        table = name(i)?;
+    }
+    i += 1;
+    if !is(i, Keyword::ALTER) {
+        return None;
+    }
+    i += 1;
+    if is(i, Keyword::COLUMN) {
+        i += 1;
+    }
+    Some((table, name(i)?))
 }
 
 /// The options of a run of tokens (`words`: their indices, whitespace left
@@ -307,6 +377,8 @@ fn option_groups(tokens: &[Token], words: &[usize]) -> Option<Vec<(u8, String)>>
 
 #[cfg(test)]
 mod tests {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, Statement};
+
     use super::*;
 
     #[test]
@@ -328,6 +400,12 @@ mod tests {
         assert_eq!(nextval_source("nextval('items_id_seq'::regclass)").as_deref(), Some("items_id_seq"));
         assert_eq!(nextval_source("nextval('app.\"Odd''s\"'::regclass)").as_deref(), Some("app.\"Odd's\""));
         assert_eq!(nextval_source("now()"), None);
+        assert_eq!(nextval_source("nextval('public.s'::REGCLASS)").as_deref(), Some("public.s"));
+        let written = datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, "SELECT nextval('public.S'::REGCLASS)").unwrap();
+        let Statement::Query(q) = &written[0] else { panic!("a query") };
+        let SetExpr::Select(select) = q.body.as_ref() else { panic!("a select") };
+        let SelectItem::UnnamedExpr(e) = &select.projection[0] else { panic!("an expression") };
+        assert_eq!(default_expr_text(e).unwrap(), "nextval('s'::regclass)");
         assert_eq!(parse_relation("app.\"Odd's\"").unwrap(), ("app".to_string(), "Odd's".to_string()));
         assert_eq!(parse_relation("Items_ID_seq").unwrap(), (String::new(), "items_id_seq".to_string()));
         assert!(parse_relation("a.").is_err());
@@ -349,7 +427,13 @@ mod tests {
         assert!(matches!(canonical_option_order(sorted), Cow::Borrowed(_)));
         // Unknown options are left for the parser to report.
         assert_eq!(order("CREATE SEQUENCE s START 1 RESTART 2"), "CREATE SEQUENCE s START 1 RESTART 2");
-        for sql in ["CREATE SEQUENCE s START 3 INCREMENT 2", "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY (START WITH 3 INCREMENT BY 2))"] {
+        // pg_dump's identity clause: its SEQUENCE NAME is the one ebb gives.
+        let dumped = "ALTER TABLE public.orders ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (\n    SEQUENCE NAME public.orders_id_seq\n    START WITH 1\n    INCREMENT BY 1\n    NO MINVALUE\n    NO MAXVALUE\n    CACHE 1\n)";
+        let rewritten = order(dumped);
+        assert!(!rewritten.contains("SEQUENCE NAME") && rewritten.contains("INCREMENT BY 1 NO MINVALUE NO MAXVALUE START WITH 1 CACHE 1"), "{rewritten}");
+        let other = "ALTER TABLE orders ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (SEQUENCE NAME my_ids)";
+        assert_eq!(order(other), other, "another name is left for the parser to refuse");
+        for sql in ["CREATE SEQUENCE s START 3 INCREMENT 2", "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY (START WITH 3 INCREMENT BY 2))", dumped] {
             let rewritten = order(sql);
             assert!(datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).is_ok(), "{rewritten}");
         }

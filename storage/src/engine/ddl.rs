@@ -128,6 +128,12 @@ impl Database {
                     catalog::set_not_null(&table, &a.column, true)?
                 }
                 Some(Change::NotNull(false)) => catalog::set_not_null(&table, &a.column, false)?,
+                Some(Change::AddIdentity(i)) => {
+                    if self.has_null(&table, &a.column)? {
+                        return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: a.column.clone() });
+                    }
+                    catalog::add_identity(&table, &a.column, &i.identity, &i.default_expr)?
+                }
             },
             Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
             Action::RenameTable(to) => {
