@@ -17,14 +17,14 @@ use datafusion::logical_expr::LogicalPlan;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, Parens, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, Truncate, Update, UpdateTableFromKind, Value,
+    TableFactor, TableObject, Truncate, TruncateIdentityOption, Update, UpdateTableFromKind, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
 
 use super::ddl::{ident, object_name};
 use super::{returning, sequences, upsert};
 use crate::error::{ComputeError, Result};
-use crate::session::{Output, Session, parse};
+use crate::session::{Block, Output, Session, parse};
 use crate::storage_client::table_write;
 
 /// The hidden row-id column of tables without a primary key.
@@ -734,6 +734,11 @@ pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Resu
 
 /// TRUNCATE t [, …]: deletes every row, atomically across the tables.
 pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
+    let restart = matches!(t.identity, Some(TruncateIdentityOption::Restart));
+    if restart && s.block() != Block::Idle {
+        // Sequences are not transactional here; a rollback could not undo it.
+        return Err(ComputeError::unsupported("TRUNCATE … RESTART IDENTITY inside a transaction block"));
+    }
     let mut defs = Vec::new();
     for target_table in &t.table_names {
         let (schema, name) = object_name(&target_table.name)?;
@@ -749,5 +754,19 @@ pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
         }
     }
     s.end_write(txn, result).await?;
+    if restart {
+        // The rows are gone (committed): the sequences their columns own
+        // start over.
+        let owned: Vec<_> = s
+            .catalog()
+            .table_defs()
+            .into_iter()
+            .filter(|seq| seq.sequence.as_ref().is_some_and(|o| defs.iter().any(|d| d.id == o.owned_by_table)))
+            .collect();
+        for seq in owned {
+            let start = seq.sequence.as_ref().map_or(1, |o| o.start);
+            s.storage().client.set_value(&s.storage().database, &seq.schema, &seq.name, start, false).await?;
+        }
+    }
     Ok(Output::Command("TRUNCATE TABLE".into()))
 }
