@@ -33,6 +33,8 @@ use crate::types::Datum;
 
 /// Values a durable record of the row covers beyond the last handed out.
 pub const LOG_AHEAD: u64 = 32;
+/// Values one request may take at most (an INSERT's rows, a COPY batch).
+pub const MAX_VALUES_PER_REQUEST: u64 = 1 << 24;
 
 /// The row's key: sequences are tables without a primary key holding the
 /// row id 1.
@@ -154,6 +156,9 @@ impl Database {
     /// Takes the next `count` values of a sequence (nextval), in order.
     pub async fn next_values(&self, schema: &str, name: &str, count: u64) -> Result<Vec<i64>> {
         self.check_owned()?;
+        if count > MAX_VALUES_PER_REQUEST {
+            return Err(StorageError::InvalidRequest(format!("{count} sequence values asked for at once; at most {MAX_VALUES_PER_REQUEST}")));
+        }
         let (table, o) = self.sequence(schema, name)?;
         let cell = self.sequences.get(table.id());
         let mut cell = cell.lock().await;
@@ -161,7 +166,7 @@ impl Database {
             Some(s) => s,
             None => self.load_state(&table)?,
         };
-        let mut values = Vec::with_capacity(count.min(1 << 20) as usize);
+        let mut values = Vec::with_capacity(count as usize);
         let (mut last, mut called) = (state.last, state.called);
         for _ in 0..count {
             let Some(v) = step(&o, last, called) else {

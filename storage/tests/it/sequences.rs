@@ -40,6 +40,8 @@ async fn values_follow_each_other_and_stop_or_cycle_at_the_bound() {
     assert_eq!(e.to_string(), "invalid table definition: START value (0) cannot be less than MINVALUE (1)");
     assert_eq!(db.create_sequence("", "bad", &options(1, 0, 1, 10, false), false).await.unwrap_err().sqlstate(), "42P16");
     assert_eq!(db.create_sequence("", "s", &options(1, 1, 1, 10, false), false).await.unwrap_err().sqlstate(), "42P07");
+    assert_eq!(db.next_values("", "s", u64::MAX).await.unwrap_err().sqlstate(), "08P01", "a bad count is refused, not looped over");
+    assert_eq!(db.next_values("", "s", 1).await.unwrap(), vec![9], "and takes nothing");
 }
 
 #[tokio::test]
