@@ -31,7 +31,7 @@ use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::sequences::{self, OwnedSequence};
-use crate::sql::{copy, ddl, dml, roles};
+use crate::sql::{copy, create_table_as, ddl, dml, roles};
 use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
@@ -568,6 +568,7 @@ impl Session {
                 let from = copy::copy_from(source, *to, target, options, legacy_options)?;
                 self.start_copy(from).await
             }
+            Statement::CreateTable(ct) if ct.query.is_some() => create_table_as::create_table_as(self, ct).await,
             Statement::CreateTable(ct) => {
                 let (req, owned) = ddl::create_table(self.database(), ct)?;
                 let schema = req.schema.clone();

@@ -178,9 +178,6 @@ fn column(c: &AstColumn) -> Result<Column> {
 /// CREATE TABLE: the table's request, and the sequences its SERIAL and
 /// IDENTITY columns need (to be created once the table exists).
 pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequest, Vec<OwnedSequence>)> {
-    if ct.query.is_some() {
-        return Err(ComputeError::unsupported("CREATE TABLE … AS"));
-    }
     if ct.temporary {
         return Err(ComputeError::unsupported("temporary tables"));
     }

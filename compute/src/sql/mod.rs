@@ -1,6 +1,7 @@
 //! Statements ebb runs itself rather than handing to DataFusion.
 
 pub mod copy;
+pub mod create_table_as;
 pub mod ddl;
 pub mod dml;
 pub mod insert_literals;
