@@ -34,8 +34,7 @@ pub async fn create_table_as(s: &mut Session, ct: &CreateTable) -> Result<Output
     }
     let (schema, name) = object_name(&ct.name)?;
     if ct.if_not_exists && s.catalog().table(schema.as_deref(), &name).is_some() {
-        s.notices.push(format!("relation \"{name}\" already exists, skipping"));
-        return Ok(Output::Command("CREATE TABLE AS".into()));
+        return Ok(skipped(s, &name));
     }
     let plan = s.plan(&Statement::Query(query.clone())).await?;
     // The names a client would see (`?column?`, repeated names as written).
@@ -52,9 +51,14 @@ pub async fn create_table_as(s: &mut Session, ct: &CreateTable) -> Result<Output
         schema: schema.clone().unwrap_or_default(),
         name: name.clone(),
         columns,
+        if_not_exists: ct.if_not_exists,
         ..Default::default()
     };
-    let (def, _) = s.storage().client.create_table(req).await?;
+    let (def, created) = s.storage().client.create_table(req).await?;
+    if !created {
+        // Made by another session since this one's catalog was loaded.
+        return Ok(skipped(s, &name));
+    }
     if rows.num_rows() > 0 {
         let written = s.storage().client.commit(&s.storage().database, 0, vec![table_write(&def, WriteKind::Insert, &rows)?]).await;
         if let Err(e) = written {
@@ -63,6 +67,12 @@ pub async fn create_table_as(s: &mut Session, ct: &CreateTable) -> Result<Output
         }
     }
     Ok(Output::Command(format!("SELECT {}", rows.num_rows())))
+}
+
+/// IF NOT EXISTS and the table exists: a notice, nothing done.
+fn skipped(s: &mut Session, name: &str) -> Output {
+    s.notices.push(format!("relation \"{name}\" already exists, skipping"));
+    Output::Command("CREATE TABLE AS".into())
 }
 
 /// The PostgreSQL type of a result column: the one it carries (a table
