@@ -124,6 +124,14 @@ async fn serial_columns_fill_through_copy_and_psql_describes_their_sequence() {
     assert!(ok && out.contains("events_id_seq") && out.contains("sequence"), "{err}\n{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt"]);
     assert!(ok && out.contains("events") && !out.contains("events_id_seq"), "{err}\n{out}");
+    // Four clients inserting at once: every row gets its own value, none is skipped.
+    let script = tempfile::NamedTempFile::new().expect("script file");
+    std::fs::write(script.path(), "INSERT INTO events (what) VALUES ('tick');\n").expect("write script");
+    let path = script.path().display().to_string();
+    let (ok, out, err) = compute.tool("pgbench", &["-n", "-f", &path, "-c", "4", "-j", "2", "-t", "100", "postgres"]);
+    assert!(ok && out.contains("number of failed transactions: 0"), "{out}\n{err}");
+    let (_, out, _) = compute.psql("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM events");
+    assert_eq!(out.trim(), "404|404|1|404");
     // The sequence goes with its table.
     let (ok, _, err) = compute.psql("DROP TABLE events");
     assert!(ok, "{err}");
