@@ -120,6 +120,7 @@ async fn serial_columns_fill_through_copy_and_psql_describes_their_sequence() {
     assert!(ok, "{err}");
     let row = out.lines().find(|l| l.contains("bigint")).map(|l| l.split('|').map(str::trim).collect::<Vec<_>>());
     assert_eq!(row.as_deref(), Some(&["bigint", "1", "1", "9223372036854775807", "1", "no", "1"][..]), "{out}");
+    assert!(out.contains("Owned by: public.events.id"), "{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\ds"]);
     assert!(ok && out.contains("events_id_seq") && out.contains("sequence"), "{err}\n{out}");
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\dt"]);

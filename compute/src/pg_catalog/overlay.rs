@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, new_null_array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session};
@@ -87,6 +87,8 @@ enum Relations {
     Constraint,
     Tables,
     Sequence,
+    /// `pg_depend`: sequences owned by columns.
+    Depend,
     /// `pg_settings`, whose rows are all the session's.
     Settings,
 }
@@ -102,13 +104,17 @@ impl Relations {
             "pg_constraint" => Self::Constraint,
             "pg_tables" => Self::Tables,
             "pg_sequence" => Self::Sequence,
+            "pg_depend" => Self::Depend,
             "pg_settings" => Self::Settings,
             _ => return None,
         })
     }
 
-    fn rows(self, defs: &[TableDef], settings: &Settings) -> Vec<Row> {
+    /// The rows of the database's tables; `pg_class_oid`: the OID
+    /// `'pg_catalog.pg_class'::regclass` names (see `pg_class_oid`).
+    fn rows(self, defs: &[TableDef], settings: &Settings, pg_class_oid: i32) -> Vec<Row> {
         match self {
+            Self::Depend => user::dependencies(defs, pg_class_oid),
             Self::Settings => user::settings(settings),
             Self::Namespace => user::namespaces(defs),
             Self::Class => user::classes(defs),
@@ -194,7 +200,8 @@ impl SchemaProvider for PgCatalogOverlay {
         Ok(Some(match Relations::of(&name) {
             Some(relations) => {
                 let schema = relations.schema(&inner.schema());
-                Arc::new(WithUserRelations { relations, inner, schema, catalog: self.catalog.clone(), settings: self.settings.clone() })
+                let classes = if relations == Relations::Depend { self.inner.table("pg_class").await? } else { None };
+                Arc::new(WithUserRelations { relations, inner, schema, catalog: self.catalog.clone(), settings: self.settings.clone(), classes })
             }
             None => inner,
         }))
@@ -214,9 +221,27 @@ struct WithUserRelations {
     schema: SchemaRef,
     catalog: Arc<DatabaseCatalog>,
     settings: Settings,
+    /// The crate's `pg_class` (for `pg_depend`, see `pg_class_oid`).
+    classes: Option<Arc<dyn TableProvider>>,
 }
 
 impl WithUserRelations {
+    /// The OID of `pg_class` itself as the crate's `pg_class` lists it:
+    /// `'pg_catalog.pg_class'::regclass` resolves to it (the crate numbers
+    /// system relations as it goes, not with PostgreSQL's 1259), and
+    /// psql compares `pg_depend.classid` with that.
+    async fn pg_class_oid(&self, state: &dyn Session) -> DfResult<i32> {
+        let Some(classes) = &self.classes else { return Ok(user::PG_CLASS) };
+        for batch in collect(classes.scan(state, None, &[], None).await?, state.task_ctx()).await? {
+            let (Some(oids), Some(names)) = (batch.column_by_name("oid"), batch.column_by_name("relname")) else { continue };
+            let (oids, names) = (cast(oids, &DataType::Int32)?, cast(names, &DataType::Utf8)?);
+            let (oids, names) = (oids.as_primitive::<Int32Type>(), names.as_string::<i32>());
+            if let Some(i) = (0..names.len()).find(|&i| names.is_valid(i) && names.value(i) == "pg_class") {
+                return Ok(oids.value(i));
+            }
+        }
+        Ok(user::PG_CLASS)
+    }
     /// A batch of the crate's table in this table's schema.
     fn adapt(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
         let columns = self
@@ -255,7 +280,8 @@ impl TableProvider for WithUserRelations {
             let system = collect(self.inner.scan(state, None, &[], None).await?, state.task_ctx()).await?;
             system.iter().map(|b| self.adapt(b)).collect::<DfResult<Vec<_>>>()?
         };
-        let own = rows::batch(&self.schema, &self.relations.rows(&self.catalog.table_defs(), &self.settings))
+        let pg_class_oid = if self.relations == Relations::Depend { self.pg_class_oid(state).await? } else { user::PG_CLASS };
+        let own = rows::batch(&self.schema, &self.relations.rows(&self.catalog.table_defs(), &self.settings, pg_class_oid))
             .map_err(|e| DataFusionError::Internal(format!("{:?} rows of the database's tables: {e}", self.relations)))?;
         batches.push(own);
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)

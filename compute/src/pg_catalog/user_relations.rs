@@ -31,6 +31,8 @@ const DEFAULT_COLLATION: i32 = 100;
 const BTREE: i32 = 403;
 /// `heap`, the access method of tables.
 const HEAP: i32 = 2;
+/// PostgreSQL's OID of `pg_class` (the class of relations in `pg_depend`).
+pub const PG_CLASS: i32 = 1259;
 /// The default btree operator class of a key column's type (`int4_ops`, …).
 fn btree_opclass(t: TypeKind) -> i32 {
     use TypeKind::*;
@@ -348,6 +350,28 @@ pub fn sequences(defs: &[TableDef]) -> Vec<Row> {
                 ("seqmin", ScalarValue::Int64(Some(o.min_value))),
                 ("seqcache", ScalarValue::Int64(Some(o.cache))),
                 ("seqcycle", ScalarValue::Boolean(Some(o.cycle))),
+            ])
+        })
+        .collect()
+}
+
+/// `pg_depend` rows: each sequence a column owns depends on that column
+/// (`a` for SERIAL and OWNED BY, `i` for IDENTITY), as psql's `\d seq`
+/// reads it for "Owned by"; `pg_class_oid` is the class of both.
+pub fn dependencies(defs: &[TableDef], pg_class_oid: i32) -> Vec<Row> {
+    defs.iter()
+        .filter_map(|seq| {
+            let o = seq.sequence.as_ref().filter(|o| o.owned_by_table != 0)?;
+            let owner = defs.iter().find(|d| d.id == o.owned_by_table)?;
+            let (index, column) = owner.columns.iter().enumerate().find(|(_, c)| c.name == o.owned_by_column)?;
+            Some(vec![
+                ("classid", ScalarValue::Int32(Some(pg_class_oid))),
+                ("objid", ScalarValue::Int32(Some(TableOids::of(seq.id).table))),
+                ("objsubid", ScalarValue::Int32(Some(0))),
+                ("refclassid", ScalarValue::Int32(Some(pg_class_oid))),
+                ("refobjid", ScalarValue::Int32(Some(TableOids::of(owner.id).table))),
+                ("refobjsubid", ScalarValue::Int32(Some(index as i32 + 1))),
+                ("deptype", text(if column.identity.is_empty() { "a" } else { "i" })),
             ])
         })
         .collect()
