@@ -276,7 +276,7 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     for n in session.notices.drain(..) {
-        let info = ErrorInfo::new("WARNING".into(), "25P01".into(), n);
+        let info = ErrorInfo::new(n.severity.into(), n.sqlstate.into(), n.message);
         client.feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
     }
     Ok(())

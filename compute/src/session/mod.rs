@@ -108,7 +108,7 @@ pub struct Session {
     /// Savepoints of the open block (see [`Session::rollback_to`]).
     savepoints: Savepoints,
     /// Notices for the client (e.g. "there is no transaction in progress").
-    pub notices: Vec<String>,
+    pub notices: Vec<Notice>,
     /// A COPY FROM STDIN receiving data.
     copy: Option<copy_in::CopyIn>,
     /// The role the client connected as.
@@ -123,6 +123,27 @@ pub struct Session {
     compiled: ExprCache,
     /// nextval/currval of this session, and the values of SERIAL columns.
     pub(crate) sequences: Arc<SessionSequences>,
+}
+
+/// A message for the client that is not an error, as PostgreSQL sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `NOTICE` or `WARNING`.
+    pub severity: &'static str,
+    pub sqlstate: &'static str,
+    pub message: String,
+}
+
+impl Notice {
+    /// A NOTICE (e.g. "relation … already exists, skipping", 42P07).
+    pub fn info(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        Self { severity: "NOTICE", sqlstate, message: message.into() }
+    }
+
+    /// A WARNING (e.g. "there is no transaction in progress", 25P01).
+    pub fn warning(sqlstate: &'static str, message: impl Into<String>) -> Self {
+        Self { severity: "WARNING", sqlstate, message: message.into() }
+    }
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -307,7 +328,7 @@ impl Session {
                 self.existing_role(&name).await?;
             }
         }
-        self.notices.push("ebb's tables have no owners; OWNER TO changes nothing".into());
+        self.notices.push(Notice::info("00000", "ebb's tables have no owners; OWNER TO changes nothing"));
         Ok(())
     }
 
@@ -643,7 +664,7 @@ impl Session {
                     let name = role.name.clone();
                     match self.storage.client.put_role(role, true).await {
                         Err(e) if cr.if_not_exists && e.sqlstate() == "42710" => {
-                            self.notices.push(format!("role \"{name}\" already exists, skipping"));
+                            self.notices.push(Notice::info("42710", format!("role \"{name}\" already exists, skipping")));
                         }
                         r => r?,
                     }
@@ -742,7 +763,7 @@ impl Session {
                 self.block = Block::Open;
                 self.isolation = isolation;
             }
-            Block::Open | Block::Failed => self.notices.push("there is already a transaction in progress".into()),
+            Block::Open | Block::Failed => self.notices.push(Notice::warning("25001", "there is already a transaction in progress")),
         }
         Ok(Output::Command("BEGIN".into()))
     }
@@ -750,7 +771,7 @@ impl Session {
     async fn commit(&mut self) -> Result<Output> {
         match self.block {
             Block::Idle => {
-                self.notices.push("there is no transaction in progress".into());
+                self.notices.push(Notice::warning("25P01", "there is no transaction in progress"));
                 Ok(Output::Command("COMMIT".into()))
             }
             Block::Failed => {
@@ -806,7 +827,7 @@ impl Session {
 
     async fn rollback(&mut self) -> Result<Output> {
         if self.block == Block::Idle {
-            self.notices.push("there is no transaction in progress".into());
+            self.notices.push(Notice::warning("25P01", "there is no transaction in progress"));
         }
         self.end_savepoints();
         let txn = self.storage.txn();

@@ -19,7 +19,7 @@ use ebb_proto::storage::{ColumnDef, ColumnType, CreateTableRequest, TypeKind, Wr
 use super::ddl::{self, object_name};
 use crate::column_names;
 use crate::error::{ComputeError, Result};
-use crate::session::{Output, Session};
+use crate::session::{Notice, Output, Session};
 use crate::storage_client::table_write;
 
 /// Runs `CREATE TABLE t [(names)] AS query`.
@@ -71,7 +71,7 @@ pub async fn create_table_as(s: &mut Session, ct: &CreateTable) -> Result<Output
 
 /// IF NOT EXISTS and the table exists: a notice, nothing done.
 fn skipped(s: &mut Session, name: &str) -> Output {
-    s.notices.push(format!("relation \"{name}\" already exists, skipping"));
+    s.notices.push(Notice::info("42P07", format!("relation \"{name}\" already exists, skipping")));
     Output::Command("CREATE TABLE AS".into())
 }
 
