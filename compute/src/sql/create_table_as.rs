@@ -1,7 +1,7 @@
 //! CREATE TABLE … AS SELECT: the query's result columns become the table's
-//! (named as a client would see them),
-//! typed as PostgreSQL types them, and its rows are written in one commit
-//! (dbt builds its table models this way, notebooks their scratch tables).
+//! (named as a client would see them, typed as PostgreSQL types them), and
+//! its rows are written in one commit (dbt builds its table models this way,
+//! notebooks their scratch tables).
 //! Like other DDL in ebb it commits on its own, also inside a transaction
 //! block; if the rows cannot be written, the table is dropped again.
 

@@ -1,6 +1,6 @@
 //! CREATE SEQUENCE, and the sequences SERIAL and IDENTITY columns draw
-//! from: their options with PostgreSQL's defaults, their names, and the
-//! DEFAULT that reads them.
+//! from: their options with PostgreSQL's defaults, their names, the
+//! DEFAULT that reads them, and the option order sqlparser needs.
 
 use std::borrow::Cow;
 
