@@ -27,6 +27,7 @@ pub mod duplicate_names;
 pub mod error;
 pub mod exists_values;
 pub mod function_aliases;
+pub mod function_call;
 pub mod record_fields;
 pub mod set_returning;
 pub mod sequence_functions;

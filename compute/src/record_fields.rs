@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, Value,
+    AccessExpr, Expr, Statement, Value,
     visit_expressions_mut,
 };
 
@@ -43,21 +43,7 @@ fn field_access(expr: &Expr) -> Option<Expr> {
 
 /// `get_field(value, 'field')`.
 fn get_field(value: Expr, field: &str) -> Expr {
-    let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("get_field")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![arg(value), arg(Expr::value(Value::SingleQuotedString(field.to_string())))],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    crate::function_call::call("get_field", vec![value, Expr::value(Value::SingleQuotedString(field.to_string()))])
 }
 
 #[cfg(test)]

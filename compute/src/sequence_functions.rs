@@ -23,7 +23,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Sca
 use crate::by_address::ByAddress;
 use crate::catalog::{DatabaseCatalog, PUBLIC};
 use crate::error::{ComputeError, Result, check_arguments};
-use crate::pg_catalog::TableOids;
+use crate::pg_catalog::{relation_by_name, relation_by_oid};
 use crate::sql::sequences::parse_relation;
 use crate::storage_session::StorageSession;
 
@@ -86,8 +86,7 @@ impl SessionSequences {
             .iter()
             .map(|oid| {
                 let Some(oid) = oid else { return Ok(None) };
-                defs.iter()
-                    .find(|d| i64::from(TableOids::of(d.id).table) == oid)
+                relation_by_oid(&defs, oid)
                     .map(|d| Some((d.schema.clone(), d.name.clone())))
                     .ok_or_else(|| ComputeError::invalid("42P01", format!("relation with OID {oid} does not exist")))
             })
@@ -127,20 +126,14 @@ impl SessionSequences {
             // `attrelid::regclass::text` reaches here as the OID's digits;
             // an OID of no table (a system catalog's) has no sequence.
             let def = match table.parse::<i64>() {
-                Ok(oid) => match defs.iter().find(|d| i64::from(TableOids::of(d.id).table) == oid) {
+                Ok(oid) => match relation_by_oid(&defs, oid) {
                     Some(def) => def,
                     None => {
                         out.push(None);
                         continue;
                     }
                 },
-                Err(_) => {
-                    let (schema, name) = parse_relation(table)?;
-                    let schema = if schema.is_empty() { PUBLIC.to_string() } else { schema };
-                    defs.iter()
-                        .find(|d| d.schema == schema && d.name == name)
-                        .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{table}\" does not exist")))?
-                }
+                Err(_) => relation_by_name(&defs, table)?,
             };
             if !def.columns.iter().any(|c| c.name == column) {
                 return Err(ComputeError::invalid("42703", format!("column \"{column}\" of relation \"{}\" does not exist", def.name)));

@@ -16,16 +16,12 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
-use datafusion::sql::sqlparser::ast::{
-    DataType as SqlType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
-    Statement, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr, Statement, visit_expressions_mut};
 
-use super::user_relations::TableOids;
+use super::user_relations::{TableOids, relation_by_name};
 use crate::by_address::ByAddress;
-use crate::catalog::{DatabaseCatalog, PUBLIC};
+use crate::catalog::DatabaseCatalog;
 use crate::error::{ComputeError, check_arguments};
-use crate::sql::sequences::parse_relation;
 
 /// The function casts are rewritten into.
 const NAME: &str = "ebb_regclass";
@@ -38,17 +34,7 @@ pub fn rewrite(stmts: &mut [Statement]) {
                 && is_regclass(data_type)
                 && matches!(inner.as_ref(), Expr::Function(_))
             {
-                let arg = FunctionArg::Unnamed(FunctionArgExpr::Expr((**inner).clone()));
-                *expr = Expr::Function(Function {
-                    name: ObjectName::from(vec![Ident::new(NAME)]),
-                    uses_odbc_syntax: false,
-                    parameters: FunctionArguments::None,
-                    args: FunctionArguments::List(FunctionArgumentList { duplicate_treatment: None, args: vec![arg], clauses: vec![] }),
-                    filter: None,
-                    null_treatment: None,
-                    over: None,
-                    within_group: vec![],
-                });
+                *expr = crate::function_call::call(NAME, vec![(**inner).clone()]);
             }
             ControlFlow::<()>::Continue(())
         });
@@ -100,13 +86,7 @@ impl ScalarUDFImpl for RegclassUdf {
             out.push(match name {
                 None => None,
                 Some(n) if n.parse::<i32>().is_ok() => n.parse::<i32>().ok(),
-                Some(n) => {
-                    let (schema, relation) = parse_relation(n).map_err(ComputeError::into_datafusion)?;
-                    let schema = if schema.is_empty() { PUBLIC.to_string() } else { schema };
-                    let def = defs.iter().find(|d| d.schema == schema && d.name == relation);
-                    let def = def.ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{n}\" does not exist")).into_datafusion())?;
-                    Some(TableOids::of(def.id).table)
-                }
+                Some(n) => Some(TableOids::of(relation_by_name(&defs, n).map_err(ComputeError::into_datafusion)?.id).table),
             });
         }
         Ok(ColumnarValue::Array(Arc::new(Int32Array::from(out)) as ArrayRef))

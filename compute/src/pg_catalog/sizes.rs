@@ -23,7 +23,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
-use super::user_relations::TableOids;
+use super::user_relations::{TableOids, relation_by_name};
 use crate::by_address::ByAddress;
 use crate::catalog::DatabaseCatalog;
 use crate::error::{ComputeError, Result, check_arguments};
@@ -247,14 +247,8 @@ impl SizeUdf {
                     out.push(lookup(oid));
                     continue;
                 }
-                let (schema, name) = match t.split_once('.') {
-                    Some((s, n)) => (Some(s), n),
-                    None => (None, t),
-                };
-                match self.catalog.table(schema, name) {
-                    Some(table) => out.push(Some(Relation::Table(table.def().id))),
-                    None => return Err(ComputeError::invalid("42P01", format!("relation \"{t}\" does not exist")).into_datafusion()),
-                }
+                let def = relation_by_name(&defs, t).map_err(ComputeError::into_datafusion)?;
+                out.push(Some(Relation::Table(def.id)));
             }
             return Ok(out);
         }

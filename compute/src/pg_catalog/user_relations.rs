@@ -14,6 +14,9 @@ use ebb_proto::pg_types::{kind, sql_name};
 use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
 
 use super::rows::{Row, int2_list, oid_list, text};
+use crate::catalog::PUBLIC;
+use crate::error::{ComputeError, Result};
+use crate::sql::sequences::parse_relation;
 use crate::session::settings::Settings;
 
 /// OID of the `public` schema, as in PostgreSQL.
@@ -75,6 +78,21 @@ impl TableOids {
         let oid = |k: i64| i32::try_from(base + k).unwrap_or(i32::MAX);
         Self { table: oid(0), index: oid(1), constraint: oid(2), row_type: oid(3) }
     }
+}
+
+/// The table or sequence whose `pg_class` OID is `oid`.
+pub fn relation_by_oid(defs: &[TableDef], oid: i64) -> Option<&TableDef> {
+    defs.iter().find(|d| i64::from(TableOids::of(d.id).table) == oid)
+}
+
+/// The table or sequence a name stands for as `regclass` reads it (`t`,
+/// `app."T"`; no schema: `public`); 42P01 if there is none.
+pub fn relation_by_name<'a>(defs: &'a [TableDef], text: &str) -> Result<&'a TableDef> {
+    let (schema, name) = parse_relation(text)?;
+    let schema = if schema.is_empty() { PUBLIC } else { schema.as_str() };
+    defs.iter()
+        .find(|d| d.schema == schema && d.name == name)
+        .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{text}\" does not exist")))
 }
 
 /// The OID of a user schema: `public`'s is PostgreSQL's, others are derived

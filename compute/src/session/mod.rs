@@ -7,6 +7,7 @@ pub mod plan_cache;
 mod savepoints;
 pub mod settings;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,9 +161,14 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         // sqlparser does not parse it; say what instead of a syntax error.
         return Err(ComputeError::unsupported("ALTER SEQUENCE (setval() moves a sequence; OWNED BY is given at CREATE SEQUENCE)"));
     }
-    let sql = copy::normalize_boolean_options(sql);
-    let sql = sequences::canonical_option_order(&sql);
+    let mut sql = copy::normalize_boolean_options(sql);
+    // Sorting options changes no word the checks of `lower` look for.
     let lower = sql.to_ascii_lowercase();
+    if sequences::may_hold_options(&lower)
+        && let Cow::Owned(sorted) = sequences::canonical_option_order(&sql)
+    {
+        sql = Cow::Owned(sorted);
+    }
     let catalog = is_catalog_query(&lower);
     let parsed = if catalog {
         crate::catalog_sql::parse(&sql)

@@ -234,6 +234,18 @@ pub async fn insert(s: &mut Session, ins: &Insert, params: &[ScalarValue]) -> Re
     }
 }
 
+/// The target columns `values` values per row fill: all of them if they
+/// were listed, else the table's leading ones (PostgreSQL gives the rest
+/// their defaults); 42601 if the counts differ.
+fn filled_columns(columns: &[String], listed: bool, values: usize) -> Result<&[String]> {
+    let filled = if listed { columns } else { &columns[..values.min(columns.len())] };
+    match values.cmp(&filled.len()) {
+        std::cmp::Ordering::Greater => Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns")),
+        std::cmp::Ordering::Less => Err(ComputeError::invalid("42601", "INSERT has more target columns than expressions")),
+        std::cmp::Ordering::Equal => Ok(filled),
+    }
+}
+
 /// Takes the columns a VALUES list sets to `DEFAULT` in every row out of
 /// the rows and of `columns`, so that they get their defaults; whether it
 /// took any. `DEFAULT` in some rows of a column only is refused.
@@ -252,10 +264,7 @@ fn without_default_items(rows: &mut [Parens<Vec<Expr>>], columns: &mut Vec<Strin
     if taken.is_empty() {
         return Ok(false);
     }
-    if listed && width != columns.len() || width > columns.len() {
-        let more = if width > columns.len() { "expressions than target columns" } else { "target columns than expressions" };
-        return Err(ComputeError::invalid("42601", format!("INSERT has more {more}")));
-    }
+    filled_columns(columns, listed, width)?;
     for &i in taken.iter().rev() {
         for row in rows.iter_mut() {
             if i < row.content.len() {
@@ -372,15 +381,7 @@ async fn insert_rows(
 ) -> Result<Output> {
     let (def, columns) = (target.def, target.columns);
     let (out_schema, batches) = s.run_plan(plan, params, false).await?;
-    if out_schema.fields().len() > columns.len() {
-        return Err(ComputeError::invalid("42601", "INSERT has more expressions than target columns"));
-    }
-    // Without a column list, PostgreSQL fills the table's leading columns
-    // and gives the rest their defaults.
-    let columns = if target.listed { columns } else { &columns[..out_schema.fields().len()] };
-    if out_schema.fields().len() < columns.len() {
-        return Err(ComputeError::invalid("42601", "INSERT has more target columns than expressions"));
-    }
+    let columns = filled_columns(columns, target.listed, out_schema.fields().len())?;
     if let Some(c) = def.columns.iter().find(|c| c.identity == "a" && columns.contains(&c.name)) {
         // GENERATED ALWAYS AS IDENTITY (OVERRIDING SYSTEM VALUE is not supported).
         return Err(ComputeError::invalid("428C9", format!("cannot insert a non-DEFAULT value into column \"{}\"", c.name)));

@@ -212,16 +212,18 @@ pub fn parse_relation(text: &str) -> Result<(String, String)> {
     }
 }
 
+/// Whether SQL (`lower`: in lower case) can hold options that
+/// [`canonical_option_order`] sorts.
+pub fn may_hold_options(lower: &str) -> bool {
+    lower.contains("sequence") || lower.contains("identity")
+}
+
 /// Puts the options of CREATE SEQUENCE and of `AS IDENTITY (…)` in the one
 /// order sqlparser accepts (INCREMENT, MINVALUE, MAXVALUE, START, CACHE,
 /// CYCLE); PostgreSQL takes them in any order, and SQLAlchemy writes START
 /// before MINVALUE. SQL without such a clause, or whose options are in that
 /// order already or are not all understood, is returned as it is.
 pub fn canonical_option_order(sql: &str) -> Cow<'_, str> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("sequence") && !lower.contains("identity") {
-        return Cow::Borrowed(sql);
-    }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return Cow::Borrowed(sql) };
     let words: Vec<usize> = (0..tokens.len()).filter(|&i| !matches!(tokens[i], Token::Whitespace(_))).collect();
     let keyword = |at: usize, k: Keyword| words.get(at).is_some_and(|&i| matches!(&tokens[i], Token::Word(w) if w.keyword == k));
