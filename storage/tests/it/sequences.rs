@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arrow::array::AsArray;
+
 use ebb_proto::storage::alter_table_request::Action;
 use ebb_proto::storage::{AlterTableRequest, PrimaryKey, SequenceOptions, TypeKind, WriteKind};
 use ebb_storage::engine::sequences::LOG_AHEAD;
@@ -74,6 +76,8 @@ async fn a_sequence_is_changed_only_by_nextval_and_setval_and_dropped_with_its_t
     let rows = scan(&db, scan_req("items_id_seq", 0)).await.unwrap();
     assert_eq!(rows.num_rows(), 1, "one row: last_value, log_cnt, is_called");
     assert_eq!(rows.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["last_value", "log_cnt", "is_called"]);
+    let last_value = rows.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    assert_eq!(last_value, 2 + LOG_AHEAD as i64, "the row shows the position recorded 32 values ahead");
 
     let e = db.commit(0, &[write("items_id_seq", WriteKind::Upsert, &rows)]).await.unwrap_err();
     assert_eq!((e.sqlstate(), e.to_string().as_str()), ("42809", "cannot change sequence \"items_id_seq\""));
