@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use ebb_proto::storage::{ColumnDef, TableDef, TableVersion};
+use ebb_proto::storage::{ColumnDef, IndexDef, TableDef, TableVersion};
 use prost::Message;
 
 use crate::error::{Result, StorageError};
@@ -18,6 +18,8 @@ pub const DEFAULT_SCHEMA: &str = "public";
 pub const ROWID_COLUMN: &str = "_rowid";
 /// Longest identifier accepted (PostgreSQL's NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
+/// Most columns an index may have (PostgreSQL's INDEX_MAX_KEYS).
+const MAX_INDEX_COLUMNS: usize = 32;
 
 /// One column of a table.
 #[derive(Debug, Clone)]
@@ -32,6 +34,14 @@ pub struct Column {
     pub missing: Datum,
 }
 
+/// A secondary index of a table, resolved against its columns.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub def: IndexDef,
+    /// Positions in the table's `columns` of the indexed columns, in order.
+    pub columns: Vec<usize>,
+}
+
 /// A table definition ready for use by reads and writes.
 #[derive(Debug)]
 pub struct Table {
@@ -41,6 +51,8 @@ pub struct Table {
     pub pk: Vec<usize>,
     /// Arrow schema of all columns, in order.
     pub schema: SchemaRef,
+    /// Secondary indexes.
+    pub indexes: Vec<Index>,
 }
 
 impl Table {
@@ -69,9 +81,33 @@ impl Table {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let indexes = def
+            .indexes
+            .iter()
+            .map(|ix| {
+                let positions = ix
+                    .column_ids
+                    .iter()
+                    .map(|id| {
+                        columns.iter().position(|c| c.id == *id).ok_or_else(|| {
+                            StorageError::InvalidDefinition(format!("index \"{}\" names column id {id}, which \"{}\" has not", ix.name, def.name))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Index { def: ix.clone(), columns: positions })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let fields: Vec<_> =
             columns.iter().map(|c| c.ty.arrow_field(&c.name, !c.not_null)).collect();
-        Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)) })
+        Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)), indexes })
+    }
+
+    /// The index named `name`.
+    pub fn index(&self, name: &str) -> Result<&Index> {
+        self.indexes
+            .iter()
+            .find(|ix| ix.def.name == name)
+            .ok_or_else(|| StorageError::UnknownTable(name.to_string()))
     }
 
     /// The table id.
@@ -178,6 +214,7 @@ pub fn new_table_def(
         version: 0,
         next_column_id: 0,
         sequence: None,
+        indexes: Vec::new(),
     };
     bump(&mut def);
     Table::from_def(def.clone())?;
@@ -208,7 +245,9 @@ pub fn drop_column(table: &Table, name: &str) -> Result<TableDef> {
         )));
     }
     let mut def = table.def.clone();
-    def.columns.remove(idx);
+    let id = def.columns.remove(idx).id;
+    // As in PostgreSQL, indexes on the column go with it.
+    def.indexes.retain(|ix| !ix.column_ids.contains(&id));
     bump(&mut def);
     Ok(def)
 }
@@ -298,6 +337,13 @@ pub fn add_primary_key(table: &Table, columns: &[String], new_id: u32) -> Result
     if columns.is_empty() {
         return Err(StorageError::InvalidDefinition("a primary key needs at least one column".into()));
     }
+    if let Some(ix) = table.indexes.first() {
+        // Its entries point at rows by their current (row-id) keys.
+        return Err(StorageError::NotSupported(format!(
+            "ADD PRIMARY KEY on \"{}\", which has index \"{}\"; drop its indexes first and create them again after",
+            table.def.name, ix.def.name
+        )));
+    }
     let mut def = table.def.clone();
     for (i, k) in columns.iter().enumerate() {
         if columns[..i].contains(k) {
@@ -310,6 +356,40 @@ pub fn add_primary_key(table: &Table, columns: &[String], new_id: u32) -> Result
     def.primary_key = columns.to_vec();
     bump(&mut def);
     Table::from_def(def.clone())?;
+    Ok(def)
+}
+
+/// CREATE INDEX: the table's definition with index `name` (relation id
+/// `id`) on `columns` added (the caller checks the name is free and fills
+/// the entries).
+pub fn add_index(table: &Table, id: u32, name: &str, columns: &[String], unique: bool, constraint: bool) -> Result<TableDef> {
+    check_identifier("index", name)?;
+    if columns.is_empty() {
+        return Err(StorageError::InvalidDefinition("an index needs at least one column".into()));
+    }
+    if columns.len() > MAX_INDEX_COLUMNS {
+        return Err(StorageError::InvalidDefinition(format!("cannot use more than {MAX_INDEX_COLUMNS} columns in an index")));
+    }
+    let mut column_ids = Vec::with_capacity(columns.len());
+    for name in columns {
+        let c = &table.columns[table.column_index(name)?];
+        if column_ids.contains(&c.id) {
+            return Err(StorageError::InvalidDefinition(format!("column \"{name}\" appears twice in index")));
+        }
+        column_ids.push(c.id);
+    }
+    let mut def = table.def.clone();
+    def.indexes.push(IndexDef { id, name: name.into(), column_ids, unique, constraint });
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok(def)
+}
+
+/// DROP INDEX / DROP CONSTRAINT: the table's definition without index `name`.
+pub fn drop_index(table: &Table, name: &str) -> Result<TableDef> {
+    let mut def = table.def.clone();
+    def.indexes.retain(|ix| ix.name != name);
+    bump(&mut def);
     Ok(def)
 }
 
@@ -327,6 +407,10 @@ pub fn rename_table(table: &Table, to: &str) -> Result<TableDef> {
 pub struct Catalog {
     tables: HashMap<u32, Arc<Table>>,
     by_name: HashMap<(String, String), u32>,
+    /// Index (schema, name) → the id of its table.
+    index_names: HashMap<(String, String), u32>,
+    /// Index relation id → the id of its table.
+    index_owners: HashMap<u32, u32>,
     /// The next table id to hand out.
     pub next_table_id: u32,
 }
@@ -364,6 +448,22 @@ impl Catalog {
         self.tables.get(&id).cloned()
     }
 
+    /// The table an index (by name) belongs to.
+    pub fn index_table(&self, schema: &str, name: &str) -> Option<Arc<Table>> {
+        let schema = if schema.is_empty() { DEFAULT_SCHEMA } else { schema };
+        self.index_names.get(&(schema.to_string(), name.to_string())).and_then(|id| self.get_by_id(*id))
+    }
+
+    /// The table of relation `id` when it is an index.
+    pub fn index_owner(&self, id: u32) -> Option<Arc<Table>> {
+        self.index_owners.get(&id).and_then(|t| self.get_by_id(*t))
+    }
+
+    /// Whether a table, sequence or index of this name exists in `schema`.
+    pub fn relation_exists(&self, schema: &str, name: &str) -> bool {
+        self.get(schema, name).is_ok() || self.index_table(schema, name).is_some()
+    }
+
     /// All tables, ordered by id.
     pub fn tables(&self) -> Vec<Arc<Table>> {
         let mut v: Vec<_> = self.tables.values().cloned().collect();
@@ -375,9 +475,13 @@ impl Catalog {
     pub fn upsert(&mut self, def: TableDef) -> Result<()> {
         let id = def.id;
         self.remove(id);
-        let key = (def.schema.clone(), def.name.clone());
-        self.tables.insert(id, Arc::new(Table::from_def(def)?));
-        self.by_name.insert(key, id);
+        let table = Table::from_def(def)?;
+        for ix in &table.def.indexes {
+            self.index_names.insert((table.def.schema.clone(), ix.name.clone()), id);
+            self.index_owners.insert(ix.id, id);
+        }
+        self.by_name.insert((table.def.schema.clone(), table.def.name.clone()), id);
+        self.tables.insert(id, Arc::new(table));
         self.next_table_id = self.next_table_id.max(id + 1);
         Ok(())
     }
@@ -386,6 +490,10 @@ impl Catalog {
     pub fn remove(&mut self, id: u32) {
         if let Some(old) = self.tables.remove(&id) {
             self.by_name.remove(&(old.def.schema.clone(), old.def.name.clone()));
+            for ix in &old.def.indexes {
+                self.index_names.remove(&(old.def.schema.clone(), ix.name.clone()));
+                self.index_owners.remove(&ix.id);
+            }
         }
     }
 

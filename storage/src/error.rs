@@ -58,9 +58,13 @@ pub enum StorageError {
     /// NULL in a NOT NULL column.
     #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
     NotNull { table: String, column: String },
-    /// A duplicate primary key.
-    #[error("duplicate key value violates unique constraint \"{0}_pkey\"")]
+    /// A duplicate primary key or unique index entry; names the constraint
+    /// (`<table>_pkey` or the index).
+    #[error("duplicate key value violates unique constraint \"{0}\"")]
     UniqueViolation(String),
+    /// CREATE UNIQUE INDEX over rows that hold the same values twice.
+    #[error("could not create unique index \"{0}\": two rows hold the same values")]
+    DuplicatesForUniqueIndex(String),
     /// Another transaction committed a write to the same row first.
     #[error("could not serialize access due to concurrent update")]
     Conflict,
@@ -84,6 +88,9 @@ pub enum StorageError {
     /// A malformed request.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An object others depend on (a constraint's index).
+    #[error("{0}")]
+    DependentObjects(String),
     /// Something this version does not do.
     #[error("not supported: {0}")]
     NotSupported(String),
@@ -150,7 +157,7 @@ impl StorageError {
             NumericOverflow(_) => "22003",
             ValueTooLarge { .. } => "54000",
             NotNull { .. } => "23502",
-            UniqueViolation(_) => "23505",
+            UniqueViolation(_) | DuplicatesForUniqueIndex(_) => "23505",
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) => "40001",
             LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
@@ -165,6 +172,7 @@ impl StorageError {
             Arrow(_) => "22000",
             ShuttingDown => "57P01",
             WrongObjectType(_) => "42809",
+            DependentObjects(_) => "2BP01",
             SequenceLimit(_) => "2200H",
             OutOfRange(_) => "22003",
             ContainsNulls { .. } => "23502",
@@ -178,7 +186,7 @@ impl StorageError {
             UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
                 tonic::Code::NotFound
             }
-            DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) => {
+            DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) | DuplicatesForUniqueIndex(_) => {
                 tonic::Code::AlreadyExists
             }
             InvalidDefinition(_)
@@ -192,6 +200,7 @@ impl StorageError {
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) => tonic::Code::OutOfRange,
             WrongObjectType(_) => tonic::Code::InvalidArgument,
+            DependentObjects(_) => tonic::Code::FailedPrecondition,
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) | LockTimeout(_) | TransactionTimedOut { .. } => {
                 tonic::Code::Aborted
             }

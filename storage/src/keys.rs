@@ -3,9 +3,17 @@
 //! ```text
 //! data row     'd' | table id (u32 BE) | memcomparable primary key | !commit_ts (u64 BE)
 //! catalog      'd' | 0u32              | table id (u32 BE)         | !commit_ts
+//! index entry  'd' | index id (u32 BE) | index values | [row key]  | !commit_ts
 //! meta         'm' | name                                            (unversioned)
 //! outbox       'o' | commit_ts (u64 BE)                              (local durability)
 //! ```
+//!
+//! An index entry's value is the row's primary key (its data key without
+//! the table prefix). Each indexed value is `0x00` for NULL or `0x01` and
+//! its memcomparable encoding. The row key follows the values except in a
+//! unique index whose values hold no NULL: two rows with the same values
+//! then write the same key, so first-committer-wins and the row locks
+//! catch the duplicate.
 //!
 //! Inverting the timestamp makes the newest version of a key sort first, so a
 //! reader at snapshot `s` seeks to `pk | !s` and takes the first entry.
@@ -125,6 +133,30 @@ pub fn encode_key_datum(d: &Datum, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends one indexed value (see the module comment).
+pub fn encode_index_datum(d: &Datum, out: &mut Vec<u8>) {
+    if matches!(d, Datum::Null) {
+        out.push(0);
+    } else {
+        out.push(1);
+        encode_key_datum(d, out);
+    }
+}
+
+/// The key of an index entry: `values` encoded after the index's prefix,
+/// then `row_suffix` (the row's key without its table prefix) unless the
+/// index is unique and no value is NULL.
+pub fn index_entry_key(index_id: u32, values: &[&Datum], unique: bool, row_suffix: &[u8]) -> Vec<u8> {
+    let mut k = table_prefix(index_id);
+    for d in values {
+        encode_index_datum(d, &mut k);
+    }
+    if !unique || values.iter().any(|d| matches!(d, Datum::Null)) {
+        k.extend_from_slice(row_suffix);
+    }
+    k
+}
+
 /// Escapes 0x00 as 0x00 0xFF and terminates with 0x00 0x01, keeping order.
 fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
     for &c in b {
@@ -180,6 +212,16 @@ mod tests {
         let k = b"dXXXXpk".to_vec();
         assert!(versioned(&k, 10) < versioned(&k, 9));
         assert_eq!(split_versioned(&versioned(&k, 42)), Some((&k[..], 42)));
+    }
+
+    #[test]
+    fn unique_entries_collide_unless_null() {
+        let (a, b) = (Datum::I32(7), Datum::Null);
+        assert_eq!(index_entry_key(20, &[&a], true, b"r1"), index_entry_key(20, &[&a], true, b"r2"));
+        assert_ne!(index_entry_key(20, &[&a], false, b"r1"), index_entry_key(20, &[&a], false, b"r2"));
+        assert_ne!(index_entry_key(20, &[&a, &b], true, b"r1"), index_entry_key(20, &[&a, &b], true, b"r2"));
+        // NULL sorts before every value.
+        assert!(index_entry_key(20, &[&b], false, b"") < index_entry_key(20, &[&Datum::I32(i32::MIN)], false, b""));
     }
 
     #[test]

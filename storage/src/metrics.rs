@@ -47,6 +47,7 @@ pub struct StorageMetrics {
     pub commit_gathers: IntCounterVec,
     /// Sequence values handed out (nextval).
     pub sequence_values: IntCounter,
+    pub indexes_created: IntCounter,
 }
 
 impl StorageMetrics {
@@ -117,6 +118,7 @@ impl StorageMetrics {
                     .buckets(vec![0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0]),
             )?,
             sequence_values: IntCounter::new("ebb_storage_sequence_values_total", "Sequence values handed out (nextval)")?,
+            indexes_created: IntCounter::new("ebb_storage_indexes_created_total", "Secondary indexes created (CREATE INDEX)")?,
             commit_gathers: IntCounterVec::new(
                 Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
                 &["outcome"],
@@ -135,6 +137,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.lock_wait_seconds.clone()))?;
         registry.register(Box::new(m.commit_gathers.clone()))?;
         registry.register(Box::new(m.sequence_values.clone()))?;
+        registry.register(Box::new(m.indexes_created.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

@@ -115,6 +115,20 @@ impl Storage for StorageService {
         Ok(Response::new(AlterTableResponse { table: Some(def) }))
     }
 
+    async fn create_index(&self, req: Request<CreateIndexRequest>) -> Res<CreateIndexResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("create_index", e))?;
+        let (def, created) = db.create_index(&r).await.map_err(|e| log_err("create_index", e))?;
+        Ok(Response::new(CreateIndexResponse { table: Some(def), created }))
+    }
+
+    async fn drop_index(&self, req: Request<DropIndexRequest>) -> Res<DropIndexResponse> {
+        let r = req.into_inner();
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("drop_index", e))?;
+        let dropped = db.drop_index(&r.schema, &r.name, r.if_exists, r.constraint).await.map_err(|e| log_err("drop_index", e))?;
+        Ok(Response::new(DropIndexResponse { dropped }))
+    }
+
     async fn next_values(&self, req: Request<NextValuesRequest>) -> Res<NextValuesResponse> {
         let r = req.into_inner();
         let db = self.node.database(&r.database).await.map_err(|e| log_err("next_values", e))?;

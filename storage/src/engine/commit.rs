@@ -41,13 +41,22 @@ use super::mvcc::newest_version;
 use super::txn::{Pending, PendingKind, SnapshotGuard, Txn};
 use crate::durability::wal::{AppendError, WAL_PIPELINE_DEPTH, WalCommit, WalOp, WalPutter};
 use crate::error::{Result, StorageError};
+use crate::catalog::{Catalog, Index, Table};
 use crate::keys::{self, CATALOG_TABLE_ID, FIRST_USER_TABLE_ID};
+use ebb_proto::storage::TableDef;
+use prost::Message;
 
 /// A transaction ready to commit.
 pub struct CommitJob {
     pub snapshot_ts: u64,
     pub writes: Vec<(Vec<u8>, Pending)>,
     pub dropped_tables: Vec<u32>,
+    /// The definition version of each table written, as staged.
+    pub table_versions: Vec<(u32, u64)>,
+    /// CREATE INDEX: the committer adds the entries of this index of this
+    /// (new) table definition to the writes, alone in its group, once
+    /// every earlier commit is applied (`Database::fill_index`).
+    pub fill_index: Option<(Arc<Table>, Index)>,
     pub reply: oneshot::Sender<Result<u64>>,
     /// The transaction's snapshot and row locks, released once its commit
     /// is applied (or refused): the snapshot keeps the versions validation
@@ -73,6 +82,8 @@ impl Database {
             snapshot_ts: txn.snapshot_ts(),
             writes: txn.writes.into_iter().collect(),
             dropped_tables: txn.dropped_tables,
+            table_versions: txn.table_versions.into_iter().collect(),
+            fill_index: txn.fill_index,
             reply,
             held: Some((txn.snapshot, txn.locks)),
             queued_at: Instant::now(),
@@ -96,12 +107,24 @@ impl Database {
     /// applied yet (earlier in this group, or in a group still in flight).
     fn validate(&self, job: &CommitJob, pending: &HashSet<Vec<u8>>) -> Result<()> {
         let catalog = self.catalog_read();
-        // Catalog entries this job itself writes (a re-keyed table's new id).
-        let defined: HashSet<&[u8]> = job
+        for (id, version) in &job.table_versions {
+            // Altered since the rows were staged (or by a commit ahead of
+            // this one): they may lack an entry of an index created since.
+            let altered = pending.contains(&keys::catalog_key(*id))
+                || catalog.get_by_id(*id).is_some_and(|t| t.def.version != *version);
+            if altered {
+                let name = catalog.get_by_id(*id).map(|t| t.def.name.clone()).unwrap_or_default();
+                return Err(StorageError::CatalogChanged(name));
+            }
+        }
+        // Relations this job itself defines (a re-keyed table's new id, a
+        // new index).
+        let defined: HashSet<u32> = job
             .writes
             .iter()
             .filter(|(k, p)| p.kind != PendingKind::Delete && keys::table_of(k) == Some(CATALOG_TABLE_ID))
-            .map(|(k, _)| k.as_slice())
+            .filter_map(|(_, p)| p.value.as_deref().and_then(|v| TableDef::decode(v).ok()))
+            .flat_map(|def| std::iter::once(def.id).chain(def.indexes.iter().map(|ix| ix.id)).collect::<Vec<_>>())
             .collect();
         for (key, pending_write) in &job.writes {
             if pending.contains(key) {
@@ -111,23 +134,34 @@ impl Database {
                 && ts > job.snapshot_ts
             {
                 if pending_write.kind == PendingKind::Insert && live {
-                    let table = keys::table_of(key).and_then(|t| catalog.get_by_id(t));
-                    return Err(StorageError::UniqueViolation(
-                        table.map(|t| t.def.name.clone()).unwrap_or_default(),
-                    ));
+                    return Err(StorageError::UniqueViolation(constraint_name(&catalog, key)));
                 }
                 return Err(StorageError::Conflict);
             }
             if let Some(t) = keys::table_of(key)
                 && t >= FIRST_USER_TABLE_ID
                 && catalog.get_by_id(t).is_none()
-                && !defined.contains(keys::catalog_key(t).as_slice())
+                && catalog.index_owner(t).is_none()
+                && !defined.contains(&t)
             {
                 return Err(StorageError::UnknownTable(format!("(table id {t}, dropped meanwhile)")));
             }
         }
         Ok(())
     }
+}
+
+/// The constraint a written key belongs to: `<table>_pkey` for a row, the
+/// index's name for an index entry.
+fn constraint_name(catalog: &Catalog, key: &[u8]) -> String {
+    let Some(id) = keys::table_of(key) else { return String::new() };
+    if let Some(t) = catalog.get_by_id(id) {
+        return format!("{}_pkey", t.def.name);
+    }
+    catalog
+        .index_owner(id)
+        .and_then(|t| t.indexes.iter().find(|ix| ix.def.id == id).map(|ix| ix.def.name.clone()))
+        .unwrap_or_default()
 }
 
 impl CommitJob {
@@ -359,9 +393,11 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         gather_held: false,
         shutdown: shutdown.clone(),
     };
+    // A job taken from the queue for the next group.
+    let mut next: Option<CommitJob> = None;
     loop {
         let due = pipeline.waiting_due();
-        let first = tokio::select! {
+        let first = if let Some(j) = next.take() { j } else { tokio::select! {
             biased;
             _ = shutdown.changed() => {
                 // Answer what is in flight (puts give up on shutdown).
@@ -385,10 +421,15 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                     return;
                 }
             },
-        };
+        } };
         let mut jobs = vec![first];
-        while jobs.len() < db.cfg.max_group_commits {
+        // A CREATE INDEX commit goes in a group of its own (see `fill_index`).
+        while jobs.len() < db.cfg.max_group_commits && jobs[0].fill_index.is_none() {
             match rx.try_recv() {
+                Ok(j) if j.fill_index.is_some() => {
+                    next = Some(j);
+                    break;
+                }
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
@@ -413,6 +454,17 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         // Validate and assign timestamps.
         let mut group = Group::new(early);
         for mut job in jobs {
+            if let Some((table, index)) = job.fill_index.take() {
+                // Alone in a DDL group: every earlier commit is applied.
+                match db.fill_index(&table, &index) {
+                    Ok(entries) => job.writes.extend(entries),
+                    Err(e) => {
+                        job.held = None;
+                        let _ = job.reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
             if let Err(e) = db.validate(&job, &pipeline.pending) {
                 if matches!(e, StorageError::Conflict) {
                     db.metrics.conflicts.inc();

@@ -56,6 +56,10 @@ impl Database {
             }
             return Err(StorageError::TableExists(name.into()));
         }
+        if self.catalog_read().relation_exists(schema, name) {
+            // An index of that name.
+            return Err(StorageError::TableExists(name.into()));
+        }
         let id = self.catalog_read().next_table_id;
         let (def, rows) = build(id, schema)?;
         let mut txn = self.ddl_txn();
@@ -95,6 +99,8 @@ impl Database {
             txn.writes.insert(keys::catalog_key(id), Pending { kind: PendingKind::Delete, value: None });
             txn.dropped_tables.push(id);
         }
+        // The entries of its indexes go with it.
+        txn.dropped_tables.extend(table.indexes.iter().map(|ix| ix.def.id));
         self.commit_txn(txn).await?;
         tracing::info!(database = %self.name, relation = name, "dropped relation");
         Ok(true)
@@ -137,7 +143,7 @@ impl Database {
             },
             Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
             Action::RenameTable(to) => {
-                if self.table(&table.def.schema, to).is_ok() {
+                if self.catalog_read().relation_exists(&table.def.schema, to) {
                     return Err(StorageError::TableExists(to.clone()));
                 }
                 catalog::rename_table(&table, to)?
@@ -145,6 +151,9 @@ impl Database {
         };
         let mut txn = self.ddl_txn();
         put_def(&mut txn, &def);
+        // Indexes the change dropped (DROP COLUMN) lose their entries.
+        let kept: Vec<u32> = def.indexes.iter().map(|ix| ix.id).collect();
+        txn.dropped_tables.extend(table.indexes.iter().map(|ix| ix.def.id).filter(|id| !kept.contains(id)));
         self.commit_txn(txn).await?;
         Ok(def)
     }
@@ -179,7 +188,7 @@ impl Database {
             }
             let pending = Pending { kind: PendingKind::Insert, value: Some(rows.value().to_vec()) };
             if txn.writes.insert(key, pending).is_some() {
-                return Err(StorageError::UniqueViolation(table.def.name.clone()));
+                return Err(StorageError::UniqueViolation(format!("{}_pkey", table.def.name)));
             }
         }
         let moved = txn.writes.len();

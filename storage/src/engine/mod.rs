@@ -9,6 +9,8 @@ pub mod config;
 pub mod database;
 pub mod ddl;
 pub mod gc;
+pub mod index_ddl;
+mod index_entries;
 pub mod locks;
 pub mod mvcc;
 pub mod savepoints;

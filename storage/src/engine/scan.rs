@@ -21,7 +21,7 @@ use super::scan_split as split;
 use super::txn::{Pending, PendingKind, SnapshotGuard};
 use crate::catalog::{ROWID_COLUMN, Table};
 use crate::error::{Result, StorageError};
-use crate::keys::{self, encode_key_datum};
+use crate::keys;
 use crate::row::{DecodeColumn, RowDecoder};
 use crate::types::{Datum, PgType};
 
@@ -58,12 +58,33 @@ struct Plan {
     /// stops at the first (stepping on would walk every older version of a
     /// much-updated row, thousands of them before a flush).
     one_key: bool,
+    /// Read through a secondary index: its entries in `[start, end)` name
+    /// the rows (`start`/`end` above then span the whole table).
+    index: Option<IndexRange>,
+}
+
+/// The entries an index scan reads.
+struct IndexRange {
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
 }
 
 /// The snapshot a scan reads: a transaction's, or its own.
 enum ScanSnapshot {
-    Txn { ts: u64, overlay: Vec<(Vec<u8>, Pending)> },
+    /// `overlay`: the transaction's writes in the table's range read;
+    /// `index_overlay`: in the index range read (index scans).
+    Txn { ts: u64, overlay: Vec<(Vec<u8>, Pending)>, index_overlay: Vec<(Vec<u8>, Pending)> },
     Own(SnapshotGuard),
+}
+
+/// The transaction's writes in `[start, end)`, in key order.
+fn writes_in(writes: &std::collections::BTreeMap<Vec<u8>, Pending>, start: &[u8], end: Option<&Vec<u8>>) -> Vec<(Vec<u8>, Pending)> {
+    match end {
+        Some(end) => writes.range(start.to_vec()..end.clone()),
+        None => writes.range(start.to_vec()..),
+    }
+    .map(|(k, v)| (k.clone(), v.clone()))
+    .collect()
 }
 
 impl Database {
@@ -83,7 +104,7 @@ impl Database {
         }
         let table = self.table_as_expected(&req.schema, &req.table, req.expect.as_ref())?;
         let plan = plan(&table, req, self.cfg.scan_batch_rows)?;
-        if req.lock_row && (req.txn_id == 0 || !is_point_lookup(&table, req)) {
+        if req.lock_row && (req.txn_id == 0 || !is_point_lookup(&table, req) || plan.index.is_some()) {
             return Err(StorageError::InvalidRequest(
                 "lock_row needs a transaction and bounds that pin the whole primary key".into(),
             ));
@@ -99,16 +120,15 @@ impl Database {
                 // A point lookup starts at the row's own key.
                 self.lock_for_update(&mut txn, &plan.start).await?;
             }
-            let overlay = match &plan.end {
-                Some(end) => txn.writes.range(plan.start.clone()..end.clone()),
-                None => txn.writes.range(plan.start.clone()..),
-            }
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-            ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay }
+            let overlay = writes_in(&txn.writes, &plan.start, plan.end.as_ref());
+            let index_overlay = match &plan.index {
+                Some(ix) => writes_in(&txn.writes, &ix.start, ix.end.as_ref()),
+                None => Vec::new(),
+            };
+            ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay, index_overlay }
         };
         let (tx, rx) = mpsc::channel(SCAN_CHUNKS_BUFFERED);
-        if is_point_lookup(&table, req) {
+        if plan.one_key {
             // One row at most: a RocksDB seek and a few microseconds of work,
             // cheaper inline than on a blocking thread; its three chunks
             // (schema, batch, end) fit the channel without waiting.
@@ -134,6 +154,9 @@ const SCAN_CHUNKS_BUFFERED: usize = 4;
 /// A scan whose bounds pin the whole primary key (`lower == upper`, both
 /// inclusive): it returns at most one row.
 fn is_point_lookup(table: &Table, req: &ScanRequest) -> bool {
+    if !req.index.is_empty() {
+        return false;
+    }
     match (&req.lower, &req.upper) {
         (Some(l), Some(u)) => {
             !table.pk.is_empty() && l.inclusive && u.inclusive && l.values.len() == table.pk.len() && l.values == u.values
@@ -246,13 +269,13 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         filters.push(Filter { slot, op, values });
     }
     let prefix = keys::table_prefix(table.id());
-    let start = match &req.lower {
-        Some(b) => bound_key(table, &prefix, b, true)?,
-        None => prefix.clone(),
-    };
-    let end = match &req.upper {
-        Some(b) => Some(bound_key(table, &prefix, b, false)?),
-        None => keys::prefix_successor(&prefix),
+    let (start, end, index) = if req.index.is_empty() {
+        let (start, end) = key_range(table, &table.pk, &prefix, req, keys::encode_key_datum)?;
+        (start, end, None)
+    } else {
+        let ix = table.index(&req.index)?;
+        let (start, end) = key_range(table, &ix.columns, &keys::table_prefix(ix.def.id), req, keys::encode_index_datum)?;
+        (prefix.clone(), keys::prefix_successor(&prefix), Some(IndexRange { start, end }))
     };
     Ok(Plan {
         table: table.clone(),
@@ -266,8 +289,9 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         start,
         end,
         limit: (req.limit > 0).then_some(req.limit),
-        key_bounded: req.lower.is_some() || req.upper.is_some(),
+        key_bounded: req.lower.is_some() || req.upper.is_some() || index.is_some(),
         one_key: is_point_lookup(table, req),
+        index,
         batch_rows: {
             let wanted = if req.batch_size > 0 { req.batch_size as usize } else { default_batch };
             // Without predicates a limit caps the first batch too (point reads read one row).
@@ -277,30 +301,51 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
     })
 }
 
-/// The key where a primary-key bound starts (lower) or ends (upper, exclusive).
-fn bound_key(table: &Table, prefix: &[u8], b: &KeyBound, lower: bool) -> Result<Vec<u8>> {
-    if table.has_rowid() {
+/// The keys under `prefix` between the request's bounds on `columns` (the
+/// primary key's, or an index's whose values `encode` writes).
+fn key_range(
+    table: &Table,
+    columns: &[usize],
+    prefix: &[u8],
+    req: &ScanRequest,
+    encode: fn(&Datum, &mut Vec<u8>),
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let start = match &req.lower {
+        Some(b) => bound_key(table, columns, prefix, b, true, encode)?,
+        None => prefix.to_vec(),
+    };
+    let end = match &req.upper {
+        Some(b) => Some(bound_key(table, columns, prefix, b, false, encode)?),
+        None => keys::prefix_successor(prefix),
+    };
+    Ok((start, end))
+}
+
+/// The key where a bound on a prefix of `columns` starts (lower) or ends
+/// (upper, exclusive).
+fn bound_key(table: &Table, columns: &[usize], prefix: &[u8], b: &KeyBound, lower: bool, encode: fn(&Datum, &mut Vec<u8>)) -> Result<Vec<u8>> {
+    if columns.is_empty() {
         return Err(StorageError::InvalidRequest(format!(
             "\"{}\" has no primary key to bound a scan by",
             table.def.name
         )));
     }
-    if b.values.len() > table.pk.len() {
+    if b.values.len() > columns.len() {
         return Err(StorageError::InvalidRequest(format!(
-            "key bound has {} values but the primary key of \"{}\" has {} columns",
+            "key bound has {} values but the key of \"{}\" has {} columns",
             b.values.len(),
             table.def.name,
-            table.pk.len()
+            columns.len()
         )));
     }
     let mut key = prefix.to_vec();
-    for (v, &i) in b.values.iter().zip(&table.pk) {
+    for (v, &i) in b.values.iter().zip(columns) {
         let ty: &PgType = &table.columns[i].ty;
         let d = ty.datum_from_value(v)?;
         if d == Datum::Null {
             return Err(StorageError::InvalidRequest("a key bound cannot be NULL".into()));
         }
-        encode_key_datum(&d, &mut key);
+        encode(&d, &mut key);
     }
     // Lower inclusive / upper exclusive start exactly at the prefix; the
     // other two start after every key that extends it.
@@ -313,10 +358,11 @@ fn bound_key(table: &Table, prefix: &[u8], b: &KeyBound, lower: bool) -> Result<
 
 /// Produces the stream; runs on a blocking thread (or inline for a point lookup).
 fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) -> Result<()> {
-    let (ts, overlay) = match &snapshot {
-        ScanSnapshot::Txn { ts, overlay } => (*ts, overlay.as_slice()),
-        ScanSnapshot::Own(g) => (g.ts, &[][..]),
+    let (ts, overlay, index_overlay) = match &snapshot {
+        ScanSnapshot::Txn { ts, overlay, index_overlay } => (*ts, overlay.as_slice(), index_overlay.as_slice()),
+        ScanSnapshot::Own(g) => (g.ts, &[][..], &[][..]),
     };
+    let reader = Reader { db, plan, ts, overlay, index_overlay };
     let mut writer = StreamWriter::try_new(Vec::new(), &plan.out_schema)?;
     let mut out = ChunkSink { tx, writer: &mut writer };
     if !out.flush()? {
@@ -330,7 +376,7 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
         _ => None,
     };
     if !plan.aggregates.is_empty() {
-        let answer = aggregate(db, plan, ts, overlay, split)?;
+        let answer = aggregate(&reader, split)?;
         drop(snapshot);
         out.write(&answer)?;
         out.writer.finish()?;
@@ -339,7 +385,7 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
     }
     match split {
         None => {
-            scan_range(db, plan, ts, &plan.start, plan.end.clone(), overlay, &mut |b| out.write(&b))?;
+            reader.rows(&plan.start, plan.end.clone(), true, &mut |b| out.write(&b))?;
         }
         Some(mid) => {
             db.metrics.split_scans.inc();
@@ -350,9 +396,9 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
             std::thread::scope(|scope| -> Result<()> {
                 let second = scope.spawn(|| {
                     let _closes = queue.closer();
-                    scan_range(db, plan, ts, &mid, plan.end.clone(), &[], &mut |b| Ok(queue.push(b)))
+                    reader.rows(&mid, plan.end.clone(), false, &mut |b| Ok(queue.push(b)))
                 });
-                let first = scan_range(db, plan, ts, &plan.start, Some(mid.clone()), &[], &mut |b| out.write(&b));
+                let first = reader.rows(&plan.start, Some(mid.clone()), false, &mut |b| out.write(&b));
                 let mut sending = first.as_ref().is_ok_and(|more| *more);
                 let mut failed = None;
                 loop {
@@ -386,19 +432,20 @@ fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) 
 
 /// Folds the scanned rows into the plan's aggregates, the two halves of a
 /// split scan on two threads.
-fn aggregate(db: &Database, plan: &Plan, ts: u64, overlay: &[(Vec<u8>, Pending)], split: Option<Vec<u8>>) -> Result<RecordBatch> {
-    let fold = |start: &[u8], end: Option<Vec<u8>>, overlay: &[(Vec<u8>, Pending)]| -> Result<Accumulators> {
+fn aggregate(reader: &Reader<'_>, split: Option<Vec<u8>>) -> Result<RecordBatch> {
+    let plan = reader.plan;
+    let fold = |start: &[u8], end: Option<Vec<u8>>, whole: bool| -> Result<Accumulators> {
         let mut acc = Accumulators::new(plan.aggregates.clone());
-        scan_range(db, plan, ts, start, end, overlay, &mut |b| acc.update(&b).map(|()| true))?;
+        reader.rows(start, end, whole, &mut |b| acc.update(&b).map(|()| true))?;
         Ok(acc)
     };
     let Some(mid) = split else {
-        return fold(&plan.start, plan.end.clone(), overlay)?.finish();
+        return fold(&plan.start, plan.end.clone(), true)?.finish();
     };
-    db.metrics.split_scans.inc();
+    reader.db.metrics.split_scans.inc();
     let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| fold(&mid, plan.end.clone(), &[]));
-        let first = fold(&plan.start, Some(mid.clone()), &[]);
+        let second = scope.spawn(|| fold(&mid, plan.end.clone(), false));
+        let first = fold(&plan.start, Some(mid.clone()), false);
         (first, second.join())
     });
     let mut total = first?;
@@ -406,61 +453,137 @@ fn aggregate(db: &Database, plan: &Plan, ts: u64, overlay: &[(Vec<u8>, Pending)]
     total.finish()
 }
 
-/// Scans the rows with user keys in `[start, end)`, merged with the
-/// transaction's own writes in that range, handing each filtered batch to
-/// `sink` (which returns false to stop). Returns false if stopped early (by
-/// the sink or the limit).
-fn scan_range(
+/// What a scan reads: a snapshot plus the transaction's own writes.
+struct Reader<'a> {
+    db: &'a Database,
+    plan: &'a Plan,
+    ts: u64,
+    /// The transaction's writes in the table's range (none for a split scan).
+    overlay: &'a [(Vec<u8>, Pending)],
+    /// The transaction's writes in the index range (index scans).
+    index_overlay: &'a [(Vec<u8>, Pending)],
+}
+
+impl Reader<'_> {
+    /// Hands the rows with keys in `[start, end)` — or, for an index scan,
+    /// the rows its entries name — in filtered batches to `sink` (which
+    /// returns false to stop); `whole`: the range is the plan's own, so
+    /// the transaction's writes apply (a split scan has none). Returns
+    /// false if stopped early (by the sink or the limit).
+    fn rows(&self, start: &[u8], end: Option<Vec<u8>>, whole: bool, sink: &mut dyn FnMut(RecordBatch) -> Result<bool>) -> Result<bool> {
+        let plan = self.plan;
+        let overlay = if whole { self.overlay } else { &[] };
+        let mut batch = BatchBuilder::new(plan);
+        let mut remaining = plan.limit.unwrap_or(u64::MAX);
+        let more = match &plan.index {
+            None => merge_range(self.db, self.ts, start, end, overlay, plan.one_key, &mut |key, row| {
+                if let Some(row) = row {
+                    batch.push(key, row)?;
+                }
+                batch.emit_if_full(&mut remaining, sink)
+            })?,
+            Some(ix) => merge_range(self.db, self.ts, &ix.start, ix.end.clone(), self.index_overlay, false, &mut |_, entry| {
+                let Some(row_suffix) = entry else { return Ok(true) };
+                let mut key = keys::table_prefix(plan.table.id());
+                key.extend_from_slice(row_suffix);
+                let row = match overlay.binary_search_by(|(k, _)| k.as_slice().cmp(&key)) {
+                    Ok(i) => overlay[i].1.value.clone(),
+                    Err(_) => super::mvcc::get_visible(&self.db.db, &key, self.ts)?,
+                };
+                match row {
+                    Some(row) => batch.push(&key, &row)?,
+                    None => tracing::warn!(table = %plan.table.def.name, index = ?ix.start.get(..5), "an index entry names a row that is not there"),
+                }
+                batch.emit_if_full(&mut remaining, sink)
+            })?,
+        };
+        if !more {
+            return Ok(false);
+        }
+        batch.emit(&mut remaining, sink)
+    }
+}
+
+/// Rows decoded for the next batch.
+struct BatchBuilder<'p> {
+    plan: &'p Plan,
+    decoder: RowDecoder,
+    rowids: Int64Builder,
+    prefix_len: usize,
+}
+
+impl<'p> BatchBuilder<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Self {
+            plan,
+            decoder: RowDecoder::new(plan.decode.clone(), plan.batch_rows),
+            rowids: Int64Builder::with_capacity(plan.batch_rows),
+            prefix_len: keys::table_prefix(plan.table.id()).len(),
+        }
+    }
+
+    fn push(&mut self, key: &[u8], row: &[u8]) -> Result<()> {
+        self.decoder.push(row)?;
+        if self.plan.include_rowid {
+            let n = self.prefix_len;
+            let id = key.get(n..n + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            self.rowids.append_value(id.unwrap_or(0) as i64);
+        }
+        Ok(())
+    }
+
+    /// Emits a full batch; false once the limit is reached or the sink wants no more.
+    fn emit_if_full(&mut self, remaining: &mut u64, sink: &mut dyn FnMut(RecordBatch) -> Result<bool>) -> Result<bool> {
+        if self.decoder.len() >= self.plan.batch_rows { self.emit(remaining, sink) } else { Ok(true) }
+    }
+
+    /// Emits what was decoded (if anything).
+    fn emit(&mut self, remaining: &mut u64, sink: &mut dyn FnMut(RecordBatch) -> Result<bool>) -> Result<bool> {
+        if self.decoder.is_empty() {
+            return Ok(true);
+        }
+        emit(self.plan, &mut self.decoder, &mut self.rowids, remaining, sink)
+    }
+}
+
+/// Calls `f` with each key in `[start, end)` that holds a row at `ts`,
+/// merged in key order with the transaction's writes there (`overlay`,
+/// sorted; a delete comes as `None`), until `f` returns false (then false).
+/// `one_key`: the range holds one key, so stop at its first version.
+fn merge_range(
     db: &Database,
-    plan: &Plan,
     ts: u64,
     start: &[u8],
     end: Option<Vec<u8>>,
     overlay: &[(Vec<u8>, Pending)],
-    sink: &mut dyn FnMut(RecordBatch) -> Result<bool>,
+    one_key: bool,
+    f: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<bool>,
 ) -> Result<bool> {
-    let mut decoder = RowDecoder::new(plan.decode.clone(), plan.batch_rows);
-    let mut rowids = Int64Builder::with_capacity(plan.batch_rows);
     let mut rows = VisibleRows::new(&db.db, ts, start, end);
-    let mut remaining = plan.limit.unwrap_or(u64::MAX);
     let mut ov = overlay.iter().peekable();
     let mut db_has = rows.advance()?;
-    let prefix_len = keys::table_prefix(plan.table.id()).len();
     loop {
-        // Merge the committed rows with the transaction's own writes.
         let from_overlay = match (ov.peek(), db_has) {
-            (None, false) => break,
+            (None, false) => return Ok(true),
             (Some(_), false) => true,
             (None, true) => false,
             (Some((k, _)), true) => k.as_slice() <= rows.user_key(),
         };
-        let (key, value): (&[u8], Option<&[u8]>) = if from_overlay {
+        let more = if from_overlay {
             let (k, p) = ov.next().expect("peeked");
             if db_has && k.as_slice() == rows.user_key() {
-                db_has = !plan.one_key && rows.advance()?;
+                db_has = !one_key && rows.advance()?;
             }
-            (k.as_slice(), if p.kind == PendingKind::Delete { None } else { p.value.as_deref() })
+            f(k, if p.kind == PendingKind::Delete { None } else { p.value.as_deref() })?
         } else {
-            (rows.user_key(), Some(rows.value()))
+            let more = f(rows.user_key(), Some(rows.value()))?;
+            db_has = !one_key && rows.advance()?;
+            more
         };
-        if let Some(v) = value {
-            decoder.push(v)?;
-            if plan.include_rowid {
-                let id = key.get(prefix_len..prefix_len + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-                rowids.append_value(id.unwrap_or(0) as i64);
-            }
-        }
-        if !from_overlay {
-            db_has = !plan.one_key && rows.advance()?;
-        }
-        if decoder.len() >= plan.batch_rows && !emit(plan, &mut decoder, &mut rowids, &mut remaining, sink)? {
+        if !more {
             return Ok(false);
         }
     }
-    if !decoder.is_empty() && !emit(plan, &mut decoder, &mut rowids, &mut remaining, sink)? {
-        return Ok(false);
-    }
-    Ok(true)
 }
 
 /// Filters, projects and hands over one batch; false once the limit is

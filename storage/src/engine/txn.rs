@@ -167,6 +167,12 @@ pub struct Txn {
     pub writes: BTreeMap<Vec<u8>, Pending>,
     /// Tables dropped by this transaction.
     pub dropped_tables: Vec<u32>,
+    /// The definition version of each table it wrote, as staged (commit
+    /// refuses a table altered since).
+    pub table_versions: BTreeMap<u32, u64>,
+    /// CREATE INDEX: the index (of this new table definition) the
+    /// committer fills (see `CommitJob::fill_index`).
+    pub fill_index: Option<(Arc<crate::catalog::Table>, crate::catalog::Index)>,
     pub idle_timeout: Duration,
     pub last_used: Instant,
     /// The highest statement number a request carried (see `Database::enter_statement`).
@@ -185,6 +191,8 @@ impl Txn {
             locks: LockSet::new(locks),
             writes: BTreeMap::new(),
             dropped_tables: Vec::new(),
+            table_versions: BTreeMap::new(),
+            fill_index: None,
             idle_timeout,
             last_used: Instant::now(),
             statement: 0,

@@ -2,6 +2,7 @@
 //! Arrow IPC), commit and rollback.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -11,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use ebb_proto::storage::{Isolation, TableWrite, WriteKind};
 
 use super::database::Database;
+use super::index_entries::{IndexedColumns, OnDuplicate};
 use super::mvcc::{get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{Column, ROWID_COLUMN, Table};
@@ -113,27 +115,27 @@ impl Database {
     /// Stages a write, takes the locks of its rows, checks that none changed
     /// after the snapshot, then adds it to the transaction's buffer.
     async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
-        let (staged, affected) = self.stage(txn, w)?;
+        let (table, staged, affected) = self.stage(txn, w)?;
         let before = txn.locks.len();
         self.take_locks(txn, staged.keys().map(Vec::as_slice)).await?;
-        let plain_insert = w.kind == WriteKind::Insert as i32;
         let mut newer = None;
         for key in txn.locks.taken_since(before) {
             if let Some((ts, live)) = newest_version(&self.db, key)?
                 && ts > txn.snapshot_ts()
             {
-                newer = Some((ts, live));
+                let must_be_new = staged.get(key).is_some_and(|p| p.kind == PendingKind::Insert);
+                newer = Some((ts, live && must_be_new, key.to_vec()));
                 break;
             }
         }
-        if let Some((ts, live)) = newer {
+        if let Some((ts, duplicate, key)) = newer {
             // The version may have been applied before its put landed: the
             // error reports a commit only once it is durable, and a statement
             // re-run on a fresh snapshot sees it.
             self.wait_durable(ts).await?;
             return Err(match txn.isolation {
                 // A concurrent insert of the same key committed first.
-                _ if plain_insert && live => StorageError::UniqueViolation(w.table.clone()),
+                _ if duplicate => StorageError::UniqueViolation(constraint_of(&table, &key)),
                 Isolation::ReadCommitted => StorageError::RetryStatement,
                 Isolation::Snapshot => {
                     self.metrics.conflicts.inc();
@@ -142,6 +144,9 @@ impl Database {
             });
         }
         txn.buffer(savepoint, staged);
+        // Commit checks the table is still at this version: a row staged
+        // under an older one may lack an index entry created since.
+        txn.table_versions.insert(table.id(), table.def.version);
         Ok(affected)
     }
 
@@ -254,7 +259,7 @@ impl Database {
 
     /// Validates and encodes the rows of one write, returning them (by key)
     /// and the rows affected; nothing is buffered here.
-    fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<(BTreeMap<Vec<u8>, Pending>, u64)> {
+    fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<(Arc<Table>, BTreeMap<Vec<u8>, Pending>, u64)> {
         let table = self.table_as_expected(&w.schema, &w.table, w.expect.as_ref())?;
         if table.def.sequence.is_some() {
             return Err(StorageError::WrongObjectType(format!("cannot change sequence \"{}\"", w.table)));
@@ -265,16 +270,17 @@ impl Database {
             .map_err(|e| StorageError::InvalidRequest(format!("write payload is not a valid Arrow IPC stream: {e}")))?;
         let mut staged = BTreeMap::new();
         let mut affected = 0;
+        let indexed = IndexedColumns::of(&table);
         for batch in batches {
             affected += match kind {
                 WriteKind::Unspecified => {
                     return Err(StorageError::InvalidRequest("write kind is unspecified".into()));
                 }
-                WriteKind::Delete => self.stage_deletes(txn, &mut staged, &table, &batch)?,
-                _ => self.stage_rows(txn, &mut staged, &table, &batch, kind)?,
+                WriteKind::Delete => self.stage_deletes(txn, &mut staged, &table, indexed.as_ref(), &batch)?,
+                _ => self.stage_rows(txn, &mut staged, &table, indexed.as_ref(), &batch, kind)?,
             };
         }
-        Ok((staged, affected))
+        Ok((table, staged, affected))
     }
 
     fn stage_rows(
@@ -282,6 +288,7 @@ impl Database {
         txn: &Txn,
         staged: &mut BTreeMap<Vec<u8>, Pending>,
         table: &Table,
+        indexed: Option<&IndexedColumns>,
         batch: &RecordBatch,
         kind: WriteKind,
     ) -> Result<u64> {
@@ -318,7 +325,7 @@ impl Database {
             let pending_kind = match kind {
                 WriteKind::Insert => {
                     if !table.has_rowid() && self.exists(txn, staged, &key)? {
-                        return Err(StorageError::UniqueViolation(table.def.name.clone()));
+                        return Err(StorageError::UniqueViolation(format!("{}_pkey", table.def.name)));
                     }
                     PendingKind::Insert
                 }
@@ -335,6 +342,12 @@ impl Database {
                 Some(p) if p.kind == PendingKind::Delete && pending_kind == PendingKind::Insert => PendingKind::Put,
                 _ => pending_kind,
             };
+            if let Some(indexed) = indexed {
+                let on_duplicate = if kind == WriteKind::InsertOrIgnore { OnDuplicate::Skip } else { OnDuplicate::Fail };
+                if !self.stage_index_entries(txn, staged, indexed, &key, Some(&value), on_duplicate)? {
+                    continue;
+                }
+            }
             staged.insert(key, Pending { kind: pending_kind, value: Some(value) });
             affected += 1;
         }
@@ -346,6 +359,7 @@ impl Database {
         txn: &Txn,
         staged: &mut BTreeMap<Vec<u8>, Pending>,
         table: &Table,
+        indexed: Option<&IndexedColumns>,
         batch: &RecordBatch,
     ) -> Result<u64> {
         let prefix = keys::table_prefix(table.id());
@@ -380,6 +394,9 @@ impl Database {
         for key in keys_out {
             if self.exists(txn, staged, &key)? {
                 affected += 1;
+                if let Some(indexed) = indexed {
+                    self.stage_index_entries(txn, staged, indexed, &key, None, OnDuplicate::Fail)?;
+                }
                 staged.insert(key, Pending { kind: PendingKind::Delete, value: None });
             }
         }
@@ -419,6 +436,16 @@ impl Database {
             }
             other => Ok(other),
         }
+    }
+}
+
+/// The constraint a key of `table` belongs to: its primary key's, or the
+/// unique index the entry is of.
+fn constraint_of(table: &Table, key: &[u8]) -> String {
+    let relation = keys::table_of(key);
+    match table.indexes.iter().find(|ix| Some(ix.def.id) == relation) {
+        Some(ix) => ix.def.name.clone(),
+        None => format!("{}_pkey", table.def.name),
     }
 }
 

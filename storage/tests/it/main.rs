@@ -4,6 +4,7 @@ mod ddl;
 mod durability;
 mod faults;
 mod grpc;
+mod indexes;
 mod scan;
 mod sequences;
 mod support;
