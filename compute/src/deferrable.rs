@@ -4,8 +4,8 @@
 //!
 //! Storage refuses a row for its values (a type it cannot convert to, NOT
 //! NULL, a length or size limit, a malformed uuid or json), for its key (a
-//! duplicate, a row changed by a concurrent commit) or for a table altered
-//! meanwhile. The caller answers for the key: the row was locked by a FOR
+//! duplicate, a row changed by a concurrent commit, a value a unique index
+//! holds already) or for a table altered meanwhile. The caller answers for the key: the row was locked by a FOR
 //! UPDATE read, or the table has no key to collide on. This module answers
 //! for the values, conservatively: it does here exactly what storage does
 //! with a column that is not text (the same Arrow cast), and says no to
@@ -36,6 +36,10 @@ const MAX_VALUE_BYTES: usize = 64 << 10;
 /// (an UPDATE's other columns) and are only checked for NULL; columns the
 /// batch leaves out must take a default storage cannot refuse.
 pub fn accepted_values(def: &TableDef, batch: &RecordBatch, computed: impl Fn(&str) -> bool) -> Option<RecordBatch> {
+    if def.indexes.iter().any(|ix| ix.unique) {
+        // A unique index may refuse any row's values.
+        return None;
+    }
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut arrays = Vec::with_capacity(batch.num_columns());

@@ -172,6 +172,7 @@ impl PointRead {
             lock_row: false,
             earlier_writes: Vec::new(),
             begin: None,
+            index: String::new(),
         })
     }
 

@@ -104,6 +104,20 @@ impl StorageClient {
         Ok(self.grpc().drop_table(req).await?.into_inner().dropped)
     }
 
+    /// CREATE INDEX (and UNIQUE constraints): the table's new definition,
+    /// and whether the index was created (IF NOT EXISTS found the name taken).
+    pub async fn create_index(&self, req: CreateIndexRequest) -> Result<(TableDef, bool)> {
+        let r = self.grpc().create_index(req).await?.into_inner();
+        let def = r.table.ok_or_else(|| ComputeError::Internal("storage created an index without its table's definition".into()))?;
+        Ok((def, r.created))
+    }
+
+    /// DROP INDEX, or (`constraint`) the index of a UNIQUE constraint.
+    pub async fn drop_index(&self, database: &str, schema: &str, name: &str, if_exists: bool, constraint: bool) -> Result<bool> {
+        let req = DropIndexRequest { database: database.into(), schema: schema.into(), name: name.into(), if_exists, constraint };
+        Ok(self.grpc().drop_index(req).await?.into_inner().dropped)
+    }
+
     /// nextval, `count` times.
     pub async fn next_values(&self, database: &str, schema: &str, name: &str, count: u64) -> Result<Vec<i64>> {
         let req = NextValuesRequest { database: database.into(), schema: schema.into(), name: name.into(), count };

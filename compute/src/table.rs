@@ -78,9 +78,9 @@ impl StorageTable {
     }
 
     /// A scan request for the rows passing `predicates`, bounded by the
-    /// primary-key range they imply; nothing projected yet.
+    /// primary-key or index range they imply; nothing projected yet.
     fn request(&self, predicates: Vec<Predicate>) -> ScanRequest {
-        let (lower, upper) = key_bounds(&self.def.primary_key, &predicates);
+        let (index, lower, upper) = access_path(&self.def, &predicates);
         ScanRequest {
             database: self.session.database.clone(),
             txn_id: 0,
@@ -99,6 +99,7 @@ impl StorageTable {
             lock_row: false,
             earlier_writes: Vec::new(),
             begin: None,
+            index,
         }
     }
 
@@ -109,6 +110,30 @@ impl StorageTable {
         let req = ScanRequest { aggregates, ..self.request(predicates) };
         Arc::new(StorageScanExec::new(req, schema, self.session.clone()))
     }
+}
+
+/// How to find the rows passing `predicates`: through the primary key or
+/// the index (name) whose columns the predicates pin best — the most
+/// leading columns by equality, then a range on the next; the primary key
+/// on a tie — and the bounds on that key's columns.
+fn access_path(def: &TableDef, predicates: &[Predicate]) -> (String, Option<KeyBound>, Option<KeyBound>) {
+    let score = |columns: &[String]| {
+        let equal = columns.iter().take_while(|c| predicates.iter().any(|p| &p.column == *c && p.op == CompareOp::Eq as i32)).count();
+        let (lower, upper) = key_bounds(columns, predicates);
+        (equal, lower.is_some() || upper.is_some())
+    };
+    let mut best = (String::new(), def.primary_key.clone(), score(&def.primary_key));
+    for ix in &def.indexes {
+        let columns: Vec<String> =
+            ix.column_ids.iter().filter_map(|id| def.columns.iter().find(|c| c.id == *id).map(|c| c.name.clone())).collect();
+        let s = score(&columns);
+        if s > best.2 {
+            best = (ix.name.clone(), columns, s);
+        }
+    }
+    let (name, columns, _) = best;
+    let (lower, upper) = key_bounds(&columns, predicates);
+    (name, lower, upper)
 }
 
 /// The Arrow schema of a stored table definition.
@@ -241,6 +266,9 @@ fn show_aggregate(a: &Aggregate) -> String {
 impl DisplayAs for StorageScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "StorageScanExec: table={}", self.req.table)?;
+        if !self.req.index.is_empty() {
+            write!(f, ", index={}", self.req.index)?;
+        }
         let is_point = match (&self.req.lower, &self.req.upper) {
             (Some(l), Some(u)) => l == u && l.inclusive,
             _ => false,

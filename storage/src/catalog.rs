@@ -107,7 +107,7 @@ impl Table {
         self.indexes
             .iter()
             .find(|ix| ix.def.name == name)
-            .ok_or_else(|| StorageError::UnknownTable(name.to_string()))
+            .ok_or_else(|| StorageError::UnknownIndex(name.to_string()))
     }
 
     /// The table id.

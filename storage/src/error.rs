@@ -24,6 +24,9 @@ pub enum StorageError {
     RoleExists(String),
     #[error("relation \"{0}\" does not exist")]
     UnknownTable(String),
+    /// No index with this name.
+    #[error("index \"{0}\" does not exist")]
+    UnknownIndex(String),
     /// A request named a definition of the table (`TableVersion`) that was
     /// since dropped, recreated or altered.
     #[error("relation \"{0}\" was changed by a concurrent statement; run the statement again")]
@@ -147,6 +150,7 @@ impl StorageError {
             UnknownRole(_) => "42704",
             RoleExists(_) => "42710",
             UnknownTable(_) => "42P01",
+            UnknownIndex(_) => "42704",
             TableExists(_) => "42P07",
             UnknownColumn { .. } => "42703",
             ColumnExists { .. } => "42701",
@@ -183,7 +187,7 @@ impl StorageError {
     pub fn code(&self) -> tonic::Code {
         use StorageError::*;
         match self {
-            UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
+            UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownIndex(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
                 tonic::Code::NotFound
             }
             DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) | DuplicatesForUniqueIndex(_) => {

@@ -140,6 +140,42 @@ async fn serial_columns_fill_through_copy_and_psql_describes_their_sequence() {
     assert!(!ok && err.contains("does not exist"), "{err}");
 }
 
+/// Secondary indexes through psql: rows found through one (EXPLAIN names
+/// it), a UNIQUE constraint refusing a duplicate, and `\\d` / `\\di`
+/// printing them as PostgreSQL 15 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_find_rows_and_psql_describes_them() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let (ok, _, err) = compute.psql("CREATE TABLE orders (id int PRIMARY KEY, ref text UNIQUE, city text, total int)");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql(
+        "INSERT INTO orders SELECT i, 'r' || i, (ARRAY['Oslo','Rome','Lima'])[i % 3 + 1], i % 100 FROM generate_series(1, 3000) AS s(i)",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql("CREATE INDEX ON orders (city, total)");
+    assert!(ok, "{err}");
+    let (_, out, _) = compute.psql("EXPLAIN SELECT id FROM orders WHERE city = 'Rome' AND total = 7");
+    assert!(out.contains("index=orders_city_total_idx"), "{out}");
+    let (_, out, _) = compute.psql("SELECT count(*), min(id), max(id) FROM orders WHERE city = 'Rome' AND total = 7");
+    assert_eq!(out.trim(), "10|7|2707");
+    let (_, out, _) = compute.psql("EXPLAIN SELECT id FROM orders WHERE ref = 'r42'");
+    assert!(out.contains("index=orders_ref_key"), "{out}");
+    let (_, out, _) = compute.psql("SELECT id FROM orders WHERE ref = 'r42'");
+    assert_eq!(out.trim(), "42");
+    let (ok, _, err) = compute.psql("INSERT INTO orders VALUES (3001, 'r42', 'Oslo', 1)");
+    assert!(!ok && err.contains("duplicate key value violates unique constraint \"orders_ref_key\""), "{err}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d orders"]);
+    assert!(ok, "{err}");
+    let indexes: Vec<&str> = out.lines().skip_while(|l| *l != "Indexes:").map(str::trim).collect();
+    assert_eq!(
+        indexes,
+        ["Indexes:", "\"orders_pkey\" PRIMARY KEY, btree (id)", "\"orders_city_total_idx\" btree (city, total)", "\"orders_ref_key\" UNIQUE CONSTRAINT, btree (ref)", ""],
+        "{out}"
+    );
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\di"]);
+    assert!(ok && out.contains("orders_city_total_idx | index") && out.contains("(3 rows)"), "{err}\n{out}");
+}
+
 /// A `pg_dump` of a PostgreSQL 15 database (`tests/e2e/fixtures/pg_dump_shop.sql`:
 /// a SERIAL and an IDENTITY key, defaults, data by COPY, sequence
 /// positions by setval) restored with psql: everything but `ALTER SEQUENCE …

@@ -4,7 +4,8 @@
 //! storage keeps (and the session's settings as `pg_settings` rows). Drivers reflect tables from these rows (SQLAlchemy's
 //! inspector, psql's `\d`), so they carry what PostgreSQL's would: type OIDs
 //! and modifiers (`character varying(20)`), NOT NULL, defaults, and the
-//! primary key as a unique index `<table>_pkey` with its constraint.
+//! primary key as a unique index `<table>_pkey` with its constraint, and the
+//! secondary indexes (UNIQUE constraints with theirs).
 //!
 //! OIDs are derived from storage's table ids, so they are the same in every
 //! session and on every compute.
@@ -170,14 +171,66 @@ pub fn default_text(c: &ColumnDef) -> Option<String> {
     })
 }
 
-/// The primary key's column numbers (`indkey`, `conkey`).
-fn key_attnums(def: &TableDef) -> Vec<i16> {
-    def.primary_key.iter().filter_map(|k| def.columns.iter().position(|c| &c.name == k)).map(|i| i as i16 + 1).collect()
-}
-
 /// The name PostgreSQL gives a table's primary key (`<table>_pkey`).
 pub fn primary_key_name(def: &TableDef) -> String {
     format!("{}_pkey", def.name)
+}
+
+/// One index of a table as the catalog shows it: the primary key's, or a
+/// secondary index (a UNIQUE constraint's or CREATE INDEX's).
+struct IndexView<'a> {
+    def: &'a TableDef,
+    oid: i32,
+    name: String,
+    /// The indexed columns' numbers (`indkey`, `conkey`).
+    attnums: Vec<i16>,
+    unique: bool,
+    primary: bool,
+    /// The OID of the constraint it backs (primary key, UNIQUE), if any.
+    constraint: Option<i32>,
+}
+
+impl IndexView<'_> {
+    fn columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.attnums.iter().map(|k| &self.def.columns[*k as usize - 1])
+    }
+
+    fn column_names(&self) -> Vec<String> {
+        self.columns().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// The indexes of a table: its primary key's first, then the others in the
+/// order they were created. A secondary index's OIDs are those of its
+/// storage relation id (`TableOids::of(index id)`), which no table shares.
+fn table_indexes(def: &TableDef) -> Vec<IndexView<'_>> {
+    let mut out = Vec::new();
+    let attnum = |pos: usize| pos as i16 + 1;
+    if !def.primary_key.is_empty() {
+        let oids = TableOids::of(def.id);
+        out.push(IndexView {
+            def,
+            oid: oids.index,
+            name: primary_key_name(def),
+            attnums: def.primary_key.iter().filter_map(|k| def.columns.iter().position(|c| &c.name == k)).map(attnum).collect(),
+            unique: true,
+            primary: true,
+            constraint: Some(oids.constraint),
+        });
+    }
+    for ix in &def.indexes {
+        let oids = TableOids::of(ix.id);
+        out.push(IndexView {
+            def,
+            oid: oids.table,
+            name: ix.name.clone(),
+            attnums: ix.column_ids.iter().filter_map(|id| def.columns.iter().position(|c| c.id == *id)).map(attnum).collect(),
+            unique: ix.unique,
+            primary: false,
+            constraint: ix.constraint.then_some(oids.constraint),
+        });
+    }
+    out
 }
 
 /// `pg_namespace` rows of the schemas holding tables (and `public`).
@@ -196,7 +249,6 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
     let mut rows = Vec::new();
     for def in defs {
         let oids = TableOids::of(def.id);
-        let has_key = !def.primary_key.is_empty();
         let class = |oid: i32, name: String, kind: &str, am: i32, natts: usize, row_type: i32, has_index: bool| -> Row {
             vec![
                 ("oid", ScalarValue::Int32(Some(oid))),
@@ -215,12 +267,13 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
                 ("relreplident", text(if kind == "r" { "d" } else { "n" })),
             ]
         };
+        let indexes = table_indexes(def);
         match def.sequence {
             Some(_) => rows.push(class(oids.table, def.name.clone(), "S", 0, def.columns.len(), oids.row_type, false)),
-            None => rows.push(class(oids.table, def.name.clone(), "r", HEAP, def.columns.len(), oids.row_type, has_key)),
+            None => rows.push(class(oids.table, def.name.clone(), "r", HEAP, def.columns.len(), oids.row_type, !indexes.is_empty())),
         }
-        if has_key {
-            rows.push(class(oids.index, primary_key_name(def), "i", BTREE, def.primary_key.len(), 0, false));
+        for ix in indexes {
+            rows.push(class(ix.oid, ix.name.clone(), "i", BTREE, ix.attnums.len(), 0, false));
         }
     }
     rows
@@ -259,8 +312,10 @@ pub fn attributes(defs: &[TableDef]) -> Vec<Row> {
             let in_key = def.primary_key.contains(&c.name);
             rows.push(attribute(oids.table, i as i16 + 1, c, c.not_null || in_key, default_text(c).is_some()));
         }
-        for (i, k) in key_attnums(def).into_iter().enumerate() {
-            rows.push(attribute(oids.index, i as i16 + 1, &def.columns[k as usize - 1], false, false));
+        for ix in table_indexes(def) {
+            for (i, c) in ix.columns().enumerate() {
+                rows.push(attribute(ix.oid, i as i16 + 1, c, false, false));
+            }
         }
     }
     rows
@@ -285,54 +340,52 @@ pub fn defaults(defs: &[TableDef]) -> Vec<Row> {
     rows
 }
 
-/// `pg_index` rows of primary keys.
+/// `pg_index` rows.
 pub fn indexes(defs: &[TableDef]) -> Vec<Row> {
     defs.iter()
-        .filter(|d| !d.primary_key.is_empty())
-        .map(|def| {
-            let oids = TableOids::of(def.id);
-            let keys = key_attnums(def);
-            let column_kind = |k: &i16| kind(&def.columns[*k as usize - 1].r#type.unwrap_or_default());
-            let collations = keys.iter().map(|k| if type_facts(column_kind(k)).5 { DEFAULT_COLLATION } else { 0 });
+        .flat_map(table_indexes)
+        .map(|ix| {
+            let kinds: Vec<TypeKind> = ix.columns().map(|c| kind(&c.r#type.unwrap_or_default())).collect();
+            let collations = kinds.iter().map(|k| if type_facts(*k).5 { DEFAULT_COLLATION } else { 0 });
             let yes = || ScalarValue::Boolean(Some(true));
             vec![
-                ("indexrelid", ScalarValue::Int32(Some(oids.index))),
-                ("indrelid", ScalarValue::Int32(Some(oids.table))),
-                ("indnatts", ScalarValue::Int16(Some(keys.len() as i16))),
-                ("indnkeyatts", ScalarValue::Int16(Some(keys.len() as i16))),
-                ("indisunique", yes()),
-                ("indisprimary", yes()),
+                ("indexrelid", ScalarValue::Int32(Some(ix.oid))),
+                ("indrelid", ScalarValue::Int32(Some(TableOids::of(ix.def.id).table))),
+                ("indnatts", ScalarValue::Int16(Some(ix.attnums.len() as i16))),
+                ("indnkeyatts", ScalarValue::Int16(Some(ix.attnums.len() as i16))),
+                ("indisunique", ScalarValue::Boolean(Some(ix.unique))),
+                ("indisprimary", ScalarValue::Boolean(Some(ix.primary))),
                 ("indimmediate", yes()),
                 ("indisvalid", yes()),
                 ("indisready", yes()),
                 ("indislive", yes()),
-                ("indkey", int2_list(keys.iter().copied())),
+                ("indkey", int2_list(ix.attnums.iter().copied())),
                 ("indcollation", oid_list(collations)),
-                ("indclass", oid_list(keys.iter().map(|k| btree_opclass(column_kind(k))))),
-                ("indoption", int2_list(keys.iter().map(|_| 0))),
+                ("indclass", oid_list(kinds.iter().map(|k| btree_opclass(*k)))),
+                ("indoption", int2_list(ix.attnums.iter().map(|_| 0))),
             ]
         })
         .collect()
 }
 
-/// `pg_constraint` rows of primary keys.
+/// `pg_constraint` rows of primary keys and UNIQUE constraints.
 pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
     defs.iter()
-        .filter(|d| !d.primary_key.is_empty())
-        .map(|def| {
-            let oids = TableOids::of(def.id);
-            vec![
-                ("oid", ScalarValue::Int32(Some(oids.constraint))),
-                ("conname", text(primary_key_name(def))),
-                ("connamespace", ScalarValue::Int32(Some(namespace_oid(&def.schema)))),
-                ("contype", text("p")),
+        .flat_map(table_indexes)
+        .filter_map(|ix| {
+            let oid = ix.constraint?;
+            Some(vec![
+                ("oid", ScalarValue::Int32(Some(oid))),
+                ("conname", text(ix.name.clone())),
+                ("connamespace", ScalarValue::Int32(Some(namespace_oid(&ix.def.schema)))),
+                ("contype", text(if ix.primary { "p" } else { "u" })),
                 ("convalidated", ScalarValue::Boolean(Some(true))),
-                ("conrelid", ScalarValue::Int32(Some(oids.table))),
-                ("conindid", ScalarValue::Int32(Some(oids.index))),
+                ("conrelid", ScalarValue::Int32(Some(TableOids::of(ix.def.id).table))),
+                ("conindid", ScalarValue::Int32(Some(ix.oid))),
                 ("conislocal", ScalarValue::Boolean(Some(true))),
                 ("connoinherit", ScalarValue::Boolean(Some(true))),
-                ("conkey", int2_list(key_attnums(def))),
-            ]
+                ("conkey", int2_list(ix.attnums.iter().copied())),
+            ])
         })
         .collect()
 }
@@ -346,8 +399,8 @@ pub fn tables(defs: &[TableDef]) -> Vec<Row> {
                 ("schemaname", text(def.schema.clone())),
                 ("tablename", text(def.name.clone())),
                 ("tableowner", text("postgres")),
-                ("hasindex", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
-                ("hasindexes", ScalarValue::Boolean(Some(!def.primary_key.is_empty()))),
+                ("hasindex", ScalarValue::Boolean(Some(!table_indexes(def).is_empty()))),
+                ("hasindexes", ScalarValue::Boolean(Some(!table_indexes(def).is_empty()))),
             ]
         })
         .collect()
@@ -416,25 +469,28 @@ pub fn settings(settings: &Settings) -> Vec<Row> {
         .collect()
 }
 
-/// `pg_get_constraintdef` of a primary-key constraint OID.
+/// `pg_get_constraintdef` of a primary-key or UNIQUE constraint OID.
 pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
-    let def = defs.iter().find(|d| !d.primary_key.is_empty() && TableOids::of(d.id).constraint == oid)?;
-    Some(format!("PRIMARY KEY ({})", quoted_list(&def.primary_key)))
+    let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.constraint == Some(oid))?;
+    let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };
+    Some(format!("{kind} ({})", quoted_list(&ix.column_names())))
 }
 
-/// `pg_get_indexdef` of a primary-key index OID: the whole definition
-/// (`column` 0) or the name of its `column`-th key column.
+/// `pg_get_indexdef` of an index OID: the whole definition (`column` 0) or
+/// the name of its `column`-th column.
 pub fn index_definition(defs: &[TableDef], oid: i32, column: i32) -> Option<String> {
-    let def = defs.iter().find(|d| !d.primary_key.is_empty() && TableOids::of(d.id).index == oid)?;
+    let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.oid == oid)?;
+    let names = ix.column_names();
     if column > 0 {
-        return def.primary_key.get(column as usize - 1).map(|c| quote_ident(c));
+        return names.get(column as usize - 1).map(|c| quote_ident(c));
     }
     Some(format!(
-        "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
-        quote_ident(&primary_key_name(def)),
-        quote_ident(&def.schema),
-        quote_ident(&def.name),
-        quoted_list(&def.primary_key)
+        "CREATE {}INDEX {} ON {}.{} USING btree ({})",
+        if ix.unique { "UNIQUE " } else { "" },
+        quote_ident(&ix.name),
+        quote_ident(&ix.def.schema),
+        quote_ident(&ix.def.name),
+        quoted_list(&names)
     ))
 }
 

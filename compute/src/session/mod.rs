@@ -19,7 +19,7 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTableOperation, GeneratedAs, Ident, ObjectName, ObjectType, Owner, Reset, SequenceOptions as AstSequenceOptions, Set, Statement, TransactionIsolationLevel, TransactionMode};
+use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTableOperation, GeneratedAs, Ident, ObjectName, ObjectType, Owner, Reset, SequenceOptions as AstSequenceOptions, Set, Statement, TableConstraint, TransactionIsolationLevel, TransactionMode};
 use ebb_proto::storage::alter_column::Change;
 use ebb_proto::storage::alter_table_request::Action;
 use ebb_proto::storage::{AddIdentity, AlterColumn, AlterTableRequest, CreateTableRequest, Isolation, SequenceOptions, TableDef, TypeKind};
@@ -32,7 +32,7 @@ use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::sequences::{self, OwnedSequence};
-use crate::sql::{copy, create_table_as, ddl, dml, roles};
+use crate::sql::{copy, create_table_as, ddl, dml, indexes, roles};
 use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
@@ -597,14 +597,22 @@ impl Session {
             }
             Statement::CreateTable(ct) if ct.query.is_some() => create_table_as::create_table_as(self, ct).await,
             Statement::CreateTable(ct) => {
-                let (req, owned) = ddl::create_table(self.database(), ct)?;
+                let (req, owned, uniques) = ddl::create_table(self.database(), ct)?;
                 let schema = req.schema.clone();
                 let (def, created) = self.storage.client.create_table(req).await?;
                 if created {
                     self.create_owned_sequences(&schema, &def, owned).await?;
+                    for spec in uniques {
+                        if let Err(e) = indexes::add_unique(self, &schema, &def.name, spec).await {
+                            self.storage.client.drop_table(self.database(), &schema, &def.name, true, false).await?;
+                            return Err(e);
+                        }
+                    }
                 }
                 Ok(Output::Command("CREATE TABLE".into()))
             }
+            Statement::CreateIndex(ci) => indexes::create_index(self, ci).await,
+            Statement::Drop { object_type: ObjectType::Index, if_exists, names, .. } => indexes::drop_indexes(self, names, *if_exists).await,
             Statement::CreateSequence { temporary, if_not_exists, name, data_type, sequence_options, owned_by } => {
                 if *temporary {
                     return Err(ComputeError::unsupported("temporary sequences"));
@@ -629,6 +637,13 @@ impl Session {
                 for op in &at.operations {
                     match op {
                         AlterTableOperation::OwnerTo { new_owner } => self.owner_to(new_owner).await?,
+                        AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(u), .. } => {
+                            let (schema, name) = ddl::object_name(&at.name)?;
+                            indexes::add_unique(self, &schema.unwrap_or_default(), &name, indexes::unique_spec(u, None)?).await?;
+                        }
+                        AlterTableOperation::DropConstraint { if_exists, name, .. } => {
+                            indexes::drop_constraint(self, &at.name, &ddl::ident(name), *if_exists).await?;
+                        }
                         AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::AddGenerated { generated_as, sequence_options } } => {
                             let always = !matches!(generated_as, Some(GeneratedAs::ByDefault));
                             self.add_identity(&at.name, &ddl::ident(column_name), always, sequence_options.as_deref().unwrap_or_default()).await?;
@@ -1137,8 +1152,9 @@ fn changes_catalog(stmt: &Statement) -> bool {
         stmt,
         Statement::CreateTable(_)
             | Statement::CreateSequence { .. }
+            | Statement::CreateIndex(_)
             | Statement::AlterTable(_)
-            | Statement::Drop { object_type: ObjectType::Table | ObjectType::Sequence, .. }
+            | Statement::Drop { object_type: ObjectType::Table | ObjectType::Sequence | ObjectType::Index, .. }
     )
 }
 

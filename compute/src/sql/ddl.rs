@@ -1,5 +1,5 @@
 //! DDL statements translated into storage catalog requests:
-//! CREATE / DROP / ALTER TABLE, CREATE / DROP DATABASE.
+//! CREATE / DROP / ALTER TABLE, CREATE / DROP DATABASE (indexes: `indexes`).
 
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef as AstColumn, ColumnOption, CreateTable, DataType, Expr,
@@ -11,6 +11,7 @@ use ebb_proto::storage::{
     SequenceOptions, TypeKind, alter_column::Change, alter_table_request::Action,
 };
 
+use super::indexes::{self, UniqueSpec};
 use super::sequences::{self, OwnedSequence};
 use crate::error::{ComputeError, Result};
 
@@ -126,6 +127,8 @@ struct Column {
     pk: bool,
     /// SERIAL or IDENTITY: the options of the sequence it needs.
     sequence: Option<SequenceOptions>,
+    /// UNIQUE.
+    unique: Option<UniqueSpec>,
 }
 
 /// Translates a column definition.
@@ -141,6 +144,7 @@ fn column(c: &AstColumn) -> Result<Column> {
     let mut sequence = serial.map(|k| sequences::sequence_options(k, &[])).transpose()?;
     let mut def = ColumnDef { name: ident(&c.name), r#type: Some(kind), not_null: serial.is_some(), ..Default::default() };
     let mut pk = false;
+    let mut unique = None;
     for o in &c.options {
         match &o.option {
             ColumnOption::Generated { generated_as: as_ @ (GeneratedAs::Always | GeneratedAs::ByDefault), sequence_options, generation_expr: None, .. } => {
@@ -166,18 +170,25 @@ fn column(c: &AstColumn) -> Result<Column> {
                 pk = true;
                 def.not_null = true;
             }
+            ColumnOption::Unique(u) => {
+                let mut spec = indexes::unique_spec(u, Some(&def.name))?;
+                // `CONSTRAINT name UNIQUE` names the column option.
+                spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
+                unique = Some(spec);
+            }
             other => return Err(ComputeError::unsupported(format!("column constraint \"{other}\""))),
         }
     }
     if sequence.is_some() && (def.default_expr.is_some() || def.default_literal.is_some()) {
         return Err(ComputeError::invalid("42601", format!("multiple default values specified for column \"{}\"", def.name)));
     }
-    Ok(Column { def, pk, sequence })
+    Ok(Column { def, pk, sequence, unique })
 }
 
-/// CREATE TABLE: the table's request, and the sequences its SERIAL and
-/// IDENTITY columns need (to be created once the table exists).
-pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequest, Vec<OwnedSequence>)> {
+/// CREATE TABLE: the table's request, the sequences its SERIAL and
+/// IDENTITY columns need and its UNIQUE constraints (both to be created
+/// once the table exists).
+pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequest, Vec<OwnedSequence>, Vec<UniqueSpec>)> {
     if ct.temporary {
         return Err(ComputeError::unsupported("temporary tables"));
     }
@@ -185,8 +196,10 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
     let mut columns = Vec::new();
     let mut primary_key = Vec::new();
     let mut owned = Vec::new();
+    let mut uniques = Vec::new();
     for c in &ct.columns {
-        let Column { mut def, pk, sequence } = column(c)?;
+        let Column { mut def, pk, sequence, unique } = column(c)?;
+        uniques.extend(unique);
         if pk {
             primary_key.push(def.name.clone());
         }
@@ -205,6 +218,7 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
                 }
                 primary_key = key_columns(pk)?;
             }
+            TableConstraint::Unique(u) => uniques.push(indexes::unique_spec(u, None)?),
             other => return Err(ComputeError::unsupported(format!("table constraint \"{other}\""))),
         }
     }
@@ -220,7 +234,9 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
         if_not_exists: ct.if_not_exists,
         sequence: None,
     };
-    Ok((req, owned))
+    // A UNIQUE constraint on exactly the primary key adds nothing.
+    uniques.retain(|u| u.columns != req.primary_key);
+    Ok((req, owned, uniques))
 }
 
 /// ALTER TABLE: one storage request per operation.
@@ -230,7 +246,10 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
     for op in &at.operations {
         let action = match op {
             AlterTableOperation::AddColumn { column_def, .. } => {
-                let Column { def, pk, sequence } = column(column_def)?;
+                let Column { def, pk, sequence, unique } = column(column_def)?;
+                if unique.is_some() {
+                    return Err(ComputeError::unsupported("ADD COLUMN … UNIQUE (add the column, then ADD CONSTRAINT … UNIQUE)"));
+                }
                 if sequence.is_some() {
                     return Err(ComputeError::unsupported("ADD COLUMN of a SERIAL or IDENTITY column"));
                 }
@@ -271,6 +290,8 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
             }
             // Nothing to store: ebb's tables have no owners (the session checks the role).
             AlterTableOperation::OwnerTo { .. } => continue,
+            // Indexes: the session does them.
+            AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(_), .. } | AlterTableOperation::DropConstraint { .. } => continue,
             other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
         };
         out.push(AlterTableRequest {

@@ -4,6 +4,7 @@ pub mod copy;
 pub mod create_table_as;
 pub mod ddl;
 pub mod dml;
+pub mod indexes;
 pub mod insert_literals;
 pub mod returning;
 pub mod roles;

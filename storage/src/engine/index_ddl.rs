@@ -62,7 +62,7 @@ impl Database {
             if self.table(schema, name).is_ok() {
                 return Err(StorageError::WrongObjectType(format!("\"{name}\" is not an index")));
             }
-            return Err(StorageError::UnknownTable(name.into()));
+            return Err(StorageError::UnknownIndex(name.into()));
         };
         let index = table.index(name)?;
         if index.def.constraint != constraint {

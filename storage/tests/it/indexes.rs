@@ -177,7 +177,8 @@ async fn indexes_share_the_relation_namespace_and_go_with_their_columns_and_tabl
     };
     db.alter_table(&alter).await.unwrap();
     assert!(db.table("", "accounts").unwrap().indexes.is_empty());
-    assert_eq!(scan(&db, by_owner("accounts_owner", "ann", 0)).await.unwrap_err().sqlstate(), "42P01");
+    assert_eq!(scan(&db, by_owner("accounts_owner", "ann", 0)).await.unwrap_err().sqlstate(), "42704");
+    assert_eq!(db.drop_index("", "accounts_owner", false, false).await.unwrap_err().sqlstate(), "42704");
     db.create_index(&index_req("accounts_owner", &["balance"], false)).await.unwrap();
     db.drop_table("", "accounts", false, false).await.unwrap();
     db.create_table("", "accounts_owner", &[col("x", ebb_proto::storage::TypeKind::Bigint)], &[], false).await.unwrap();
