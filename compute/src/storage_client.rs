@@ -229,8 +229,13 @@ impl StorageClient {
 }
 
 /// Encodes one batch as a write to the table `def` describes; storage
-/// refuses it if the table no longer has that definition.
+/// refuses it if the table no longer has that definition. Rows written
+/// (not deleted) must pass the table's CHECK constraints (23514).
 pub fn table_write(def: &TableDef, kind: WriteKind, batch: &RecordBatch) -> Result<TableWrite> {
+    if kind != WriteKind::Delete {
+        // Every write of rows passes here: the table's CHECK constraints.
+        crate::sql::checks::verify(def, batch)?;
+    }
     let arrow_ipc = arrow_ipc::encode(std::slice::from_ref(batch)).map_err(|e| ComputeError::Internal(e.to_string()))?;
     Ok(TableWrite { schema: def.schema.clone(), table: def.name.clone(), kind: kind as i32, arrow_ipc, expect: Some(expected(def)) })
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use ebb_proto::storage::{ColumnDef, IndexDef, TableDef, TableVersion};
+use ebb_proto::storage::{CheckDef, ColumnDef, IndexDef, TableDef, TableVersion};
 use prost::Message;
 
 use crate::error::{Result, StorageError};
@@ -185,6 +185,7 @@ pub fn new_table_def(
     name: &str,
     columns: &[ColumnDef],
     primary_key: &[String],
+    checks: &[CheckDef],
 ) -> Result<TableDef> {
     check_identifier("schema", schema)?;
     check_identifier("table", name)?;
@@ -215,7 +216,11 @@ pub fn new_table_def(
         next_column_id: 0,
         sequence: None,
         indexes: Vec::new(),
+        checks: Vec::new(),
     };
+    for c in checks {
+        push_check(&mut def, c)?;
+    }
     bump(&mut def);
     Table::from_def(def.clone())?;
     Ok(def)
@@ -389,6 +394,39 @@ pub fn add_index(table: &Table, id: u32, name: &str, columns: &[String], unique:
 pub fn drop_index(table: &Table, name: &str) -> Result<TableDef> {
     let mut def = table.def.clone();
     def.indexes.retain(|ix| ix.name != name);
+    bump(&mut def);
+    Ok(def)
+}
+
+/// Adds a CHECK constraint to `def`, whose name must be free.
+fn push_check(def: &mut TableDef, check: &CheckDef) -> Result<()> {
+    check_identifier("constraint", &check.name)?;
+    if check.expr.trim().is_empty() {
+        return Err(StorageError::InvalidDefinition(format!("check constraint \"{}\" has no expression", check.name)));
+    }
+    if def.checks.iter().any(|c| c.name == check.name) || def.indexes.iter().any(|ix| ix.constraint && ix.name == check.name) {
+        return Err(StorageError::ConstraintExists { table: def.name.clone(), name: check.name.clone() });
+    }
+    def.checks.push(check.clone());
+    Ok(())
+}
+
+/// ALTER TABLE … ADD CONSTRAINT … CHECK (the caller checked the rows).
+pub fn add_check(table: &Table, check: &CheckDef) -> Result<TableDef> {
+    let mut def = table.def.clone();
+    push_check(&mut def, check)?;
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER TABLE … DROP CONSTRAINT of a CHECK constraint.
+pub fn drop_check(table: &Table, name: &str) -> Result<TableDef> {
+    let mut def = table.def.clone();
+    let before = def.checks.len();
+    def.checks.retain(|c| c.name != name);
+    if def.checks.len() == before {
+        return Err(StorageError::UnknownConstraint { table: def.name.clone(), name: name.into() });
+    }
     bump(&mut def);
     Ok(def)
 }

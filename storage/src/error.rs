@@ -24,6 +24,12 @@ pub enum StorageError {
     RoleExists(String),
     #[error("relation \"{0}\" does not exist")]
     UnknownTable(String),
+    /// A constraint of this name exists on the table.
+    #[error("constraint \"{name}\" for relation \"{table}\" already exists")]
+    ConstraintExists { table: String, name: String },
+    /// No constraint of this name on the table.
+    #[error("constraint \"{name}\" of relation \"{table}\" does not exist")]
+    UnknownConstraint { table: String, name: String },
     /// No index with this name.
     #[error("index \"{0}\" does not exist")]
     UnknownIndex(String),
@@ -150,7 +156,8 @@ impl StorageError {
             UnknownRole(_) => "42704",
             RoleExists(_) => "42710",
             UnknownTable(_) => "42P01",
-            UnknownIndex(_) => "42704",
+            UnknownIndex(_) | UnknownConstraint { .. } => "42704",
+            ConstraintExists { .. } => "42710",
             TableExists(_) => "42P07",
             UnknownColumn { .. } => "42703",
             ColumnExists { .. } => "42701",
@@ -187,10 +194,10 @@ impl StorageError {
     pub fn code(&self) -> tonic::Code {
         use StorageError::*;
         match self {
-            UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownIndex(_) | UnknownColumn { .. } | UnknownTransaction(_) => {
+            UnknownDatabase(_) | UnknownRole(_) | UnknownTable(_) | UnknownIndex(_) | UnknownConstraint { .. } | UnknownColumn { .. } | UnknownTransaction(_) => {
                 tonic::Code::NotFound
             }
-            DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | UniqueViolation(_) | DuplicatesForUniqueIndex(_) => {
+            DatabaseExists(_) | RoleExists(_) | TableExists(_) | ColumnExists { .. } | ConstraintExists { .. } | UniqueViolation(_) | DuplicatesForUniqueIndex(_) => {
                 tonic::Code::AlreadyExists
             }
             InvalidDefinition(_)

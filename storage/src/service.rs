@@ -95,7 +95,7 @@ impl Storage for StorageService {
                 db.create_sequence(&r.schema, &r.name, options, r.if_not_exists).await
             }
             Some(_) => Err(StorageError::InvalidRequest("a sequence takes no columns or primary key".into())),
-            None => db.create_table(&r.schema, &r.name, &r.columns, &r.primary_key, r.if_not_exists).await,
+            None => db.create_table_with_checks(&r.schema, &r.name, &r.columns, &r.primary_key, &r.checks, r.if_not_exists).await,
         };
         let (def, created) = created.map_err(|e| log_err("create_table", e))?;
         Ok(Response::new(CreateTableResponse { table: Some(def), created }))

@@ -140,11 +140,12 @@ async fn serial_columns_fill_through_copy_and_psql_describes_their_sequence() {
     assert!(!ok && err.contains("does not exist"), "{err}");
 }
 
-/// Secondary indexes through psql: rows found through one (EXPLAIN names
-/// it), a UNIQUE constraint refusing a duplicate, and `\\d` / `\\di`
-/// printing them as PostgreSQL 15 does.
+/// Secondary indexes and constraints through psql: rows found through an
+/// index (EXPLAIN names it), a UNIQUE constraint refusing a duplicate, a
+/// CHECK constraint refusing a COPY row, and `\\d` / `\\di` printing them
+/// as PostgreSQL 15 does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn indexes_find_rows_and_psql_describes_them() {
+async fn indexes_and_constraints_hold_and_psql_describes_them() {
     let (_dir, _storage, compute) = cluster(&[]).await;
     let (ok, _, err) = compute.psql("CREATE TABLE orders (id int PRIMARY KEY, ref text UNIQUE, city text, total int)");
     assert!(ok, "{err}");
@@ -174,6 +175,16 @@ async fn indexes_find_rows_and_psql_describes_them() {
     );
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\di"]);
     assert!(ok && out.contains("orders_city_total_idx | index") && out.contains("(3 rows)"), "{err}\n{out}");
+    // CHECK constraints hold for COPY's rows too, and `\\d` lists them.
+    let (ok, _, err) = compute.psql("ALTER TABLE orders ADD CONSTRAINT total_small CHECK (total < 100)");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql_stdin("COPY orders FROM STDIN", "4000\tr4000\tOslo\t5\n4001\tr4001\tOslo\t500\n\\.\n");
+    assert!(!ok && err.contains("violates check constraint \"total_small\""), "{err}");
+    let (_, out, _) = compute.psql("SELECT count(*) FROM orders WHERE id >= 4000");
+    assert_eq!(out.trim(), "0", "a failed COPY keeps none of its rows");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d orders"]);
+    let checks: Vec<&str> = out.lines().skip_while(|l| *l != "Check constraints:").map(str::trim).collect();
+    assert!(ok && checks == ["Check constraints:", "\"total_small\" CHECK (total < 100)", ""], "{err}\n{out}");
 }
 
 /// A `pg_dump` of a PostgreSQL 15 database (`tests/e2e/fixtures/pg_dump_shop.sql`:

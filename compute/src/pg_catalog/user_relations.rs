@@ -4,8 +4,8 @@
 //! storage keeps (and the session's settings as `pg_settings` rows). Drivers reflect tables from these rows (SQLAlchemy's
 //! inspector, psql's `\d`), so they carry what PostgreSQL's would: type OIDs
 //! and modifiers (`character varying(20)`), NOT NULL, defaults, and the
-//! primary key as a unique index `<table>_pkey` with its constraint, and the
-//! secondary indexes (UNIQUE constraints with theirs).
+//! primary key as a unique index `<table>_pkey` with its constraint, the
+//! secondary indexes (UNIQUE constraints with theirs) and CHECK constraints.
 //!
 //! OIDs are derived from storage's table ids, so they are the same in every
 //! session and on every compute.
@@ -17,6 +17,7 @@ use ebb_proto::storage::{ColumnDef, ColumnType, TableDef, TypeKind};
 use super::rows::{Row, int2_list, oid_list, text};
 use crate::catalog::PUBLIC;
 use crate::error::{ComputeError, Result};
+use crate::sql::checks;
 use crate::sql::sequences::parse_relation;
 use crate::session::settings::Settings;
 
@@ -29,6 +30,13 @@ const OWNER: i32 = 10;
 const RELATION_BASE: i64 = 100_000;
 /// First OID of column defaults (`pg_attrdef`).
 const ATTRDEF_BASE: i64 = 1_000_000_000;
+/// First OID of CHECK constraints (64 per table id).
+const CHECK_BASE: i64 = 1_500_000_000;
+
+/// The OID of the `n`-th CHECK constraint of table `id`.
+fn check_oid(id: u32, n: usize) -> i32 {
+    i32::try_from(CHECK_BASE + 64 * i64::from(id) + n as i64).unwrap_or(i32::MAX)
+}
 /// The default collation.
 const DEFAULT_COLLATION: i32 = 100;
 /// `btree`, the access method of every primary-key index.
@@ -249,6 +257,7 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
     let mut rows = Vec::new();
     for def in defs {
         let oids = TableOids::of(def.id);
+        let checks = def.checks.len() as i16;
         let class = |oid: i32, name: String, kind: &str, am: i32, natts: usize, row_type: i32, has_index: bool| -> Row {
             vec![
                 ("oid", ScalarValue::Int32(Some(oid))),
@@ -263,6 +272,7 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
                 ("relpersistence", text("p")),
                 ("relkind", text(kind)),
                 ("relnatts", ScalarValue::Int16(Some(natts as i16))),
+                ("relchecks", ScalarValue::Int16(Some(if kind == "r" { checks } else { 0 }))),
                 ("relispopulated", ScalarValue::Boolean(Some(true))),
                 ("relreplident", text(if kind == "r" { "d" } else { "n" })),
             ]
@@ -368,26 +378,40 @@ pub fn indexes(defs: &[TableDef]) -> Vec<Row> {
         .collect()
 }
 
-/// `pg_constraint` rows of primary keys and UNIQUE constraints.
+/// One `pg_constraint` row.
+fn constraint(def: &TableDef, oid: i32, name: &str, kind: &str, index: i32, attnums: Vec<i16>) -> Row {
+    vec![
+        ("oid", ScalarValue::Int32(Some(oid))),
+        ("conname", text(name)),
+        ("connamespace", ScalarValue::Int32(Some(namespace_oid(&def.schema)))),
+        ("contype", text(kind)),
+        ("convalidated", ScalarValue::Boolean(Some(true))),
+        ("conrelid", ScalarValue::Int32(Some(TableOids::of(def.id).table))),
+        ("conindid", ScalarValue::Int32(Some(index))),
+        ("conislocal", ScalarValue::Boolean(Some(true))),
+        ("connoinherit", ScalarValue::Boolean(Some(true))),
+        ("conkey", int2_list(attnums)),
+    ]
+}
+
+/// `pg_constraint` rows of primary keys, UNIQUE and CHECK constraints.
 pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
-    defs.iter()
+    let mut rows: Vec<Row> = defs
+        .iter()
         .flat_map(table_indexes)
-        .filter_map(|ix| {
-            let oid = ix.constraint?;
-            Some(vec![
-                ("oid", ScalarValue::Int32(Some(oid))),
-                ("conname", text(ix.name.clone())),
-                ("connamespace", ScalarValue::Int32(Some(namespace_oid(&ix.def.schema)))),
-                ("contype", text(if ix.primary { "p" } else { "u" })),
-                ("convalidated", ScalarValue::Boolean(Some(true))),
-                ("conrelid", ScalarValue::Int32(Some(TableOids::of(ix.def.id).table))),
-                ("conindid", ScalarValue::Int32(Some(ix.oid))),
-                ("conislocal", ScalarValue::Boolean(Some(true))),
-                ("connoinherit", ScalarValue::Boolean(Some(true))),
-                ("conkey", int2_list(ix.attnums.iter().copied())),
-            ])
-        })
-        .collect()
+        .filter_map(|ix| Some(constraint(ix.def, ix.constraint?, &ix.name, if ix.primary { "p" } else { "u" }, ix.oid, ix.attnums.clone())))
+        .collect();
+    for def in defs {
+        for (n, c) in def.checks.iter().enumerate() {
+            let attnums = checks::columns_of_stored(c)
+                .iter()
+                .filter_map(|name| def.columns.iter().position(|col| &col.name == name))
+                .map(|i| i as i16 + 1)
+                .collect();
+            rows.push(constraint(def, check_oid(def.id, n), &c.name, "c", 0, attnums));
+        }
+    }
+    rows
 }
 
 /// `pg_tables` rows.
@@ -469,8 +493,13 @@ pub fn settings(settings: &Settings) -> Vec<Row> {
         .collect()
 }
 
-/// `pg_get_constraintdef` of a primary-key or UNIQUE constraint OID.
+/// `pg_get_constraintdef` of a primary-key, UNIQUE or CHECK constraint OID
+/// (a CHECK's expression as written, as psql's `\d` prints it).
 pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
+    let check = defs.iter().find_map(|d| d.checks.iter().enumerate().find(|(n, _)| check_oid(d.id, *n) == oid).map(|(_, c)| c));
+    if let Some(c) = check {
+        return Some(format!("CHECK ({})", c.expr));
+    }
     let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.constraint == Some(oid))?;
     let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };
     Some(format!("{kind} ({})", quoted_list(&ix.column_names())))

@@ -32,7 +32,7 @@ use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::sequences::{self, OwnedSequence};
-use crate::sql::{copy, create_table_as, ddl, dml, indexes, roles};
+use crate::sql::{checks, copy, create_table_as, ddl, dml, indexes, roles};
 use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
@@ -641,8 +641,22 @@ impl Session {
                             let (schema, name) = ddl::object_name(&at.name)?;
                             indexes::add_unique(self, &schema.unwrap_or_default(), &name, indexes::unique_spec(u, None)?).await?;
                         }
+                        AlterTableOperation::AddConstraint { constraint: TableConstraint::Check(k), .. } => {
+                            checks::add_check(self, &at.name, checks::check_spec(k)?).await?;
+                        }
                         AlterTableOperation::DropConstraint { if_exists, name, .. } => {
                             indexes::drop_constraint(self, &at.name, &ddl::ident(name), *if_exists).await?;
+                        }
+                        AlterTableOperation::DropColumn { column_names, .. } => {
+                            for c in column_names {
+                                checks::drop_for_column(self, &at.name, &ddl::ident(c)).await?;
+                            }
+                        }
+                        AlterTableOperation::RenameColumn { old_column_name, .. } => {
+                            let (schema, name) = ddl::object_name(&at.name)?;
+                            if let Some(t) = self.catalog.table(schema.as_deref(), &name) {
+                                checks::refuse_rename(t.def(), &ddl::ident(old_column_name))?;
+                            }
                         }
                         AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::AddGenerated { generated_as, sequence_options } } => {
                             let always = !matches!(generated_as, Some(GeneratedAs::ByDefault));

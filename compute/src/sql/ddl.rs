@@ -8,9 +8,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use ebb_proto::storage::{
     AlterColumn, AlterTableRequest, ColumnDef, ColumnDefault, ColumnType, CreateTableRequest, PrimaryKey, RenameColumn,
-    SequenceOptions, TypeKind, alter_column::Change, alter_table_request::Action,
+    SequenceOptions, TableDef, TypeKind, alter_column::Change, alter_table_request::Action,
 };
 
+use super::checks::{self, CheckSpec};
 use super::indexes::{self, UniqueSpec};
 use super::sequences::{self, OwnedSequence};
 use crate::error::{ComputeError, Result};
@@ -129,6 +130,8 @@ struct Column {
     sequence: Option<SequenceOptions>,
     /// UNIQUE.
     unique: Option<UniqueSpec>,
+    /// CHECK constraints.
+    checks: Vec<CheckSpec>,
 }
 
 /// Translates a column definition.
@@ -145,6 +148,7 @@ fn column(c: &AstColumn) -> Result<Column> {
     let mut def = ColumnDef { name: ident(&c.name), r#type: Some(kind), not_null: serial.is_some(), ..Default::default() };
     let mut pk = false;
     let mut unique = None;
+    let mut checks = Vec::new();
     for o in &c.options {
         match &o.option {
             ColumnOption::Generated { generated_as: as_ @ (GeneratedAs::Always | GeneratedAs::ByDefault), sequence_options, generation_expr: None, .. } => {
@@ -176,13 +180,18 @@ fn column(c: &AstColumn) -> Result<Column> {
                 spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
                 unique = Some(spec);
             }
+            ColumnOption::Check(k) => {
+                let mut spec = checks::check_spec(k)?;
+                spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
+                checks.push(spec);
+            }
             other => return Err(ComputeError::unsupported(format!("column constraint \"{other}\""))),
         }
     }
     if sequence.is_some() && (def.default_expr.is_some() || def.default_literal.is_some()) {
         return Err(ComputeError::invalid("42601", format!("multiple default values specified for column \"{}\"", def.name)));
     }
-    Ok(Column { def, pk, sequence, unique })
+    Ok(Column { def, pk, sequence, unique, checks })
 }
 
 /// CREATE TABLE: the table's request, the sequences its SERIAL and
@@ -197,9 +206,11 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
     let mut primary_key = Vec::new();
     let mut owned = Vec::new();
     let mut uniques = Vec::new();
+    let mut check_specs = Vec::new();
     for c in &ct.columns {
-        let Column { mut def, pk, sequence, unique } = column(c)?;
+        let Column { mut def, pk, sequence, unique, checks } = column(c)?;
         uniques.extend(unique);
+        check_specs.extend(checks);
         if pk {
             primary_key.push(def.name.clone());
         }
@@ -219,12 +230,14 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
                 primary_key = key_columns(pk)?;
             }
             TableConstraint::Unique(u) => uniques.push(indexes::unique_spec(u, None)?),
+            TableConstraint::Check(k) => check_specs.push(checks::check_spec(k)?),
             other => return Err(ComputeError::unsupported(format!("table constraint \"{other}\""))),
         }
     }
     if primary_key.len() > 1 && ct.columns.iter().any(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))) {
         return Err(ComputeError::invalid("42P16", format!("multiple primary keys for table \"{name}\" are not allowed")));
     }
+    let checks = checks::named(&name, check_specs, &[]);
     let req = CreateTableRequest {
         database: database.into(),
         schema: schema.unwrap_or_default(),
@@ -233,7 +246,11 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
         primary_key,
         if_not_exists: ct.if_not_exists,
         sequence: None,
+        checks,
     };
+    if !req.checks.is_empty() {
+        checks::validate(&TableDef { name: req.name.clone(), columns: req.columns.clone(), checks: req.checks.clone(), ..Default::default() })?;
+    }
     // A UNIQUE constraint on exactly the primary key adds nothing.
     uniques.retain(|u| u.columns != req.primary_key);
     Ok((req, owned, uniques))
@@ -246,7 +263,10 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
     for op in &at.operations {
         let action = match op {
             AlterTableOperation::AddColumn { column_def, .. } => {
-                let Column { def, pk, sequence, unique } = column(column_def)?;
+                let Column { def, pk, sequence, unique, checks } = column(column_def)?;
+                if !checks.is_empty() {
+                    return Err(ComputeError::unsupported("ADD COLUMN … CHECK (add the column, then ADD CONSTRAINT … CHECK)"));
+                }
                 if unique.is_some() {
                     return Err(ComputeError::unsupported("ADD COLUMN … UNIQUE (add the column, then ADD CONSTRAINT … UNIQUE)"));
                 }
@@ -291,7 +311,8 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
             // Nothing to store: ebb's tables have no owners (the session checks the role).
             AlterTableOperation::OwnerTo { .. } => continue,
             // Indexes: the session does them.
-            AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(_), .. } | AlterTableOperation::DropConstraint { .. } => continue,
+            AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(_) | TableConstraint::Check(_), .. }
+            | AlterTableOperation::DropConstraint { .. } => continue,
             other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
         };
         out.push(AlterTableRequest {

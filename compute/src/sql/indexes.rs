@@ -180,7 +180,7 @@ pub async fn drop_indexes(s: &mut Session, names: &[ObjectName], if_exists: bool
     Ok(Output::Command("DROP INDEX".into()))
 }
 
-/// ALTER TABLE … DROP CONSTRAINT of a UNIQUE constraint.
+/// ALTER TABLE … DROP CONSTRAINT of a UNIQUE or CHECK constraint.
 pub async fn drop_constraint(s: &mut Session, table: &ObjectName, name: &str, if_exists: bool) -> Result<()> {
     let (schema, table_name) = object_name(table)?;
     let def = s.catalog().table(schema.as_deref(), &table_name).map(|t| t.def().clone());
@@ -190,6 +190,11 @@ pub async fn drop_constraint(s: &mut Session, table: &ObjectName, name: &str, if
     if def.indexes.iter().any(|ix| ix.name == name && ix.constraint) {
         s.storage().client.drop_index(s.database(), &def.schema, name, false, true).await?;
         return Ok(());
+    }
+    if def.checks.iter().any(|c| c.name == name) {
+        let action = Some(ebb_proto::storage::alter_table_request::Action::DropCheck(name.into()));
+        let req = ebb_proto::storage::AlterTableRequest { database: s.database().into(), schema: def.schema.clone(), name: def.name.clone(), action };
+        return s.storage().client.alter_table(req).await;
     }
     if !def.primary_key.is_empty() && name == format!("{}_pkey", def.name) {
         return Err(ComputeError::unsupported("dropping a primary key"));

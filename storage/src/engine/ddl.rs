@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ebb_proto::storage::alter_column::Change;
-use ebb_proto::storage::{AlterTableRequest, ColumnDef, Isolation, TableDef, alter_table_request::Action};
+use ebb_proto::storage::{AlterTableRequest, CheckDef, ColumnDef, Isolation, TableDef, alter_table_request::Action};
 use prost::Message;
 
 use super::database::Database;
@@ -31,8 +31,21 @@ impl Database {
         primary_key: &[String],
         if_not_exists: bool,
     ) -> Result<(TableDef, bool)> {
+        self.create_table_with_checks(schema, name, columns, primary_key, &[], if_not_exists).await
+    }
+
+    /// As [`Database::create_table`], with CHECK constraints.
+    pub async fn create_table_with_checks(
+        &self,
+        schema: &str,
+        name: &str,
+        columns: &[ColumnDef],
+        primary_key: &[String],
+        checks: &[CheckDef],
+        if_not_exists: bool,
+    ) -> Result<(TableDef, bool)> {
         self.create_relation(schema, name, if_not_exists, |id, schema| {
-            let def = catalog::new_table_def(id, schema, name, columns, primary_key)?;
+            let def = catalog::new_table_def(id, schema, name, columns, primary_key, checks)?;
             Ok((def, Vec::new()))
         })
         .await
@@ -142,6 +155,8 @@ impl Database {
                 }
             },
             Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
+            Action::AddCheck(c) => catalog::add_check(&table, c)?,
+            Action::DropCheck(name) => catalog::drop_check(&table, name)?,
             Action::RenameTable(to) => {
                 if self.catalog_read().relation_exists(&table.def.schema, to) {
                     return Err(StorageError::TableExists(to.clone()));

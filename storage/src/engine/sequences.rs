@@ -133,7 +133,7 @@ impl Database {
             return Err(StorageError::InvalidDefinition(format!("the table owning sequence \"{name}\" does not exist")));
         }
         self.create_relation(schema, name, if_not_exists, |id, schema| {
-            let mut def = catalog::new_table_def(id, schema, name, &sequence_columns(), &[])?;
+            let mut def = catalog::new_table_def(id, schema, name, &sequence_columns(), &[], &[])?;
             def.sequence = Some(options.clone());
             let table = Table::from_def(def.clone())?;
             let row = encode_state(&table, options.start, false);

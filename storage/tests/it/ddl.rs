@@ -286,3 +286,26 @@ async fn requests_planned_with_an_old_definition_are_refused() {
     req.expect = None;
     assert_eq!(scan(&db, req).await.unwrap().num_rows(), 0);
 }
+
+#[tokio::test]
+async fn check_constraints_are_kept_with_the_table_and_named_once() {
+    use ebb_proto::storage::CheckDef;
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let first = start(store.clone(), test_config()).await;
+    let db = first.db().await;
+    let check = |name: &str, expr: &str| CheckDef { name: name.into(), expr: expr.into() };
+    let cols = [typed("id", TypeKind::Bigint, 0, 0), typed("qty", TypeKind::Integer, 0, 0)];
+    let (def, _) = db.create_table_with_checks("", "stock", &cols, &["id".into()], &[check("stock_qty_check", "qty >= 0")], false).await.unwrap();
+    assert_eq!(def.checks.len(), 1);
+    let e = db.create_table_with_checks("", "twice", &cols, &[], &[check("c", "qty > 0"), check("c", "qty < 9")], false).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "42710");
+    let alter = |action: Action| AlterTableRequest { database: "postgres".into(), schema: String::new(), name: "stock".into(), action: Some(action) };
+    assert_eq!(db.alter_table(&alter(Action::AddCheck(check("stock_qty_check", "qty < 9")))).await.unwrap_err().sqlstate(), "42710");
+    db.alter_table(&alter(Action::AddCheck(check("small", "qty < 9")))).await.unwrap();
+    assert_eq!(db.alter_table(&alter(Action::DropCheck("nope".into()))).await.unwrap_err().sqlstate(), "42704");
+    db.alter_table(&alter(Action::DropCheck("stock_qty_check".into()))).await.unwrap();
+    // The next owner reads them from the WAL.
+    let second = start(store, test_config()).await;
+    let kept: Vec<(String, String)> = second.db().await.table("", "stock").unwrap().def.checks.iter().map(|c| (c.name.clone(), c.expr.clone())).collect();
+    assert_eq!(kept, vec![("small".to_string(), "qty < 9".to_string())]);
+}
