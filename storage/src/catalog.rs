@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use ebb_proto::storage::{CheckDef, ColumnDef, IndexDef, TableDef, TableVersion};
+use ebb_proto::storage::{CheckDef, ColumnDef, ForeignKeyDef, IndexDef, TableDef, TableVersion, TypeKind};
 use prost::Message;
 
 use crate::error::{Result, StorageError};
@@ -42,6 +42,15 @@ pub struct Index {
     pub columns: Vec<usize>,
 }
 
+/// A FOREIGN KEY constraint of a table, resolved against its columns.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub def: ForeignKeyDef,
+    /// Positions in the table's `columns` of the referencing columns, in
+    /// the order of the referenced primary key.
+    pub columns: Vec<usize>,
+}
+
 /// A table definition ready for use by reads and writes.
 #[derive(Debug)]
 pub struct Table {
@@ -53,6 +62,8 @@ pub struct Table {
     pub schema: SchemaRef,
     /// Secondary indexes.
     pub indexes: Vec<Index>,
+    /// FOREIGN KEY constraints (this table referencing others).
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl Table {
@@ -97,9 +108,30 @@ impl Table {
                 Ok(Index { def: ix.clone(), columns: positions })
             })
             .collect::<Result<Vec<_>>>()?;
+        let position = |id: &u32, what: &str| {
+            columns.iter().position(|c| c.id == *id).ok_or_else(|| {
+                StorageError::InvalidDefinition(format!("{what} names column id {id}, which \"{}\" has not", def.name))
+            })
+        };
+        let foreign_keys = def
+            .foreign_keys
+            .iter()
+            .map(|fk| {
+                let columns = fk.column_ids.iter().map(|id| position(id, &fk.name)).collect::<Result<Vec<_>>>()?;
+                Ok(ForeignKey { def: fk.clone(), columns })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let fields: Vec<_> =
             columns.iter().map(|c| c.ty.arrow_field(&c.name, !c.not_null)).collect();
-        Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)), indexes })
+        Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)), indexes, foreign_keys })
+    }
+
+    /// Whether the table has a constraint (unique index, CHECK, FOREIGN
+    /// KEY) named `name`.
+    pub fn has_constraint(&self, name: &str) -> bool {
+        self.def.checks.iter().any(|c| c.name == name)
+            || self.def.indexes.iter().any(|ix| ix.constraint && ix.name == name)
+            || self.def.foreign_keys.iter().any(|fk| fk.name == name)
     }
 
     /// The index named `name`.
@@ -217,6 +249,7 @@ pub fn new_table_def(
         sequence: None,
         indexes: Vec::new(),
         checks: Vec::new(),
+        foreign_keys: Vec::new(),
     };
     for c in checks {
         push_check(&mut def, c)?;
@@ -251,8 +284,9 @@ pub fn drop_column(table: &Table, name: &str) -> Result<TableDef> {
     }
     let mut def = table.def.clone();
     let id = def.columns.remove(idx).id;
-    // As in PostgreSQL, indexes on the column go with it.
+    // As in PostgreSQL, indexes and foreign keys on the column go with it.
     def.indexes.retain(|ix| !ix.column_ids.contains(&id));
+    def.foreign_keys.retain(|fk| !fk.column_ids.contains(&id));
     bump(&mut def);
     Ok(def)
 }
@@ -404,7 +438,10 @@ fn push_check(def: &mut TableDef, check: &CheckDef) -> Result<()> {
     if check.expr.trim().is_empty() {
         return Err(StorageError::InvalidDefinition(format!("check constraint \"{}\" has no expression", check.name)));
     }
-    if def.checks.iter().any(|c| c.name == check.name) || def.indexes.iter().any(|ix| ix.constraint && ix.name == check.name) {
+    let taken = def.checks.iter().any(|c| c.name == check.name)
+        || def.indexes.iter().any(|ix| ix.constraint && ix.name == check.name)
+        || def.foreign_keys.iter().any(|fk| fk.name == check.name);
+    if taken {
         return Err(StorageError::ConstraintExists { table: def.name.clone(), name: check.name.clone() });
     }
     def.checks.push(check.clone());
@@ -431,6 +468,71 @@ pub fn drop_check(table: &Table, name: &str) -> Result<TableDef> {
     Ok(def)
 }
 
+/// ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY: `child`'s definition with
+/// `fk` (whose columns must match `parent`'s primary key in number and
+/// type) added.
+pub fn add_foreign_key(child: &Table, fk: &ForeignKeyDef, parent: &Table) -> Result<TableDef> {
+    check_identifier("constraint", &fk.name)?;
+    if child.has_constraint(&fk.name) {
+        return Err(StorageError::ConstraintExists { table: child.def.name.clone(), name: fk.name.clone() });
+    }
+    if parent.pk.is_empty() || parent.def.sequence.is_some() {
+        return Err(StorageError::InvalidDefinition(format!(
+            "there is no primary key for referenced table \"{}\"",
+            parent.def.name
+        )));
+    }
+    if fk.column_ids.len() != parent.pk.len() {
+        return Err(StorageError::InvalidDefinition(format!(
+            "number of referencing and referenced columns for foreign key \"{}\" disagree",
+            fk.name
+        )));
+    }
+    for (i, (id, &p)) in fk.column_ids.iter().zip(&parent.pk).enumerate() {
+        let c = child.columns.iter().find(|c| c.id == *id).ok_or_else(|| {
+            StorageError::InvalidDefinition(format!("foreign key \"{}\" names column id {id}, which \"{}\" has not", fk.name, child.def.name))
+        })?;
+        if fk.column_ids[..i].contains(id) {
+            return Err(StorageError::InvalidDefinition(format!("column \"{}\" appears twice in foreign key \"{}\"", c.name, fk.name)));
+        }
+        let key = &parent.columns[p];
+        if !key_compatible(&c.ty, &key.ty) {
+            return Err(StorageError::TypeMismatch(format!(
+                "foreign key constraint \"{}\" cannot be implemented: key columns \"{}\" and \"{}\" are of incompatible types",
+                fk.name, c.name, key.name
+            )));
+        }
+    }
+    let mut def = child.def.clone();
+    def.foreign_keys.push(fk.clone());
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok(def)
+}
+
+/// Whether values of `from` can be looked up in a key of type `to`:
+/// integers of any width, text and varchar, else the same type.
+fn key_compatible(from: &PgType, to: &PgType) -> bool {
+    use crate::types::Phys::{I16, I32, I64, Text};
+    match (from.phys(), to.phys()) {
+        (I16 | I32 | I64, I16 | I32 | I64) => true,
+        (Text, Text) => from.kind == to.kind || [from.kind, to.kind].iter().all(|k| matches!(k, TypeKind::Text | TypeKind::Varchar)),
+        (a, b) => a == b && from.kind == to.kind,
+    }
+}
+
+/// ALTER TABLE … DROP CONSTRAINT of a FOREIGN KEY constraint.
+pub fn drop_foreign_key(table: &Table, name: &str) -> Result<TableDef> {
+    let mut def = table.def.clone();
+    let before = def.foreign_keys.len();
+    def.foreign_keys.retain(|fk| fk.name != name);
+    if def.foreign_keys.len() == before {
+        return Err(StorageError::UnknownConstraint { table: def.name.clone(), name: name.into() });
+    }
+    bump(&mut def);
+    Ok(def)
+}
+
 /// ALTER TABLE … RENAME TO.
 pub fn rename_table(table: &Table, to: &str) -> Result<TableDef> {
     check_identifier("table", to)?;
@@ -449,6 +551,8 @@ pub struct Catalog {
     index_names: HashMap<(String, String), u32>,
     /// Index relation id → the id of its table.
     index_owners: HashMap<u32, u32>,
+    /// Table id → the foreign keys that reference it (table id, position).
+    referenced_by: HashMap<u32, Vec<(u32, usize)>>,
     /// The next table id to hand out.
     pub next_table_id: u32,
 }
@@ -497,6 +601,25 @@ impl Catalog {
         self.index_owners.get(&id).and_then(|t| self.get_by_id(*t))
     }
 
+    /// The foreign keys that reference table `id` (other tables' and its
+    /// own): each referencing table and the key's position in it.
+    pub fn referencing(&self, id: u32) -> Vec<(Arc<Table>, usize)> {
+        let Some(refs) = self.referenced_by.get(&id) else { return Vec::new() };
+        refs.iter().filter_map(|(t, i)| Some((self.get_by_id(*t)?, *i))).collect()
+    }
+
+    /// Rebuilds `referenced_by` after a definition changed.
+    fn index_references(&mut self) {
+        self.referenced_by.clear();
+        let mut ids: Vec<&u32> = self.tables.keys().collect();
+        ids.sort();
+        for id in ids {
+            for (i, fk) in self.tables[id].foreign_keys.iter().enumerate() {
+                self.referenced_by.entry(fk.def.ref_table).or_default().push((*id, i));
+            }
+        }
+    }
+
     /// Whether a table, sequence or index of this name exists in `schema`.
     pub fn relation_exists(&self, schema: &str, name: &str) -> bool {
         self.get(schema, name).is_ok() || self.index_table(schema, name).is_some()
@@ -519,7 +642,11 @@ impl Catalog {
             self.index_owners.insert(ix.id, id);
         }
         self.by_name.insert((table.def.schema.clone(), table.def.name.clone()), id);
+        let references = !table.foreign_keys.is_empty();
         self.tables.insert(id, Arc::new(table));
+        if references || self.referenced_by.values().flatten().any(|(t, _)| *t == id) {
+            self.index_references();
+        }
         self.next_table_id = self.next_table_id.max(id + 1);
         Ok(())
     }
@@ -531,6 +658,9 @@ impl Catalog {
             for ix in &old.def.indexes {
                 self.index_names.remove(&(old.def.schema.clone(), ix.name.clone()));
                 self.index_owners.remove(&ix.id);
+            }
+            if !old.foreign_keys.is_empty() {
+                self.index_references();
             }
         }
     }

@@ -71,6 +71,10 @@ pub enum StorageError {
     /// (`<table>_pkey` or the index).
     #[error("duplicate key value violates unique constraint \"{0}\"")]
     UniqueViolation(String),
+    /// A row references one that does not exist, or a referenced row was
+    /// to be deleted.
+    #[error("{0}")]
+    ForeignKeyViolation(String),
     /// CREATE UNIQUE INDEX over rows that hold the same values twice.
     #[error("could not create unique index \"{0}\": two rows hold the same values")]
     DuplicatesForUniqueIndex(String),
@@ -169,6 +173,7 @@ impl StorageError {
             ValueTooLarge { .. } => "54000",
             NotNull { .. } => "23502",
             UniqueViolation(_) | DuplicatesForUniqueIndex(_) => "23505",
+            ForeignKeyViolation(_) => "23503",
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) => "40001",
             LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
@@ -206,6 +211,7 @@ impl StorageError {
             | DatetimeFormat(_)
             | NumericOverflow(_)
             | NotNull { .. }
+            | ForeignKeyViolation(_)
             | ContainsNulls { .. }
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,

@@ -53,10 +53,10 @@ pub struct CommitJob {
     pub dropped_tables: Vec<u32>,
     /// The definition version of each table written, as staged.
     pub table_versions: Vec<(u32, u64)>,
-    /// CREATE INDEX: the committer adds the entries of this index of this
-    /// (new) table definition to the writes, alone in its group, once
-    /// every earlier commit is applied (`Database::fill_index`).
-    pub fill_index: Option<(Arc<Table>, Index)>,
+    /// Work the committer does for this (DDL) commit, alone in its group,
+    /// once every earlier commit is applied and before any later one is
+    /// validated.
+    pub prepare: Option<Prepare>,
     pub reply: oneshot::Sender<Result<u64>>,
     /// The transaction's snapshot and row locks, released once its commit
     /// is applied (or refused): the snapshot keeps the versions validation
@@ -83,7 +83,7 @@ impl Database {
             writes: txn.writes.into_iter().collect(),
             dropped_tables: txn.dropped_tables,
             table_versions: txn.table_versions.into_iter().collect(),
-            fill_index: txn.fill_index,
+            prepare: txn.prepare,
             reply,
             held: Some((txn.snapshot, txn.locks)),
             queued_at: Instant::now(),
@@ -149,6 +149,17 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Work the committer does for a DDL commit before validating it (see
+/// `CommitJob::prepare`).
+pub enum Prepare {
+    /// CREATE INDEX: the entries of this index of this (new) table
+    /// definition join the writes (`Database::fill_index`).
+    FillIndex(Arc<Table>, Index),
+    /// ADD FOREIGN KEY: every row of this (new) table definition must
+    /// reference a row that exists (`Database::check_existing_references`).
+    CheckForeignKey(Arc<Table>, usize),
 }
 
 /// The constraint a written key belongs to: `<table>_pkey` for a row, the
@@ -423,10 +434,10 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
             },
         } };
         let mut jobs = vec![first];
-        // A CREATE INDEX commit goes in a group of its own (see `fill_index`).
-        while jobs.len() < db.cfg.max_group_commits && jobs[0].fill_index.is_none() {
+        // A commit with work to prepare goes in a group of its own.
+        while jobs.len() < db.cfg.max_group_commits && jobs[0].prepare.is_none() {
             match rx.try_recv() {
-                Ok(j) if j.fill_index.is_some() => {
+                Ok(j) if j.prepare.is_some() => {
                     next = Some(j);
                     break;
                 }
@@ -454,15 +465,16 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         // Validate and assign timestamps.
         let mut group = Group::new(early);
         for mut job in jobs {
-            if let Some((table, index)) = job.fill_index.take() {
+            if let Some(prepare) = job.prepare.take() {
                 // Alone in a DDL group: every earlier commit is applied.
-                match db.fill_index(&table, &index) {
-                    Ok(entries) => job.writes.extend(entries),
-                    Err(e) => {
-                        job.held = None;
-                        let _ = job.reply.send(Err(e));
-                        continue;
-                    }
+                let prepared = match prepare {
+                    Prepare::FillIndex(table, index) => db.fill_index(&table, &index).map(|entries| job.writes.extend(entries)),
+                    Prepare::CheckForeignKey(table, fk) => db.check_existing_references(&table, fk),
+                };
+                if let Err(e) = prepared {
+                    job.held = None;
+                    let _ = job.reply.send(Err(e));
+                    continue;
                 }
             }
             if let Err(e) = db.validate(&job, &pipeline.pending) {

@@ -117,7 +117,7 @@ mod tests {
 
     fn queued_now() -> CommitJob {
         let (reply, _) = oneshot::channel();
-        CommitJob { snapshot_ts: 0, writes: Vec::new(), dropped_tables: Vec::new(), table_versions: Vec::new(), fill_index: None, reply, held: None, queued_at: Instant::now() }
+        CommitJob { snapshot_ts: 0, writes: Vec::new(), dropped_tables: Vec::new(), table_versions: Vec::new(), prepare: None, reply, held: None, queued_at: Instant::now() }
     }
 
     /// A put lands answering `answered` writers, who commit again after

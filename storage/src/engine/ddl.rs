@@ -8,6 +8,7 @@ use ebb_proto::storage::alter_column::Change;
 use ebb_proto::storage::{AlterTableRequest, CheckDef, ColumnDef, Isolation, TableDef, alter_table_request::Action};
 use prost::Message;
 
+use super::commit::Prepare;
 use super::database::Database;
 use super::mvcc::VisibleRows;
 use super::txn::{Pending, PendingKind, Txn};
@@ -100,6 +101,12 @@ impl Database {
             let kind = if sequence { "sequence" } else { "table" };
             return Err(StorageError::WrongObjectType(format!("\"{name}\" is not a {kind}")));
         }
+        if let Some((child, i)) = self.catalog_read().referencing(table.id()).into_iter().find(|(c, _)| c.id() != table.id()) {
+            return Err(StorageError::DependentObjects(format!(
+                "cannot drop table {name} because constraint {} on table {} depends on it (drop the constraint first)",
+                child.foreign_keys[i].def.name, child.def.name
+            )));
+        }
         let owned: Vec<u32> = self
             .catalog_read()
             .tables()
@@ -157,6 +164,8 @@ impl Database {
             Action::RenameColumn(r) => catalog::rename_column(&table, &r.from, &r.to)?,
             Action::AddCheck(c) => catalog::add_check(&table, c)?,
             Action::DropCheck(name) => catalog::drop_check(&table, name)?,
+            Action::AddForeignKey(fk) => return self.add_foreign_key(&table, fk).await,
+            Action::DropForeignKey(name) => catalog::drop_foreign_key(&table, name)?,
             Action::RenameTable(to) => {
                 if self.catalog_read().relation_exists(&table.def.schema, to) {
                     return Err(StorageError::TableExists(to.clone()));
@@ -221,6 +230,33 @@ impl Database {
         }
         self.commit_txn(txn).await?;
         tracing::info!(database = %self.name, table = %def.name, rows = moved, "added primary key");
+        Ok(def)
+    }
+
+    /// ADD FOREIGN KEY: the referencing table's new definition, its rows
+    /// checked by the committer in the same commit; the referenced table's
+    /// definition is bumped too, so a delete from it staged before fails to
+    /// commit (it was not checked against the new key).
+    async fn add_foreign_key(&self, child: &Arc<Table>, fk: &ebb_proto::storage::ForeignKeyDef) -> Result<TableDef> {
+        let parent = if fk.ref_table == child.id() {
+            child.clone()
+        } else {
+            self.catalog_read()
+                .get_by_id(fk.ref_table)
+                .ok_or_else(|| StorageError::UnknownTable(format!("(table id {})", fk.ref_table)))?
+        };
+        let def = catalog::add_foreign_key(child, fk, &parent)?;
+        let new = Arc::new(Table::from_def(def.clone())?);
+        let mut txn = self.ddl_txn();
+        put_def(&mut txn, &def);
+        if parent.id() != child.id() {
+            let mut bumped = parent.def.clone();
+            bumped.version += 1;
+            put_def(&mut txn, &bumped);
+        }
+        txn.prepare = Some(Prepare::CheckForeignKey(new, def.foreign_keys.len() - 1));
+        self.commit_txn(txn).await?;
+        tracing::info!(database = %self.name, table = %def.name, constraint = %fk.name, "added foreign key");
         Ok(def)
     }
 

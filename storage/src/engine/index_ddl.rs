@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ebb_proto::storage::{CreateIndexRequest, TableDef};
 
+use super::commit::Prepare;
 use super::database::Database;
 use super::ddl::put_def;
 use super::txn::{Pending, PendingKind};
@@ -41,7 +42,7 @@ impl Database {
         let mut txn = self.ddl_txn();
         put_def(&mut txn, &def);
         txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((id + 1).to_be_bytes().to_vec()) });
-        txn.fill_index = Some((new, index));
+        txn.prepare = Some(Prepare::FillIndex(new, index));
         self.commit_txn(txn).await?;
         tracing::info!(database = %self.name, table = %req.table, index = %req.name, id, unique = req.unique, "created index");
         self.metrics.indexes_created.inc();

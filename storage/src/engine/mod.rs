@@ -8,6 +8,7 @@ mod commit_gather;
 pub mod config;
 pub mod database;
 pub mod ddl;
+pub mod foreign_keys;
 pub mod gc;
 pub mod index_ddl;
 mod index_entries;

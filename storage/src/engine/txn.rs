@@ -170,9 +170,9 @@ pub struct Txn {
     /// The definition version of each table it wrote, as staged (commit
     /// refuses a table altered since).
     pub table_versions: BTreeMap<u32, u64>,
-    /// CREATE INDEX: the index (of this new table definition) the
-    /// committer fills (see `CommitJob::fill_index`).
-    pub fill_index: Option<(Arc<crate::catalog::Table>, crate::catalog::Index)>,
+    /// DDL: work the committer does before validating the commit (see
+    /// `CommitJob::prepare`).
+    pub prepare: Option<super::commit::Prepare>,
     pub idle_timeout: Duration,
     pub last_used: Instant,
     /// The highest statement number a request carried (see `Database::enter_statement`).
@@ -192,7 +192,7 @@ impl Txn {
             writes: BTreeMap::new(),
             dropped_tables: Vec::new(),
             table_versions: BTreeMap::new(),
-            fill_index: None,
+            prepare: None,
             idle_timeout,
             last_used: Instant::now(),
             statement: 0,

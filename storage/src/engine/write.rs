@@ -143,6 +143,7 @@ impl Database {
                 }
             });
         }
+        self.check_foreign_keys(txn, &table, &staged).await?;
         txn.buffer(savepoint, staged);
         // Commit checks the table is still at this version: a row staged
         // under an older one may lack an index entry created since.
@@ -152,7 +153,7 @@ impl Database {
 
     /// Takes the row locks of `keys` for `txn`, waiting for their holders
     /// up to the lock timeout.
-    async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+    pub(crate) async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
         let started = std::time::Instant::now();
         let waited = self.locks.acquire(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
         self.metrics.lock_wait_seconds.observe(started.elapsed().as_secs_f64());

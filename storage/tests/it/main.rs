@@ -3,6 +3,7 @@
 mod ddl;
 mod durability;
 mod faults;
+mod foreign_keys;
 mod grpc;
 mod indexes;
 mod scan;

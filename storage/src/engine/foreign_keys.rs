@@ -1,0 +1,260 @@
+//! FOREIGN KEY enforcement, as each write is staged (after its row locks
+//! are taken). A row that references another (all its key columns
+//! non-NULL, and changed) takes the lock of the referenced row and finds
+//! it in the newest committed state or the transaction's own writes; the
+//! lock, held until the transaction ends, keeps the referenced row from
+//! being deleted meanwhile. Deleting a row finds no row referencing it in
+//! the newest committed state and the transaction's own writes: a
+//! transaction adding a reference to it holds its lock, which the delete
+//! holds now, so every reference is among those. NO ACTION is checked at
+//! once, as RESTRICT is.
+
+use std::collections::BTreeMap;
+
+use super::database::Database;
+use super::mvcc::{VisibleRows, get_visible, newest_version};
+use super::txn::{Pending, PendingKind, Txn};
+use crate::catalog::{ForeignKey, Table};
+use crate::error::{Result, StorageError};
+use crate::keys;
+use crate::row::{DecodeColumn, RowDecoder};
+use crate::types::{Datum, PgType};
+
+/// Decodes the given columns of a table's rows.
+fn decoder(table: &Table, columns: &[usize]) -> RowDecoder {
+    let decode = columns
+        .iter()
+        .map(|&p| {
+            let c = &table.columns[p];
+            DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }
+        })
+        .collect();
+    RowDecoder::new(decode, 0)
+}
+
+/// `d` as a value of key type `to` (`None`: it cannot be one, e.g. an
+/// integer out of its range).
+fn as_key(d: &Datum, to: &PgType) -> Option<Datum> {
+    use crate::types::Phys;
+    let int = match d {
+        Datum::I16(v) => Some(i64::from(*v)),
+        Datum::I32(v) => Some(i64::from(*v)),
+        Datum::I64(v) => Some(*v),
+        _ => None,
+    };
+    match (int, to.phys()) {
+        (Some(v), Phys::I16) => i16::try_from(v).ok().map(Datum::I16),
+        (Some(v), Phys::I32) => i32::try_from(v).ok().map(Datum::I32),
+        (Some(v), Phys::I64) => Some(Datum::I64(v)),
+        _ => Some(d.clone()),
+    }
+}
+
+/// The key of the row `values` reference in `parent` (`None`: a NULL
+/// among them, or a value no key can hold).
+fn referenced_key(parent: &Table, values: &[Datum]) -> Option<Vec<u8>> {
+    if values.iter().any(|d| matches!(d, Datum::Null)) {
+        return None;
+    }
+    let mut key = keys::table_prefix(parent.id());
+    for (d, &p) in values.iter().zip(&parent.pk) {
+        keys::encode_key_datum(&as_key(d, &parent.columns[p].ty)?, &mut key);
+    }
+    Some(key)
+}
+
+fn violation(child: &Table, fk: &ForeignKey) -> StorageError {
+    StorageError::ForeignKeyViolation(format!(
+        "insert or update on table \"{}\" violates foreign key constraint \"{}\"",
+        child.def.name, fk.def.name
+    ))
+}
+
+impl Database {
+    /// Checks the foreign keys a staged write of `table` touches: rows it
+    /// writes that reference others, rows it deletes that others reference.
+    pub(crate) async fn check_foreign_keys(&self, txn: &mut Txn, table: &Table, staged: &BTreeMap<Vec<u8>, Pending>) -> Result<()> {
+        let referencing = self.catalog_read().referencing(table.id());
+        if table.foreign_keys.is_empty() && referencing.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&Vec<u8>, &Pending)> = staged.iter().filter(|(k, _)| keys::table_of(k) == Some(table.id())).collect();
+        for fk in &table.foreign_keys {
+            self.check_references(txn, table, fk, &rows, staged).await?;
+        }
+        for (child, i) in &referencing {
+            for (key, p) in &rows {
+                if p.kind == PendingKind::Delete {
+                    self.check_unreferenced(txn, table, key, child, &child.foreign_keys[*i], staged)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of `rows` that reference through `fk` must find what they
+    /// reference (locking it).
+    async fn check_references(
+        &self,
+        txn: &mut Txn,
+        child: &Table,
+        fk: &ForeignKey,
+        rows: &[(&Vec<u8>, &Pending)],
+        staged: &BTreeMap<Vec<u8>, Pending>,
+    ) -> Result<()> {
+        let parent = self
+            .catalog_read()
+            .get_by_id(fk.def.ref_table)
+            .ok_or_else(|| StorageError::UnknownTable(format!("(table id {}, referenced by {})", fk.def.ref_table, fk.def.name)))?;
+        let values = decoder(child, &fk.columns);
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        for (key, p) in rows {
+            let Some(new) = &p.value else { continue };
+            let new = values.decode_datums(new)?;
+            if new.iter().any(|d| matches!(d, Datum::Null)) {
+                continue;
+            }
+            // An update that keeps the values needs no check (PostgreSQL's).
+            let before = match txn.writes.get(*key) {
+                Some(p) => p.value.clone(),
+                None => get_visible(&self.db, key, txn.snapshot_ts())?,
+            };
+            if before.map(|b| values.decode_datums(&b)).transpose()?.is_some_and(|old| old == new) {
+                continue;
+            }
+            let target = referenced_key(&parent, &new).ok_or_else(|| violation(child, fk))?;
+            if !wanted.contains(&target) {
+                wanted.push(target);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.take_locks(txn, wanted.iter().map(Vec::as_slice)).await?;
+        for target in &wanted {
+            let own = staged.get(target).or_else(|| txn.writes.get(target));
+            let exists = match own {
+                Some(p) => p.kind != PendingKind::Delete,
+                None => match newest_version(&self.db, target)? {
+                    Some((ts, true)) => {
+                        // Committed after the snapshot: not acknowledged
+                        // before it is durable.
+                        if ts > txn.snapshot_ts() {
+                            self.wait_durable(ts).await?;
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if !exists {
+                return Err(violation(child, fk));
+            }
+        }
+        Ok(())
+    }
+
+    /// The row of `parent` under `key`, which the transaction deletes, must
+    /// not be referenced through `fk` of `child`.
+    fn check_unreferenced(
+        &self,
+        txn: &Txn,
+        parent: &Table,
+        key: &[u8],
+        child: &Table,
+        fk: &ForeignKey,
+        staged: &BTreeMap<Vec<u8>, Pending>,
+    ) -> Result<()> {
+        // The deleted row's key values (from the row as the transaction saw it).
+        let Some(row) = self.current_row(txn, &BTreeMap::new(), key)? else { return Ok(()) };
+        let key_values = decoder(parent, &parent.pk).decode_datums(&row)?;
+        let values = decoder(child, &fk.columns);
+        let refers = |row: &[u8]| -> Result<bool> {
+            let got = values.decode_datums(row)?;
+            Ok(got.iter().zip(&key_values).zip(&parent.pk).all(|((g, k), &p)| as_key(g, &parent.columns[p].ty).as_ref() == Some(k)))
+        };
+        // Where to look: an index whose leading columns are the key's, else every row.
+        let ids: Vec<u32> = fk.columns.iter().map(|&p| child.columns[p].id).collect();
+        let index = child.indexes.iter().find(|ix| ix.def.column_ids.starts_with(&ids));
+        let child_prefix = keys::table_prefix(child.id());
+        let (start, end) = match index {
+            Some(ix) => {
+                let mut start = keys::table_prefix(ix.def.id);
+                for (k, &p) in key_values.iter().zip(&fk.columns) {
+                    keys::encode_index_datum(&as_key(k, &child.columns[p].ty).unwrap_or(Datum::Null), &mut start);
+                }
+                let end = keys::prefix_successor(&start);
+                (start, end)
+            }
+            None => (child_prefix.clone(), keys::prefix_successor(&child_prefix)),
+        };
+        // Candidate rows: committed ones (newest state) and the transaction's own.
+        let mut candidates: Vec<Vec<u8>> = Vec::new();
+        let row_key = |entry_key: &[u8], value: &[u8]| -> Vec<u8> {
+            if index.is_some() {
+                let mut k = child_prefix.clone();
+                k.extend_from_slice(value);
+                k
+            } else {
+                entry_key.to_vec()
+            }
+        };
+        let mut committed = VisibleRows::new(&self.db, u64::MAX, &start, end.clone());
+        while committed.advance()? {
+            candidates.push(row_key(committed.user_key(), committed.value()));
+        }
+        let in_range = |k: &Vec<u8>| k.as_slice() >= start.as_slice() && end.as_ref().is_none_or(|e| k < e);
+        for (k, p) in staged.iter().chain(txn.writes.iter()).filter(|(k, _)| in_range(k)) {
+            if let Some(v) = &p.value {
+                candidates.push(row_key(k, v));
+            }
+        }
+        for candidate in candidates {
+            if candidate == key {
+                // A row referencing itself goes with it.
+                continue;
+            }
+            let row = match staged.get(&candidate).or_else(|| txn.writes.get(&candidate)) {
+                Some(p) => p.value.clone(),
+                None => get_visible(&self.db, &candidate, u64::MAX)?,
+            };
+            if let Some(row) = row
+                && refers(&row)?
+            {
+                return Err(StorageError::ForeignKeyViolation(format!(
+                    "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
+                    parent.def.name, fk.def.name, child.def.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// ADD FOREIGN KEY: every row of `child` (its new definition, holding
+    /// the key at `fk`) must reference a row that exists. Called by the
+    /// committer with every earlier commit applied.
+    pub(crate) fn check_existing_references(&self, child: &Table, fk: usize) -> Result<()> {
+        let fk = &child.foreign_keys[fk];
+        let parent = self
+            .catalog_read()
+            .get_by_id(fk.def.ref_table)
+            .ok_or_else(|| StorageError::UnknownTable(format!("(table id {})", fk.def.ref_table)))?;
+        let values = decoder(child, &fk.columns);
+        let start = keys::table_prefix(child.id());
+        let mut rows = VisibleRows::new(&self.db, u64::MAX, &start, keys::prefix_successor(&start));
+        while rows.advance()? {
+            let got = values.decode_datums(rows.value())?;
+            if got.iter().any(|d| matches!(d, Datum::Null)) {
+                continue;
+            }
+            let found = match referenced_key(&parent, &got) {
+                Some(k) => newest_version(&self.db, &k)?.is_some_and(|(_, live)| live),
+                None => false,
+            };
+            if !found {
+                return Err(violation(child, fk));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! FOREIGN KEY constraints: references must exist, referenced rows cannot
+//! go, concurrent transactions on both sides, and ADD FOREIGN KEY over
+//! existing rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use ebb_proto::storage::alter_table_request::Action;
+use ebb_proto::storage::{AlterTableRequest, ForeignKeyDef, TypeKind, WriteKind};
+use ebb_storage::Database;
+
+use crate::support::*;
+
+/// `orders(id int primary key, account int)` referencing `accounts`.
+async fn with_orders(db: &Database) {
+    db.create_table("", "orders", &[col("id", TypeKind::Integer), col("account", TypeKind::Integer)], &["id".into()], false).await.unwrap();
+}
+
+fn orders(rows: &[(i32, Option<i32>)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false), Field::new("account", DataType::Int32, true)]));
+    let ids = Int32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+    let accounts = Int32Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+    RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(accounts)]).unwrap()
+}
+
+async fn add_key(db: &Database) -> ebb_storage::Result<ebb_proto::storage::TableDef> {
+    let orders = db.table("", "orders").unwrap();
+    let accounts = db.table("", "accounts").unwrap();
+    let account = orders.columns.iter().find(|c| c.name == "account").unwrap().id;
+    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: accounts.id() };
+    db.alter_table(&AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await
+}
+
+#[tokio::test]
+async fn references_must_exist_and_referenced_rows_stay() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0), (2, "bob", 0)]).await;
+    with_orders(&db).await;
+    add_key(&db).await.unwrap();
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(10, Some(1)), (11, None)]))]).await.unwrap();
+    let e = db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(12, Some(99))]))]).await.unwrap_err();
+    assert_eq!((e.sqlstate(), e.to_string().as_str()), ("23503", "insert or update on table \"orders\" violates foreign key constraint \"orders_account_fkey\""));
+    let e = db.commit(0, &[write("orders", WriteKind::Upsert, &orders(&[(10, Some(99))]))]).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23503");
+    let e = db.commit(0, &[write("accounts", WriteKind::Delete, &account_keys(&[1]))]).await.unwrap_err();
+    assert_eq!(
+        (e.sqlstate(), e.to_string().as_str()),
+        ("23503", "update or delete on table \"accounts\" violates foreign key constraint \"orders_account_fkey\" on table \"orders\"")
+    );
+    // Updating the referenced row (same key) is fine; so is deleting the
+    // reference first, in the same transaction.
+    db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(1, "ann", 5)]))]).await.unwrap();
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("orders", WriteKind::Delete, &orders(&[(10, None)]).project(&[0]).unwrap())).await.unwrap();
+    db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
+    db.commit(t, &[]).await.unwrap();
+    // A parent and its child inserted in one transaction.
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(3, "cy", 0)]))).await.unwrap();
+    db.write(t, &write("orders", WriteKind::Insert, &orders(&[(13, Some(3))]))).await.unwrap();
+    db.commit(t, &[]).await.unwrap();
+
+    // The referenced table cannot be dropped while the key exists.
+    assert_eq!(db.drop_table("", "accounts", false, false).await.unwrap_err().sqlstate(), "2BP01");
+    let drop = AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::DropForeignKey("orders_account_fkey".into())), ..Default::default() };
+    db.alter_table(&drop).await.unwrap();
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(14, Some(99))]))]).await.unwrap();
+    // Adding it back checks the rows there: 99 does not exist.
+    assert_eq!(add_key(&db).await.unwrap_err().sqlstate(), "23503");
+    assert!(db.table("", "orders").unwrap().foreign_keys.is_empty());
+    db.commit(0, &[write("orders", WriteKind::Delete, &orders(&[(14, None)]).project(&[0]).unwrap())]).await.unwrap();
+    add_key(&db).await.unwrap();
+    db.drop_table("", "orders", false, false).await.unwrap();
+    db.drop_table("", "accounts", false, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reference_and_a_delete_of_its_row_take_turns() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0), (2, "bob", 0)]).await;
+    with_orders(&db).await;
+    add_key(&db).await.unwrap();
+    // A transaction references account 2; a delete of it waits, then fails.
+    let (a, _) = db.begin(None).unwrap();
+    db.write(a, &write("orders", WriteKind::Insert, &orders(&[(20, Some(2))]))).await.unwrap();
+    let delete = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(0, &[write("accounts", WriteKind::Delete, &account_keys(&[2]))]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!delete.is_finished(), "the delete waits for the referencing transaction");
+    db.commit(a, &[]).await.unwrap();
+    assert_eq!(delete.await.unwrap().unwrap_err().sqlstate(), "23503");
+
+    // A transaction deletes account 1; a reference to it waits, then fails.
+    let (b, _) = db.begin(None).unwrap();
+    db.write(b, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
+    let reference = {
+        let db = db.clone();
+        tokio::spawn(async move { db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(21, Some(1))]))]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!reference.is_finished(), "the reference waits for the deleting transaction");
+    db.commit(b, &[]).await.unwrap();
+    assert_eq!(reference.await.unwrap().unwrap_err().sqlstate(), "23503");
+}
+
+#[tokio::test]
+async fn a_delete_staged_before_the_key_existed_does_not_commit() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0)]).await;
+    with_orders(&db).await;
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
+    add_key(&db).await.unwrap();
+    assert_eq!(db.commit(t, &[]).await.unwrap_err().sqlstate(), "40001");
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(1, Some(1))]))]).await.unwrap();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1);
+}
