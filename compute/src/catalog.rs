@@ -104,6 +104,12 @@ impl DatabaseCatalog {
         schemas.values().flat_map(|t| t.values().map(|t| t.def().clone())).collect()
     }
 
+    /// Whether a FOREIGN KEY of some table references table `id`.
+    pub fn is_referenced(&self, id: u32) -> bool {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.values().flat_map(|t| t.values()).any(|t| t.def().foreign_keys.iter().any(|f| f.ref_table == id))
+    }
+
     /// A table by schema (default `public`) and name.
     pub fn table(&self, schema: Option<&str>, name: &str) -> Option<Arc<StorageTable>> {
         let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());

@@ -62,6 +62,40 @@ fn rewritten(rules: &[Box<dyn SqlStatementRewriteRule>], stmt: Statement) -> Sta
 /// always empty and the options alone are exact.
 const PSQL_TOAST_OPTIONS: &str = "c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)";
 
+/// `sql` with the text from `start` through the first `end` after it
+/// replaced by `with`; `None` when `start` or `end` is not there.
+fn replace_span(sql: &str, start: &str, end: &str, with: &str) -> Option<String> {
+    let at = sql.find(start)?;
+    let len = sql[at..].find(end)? + end.len();
+    Some(format!("{}{with}{}", &sql[..at], &sql[at + len..]))
+}
+
+/// psql's `\d` (15) reads `pg_partition_ancestors`, which DataFusion cannot
+/// plan where psql calls it (a set-returning function in a select list; a
+/// correlated one in FROM). ebb has no partitions, so a table's only
+/// ancestor is itself: the keys referencing a table (`confrelid IN (SELECT
+/// pg_catalog.pg_partition_ancestors('oid') UNION ALL VALUES
+/// ('oid'::regclass))`) are those with `confrelid = oid`, and the parent of a trigger
+/// (a subquery over its ancestors, evaluated only for a trigger that has a
+/// parent; ebb has no triggers) is NULL.
+fn without_partition_ancestors(sql: &str) -> Option<String> {
+    if !sql.contains("pg_partition_ancestors") {
+        return None;
+    }
+    let mut out = sql.to_string();
+    const ANCESTORS: &str = "IN (SELECT pg_catalog.pg_partition_ancestors('";
+    if let Some(at) = out.find(ANCESTORS)
+        && let Some(oid) = out[at + ANCESTORS.len()..].split('\'').next().filter(|o| o.bytes().all(|b| b.is_ascii_digit()))
+        && let Some(rewritten) = replace_span(&out, ANCESTORS, "::pg_catalog.regclass))", &format!("= {oid}"))
+    {
+        out = rewritten;
+    }
+    if let Some(rewritten) = replace_span(&out, "(SELECT u.tgrelid::pg_catalog.regclass", "ORDER BY a.depth LIMIT 1)", "NULL") {
+        out = rewritten;
+    }
+    Some(out)
+}
+
 /// Parses a catalog query (see the module documentation).
 pub fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
     let without_toast;
@@ -71,6 +105,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
     } else {
         sql
     };
+    let without_ancestors = without_partition_ancestors(sql);
+    let sql = without_ancestors.as_deref().unwrap_or(sql);
     let from_crate = PARSER.parse(sql)?;
     let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(from_crate) };
     let same_as_crate = plain.len() == from_crate.len() && plain.iter().zip(&from_crate).all(|(p, c)| &rewritten(&ALL_RULES, p.clone()) == c);
@@ -84,6 +120,23 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_is_its_only_partition_ancestor() {
+        let sql = "SELECT conname FROM pg_catalog.pg_constraint c WHERE confrelid IN (SELECT pg_catalog.pg_partition_ancestors('16385') \
+                   UNION ALL VALUES ('16385'::pg_catalog.regclass)) AND contype = 'f'";
+        assert_eq!(
+            without_partition_ancestors(sql).as_deref(),
+            Some("SELECT conname FROM pg_catalog.pg_constraint c WHERE confrelid = 16385 AND contype = 'f'")
+        );
+        let triggers = "SELECT t.tgname, CASE WHEN t.tgparentid != 0 THEN (SELECT u.tgrelid::pg_catalog.regclass FROM pg_catalog.pg_trigger AS u, \
+                        pg_catalog.pg_partition_ancestors(t.tgrelid) WITH ORDINALITY AS a(relid, depth) ORDER BY a.depth LIMIT 1) END AS parent FROM pg_catalog.pg_trigger t";
+        assert_eq!(
+            without_partition_ancestors(triggers).as_deref(),
+            Some("SELECT t.tgname, CASE WHEN t.tgparentid != 0 THEN NULL END AS parent FROM pg_catalog.pg_trigger t")
+        );
+        assert_eq!(without_partition_ancestors("SELECT 1"), None);
+    }
 
     #[test]
     fn correlated_subqueries_in_select_lists_are_kept() {

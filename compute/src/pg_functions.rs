@@ -2,8 +2,8 @@
 //! `datafusion-pg-catalog` lacks: `version()`, `to_regtype()`,
 //! `json_build_object()`, `pg_collation_is_visible()`, `pg_type_is_visible()`,
 //! `obj_description()`, `shobj_description()`, `col_description()`,
-//! `pg_typeof()`. Each answers what is true of ebb (built-in types only; no
-//! `COMMENT ON`). `pg_get_serial_sequence()` is with the other sequence
+//! `pg_get_triggerdef()`, `pg_typeof()`. Each answers what is true of ebb
+//! (built-in types only; no `COMMENT ON`, no triggers). `pg_get_serial_sequence()` is with the other sequence
 //! functions (`sequence_functions`).
 
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub fn all() -> Vec<ScalarUDF> {
         always_null_text_udf("obj_description", vec![DataType::Int64, DataType::Utf8]),
         always_null_text_udf("shobj_description", vec![DataType::Int64, DataType::Utf8]),
         always_null_text_udf("col_description", vec![DataType::Int64, DataType::Int64]),
+        // psql's `\d` of a table with foreign keys lists its triggers too.
+        always_null_text_udf("pg_get_triggerdef", vec![DataType::Int64, DataType::Boolean]),
         ScalarUDF::from(PgTypeof { signature: Signature::any(1, Volatility::Immutable) }),
     ]
 }
@@ -104,7 +106,8 @@ fn to_regtype_udf() -> ScalarUDF {
 
 /// A function of `inputs` whose answer is always NULL text, for what ebb
 /// does not have: `obj_description(oid, catalog)`,
-/// `shobj_description(oid, catalog)` (no `COMMENT ON`).
+/// `shobj_description(oid, catalog)` (no `COMMENT ON`),
+/// `pg_get_triggerdef(oid, pretty)` (no triggers: `pg_trigger` is empty).
 fn always_null_text_udf(name: &str, inputs: Vec<DataType>) -> ScalarUDF {
     create_udf(
         name,

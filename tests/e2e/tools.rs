@@ -185,6 +185,20 @@ async fn indexes_and_constraints_hold_and_psql_describes_them() {
     let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d orders"]);
     let checks: Vec<&str> = out.lines().skip_while(|l| *l != "Check constraints:").map(str::trim).collect();
     assert!(ok && checks == ["Check constraints:", "\"total_small\" CHECK (total < 100)", ""], "{err}\n{out}");
+    // A foreign key, seen from both of its tables.
+    let (ok, _, err) = compute.psql("CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders)");
+    assert!(ok, "{err}");
+    let (ok, _, err) = compute.psql("INSERT INTO items VALUES (1, 99999)");
+    assert!(!ok && err.contains("violates foreign key constraint \"items_order_id_fkey\""), "{err}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d items"]);
+    let keys: Vec<&str> = out.lines().skip_while(|l| *l != "Foreign-key constraints:").map(str::trim).collect();
+    assert!(ok && keys == ["Foreign-key constraints:", "\"items_order_id_fkey\" FOREIGN KEY (order_id) REFERENCES orders(id)", ""], "{err}\n{out}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d orders"]);
+    let referenced: Vec<&str> = out.lines().skip_while(|l| *l != "Referenced by:").map(str::trim).collect();
+    assert!(
+        ok && referenced == ["Referenced by:", "TABLE \"items\" CONSTRAINT \"items_order_id_fkey\" FOREIGN KEY (order_id) REFERENCES orders(id)", ""],
+        "{err}\n{out}"
+    );
 }
 
 /// A `pg_dump` of a PostgreSQL 15 database (`tests/e2e/fixtures/pg_dump_shop.sql`:

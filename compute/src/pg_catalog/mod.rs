@@ -90,7 +90,7 @@ pub fn install(ctx: &SessionContext, database: &str, tables: &Arc<DatabaseCatalo
     for udf in udfs {
         ctx.register_udf(udf);
     }
-    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain(sizes::functions(tables, sizes)).chain([crate::set_returning::expandarray_udf(), crate::pg_sleep::pg_sleep_udf(), regclass_text::function(tables)]) {
+    for udf in crate::pg_functions::all().into_iter().chain(deparse::functions(tables)).chain(sizes::functions(tables, sizes)).chain([crate::set_returning::expandarray_udf(), crate::pg_sleep::pg_sleep_udf(), regclass_text::function(tables), regclass_text::name_function(tables)]) {
         ctx.register_udf(udf);
     }
     if let Ok(tables) = STATIC_TABLES.as_ref() {

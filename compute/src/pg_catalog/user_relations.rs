@@ -5,7 +5,8 @@
 //! inspector, psql's `\d`), so they carry what PostgreSQL's would: type OIDs
 //! and modifiers (`character varying(20)`), NOT NULL, defaults, and the
 //! primary key as a unique index `<table>_pkey` with its constraint, the
-//! secondary indexes (UNIQUE constraints with theirs) and CHECK constraints.
+//! secondary indexes (UNIQUE constraints with theirs), FOREIGN KEY and CHECK
+//! constraints.
 //!
 //! OIDs are derived from storage's table ids, so they are the same in every
 //! session and on every compute.
@@ -36,6 +37,12 @@ const CHECK_BASE: i64 = 1_500_000_000;
 /// The OID of the `n`-th CHECK constraint of table `id`.
 fn check_oid(id: u32, n: usize) -> i32 {
     i32::try_from(CHECK_BASE + 64 * i64::from(id) + n as i64).unwrap_or(i32::MAX)
+}
+
+/// The OID of the `n`-th FOREIGN KEY constraint of table `id` (after its
+/// CHECK constraints' 32).
+fn foreign_key_oid(id: u32, n: usize) -> i32 {
+    check_oid(id, 32 + n)
 }
 /// The default collation.
 const DEFAULT_COLLATION: i32 = 100;
@@ -258,6 +265,9 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
     for def in defs {
         let oids = TableOids::of(def.id);
         let checks = def.checks.len() as i16;
+        // PostgreSQL keeps foreign keys with triggers on both tables; psql
+        // lists the keys of a table that has triggers.
+        let triggers = !def.foreign_keys.is_empty() || defs.iter().any(|d| d.foreign_keys.iter().any(|f| f.ref_table == def.id));
         let class = |oid: i32, name: String, kind: &str, am: i32, natts: usize, row_type: i32, has_index: bool| -> Row {
             vec![
                 ("oid", ScalarValue::Int32(Some(oid))),
@@ -273,6 +283,7 @@ pub fn classes(defs: &[TableDef]) -> Vec<Row> {
                 ("relkind", text(kind)),
                 ("relnatts", ScalarValue::Int16(Some(natts as i16))),
                 ("relchecks", ScalarValue::Int16(Some(if kind == "r" { checks } else { 0 }))),
+                ("relhastriggers", ScalarValue::Boolean(Some(kind == "r" && triggers))),
                 ("relispopulated", ScalarValue::Boolean(Some(true))),
                 ("relreplident", text(if kind == "r" { "d" } else { "n" })),
             ]
@@ -390,11 +401,12 @@ fn constraint(def: &TableDef, oid: i32, name: &str, kind: &str, index: i32, attn
         ("conindid", ScalarValue::Int32(Some(index))),
         ("conislocal", ScalarValue::Boolean(Some(true))),
         ("connoinherit", ScalarValue::Boolean(Some(true))),
+        ("conparentid", ScalarValue::Int32(Some(0))),
         ("conkey", int2_list(attnums)),
     ]
 }
 
-/// `pg_constraint` rows of primary keys, UNIQUE and CHECK constraints.
+/// `pg_constraint` rows of primary keys, UNIQUE, FOREIGN KEY and CHECK constraints.
 pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
     let mut rows: Vec<Row> = defs
         .iter()
@@ -402,6 +414,22 @@ pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
         .filter_map(|ix| Some(constraint(ix.def, ix.constraint?, &ix.name, if ix.primary { "p" } else { "u" }, ix.oid, ix.attnums.clone())))
         .collect();
     for def in defs {
+        for (n, fk) in def.foreign_keys.iter().enumerate() {
+            let Some(parent) = defs.iter().find(|d| d.id == fk.ref_table) else { continue };
+            let attnums = fk.column_ids.iter().filter_map(|id| def.columns.iter().position(|c| c.id == *id)).map(|i| i as i16 + 1).collect();
+            let mut row = constraint(def, foreign_key_oid(def.id, n), &fk.name, "f", TableOids::of(parent.id).index, attnums);
+            let referenced = parent.primary_key.iter().filter_map(|k| parent.columns.iter().position(|c| &c.name == k)).map(|i| i as i16 + 1);
+            row.extend([
+                ("confrelid", ScalarValue::Int32(Some(TableOids::of(parent.id).table))),
+                ("confkey", int2_list(referenced)),
+                ("confupdtype", text("a")),
+                ("confdeltype", text("a")),
+                ("confmatchtype", text("s")),
+                ("condeferrable", ScalarValue::Boolean(Some(false))),
+                ("condeferred", ScalarValue::Boolean(Some(false))),
+            ]);
+            rows.push(row);
+        }
         for (n, c) in def.checks.iter().enumerate() {
             let attnums = checks::columns_of_stored(c)
                 .iter()
@@ -499,6 +527,13 @@ pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
     let check = defs.iter().find_map(|d| d.checks.iter().enumerate().find(|(n, _)| check_oid(d.id, *n) == oid).map(|(_, c)| c));
     if let Some(c) = check {
         return Some(format!("CHECK ({})", c.expr));
+    }
+    let key = defs.iter().find_map(|d| d.foreign_keys.iter().enumerate().find(|(n, _)| foreign_key_oid(d.id, *n) == oid).map(|(_, f)| (d, f)));
+    if let Some((def, fk)) = key {
+        let parent = defs.iter().find(|d| d.id == fk.ref_table)?;
+        let names: Vec<String> = fk.column_ids.iter().filter_map(|id| def.columns.iter().find(|c| c.id == *id).map(|c| c.name.clone())).collect();
+        let table = if parent.schema == def.schema { quote_ident(&parent.name) } else { format!("{}.{}", quote_ident(&parent.schema), quote_ident(&parent.name)) };
+        return Some(format!("FOREIGN KEY ({}) REFERENCES {table}({})", quoted_list(&names), quoted_list(&parent.primary_key)));
     }
     let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.constraint == Some(oid))?;
     let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };

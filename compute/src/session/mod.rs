@@ -32,7 +32,7 @@ use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::sequences::{self, OwnedSequence};
-use crate::sql::{checks, copy, create_table_as, ddl, dml, indexes, roles};
+use crate::sql::{checks, copy, create_table_as, ddl, dml, foreign_keys, indexes, roles};
 use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
@@ -243,6 +243,24 @@ impl Session {
                 self.storage.client.drop_table(self.database(), schema, &table.name, true, false).await?;
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// The UNIQUE and FOREIGN KEY constraints of a table CREATE TABLE just
+    /// made (a key is added to the definition the previous one left).
+    async fn add_constraints(&mut self, schema: &str, table: &TableDef, uniques: Vec<indexes::UniqueSpec>, keys: Vec<foreign_keys::ForeignKeySpec>) -> Result<()> {
+        for spec in uniques {
+            indexes::add_unique(self, schema, &table.name, spec).await?;
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.catalog.refresh().await?;
+        for spec in keys {
+            let current = self.catalog.table(Some(schema).filter(|s| !s.is_empty()), &table.name).map(|t| t.def().clone()).unwrap_or_else(|| table.clone());
+            foreign_keys::add_foreign_key(self, &current, spec).await?;
+            self.catalog.refresh().await?;
         }
         Ok(())
     }
@@ -597,16 +615,14 @@ impl Session {
             }
             Statement::CreateTable(ct) if ct.query.is_some() => create_table_as::create_table_as(self, ct).await,
             Statement::CreateTable(ct) => {
-                let (req, owned, uniques) = ddl::create_table(self.database(), ct)?;
-                let schema = req.schema.clone();
-                let (def, created) = self.storage.client.create_table(req).await?;
+                let new = ddl::create_table(self.database(), ct)?;
+                let schema = new.request.schema.clone();
+                let (def, created) = self.storage.client.create_table(new.request).await?;
                 if created {
-                    self.create_owned_sequences(&schema, &def, owned).await?;
-                    for spec in uniques {
-                        if let Err(e) = indexes::add_unique(self, &schema, &def.name, spec).await {
-                            self.storage.client.drop_table(self.database(), &schema, &def.name, true, false).await?;
-                            return Err(e);
-                        }
+                    self.create_owned_sequences(&schema, &def, new.sequences).await?;
+                    if let Err(e) = self.add_constraints(&schema, &def, new.uniques, new.foreign_keys).await {
+                        self.storage.client.drop_table(self.database(), &schema, &def.name, true, false).await?;
+                        return Err(e);
                     }
                 }
                 Ok(Output::Command("CREATE TABLE".into()))
@@ -643,6 +659,15 @@ impl Session {
                         }
                         AlterTableOperation::AddConstraint { constraint: TableConstraint::Check(k), .. } => {
                             checks::add_check(self, &at.name, checks::check_spec(k)?).await?;
+                        }
+                        AlterTableOperation::AddConstraint { constraint: TableConstraint::ForeignKey(fk), .. } => {
+                            let (schema, name) = ddl::object_name(&at.name)?;
+                            let child = self
+                                .catalog
+                                .table(schema.as_deref(), &name)
+                                .map(|t| t.def().clone())
+                                .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
+                            foreign_keys::add_foreign_key(self, &child, foreign_keys::foreign_key_spec(fk, None)?).await?;
                         }
                         AlterTableOperation::DropConstraint { if_exists, name, .. } => {
                             indexes::drop_constraint(self, &at.name, &ddl::ident(name), *if_exists).await?;

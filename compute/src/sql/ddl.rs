@@ -12,6 +12,7 @@ use ebb_proto::storage::{
 };
 
 use super::checks::{self, CheckSpec};
+use super::foreign_keys::{self, ForeignKeySpec};
 use super::indexes::{self, UniqueSpec};
 use super::sequences::{self, OwnedSequence};
 use crate::error::{ComputeError, Result};
@@ -132,6 +133,8 @@ struct Column {
     unique: Option<UniqueSpec>,
     /// CHECK constraints.
     checks: Vec<CheckSpec>,
+    /// REFERENCES.
+    foreign_key: Option<ForeignKeySpec>,
 }
 
 /// Translates a column definition.
@@ -149,6 +152,7 @@ fn column(c: &AstColumn) -> Result<Column> {
     let mut pk = false;
     let mut unique = None;
     let mut checks = Vec::new();
+    let mut foreign_key = None;
     for o in &c.options {
         match &o.option {
             ColumnOption::Generated { generated_as: as_ @ (GeneratedAs::Always | GeneratedAs::ByDefault), sequence_options, generation_expr: None, .. } => {
@@ -180,6 +184,11 @@ fn column(c: &AstColumn) -> Result<Column> {
                 spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
                 unique = Some(spec);
             }
+            ColumnOption::ForeignKey(fk) => {
+                let mut spec = foreign_keys::foreign_key_spec(fk, Some(&def.name))?;
+                spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
+                foreign_key = Some(spec);
+            }
             ColumnOption::Check(k) => {
                 let mut spec = checks::check_spec(k)?;
                 spec.name = spec.name.or_else(|| o.name.as_ref().map(ident));
@@ -191,13 +200,22 @@ fn column(c: &AstColumn) -> Result<Column> {
     if sequence.is_some() && (def.default_expr.is_some() || def.default_literal.is_some()) {
         return Err(ComputeError::invalid("42601", format!("multiple default values specified for column \"{}\"", def.name)));
     }
-    Ok(Column { def, pk, sequence, unique, checks })
+    Ok(Column { def, pk, sequence, unique, checks, foreign_key })
 }
 
-/// CREATE TABLE: the table's request, the sequences its SERIAL and
-/// IDENTITY columns need and its UNIQUE constraints (both to be created
-/// once the table exists).
-pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequest, Vec<OwnedSequence>, Vec<UniqueSpec>)> {
+/// What CREATE TABLE makes: the table, then what needs it to exist.
+#[derive(Debug)]
+pub struct NewTable {
+    pub request: CreateTableRequest,
+    /// The sequences its SERIAL and IDENTITY columns need.
+    pub sequences: Vec<OwnedSequence>,
+    pub uniques: Vec<UniqueSpec>,
+    pub foreign_keys: Vec<ForeignKeySpec>,
+}
+
+/// CREATE TABLE: the table's request (with its CHECK constraints), and the
+/// sequences, UNIQUE and FOREIGN KEY constraints to add once it exists.
+pub fn create_table(database: &str, ct: &CreateTable) -> Result<NewTable> {
     if ct.temporary {
         return Err(ComputeError::unsupported("temporary tables"));
     }
@@ -207,10 +225,12 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
     let mut owned = Vec::new();
     let mut uniques = Vec::new();
     let mut check_specs = Vec::new();
+    let mut references = Vec::new();
     for c in &ct.columns {
-        let Column { mut def, pk, sequence, unique, checks } = column(c)?;
+        let Column { mut def, pk, sequence, unique, checks, foreign_key } = column(c)?;
         uniques.extend(unique);
         check_specs.extend(checks);
+        references.extend(foreign_key);
         if pk {
             primary_key.push(def.name.clone());
         }
@@ -231,6 +251,7 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
             }
             TableConstraint::Unique(u) => uniques.push(indexes::unique_spec(u, None)?),
             TableConstraint::Check(k) => check_specs.push(checks::check_spec(k)?),
+            TableConstraint::ForeignKey(fk) => references.push(foreign_keys::foreign_key_spec(fk, None)?),
             other => return Err(ComputeError::unsupported(format!("table constraint \"{other}\""))),
         }
     }
@@ -253,7 +274,7 @@ pub fn create_table(database: &str, ct: &CreateTable) -> Result<(CreateTableRequ
     }
     // A UNIQUE constraint on exactly the primary key adds nothing.
     uniques.retain(|u| u.columns != req.primary_key);
-    Ok((req, owned, uniques))
+    Ok(NewTable { request: req, sequences: owned, uniques, foreign_keys: references })
 }
 
 /// ALTER TABLE: one storage request per operation.
@@ -263,7 +284,10 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
     for op in &at.operations {
         let action = match op {
             AlterTableOperation::AddColumn { column_def, .. } => {
-                let Column { def, pk, sequence, unique, checks } = column(column_def)?;
+                let Column { def, pk, sequence, unique, checks, foreign_key } = column(column_def)?;
+                if foreign_key.is_some() {
+                    return Err(ComputeError::unsupported("ADD COLUMN … REFERENCES (add the column, then ADD CONSTRAINT … FOREIGN KEY)"));
+                }
                 if !checks.is_empty() {
                     return Err(ComputeError::unsupported("ADD COLUMN … CHECK (add the column, then ADD CONSTRAINT … CHECK)"));
                 }
@@ -311,7 +335,7 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
             // Nothing to store: ebb's tables have no owners (the session checks the role).
             AlterTableOperation::OwnerTo { .. } => continue,
             // Indexes: the session does them.
-            AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(_) | TableConstraint::Check(_), .. }
+            AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(_) | TableConstraint::Check(_) | TableConstraint::ForeignKey(_), .. }
             | AlterTableOperation::DropConstraint { .. } => continue,
             other => return Err(ComputeError::unsupported(format!("ALTER TABLE {other}"))),
         };

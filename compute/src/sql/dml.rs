@@ -78,6 +78,12 @@ async fn select_for_update(s: &Session, sql: &str, params: &[ScalarValue]) -> Re
     s.read(plan, params, true).await
 }
 
+/// Whether `def` references a table or is referenced: storage may refuse
+/// any write to it then (see `crate::deferrable`).
+fn in_foreign_key(s: &Session, def: &TableDef) -> bool {
+    !def.foreign_keys.is_empty() || s.catalog().is_referenced(def.id)
+}
+
 /// Sends a write of the statement's transaction, or defers it when the session may and
 /// `accepted` gives the write's rows as storage will take them (`None`:
 /// storage might refuse them; see [`crate::deferrable`]); returns rows
@@ -91,6 +97,7 @@ async fn write_or_defer(
     known: u64,
 ) -> Result<u64> {
     if s.storage().may_defer()
+        && !in_foreign_key(s, def)
         && let Some(rows) = accepted()
     {
         s.storage().defer(table_write(def, kind, &rows)?);
@@ -745,6 +752,9 @@ pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
         let (schema, name) = object_name(&target_table.name)?;
         defs.push(target(s, schema.as_deref(), &name).await?);
     }
+    // Referencing tables first: their rows no longer hold the others' then.
+    let ids: Vec<u32> = defs.iter().map(|d| d.id).collect();
+    defs.sort_by_key(|d| !d.foreign_keys.iter().any(|f| f.ref_table != d.id && ids.contains(&f.ref_table)));
     let txn = s.begin_write().await?;
     let mut result = Ok(());
     for def in &defs {

@@ -180,7 +180,7 @@ pub async fn drop_indexes(s: &mut Session, names: &[ObjectName], if_exists: bool
     Ok(Output::Command("DROP INDEX".into()))
 }
 
-/// ALTER TABLE … DROP CONSTRAINT of a UNIQUE or CHECK constraint.
+/// ALTER TABLE … DROP CONSTRAINT of a UNIQUE, CHECK or FOREIGN KEY constraint.
 pub async fn drop_constraint(s: &mut Session, table: &ObjectName, name: &str, if_exists: bool) -> Result<()> {
     let (schema, table_name) = object_name(table)?;
     let def = s.catalog().table(schema.as_deref(), &table_name).map(|t| t.def().clone());
@@ -191,8 +191,14 @@ pub async fn drop_constraint(s: &mut Session, table: &ObjectName, name: &str, if
         s.storage().client.drop_index(s.database(), &def.schema, name, false, true).await?;
         return Ok(());
     }
-    if def.checks.iter().any(|c| c.name == name) {
-        let action = Some(ebb_proto::storage::alter_table_request::Action::DropCheck(name.into()));
+    let action = if def.checks.iter().any(|c| c.name == name) {
+        Some(ebb_proto::storage::alter_table_request::Action::DropCheck(name.into()))
+    } else if def.foreign_keys.iter().any(|f| f.name == name) {
+        Some(ebb_proto::storage::alter_table_request::Action::DropForeignKey(name.into()))
+    } else {
+        None
+    };
+    if action.is_some() {
         let req = ebb_proto::storage::AlterTableRequest { database: s.database().into(), schema: def.schema.clone(), name: def.name.clone(), action };
         return s.storage().client.alter_table(req).await;
     }

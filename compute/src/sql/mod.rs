@@ -5,6 +5,7 @@ pub mod copy;
 pub mod create_table_as;
 pub mod ddl;
 pub mod dml;
+pub mod foreign_keys;
 pub mod indexes;
 pub mod insert_literals;
 pub mod returning;
