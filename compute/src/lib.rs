@@ -11,6 +11,7 @@
 //!   service; [`metrics`]: its Prometheus gauges.
 
 pub mod aggregate_pushdown;
+pub mod array_literals;
 pub mod array_subqueries;
 pub mod auto_params;
 pub mod binding;

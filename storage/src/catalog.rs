@@ -346,6 +346,35 @@ pub fn set_not_null(table: &Table, column: &str, not_null: bool) -> Result<Table
     Ok(def)
 }
 
+/// ALTER COLUMN … TYPE: the definition with the column's type changed, and
+/// whether existing rows must be checked against it (it narrows). Only
+/// types whose values are stored alike are taken: text and varchar of any
+/// length, numeric of more precision at the same scale.
+pub fn set_type(table: &Table, column: &str, ty: &ebb_proto::storage::ColumnType) -> Result<(TableDef, bool)> {
+    use TypeKind::{Numeric, Text, Varchar};
+    let idx = table.column_index(column)?;
+    let old = &table.columns[idx].ty;
+    let new = PgType::from_proto(Some(ty))?;
+    let narrows = match (old.kind, new.kind) {
+        (a, b) if a == b && old.length == new.length && old.scale == new.scale => false,
+        (Text | Varchar, Text) => false,
+        (Text | Varchar, Varchar) => new.length > 0 && (old.kind == Text || old.length == 0 || new.length < old.length),
+        (Numeric, Numeric) if old.length > 0 && new.length >= old.length && new.scale == old.scale => false,
+        _ => {
+            return Err(StorageError::NotSupported(format!(
+                "ALTER COLUMN \"{column}\" TYPE {} from {} (in place, only text and varchar lengths and numeric precision change)",
+                new.sql_name(),
+                old.sql_name()
+            )));
+        }
+    };
+    let mut def = table.def.clone();
+    def.columns[idx].r#type = Some(*ty);
+    bump(&mut def);
+    Table::from_def(def.clone())?;
+    Ok((def, narrows))
+}
+
 /// ALTER TABLE … RENAME COLUMN.
 pub fn rename_column(table: &Table, from: &str, to: &str) -> Result<TableDef> {
     check_identifier("column", to)?;

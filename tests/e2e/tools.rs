@@ -304,6 +304,21 @@ async fn sqlalchemy_core_creates_writes_and_reads() {
     assert!(stdout.contains("sqlalchemy ok"), "{stdout}");
 }
 
+/// Django (from PyPI, installed by `.ci/run`) through `ebb local`:
+/// `migrate` of its own apps and of an app with a foreign key, unique and
+/// CHECK constraints and indexes, the ORM, and the database refusing rows
+/// that break them (`tests/e2e/py/django_shop/run.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_migrates_and_its_constraints_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalProc::start(&dir.path().join("data"), &["--pool-size", "1"]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/django_shop/run.py");
+    let out = std::process::Command::new("python3").arg(&script).arg(local.port.to_string()).output().expect("python3 must be installed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "django_shop/run.py failed:\n{stdout}\n{stderr}\nlog:\n{}", local.log_tail());
+    assert!(stdout.contains("django ok"), "{stdout}");
+}
+
 /// JDBC `DatabaseMetaData` with PostgreSQL's JDBC driver (Debian's
 /// `libpostgresql-jdbc-java`, installed by `.ci/run` with a JDK) through
 /// `ebb local` (`tests/e2e/java/JdbcMetadata.java`, compiled here).

@@ -1230,6 +1230,7 @@ pub(crate) fn postgres_context(mut config: SessionConfig) -> SessionContext {
         vec![Arc::new(crate::numeric_constants::NumericConstants)];
     rules.extend(datafusion::optimizer::Analyzer::new().rules);
     rules.push(Arc::new(crate::text_casts::PostgresTextCasts));
+    rules.push(Arc::new(crate::array_literals::ArrayLiterals));
     rules.push(Arc::new(crate::checked_arithmetic::CheckedArithmetic));
     rules.push(Arc::new(crate::exists_values::ExistsValues));
     rules.push(Arc::new(crate::scalar_subqueries::SingleValueSubqueries));

@@ -325,10 +325,13 @@ pub fn alter_table(database: &str, at: &AlterTable) -> Result<Vec<AlterTableRequ
                     })),
                     AlterColumnOperation::DropDefault => None,
                     AlterColumnOperation::SetNotNull => Some(Change::NotNull(true)),
+                    AlterColumnOperation::SetDataType { using: Some(_), .. } => {
+                        return Err(ComputeError::unsupported("ALTER COLUMN … TYPE … USING"));
+                    }
+                    AlterColumnOperation::SetDataType { data_type, using: None, .. } => Some(Change::SetType(column_type(data_type)?)),
                     AlterColumnOperation::DropNotNull => Some(Change::NotNull(false)),
                     // Needs a sequence first: the session does it.
                     AlterColumnOperation::AddGenerated { .. } => continue,
-                    other => return Err(ComputeError::unsupported(format!("ALTER COLUMN … {other}"))),
                 };
                 Action::AlterColumn(AlterColumn { column: ident(column_name), change })
             }

@@ -3,7 +3,8 @@
 //! holds its columns' values in order, so scans find rows by equality on a
 //! prefix of them and a range on the next (`table.rs` picks one); ASC/DESC
 //! and NULLS FIRST/LAST change nothing a query can see and are accepted.
-//! Indexes on expressions, partial (WHERE) and INCLUDE indexes, and access
+//! Indexes on expressions, partial (WHERE) and INCLUDE indexes, operator
+//! classes other than the default btree ones and `*_pattern_ops`, and access
 //! methods other than btree and hash are refused.
 
 use datafusion::sql::sqlparser::ast::{CreateIndex, Expr, IndexColumn, IndexType, NullsDistinctOption, ObjectName, UniqueConstraint};
@@ -40,14 +41,30 @@ pub fn unique_spec(c: &UniqueConstraint, column: Option<&str>) -> Result<UniqueS
     Ok(UniqueSpec { name: c.name.as_ref().map(ident), columns })
 }
 
+/// Operator classes an index may name: ebb's entries order values as a
+/// btree's default classes do, and text byte by byte, as the
+/// `*_pattern_ops` classes (which Django asks for, for LIKE 'prefix%') do.
+const OPERATOR_CLASSES: [&str; 18] = [
+    "text_pattern_ops", "varchar_pattern_ops", "bpchar_pattern_ops", "int2_ops", "int4_ops", "int8_ops", "text_ops", "varchar_ops",
+    "bpchar_ops", "numeric_ops", "float4_ops", "float8_ops", "bool_ops", "date_ops", "timestamp_ops", "timestamptz_ops", "bytea_ops",
+    "uuid_ops",
+];
+
 /// The column names of an index's column list.
 fn index_columns(columns: &[IndexColumn]) -> Result<Vec<String>> {
     columns
         .iter()
-        .map(|c| match &c.column.expr {
-            Expr::Identifier(i) if c.operator_class.is_none() => Ok(ident(i)),
-            Expr::Identifier(_) => Err(ComputeError::unsupported("index operator classes")),
-            other => Err(ComputeError::unsupported(format!("indexes on expressions ({other})"))),
+        .map(|c| {
+            if let Some(class) = &c.operator_class {
+                let name = class.0.last().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).unwrap_or_default();
+                if !OPERATOR_CLASSES.contains(&name.as_str()) {
+                    return Err(ComputeError::unsupported(format!("index operator class {class}")));
+                }
+            }
+            match &c.column.expr {
+                Expr::Identifier(i) => Ok(ident(i)),
+                other => Err(ComputeError::unsupported(format!("indexes on expressions ({other})"))),
+            }
         })
         .collect()
 }
@@ -242,6 +259,8 @@ mod tests {
         assert_eq!((req.schema.as_str(), req.table.as_str(), req.name.as_str()), ("app", "users", "by_email"));
         assert_eq!(req.columns, vec!["lower_email".to_string(), "Id".to_string()]);
         assert!(req.unique && req.if_not_exists && !generated);
+        let (req, _) = request("CREATE INDEX \"auth_user_username_6821ab7c_like\" ON \"auth_user\" (\"username\" varchar_pattern_ops)").unwrap();
+        assert_eq!(req.columns, vec!["username".to_string()], "Django's LIKE index");
         let (req, generated) = request("CREATE INDEX ON orders (customer_id)").unwrap();
         assert_eq!(req.name, "orders_customer_id_idx");
         assert!(generated && !req.unique);
@@ -250,6 +269,7 @@ mod tests {
             "CREATE INDEX i ON t (a) WHERE a > 0",
             "CREATE INDEX i ON t (a) INCLUDE (b)",
             "CREATE INDEX i ON t USING gin (a)",
+            "CREATE INDEX i ON t (a gin_trgm_ops)",
         ] {
             assert_eq!(request(sql).unwrap_err().sqlstate(), "0A000", "{sql}");
         }

@@ -154,6 +154,13 @@ impl Database {
                     catalog::set_not_null(&table, &a.column, true)?
                 }
                 Some(Change::NotNull(false)) => catalog::set_not_null(&table, &a.column, false)?,
+                Some(Change::SetType(t)) => {
+                    let (def, narrows) = catalog::set_type(&table, &a.column, t)?;
+                    if narrows {
+                        self.check_values_fit(&table, &a.column, &Table::from_def(def.clone())?)?;
+                    }
+                    def
+                }
                 Some(Change::AddIdentity(i)) => {
                     if self.has_null(&table, &a.column)? {
                         return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: a.column.clone() });
@@ -279,6 +286,24 @@ impl Database {
             }
         }
         Ok(false)
+    }
+
+    /// ALTER COLUMN … TYPE that narrows: every row's value must fit the
+    /// column's type in `altered` (at the latest snapshot; like SET NOT NULL).
+    fn check_values_fit(&self, table: &Arc<Table>, column: &str, altered: &Table) -> Result<()> {
+        let c = &table.columns[table.column_index(column)?];
+        let ty = &altered.columns[altered.column_index(column)?].ty;
+        let decoder = RowDecoder::new(vec![DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }], 0);
+        let start = keys::table_prefix(table.id());
+        let end = keys::prefix_successor(&start);
+        let guard = self.snapshots.acquire();
+        let mut rows = VisibleRows::new(&self.db, guard.ts, &start, end);
+        while rows.advance()? {
+            if let Some(Datum::Text(s)) = decoder.decode_datums(rows.value())?.first() {
+                ty.check_text(s)?;
+            }
+        }
+        Ok(())
     }
 
     fn has_rows(&self, table: &Arc<Table>) -> Result<bool> {
