@@ -34,6 +34,8 @@ pub struct DatabaseCatalog {
     system: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
     /// Bumped by every reload that changed a table (see [`DatabaseCatalog::generation`]).
     generation: AtomicU64,
+    /// Ids of the tables a FOREIGN KEY references.
+    referenced: RwLock<std::collections::HashSet<u32>>,
 }
 
 /// Hides the `_rowid` column again when dropped.
@@ -56,7 +58,14 @@ impl fmt::Debug for DatabaseCatalog {
 impl DatabaseCatalog {
     /// An empty catalog; call [`refresh`](Self::refresh) before use.
     pub fn new(session: Arc<StorageSession>) -> Self {
-        Self { session, schemas: Arc::default(), rowid_target: Arc::default(), system: RwLock::default(), generation: AtomicU64::new(0) }
+        Self {
+            session,
+            schemas: Arc::default(),
+            rowid_target: Arc::default(),
+            system: RwLock::default(),
+            generation: AtomicU64::new(0),
+            referenced: RwLock::default(),
+        }
     }
 
     /// Reloads the table list from storage; true if any table was created,
@@ -76,6 +85,7 @@ impl DatabaseCatalog {
         }
         let mut schemas: Schemas = BTreeMap::new();
         schemas.entry(PUBLIC.to_string()).or_default();
+        *self.referenced.write().unwrap_or_else(|p| p.into_inner()) = defs.iter().flat_map(|d| d.foreign_keys.iter().map(|f| f.ref_table)).collect();
         for def in defs {
             let t = Arc::new(StorageTable::new(def, self.session.clone(), false));
             schemas.entry(t.def().schema.clone()).or_default().insert(t.def().name.clone(), t);
@@ -106,8 +116,7 @@ impl DatabaseCatalog {
 
     /// Whether a FOREIGN KEY of some table references table `id`.
     pub fn is_referenced(&self, id: u32) -> bool {
-        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
-        schemas.values().flat_map(|t| t.values()).any(|t| t.def().foreign_keys.iter().any(|f| f.ref_table == id))
+        self.referenced.read().unwrap_or_else(|p| p.into_inner()).contains(&id)
     }
 
     /// A table by schema (default `public`) and name.
