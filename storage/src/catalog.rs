@@ -34,6 +34,13 @@ pub struct Column {
     pub missing: Datum,
 }
 
+impl Column {
+    /// How a row decoder reads this column.
+    pub fn decode(&self) -> crate::row::DecodeColumn {
+        crate::row::DecodeColumn { id: self.id, ty: self.ty.clone(), missing: self.missing.clone() }
+    }
+}
+
 /// A secondary index of a table, resolved against its columns.
 #[derive(Debug, Clone)]
 pub struct Index {
@@ -124,6 +131,16 @@ impl Table {
         let fields: Vec<_> =
             columns.iter().map(|c| c.ty.arrow_field(&c.name, !c.not_null)).collect();
         Ok(Self { def, columns, pk, schema: Arc::new(Schema::new(fields)), indexes, foreign_keys })
+    }
+
+    /// The unique constraint a written key of this table belongs to: the
+    /// index an entry is of, else the primary key (`<table>_pkey`).
+    pub fn constraint_of(&self, key: &[u8]) -> String {
+        let relation = crate::keys::table_of(key);
+        match self.indexes.iter().find(|ix| Some(ix.def.id) == relation) {
+            Some(ix) => ix.def.name.clone(),
+            None => format!("{}_pkey", self.def.name),
+        }
     }
 
     /// Whether the table has a constraint (unique index, CHECK, FOREIGN
@@ -467,10 +484,7 @@ fn push_check(def: &mut TableDef, check: &CheckDef) -> Result<()> {
     if check.expr.trim().is_empty() {
         return Err(StorageError::InvalidDefinition(format!("check constraint \"{}\" has no expression", check.name)));
     }
-    let taken = def.checks.iter().any(|c| c.name == check.name)
-        || def.indexes.iter().any(|ix| ix.constraint && ix.name == check.name)
-        || def.foreign_keys.iter().any(|fk| fk.name == check.name);
-    if taken {
+    if Table::from_def(def.clone())?.has_constraint(&check.name) {
         return Err(StorageError::ConstraintExists { table: def.name.clone(), name: check.name.clone() });
     }
     def.checks.push(check.clone());
@@ -526,7 +540,7 @@ pub fn add_foreign_key(child: &Table, fk: &ForeignKeyDef, parent: &Table) -> Res
         }
         let key = &parent.columns[p];
         if !key_compatible(&c.ty, &key.ty) {
-            return Err(StorageError::TypeMismatch(format!(
+            return Err(StorageError::DatatypeMismatch(format!(
                 "foreign key constraint \"{}\" cannot be implemented: key columns \"{}\" and \"{}\" are of incompatible types",
                 fk.name, c.name, key.name
             )));

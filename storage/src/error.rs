@@ -52,6 +52,9 @@ pub enum StorageError {
     /// A value does not fit its column's type.
     #[error("{0}")]
     TypeMismatch(String),
+    /// Two types that must agree do not (a foreign key's columns).
+    #[error("{0}")]
+    DatatypeMismatch(String),
     /// A string is longer than its varchar(n)/char(n) column allows.
     #[error("value too long for type {0}")]
     StringTooLong(String),
@@ -167,6 +170,7 @@ impl StorageError {
             ColumnExists { .. } => "42701",
             InvalidDefinition(_) => "42P16",
             TypeMismatch(_) => "22P02",
+            DatatypeMismatch(_) => "42804",
             StringTooLong(_) => "22001",
             DatetimeFormat(_) => "22007",
             NumericOverflow(_) => "22003",
@@ -207,6 +211,7 @@ impl StorageError {
             }
             InvalidDefinition(_)
             | TypeMismatch(_)
+            | DatatypeMismatch(_)
             | StringTooLong(_)
             | DatetimeFormat(_)
             | NumericOverflow(_)

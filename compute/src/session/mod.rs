@@ -19,7 +19,7 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTableOperation, GeneratedAs, Ident, ObjectName, ObjectType, Owner, Reset, SequenceOptions as AstSequenceOptions, Set, Statement, TableConstraint, TransactionIsolationLevel, TransactionMode};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectType, Owner, Reset, SequenceOptions as AstSequenceOptions, Set, Statement, TransactionIsolationLevel, TransactionMode};
 use ebb_proto::storage::alter_column::Change;
 use ebb_proto::storage::alter_table_request::Action;
 use ebb_proto::storage::{AddIdentity, AlterColumn, AlterTableRequest, CreateTableRequest, Isolation, SequenceOptions, TableDef, TypeKind};
@@ -32,7 +32,7 @@ use crate::duplicate_names;
 use crate::error::{ComputeError, Result};
 use crate::point_read::PointRead;
 use crate::sql::sequences::{self, OwnedSequence};
-use crate::sql::{checks, copy, create_table_as, ddl, dml, foreign_keys, indexes, roles};
+use crate::sql::{alter_table, copy, create_table_as, ddl, dml, foreign_keys, indexes, roles};
 use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
@@ -282,7 +282,7 @@ impl Session {
     /// (pg_dump restores identity columns so): a sequence owned by the
     /// column, then the column's identity; the sequence is dropped again if
     /// the column cannot take it.
-    async fn add_identity(&self, table: &ObjectName, column: &str, always: bool, given: &[AstSequenceOptions]) -> Result<()> {
+    pub(crate) async fn add_identity(&self, table: &ObjectName, column: &str, always: bool, given: &[AstSequenceOptions]) -> Result<()> {
         let (schema, name) = ddl::object_name(table)?;
         let relation = self.catalog.table(schema.as_deref(), &name).ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
         let def = relation.def();
@@ -345,7 +345,7 @@ impl Session {
     /// to a database may use its tables — so the statement changes nothing
     /// and says so; a role the cluster does not have is 42704 (while it has
     /// none at all, as `ebb local` starts, any name is taken).
-    async fn owner_to(&mut self, owner: &Owner) -> Result<()> {
+    pub(crate) async fn owner_to(&mut self, owner: &Owner) -> Result<()> {
         if let Owner::Ident(name) = owner {
             let name = ddl::ident(name);
             if !self.storage.client.list_roles().await?.is_empty() {
@@ -649,52 +649,7 @@ impl Session {
                 self.storage.client.create_table(req).await?;
                 Ok(Output::Command("CREATE SEQUENCE".into()))
             }
-            Statement::AlterTable(at) => {
-                for op in &at.operations {
-                    match op {
-                        AlterTableOperation::OwnerTo { new_owner } => self.owner_to(new_owner).await?,
-                        AlterTableOperation::AddConstraint { constraint: TableConstraint::Unique(u), .. } => {
-                            let (schema, name) = ddl::object_name(&at.name)?;
-                            indexes::add_unique(self, &schema.unwrap_or_default(), &name, indexes::unique_spec(u, None)?).await?;
-                        }
-                        AlterTableOperation::AddConstraint { constraint: TableConstraint::Check(k), .. } => {
-                            checks::add_check(self, &at.name, checks::check_spec(k)?).await?;
-                        }
-                        AlterTableOperation::AddConstraint { constraint: TableConstraint::ForeignKey(fk), .. } => {
-                            let (schema, name) = ddl::object_name(&at.name)?;
-                            let child = self
-                                .catalog
-                                .table(schema.as_deref(), &name)
-                                .map(|t| t.def().clone())
-                                .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
-                            foreign_keys::add_foreign_key(self, &child, foreign_keys::foreign_key_spec(fk, None)?).await?;
-                        }
-                        AlterTableOperation::DropConstraint { if_exists, name, .. } => {
-                            indexes::drop_constraint(self, &at.name, &ddl::ident(name), *if_exists).await?;
-                        }
-                        AlterTableOperation::DropColumn { column_names, .. } => {
-                            for c in column_names {
-                                checks::drop_for_column(self, &at.name, &ddl::ident(c)).await?;
-                            }
-                        }
-                        AlterTableOperation::RenameColumn { old_column_name, .. } => {
-                            let (schema, name) = ddl::object_name(&at.name)?;
-                            if let Some(t) = self.catalog.table(schema.as_deref(), &name) {
-                                checks::refuse_rename(t.def(), &ddl::ident(old_column_name))?;
-                            }
-                        }
-                        AlterTableOperation::AlterColumn { column_name, op: AlterColumnOperation::AddGenerated { generated_as, sequence_options } } => {
-                            let always = !matches!(generated_as, Some(GeneratedAs::ByDefault));
-                            self.add_identity(&at.name, &ddl::ident(column_name), always, sequence_options.as_deref().unwrap_or_default()).await?;
-                        }
-                        _ => {}
-                    }
-                }
-                for req in ddl::alter_table(self.database(), at)? {
-                    self.storage.client.alter_table(req).await?;
-                }
-                Ok(Output::Command("ALTER TABLE".into()))
-            }
+            Statement::AlterTable(at) => alter_table::alter_table(self, at).await,
             Statement::Drop { object_type: kind @ (ObjectType::Table | ObjectType::Sequence), if_exists, names, .. } => {
                 let sequence = *kind == ObjectType::Sequence;
                 for n in names {

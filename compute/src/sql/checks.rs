@@ -120,11 +120,15 @@ pub fn named(table: &str, specs: Vec<CheckSpec>, taken: &[String]) -> Vec<CheckD
 
 /// A table's constraints compiled against its columns.
 struct Compiled {
-    /// The definition they were compiled from (id, version, texts).
-    key: (u32, u64, Vec<String>),
+    /// The definition they were compiled from: its columns and constraints
+    /// (table ids repeat across databases, so the id alone is not enough).
+    key: (Vec<ebb_proto::storage::ColumnDef>, Vec<CheckDef>),
     schema: SchemaRef,
     checks: Vec<(String, Arc<dyn PhysicalExpr>)>,
 }
+
+/// Most tables whose compiled constraints are kept (emptied when full).
+const KEPT: usize = 256;
 
 /// Compiled constraints by table id: DataFusion's parser and planner cost
 /// far more than evaluating a batch.
@@ -134,11 +138,14 @@ fn cache() -> &'static Mutex<HashMap<u32, Arc<Compiled>>> {
 }
 
 fn compiled(def: &TableDef) -> Result<Arc<Compiled>> {
-    let key = (def.id, def.version, def.checks.iter().map(|c| c.expr.clone()).collect::<Vec<_>>());
     let mut cached = cache().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = cached.get(&def.id).filter(|c| c.key == key) {
+    if let Some(c) = cached.get(&def.id).filter(|c| c.key.0 == def.columns && c.key.1 == def.checks) {
         return Ok(c.clone());
     }
+    if cached.len() >= KEPT {
+        cached.clear();
+    }
+    let key = (def.columns.clone(), def.checks.clone());
     static CONTEXT: OnceLock<SessionContext> = OnceLock::new();
     let ctx = CONTEXT.get_or_init(SessionContext::new);
     // Every field nullable: a NULL in a NOT NULL column is storage's to refuse.
@@ -214,12 +221,8 @@ fn full_rows(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> Result<
 /// while a row violates it, as in PostgreSQL.
 pub async fn add_check(s: &Session, table: &ObjectName, spec: CheckSpec) -> Result<()> {
     let (schema, name) = object_name(table)?;
-    let def = s
-        .catalog()
-        .table(schema.as_deref(), &name)
-        .map(|t| t.def().clone())
-        .ok_or_else(|| ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")))?;
-    let taken: Vec<String> = def.checks.iter().map(|c| c.name.clone()).chain(def.indexes.iter().map(|i| i.name.clone())).collect();
+    let def = super::dml::target(s, schema.as_deref(), &name).await?;
+    let taken = super::ddl::constraint_names(&def);
     if let Some(given) = spec.name.as_ref().filter(|n| taken.contains(n)) {
         return Err(ComputeError::invalid("42710", format!("constraint \"{given}\" for relation \"{}\" already exists", def.name)));
     }
@@ -238,11 +241,10 @@ pub async fn add_check(s: &Session, table: &ObjectName, spec: CheckSpec) -> Resu
     s.storage().client.alter_table(req).await
 }
 
-/// DROP COLUMN: drops the CHECK constraints that read the column first (as
-/// PostgreSQL does, also those that read other columns too).
-pub async fn drop_for_column(s: &Session, table: &ObjectName, column: &str) -> Result<()> {
-    let (schema, name) = object_name(table)?;
-    let Some(def) = s.catalog().table(schema.as_deref(), &name).map(|t| t.def().clone()) else { return Ok(()) };
+/// After DROP COLUMN: drops the CHECK constraints of `def` (the table as it
+/// was) that read the column, as PostgreSQL does (also those that read
+/// other columns too).
+pub async fn drop_for_column(s: &Session, def: &TableDef, column: &str) -> Result<()> {
     for c in &def.checks {
         if !columns_of_stored(c).iter().any(|n| n == column) {
             continue;

@@ -40,6 +40,18 @@ pub fn object_name(n: &ObjectName) -> Result<(Option<String>, String)> {
     }
 }
 
+/// The names of a table's constraints (and of its indexes, which share
+/// their namespace): a new constraint's name must be none of them.
+pub fn constraint_names(def: &TableDef) -> Vec<String> {
+    let mut names: Vec<String> = def.checks.iter().map(|c| c.name.clone()).collect();
+    names.extend(def.indexes.iter().map(|i| i.name.clone()));
+    names.extend(def.foreign_keys.iter().map(|f| f.name.clone()));
+    if !def.primary_key.is_empty() {
+        names.push(format!("{}_pkey", def.name));
+    }
+    names
+}
+
 /// The column names of a PRIMARY KEY constraint.
 fn key_columns(pk: &datafusion::sql::sqlparser::ast::PrimaryKeyConstraint) -> Result<Vec<String>> {
     pk.columns

@@ -741,6 +741,29 @@ pub async fn delete(s: &mut Session, d: &Delete, params: &[ScalarValue]) -> Resu
 }
 
 /// TRUNCATE t [, …]: deletes every row, atomically across the tables.
+/// The tables of a TRUNCATE in an order that empties each before the
+/// tables it references. As in PostgreSQL, a table another table's key
+/// references can only be emptied with that table (0A000).
+fn truncation_order(s: &Session, mut defs: Vec<TableDef>) -> Result<Vec<TableDef>> {
+    let all = s.catalog().table_defs();
+    for def in &defs {
+        let outside = all.iter().find(|o| o.id != def.id && o.foreign_keys.iter().any(|f| f.ref_table == def.id) && !defs.iter().any(|d| d.id == o.id));
+        if let Some(o) = outside {
+            return Err(ComputeError::invalid(
+                "0A000",
+                format!("cannot truncate a table referenced in a foreign key constraint (table \"{}\" references \"{}\"; truncate it at the same time)", o.name, def.name),
+            ));
+        }
+    }
+    let mut ordered = Vec::with_capacity(defs.len());
+    while !defs.is_empty() {
+        // A table no other remaining one references (a cycle: any).
+        let free = defs.iter().position(|d| !defs.iter().any(|o| o.id != d.id && o.foreign_keys.iter().any(|f| f.ref_table == d.id))).unwrap_or(0);
+        ordered.push(defs.remove(free));
+    }
+    Ok(ordered)
+}
+
 pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
     let restart = matches!(t.identity, Some(TruncateIdentityOption::Restart));
     if restart && s.block() != Block::Idle {
@@ -752,9 +775,7 @@ pub async fn truncate(s: &mut Session, t: &Truncate) -> Result<Output> {
         let (schema, name) = object_name(&target_table.name)?;
         defs.push(target(s, schema.as_deref(), &name).await?);
     }
-    // Referencing tables first: their rows no longer hold the others' then.
-    let ids: Vec<u32> = defs.iter().map(|d| d.id).collect();
-    defs.sort_by_key(|d| !d.foreign_keys.iter().any(|f| f.ref_table != d.id && ids.contains(&f.ref_table)));
+    let defs = truncation_order(s, defs)?;
     let txn = s.begin_write().await?;
     let mut result = Ok(());
     for def in &defs {

@@ -119,12 +119,10 @@ pub async fn add_foreign_key(s: &mut Session, child: &TableDef, spec: ForeignKey
 /// added while the table has a constraint of that name.
 fn free_name(child: &TableDef, columns: &[String]) -> String {
     let base = super::indexes::generated_name(&child.name, columns, "fkey");
-    let taken = |n: &str| {
-        child.foreign_keys.iter().any(|f| f.name == n) || child.checks.iter().any(|c| c.name == n) || child.indexes.iter().any(|i| i.name == n)
-    };
+    let taken = super::ddl::constraint_names(child);
     let mut name = base.clone();
     let mut n = 0;
-    while taken(&name) {
+    while taken.contains(&name) {
         n += 1;
         name = format!("{base}{n}");
     }

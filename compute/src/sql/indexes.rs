@@ -200,10 +200,7 @@ pub async fn drop_indexes(s: &mut Session, names: &[ObjectName], if_exists: bool
 /// ALTER TABLE … DROP CONSTRAINT of a UNIQUE, CHECK or FOREIGN KEY constraint.
 pub async fn drop_constraint(s: &mut Session, table: &ObjectName, name: &str, if_exists: bool) -> Result<()> {
     let (schema, table_name) = object_name(table)?;
-    let def = s.catalog().table(schema.as_deref(), &table_name).map(|t| t.def().clone());
-    let Some(def) = def else {
-        return Err(ComputeError::invalid("42P01", format!("relation \"{table_name}\" does not exist")));
-    };
+    let def = super::dml::target(s, schema.as_deref(), &table_name).await?;
     if def.indexes.iter().any(|ix| ix.name == name && ix.constraint) {
         s.storage().client.drop_index(s.database(), &def.schema, name, false, true).await?;
         return Ok(());

@@ -1,5 +1,6 @@
 //! Statements ebb runs itself rather than handing to DataFusion.
 
+pub mod alter_table;
 pub mod checks;
 pub mod copy;
 pub mod create_table_as;

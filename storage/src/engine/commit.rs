@@ -160,19 +160,16 @@ pub enum Prepare {
     /// ADD FOREIGN KEY: every row of this (new) table definition must
     /// reference a row that exists (`Database::check_existing_references`).
     CheckForeignKey(Arc<Table>, usize),
+    /// SET NOT NULL, ADD … IDENTITY, a narrowing ALTER COLUMN … TYPE: every
+    /// row must fit this column of this (new) definition
+    /// (`Database::check_column`).
+    CheckColumn(Arc<Table>, String),
 }
 
-/// The constraint a written key belongs to: `<table>_pkey` for a row, the
-/// index's name for an index entry.
+/// The unique constraint a written key belongs to (see `Table::constraint_of`).
 fn constraint_name(catalog: &Catalog, key: &[u8]) -> String {
     let Some(id) = keys::table_of(key) else { return String::new() };
-    if let Some(t) = catalog.get_by_id(id) {
-        return format!("{}_pkey", t.def.name);
-    }
-    catalog
-        .index_owner(id)
-        .and_then(|t| t.indexes.iter().find(|ix| ix.def.id == id).map(|ix| ix.def.name.clone()))
-        .unwrap_or_default()
+    catalog.get_by_id(id).or_else(|| catalog.index_owner(id)).map(|t| t.constraint_of(key)).unwrap_or_default()
 }
 
 impl CommitJob {
@@ -470,6 +467,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 let prepared = match prepare {
                     Prepare::FillIndex(table, index) => db.fill_index(&table, &index).map(|entries| job.writes.extend(entries)),
                     Prepare::CheckForeignKey(table, fk) => db.check_existing_references(&table, fk),
+                    Prepare::CheckColumn(table, column) => db.check_column(&table, &column),
                 };
                 if let Err(e) = prepared {
                     job.held = None;

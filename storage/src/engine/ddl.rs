@@ -135,6 +135,8 @@ impl Database {
         if table.def.sequence.is_some() && !matches!(action, Action::RenameTable(_)) {
             return Err(StorageError::WrongObjectType(format!("\"{}\" is a sequence", req.name)));
         }
+        // A column whose rows the committer checks against the new definition.
+        let mut check_column = None;
         let def = match action {
             Action::AddPrimaryKey(pk) => return self.add_primary_key(&table, &pk.columns).await,
             Action::AddColumn(c) => {
@@ -148,23 +150,19 @@ impl Database {
                 Some(Change::SetDefault(d)) => catalog::set_default(&table, &a.column, d.literal.clone(), d.expr.clone())?,
                 None => catalog::set_default(&table, &a.column, None, None)?,
                 Some(Change::NotNull(true)) => {
-                    if self.has_null(&table, &a.column)? {
-                        return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: a.column.clone() });
-                    }
+                    check_column = Some(a.column.clone());
                     catalog::set_not_null(&table, &a.column, true)?
                 }
                 Some(Change::NotNull(false)) => catalog::set_not_null(&table, &a.column, false)?,
                 Some(Change::SetType(t)) => {
                     let (def, narrows) = catalog::set_type(&table, &a.column, t)?;
                     if narrows {
-                        self.check_values_fit(&table, &a.column, &Table::from_def(def.clone())?)?;
+                        check_column = Some(a.column.clone());
                     }
                     def
                 }
                 Some(Change::AddIdentity(i)) => {
-                    if self.has_null(&table, &a.column)? {
-                        return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: a.column.clone() });
-                    }
+                    check_column = Some(a.column.clone());
                     catalog::add_identity(&table, &a.column, &i.identity, &i.default_expr)?
                 }
             },
@@ -182,6 +180,9 @@ impl Database {
         };
         let mut txn = self.ddl_txn();
         put_def(&mut txn, &def);
+        if let Some(column) = check_column {
+            txn.prepare = Some(Prepare::CheckColumn(Arc::new(Table::from_def(def.clone())?), column));
+        }
         // Indexes the change dropped (DROP COLUMN) lose their entries.
         let kept: Vec<u32> = def.indexes.iter().map(|ix| ix.id).collect();
         txn.dropped_tables.extend(table.indexes.iter().map(|ix| ix.def.id).filter(|id| !kept.contains(id)));
@@ -200,7 +201,7 @@ impl Database {
             .iter()
             .map(|k| {
                 let c = &table.columns[table.column_index(k)?];
-                Ok(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() })
+                Ok(c.decode())
             })
             .collect::<Result<_>>()?;
         let decoder = RowDecoder::new(key_columns, 0);
@@ -271,39 +272,34 @@ impl Database {
         self.new_txn(self.txns.next_id(), Isolation::Snapshot, self.cfg.txn_idle_timeout)
     }
 
-    /// Whether a row of `table` holds NULL in `column` (at the latest
-    /// snapshot; like ADD PRIMARY KEY, meant for a table not being written).
-    fn has_null(&self, table: &Arc<Table>, column: &str) -> Result<bool> {
+    /// Every row of `table` (its new definition) must fit column `column`:
+    /// NOT NULL, and a type's length. The committer calls it for SET NOT
+    /// NULL, ADD … IDENTITY and a narrowing ALTER COLUMN … TYPE, with every
+    /// earlier commit applied.
+    pub(crate) fn check_column(&self, table: &Table, column: &str) -> Result<()> {
         let c = &table.columns[table.column_index(column)?];
-        let decoder = RowDecoder::new(vec![DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }], 0);
-        let start = keys::table_prefix(table.id());
-        let end = keys::prefix_successor(&start);
-        let guard = self.snapshots.acquire();
-        let mut rows = VisibleRows::new(&self.db, guard.ts, &start, end);
+        let decoder = RowDecoder::new(vec![c.decode()], 0);
+        let mut rows = self.newest_rows(table);
         while rows.advance()? {
-            if matches!(decoder.decode_datums(rows.value())?.first(), Some(Datum::Null)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// ALTER COLUMN … TYPE that narrows: every row's value must fit the
-    /// column's type in `altered` (at the latest snapshot; like SET NOT NULL).
-    fn check_values_fit(&self, table: &Arc<Table>, column: &str, altered: &Table) -> Result<()> {
-        let c = &table.columns[table.column_index(column)?];
-        let ty = &altered.columns[altered.column_index(column)?].ty;
-        let decoder = RowDecoder::new(vec![DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }], 0);
-        let start = keys::table_prefix(table.id());
-        let end = keys::prefix_successor(&start);
-        let guard = self.snapshots.acquire();
-        let mut rows = VisibleRows::new(&self.db, guard.ts, &start, end);
-        while rows.advance()? {
-            if let Some(Datum::Text(s)) = decoder.decode_datums(rows.value())?.first() {
-                ty.check_text(s)?;
+            match decoder.decode_datums(rows.value())?.first() {
+                Some(Datum::Null) if c.not_null => {
+                    return Err(StorageError::ContainsNulls { table: table.def.name.clone(), column: column.into() });
+                }
+                Some(Datum::Text(s)) => {
+                    c.ty.check_text(s)?;
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The rows of `table` in the local copy's newest state (for checks the
+    /// committer makes with every earlier commit applied).
+    pub(crate) fn newest_rows(&self, table: &Table) -> VisibleRows<'_> {
+        let start = keys::table_prefix(table.id());
+        let end = keys::prefix_successor(&start);
+        VisibleRows::new(&self.db, u64::MAX, &start, end)
     }
 
     fn has_rows(&self, table: &Arc<Table>) -> Result<bool> {

@@ -17,19 +17,12 @@ use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{ForeignKey, Table};
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::row::{DecodeColumn, RowDecoder};
+use crate::row::RowDecoder;
 use crate::types::{Datum, PgType};
 
 /// Decodes the given columns of a table's rows.
 fn decoder(table: &Table, columns: &[usize]) -> RowDecoder {
-    let decode = columns
-        .iter()
-        .map(|&p| {
-            let c = &table.columns[p];
-            DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() }
-        })
-        .collect();
-    RowDecoder::new(decode, 0)
+    RowDecoder::new(columns.iter().map(|&p| table.columns[p].decode()).collect(), 0)
 }
 
 /// `d` as a value of key type `to` (`None`: it cannot be one, e.g. an
@@ -107,7 +100,9 @@ impl Database {
             .get_by_id(fk.def.ref_table)
             .ok_or_else(|| StorageError::UnknownTable(format!("(table id {}, referenced by {})", fk.def.ref_table, fk.def.name)))?;
         let values = decoder(child, &fk.columns);
-        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        // In key order, so two transactions lock the rows they reference
+        // in the same order.
+        let mut wanted: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
         for (key, p) in rows {
             let Some(new) = &p.value else { continue };
             let new = values.decode_datums(new)?;
@@ -122,10 +117,7 @@ impl Database {
             if before.map(|b| values.decode_datums(&b)).transpose()?.is_some_and(|old| old == new) {
                 continue;
             }
-            let target = referenced_key(&parent, &new).ok_or_else(|| violation(child, fk))?;
-            if !wanted.contains(&target) {
-                wanted.push(target);
-            }
+            wanted.insert(referenced_key(&parent, &new).ok_or_else(|| violation(child, fk))?);
         }
         if wanted.is_empty() {
             return Ok(());
@@ -203,12 +195,15 @@ impl Database {
         while committed.advance()? {
             candidates.push(row_key(committed.user_key(), committed.value()));
         }
-        let in_range = |k: &Vec<u8>| k.as_slice() >= start.as_slice() && end.as_ref().is_none_or(|e| k < e);
-        for (k, p) in staged.iter().chain(txn.writes.iter()).filter(|(k, _)| in_range(k)) {
-            if let Some(v) = &p.value {
-                candidates.push(row_key(k, v));
-            }
-        }
+        let range = |writes: &BTreeMap<Vec<u8>, Pending>| -> Vec<Vec<u8>> {
+            let in_range = match &end {
+                Some(e) => writes.range(start.clone()..e.clone()),
+                None => writes.range(start.clone()..),
+            };
+            in_range.filter_map(|(k, p)| p.value.as_ref().map(|v| row_key(k, v))).collect()
+        };
+        candidates.extend(range(staged));
+        candidates.extend(range(&txn.writes));
         for candidate in candidates {
             if candidate == key {
                 // A row referencing itself goes with it.
@@ -240,8 +235,7 @@ impl Database {
             .get_by_id(fk.def.ref_table)
             .ok_or_else(|| StorageError::UnknownTable(format!("(table id {})", fk.def.ref_table)))?;
         let values = decoder(child, &fk.columns);
-        let start = keys::table_prefix(child.id());
-        let mut rows = VisibleRows::new(&self.db, u64::MAX, &start, keys::prefix_successor(&start));
+        let mut rows = self.newest_rows(child);
         while rows.advance()? {
             let got = values.decode_datums(rows.value())?;
             if got.iter().any(|d| matches!(d, Datum::Null)) {

@@ -57,11 +57,11 @@ impl Database {
         let schema = if schema.is_empty() { DEFAULT_SCHEMA } else { schema };
         let _ddl = self.ddl_lock.lock().await;
         let Some(table) = self.catalog_read().index_table(schema, name) else {
-            if if_exists {
-                return Ok(false);
-            }
             if self.table(schema, name).is_ok() {
                 return Err(StorageError::WrongObjectType(format!("\"{name}\" is not an index")));
+            }
+            if if_exists {
+                return Ok(false);
             }
             return Err(StorageError::UnknownIndex(name.into()));
         };

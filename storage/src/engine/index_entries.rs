@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::database::Database;
-use super::mvcc::{VisibleRows, get_visible};
+use super::mvcc::get_visible;
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{Index, Table};
 use crate::error::{Result, StorageError};
@@ -62,7 +62,7 @@ impl IndexedColumns {
                         Some(s) => s,
                         None => {
                             let c = &table.columns[p];
-                            decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() });
+                            decode.push(c.decode());
                             positions.push(p);
                             positions.len() - 1
                         }
@@ -172,9 +172,7 @@ impl Database {
     /// duplicate in a unique index fails it.
     pub(crate) fn fill_index(&self, table: &Table, index: &Index) -> Result<Vec<(Vec<u8>, Pending)>> {
         let indexed = IndexedColumns::for_indexes(table, std::slice::from_ref(index));
-        let start = keys::table_prefix(table.id());
-        let end = keys::prefix_successor(&start);
-        let mut rows = VisibleRows::new(&self.db, u64::MAX, &start, end);
+        let mut rows = self.newest_rows(table);
         let mut out: BTreeMap<Vec<u8>, Pending> = BTreeMap::new();
         while rows.advance()? {
             for e in indexed.entries(rows.user_key(), rows.value())? {

@@ -215,7 +215,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
             continue;
         }
         let c = &table.columns[table.column_index(name)?];
-        decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() });
+        decode.push(c.decode());
         fields.push(table.schema.field(table.column_index(name)?).clone());
     }
     if include_rowid {
@@ -241,7 +241,7 @@ fn plan(table: &Arc<Table>, req: &ScanRequest, default_batch: usize) -> Result<P
         let slot = match decode.iter().position(|d| d.id == c.id) {
             Some(s) => s,
             None => {
-                decode.push(DecodeColumn { id: c.id, ty: c.ty.clone(), missing: c.missing.clone() });
+                decode.push(c.decode());
                 decode.len() - 1
             }
         };

@@ -116,6 +116,12 @@ impl Database {
     /// after the snapshot, then adds it to the transaction's buffer.
     async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
         let (table, staged, affected) = self.stage(txn, w)?;
+        // Its earlier writes to the table were staged under another
+        // definition (an ALTER or CREATE INDEX committed since): they may
+        // lack what it added (an index entry, a check).
+        if txn.table_versions.get(&table.id()).is_some_and(|v| *v != table.def.version) {
+            return Err(StorageError::CatalogChanged(table.def.name.clone()));
+        }
         let before = txn.locks.len();
         self.take_locks(txn, staged.keys().map(Vec::as_slice)).await?;
         let mut newer = None;
@@ -135,7 +141,7 @@ impl Database {
             self.wait_durable(ts).await?;
             return Err(match txn.isolation {
                 // A concurrent insert of the same key committed first.
-                _ if duplicate => StorageError::UniqueViolation(constraint_of(&table, &key)),
+                _ if duplicate => StorageError::UniqueViolation(table.constraint_of(&key)),
                 Isolation::ReadCommitted => StorageError::RetryStatement,
                 Isolation::Snapshot => {
                     self.metrics.conflicts.inc();
@@ -437,16 +443,6 @@ impl Database {
             }
             other => Ok(other),
         }
-    }
-}
-
-/// The constraint a key of `table` belongs to: its primary key's, or the
-/// unique index the entry is of.
-fn constraint_of(table: &Table, key: &[u8]) -> String {
-    let relation = keys::table_of(key);
-    match table.indexes.iter().find(|ix| Some(ix.def.id) == relation) {
-        Some(ix) => ix.def.name.clone(),
-        None => format!("{}_pkey", table.def.name),
     }
 }
 

@@ -140,6 +140,9 @@ async fn a_write_staged_before_an_index_existed_does_not_commit() {
     let (t, _) = db.begin(None).unwrap();
     db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(2, "bob", 20)]))).await.unwrap();
     db.create_index(&index_req("accounts_owner", &["owner"], false)).await.unwrap();
+    // A later write of it to the same table cannot make up for the first.
+    let e = db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(3, "cy", 30)]))).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "40001", "{e}");
     let e = db.commit(t, &[]).await.unwrap_err();
     assert_eq!(e.sqlstate(), "40001", "{e}");
     // Every row is reachable through the index.
