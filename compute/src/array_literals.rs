@@ -23,6 +23,8 @@ use datafusion::optimizer::AnalyzerRule;
 
 /// The function under a text-to-array cast.
 pub const TEXT_TO_ARRAY: &str = "ebb_text_to_array";
+/// How an error about a literal that is no array starts (22P02).
+pub const MALFORMED: &str = "malformed array literal";
 
 /// The analyzer rule; add it after DataFusion's rules.
 #[derive(Debug, Default)]
@@ -97,7 +99,7 @@ impl ScalarUDFImpl for TextToArray {
             match text {
                 None => out.append_null(),
                 Some(t) => {
-                    for element in elements(t).map_err(|e| DataFusionError::Execution(format!("malformed array literal: \"{t}\": {e}")))? {
+                    for element in elements(t).map_err(|e| DataFusionError::Execution(format!("{MALFORMED}: \"{t}\": {e}")))? {
                         out.values().append_option(element);
                     }
                     out.append(true);

@@ -170,6 +170,7 @@ impl From<datafusion::error::DataFusionError> for ComputeError {
                 Self::Query { sqlstate: state, message: m }
             }
             D::Execution(m) if m == crate::scalar_subqueries::MORE_THAN_ONE_ROW => Self::Query { sqlstate: "21000", message: m },
+            D::Execution(m) if m.starts_with(crate::array_literals::MALFORMED) => Self::Query { sqlstate: "22P02", message: m },
             D::Execution(m) => Self::Query { sqlstate: "XX000", message: m },
             other => Self::Query { sqlstate: "XX000", message: other.to_string() },
         }

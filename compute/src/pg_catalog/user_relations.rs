@@ -31,18 +31,21 @@ const OWNER: i32 = 10;
 const RELATION_BASE: i64 = 100_000;
 /// First OID of column defaults (`pg_attrdef`).
 const ATTRDEF_BASE: i64 = 1_000_000_000;
-/// First OID of CHECK constraints (64 per table id).
+/// First OID of CHECK and FOREIGN KEY constraints (128 per table id).
 const CHECK_BASE: i64 = 1_500_000_000;
+/// CHECK constraints of a table with distinct OIDs; FOREIGN KEY
+/// constraints take the next as many.
+const CONSTRAINT_OIDS: i64 = 64;
 
 /// The OID of the `n`-th CHECK constraint of table `id`.
 fn check_oid(id: u32, n: usize) -> i32 {
-    i32::try_from(CHECK_BASE + 64 * i64::from(id) + n as i64).unwrap_or(i32::MAX)
+    i32::try_from(CHECK_BASE + 2 * CONSTRAINT_OIDS * i64::from(id) + (n as i64).min(CONSTRAINT_OIDS - 1)).unwrap_or(i32::MAX)
 }
 
-/// The OID of the `n`-th FOREIGN KEY constraint of table `id` (after its
-/// CHECK constraints' 32).
+/// The OID of the `n`-th FOREIGN KEY constraint of table `id` (after the
+/// OIDs of its CHECK constraints).
 fn foreign_key_oid(id: u32, n: usize) -> i32 {
-    check_oid(id, 32 + n)
+    i32::try_from(CHECK_BASE + 2 * CONSTRAINT_OIDS * i64::from(id) + CONSTRAINT_OIDS + (n as i64).min(CONSTRAINT_OIDS - 1)).unwrap_or(i32::MAX)
 }
 /// The default collation.
 const DEFAULT_COLLATION: i32 = 100;

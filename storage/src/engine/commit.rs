@@ -151,6 +151,16 @@ impl Database {
     }
 }
 
+/// Runs `f`, which blocks, as `tokio::task::block_in_place` does on a
+/// multi-threaded runtime (other tasks move to other workers); inline on
+/// a current-thread one, which cannot.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Work the committer does for a DDL commit before validating it (see
 /// `CommitJob::prepare`).
 pub enum Prepare {
@@ -464,11 +474,12 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         for mut job in jobs {
             if let Some(prepare) = job.prepare.take() {
                 // Alone in a DDL group: every earlier commit is applied.
-                let prepared = match prepare {
+                // A read of a whole table: off the runtime's worker when it has others.
+                let prepared = blocking(|| match prepare {
                     Prepare::FillIndex(table, index) => db.fill_index(&table, &index).map(|entries| job.writes.extend(entries)),
                     Prepare::CheckForeignKey(table, fk) => db.check_existing_references(&table, fk),
                     Prepare::CheckColumn(table, column) => db.check_column(&table, &column),
-                };
+                });
                 if let Err(e) = prepared {
                     job.held = None;
                     let _ = job.reply.send(Err(e));
