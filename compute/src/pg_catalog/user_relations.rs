@@ -428,8 +428,8 @@ pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
                 ("confupdtype", text("a")),
                 ("confdeltype", text("a")),
                 ("confmatchtype", text("s")),
-                ("condeferrable", ScalarValue::Boolean(Some(false))),
-                ("condeferred", ScalarValue::Boolean(Some(false))),
+                ("condeferrable", ScalarValue::Boolean(Some(fk.deferred))),
+                ("condeferred", ScalarValue::Boolean(Some(fk.deferred))),
             ]);
             rows.push(row);
         }
@@ -536,7 +536,8 @@ pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
         let parent = defs.iter().find(|d| d.id == fk.ref_table)?;
         let names: Vec<String> = fk.column_ids.iter().filter_map(|id| def.columns.iter().find(|c| c.id == *id).map(|c| c.name.clone())).collect();
         let table = if parent.schema == def.schema { quote_ident(&parent.name) } else { format!("{}.{}", quote_ident(&parent.schema), quote_ident(&parent.name)) };
-        return Some(format!("FOREIGN KEY ({}) REFERENCES {table}({})", quoted_list(&names), quoted_list(&parent.primary_key)));
+        let deferred = if fk.deferred { " DEFERRABLE INITIALLY DEFERRED" } else { "" };
+        return Some(format!("FOREIGN KEY ({}) REFERENCES {table}({}){deferred}", quoted_list(&names), quoted_list(&parent.primary_key)));
     }
     let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.constraint == Some(oid))?;
     let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };

@@ -5,10 +5,8 @@
 //! ACTION and RESTRICT are checked at once. ON DELETE/UPDATE CASCADE, SET
 //! NULL and SET DEFAULT, MATCH FULL and keys on other unique columns are
 //! refused. A DEFERRABLE INITIALLY DEFERRED key (Django makes every key so)
-//! is taken with a notice that it is checked at once: ebb never defers a
-//! check to COMMIT, so it accepts no row PostgreSQL would refuse but may
-//! refuse an order of statements PostgreSQL accepts (a reference before the
-//! row it references, in one transaction).
+//! is checked when the transaction commits; `SET CONSTRAINTS` is not
+//! supported (a DEFERRABLE INITIALLY IMMEDIATE key is checked at once).
 
 use datafusion::sql::sqlparser::ast::{DeferrableInitial, ForeignKeyConstraint, ObjectName, ReferentialAction};
 use ebb_proto::storage::alter_table_request::Action;
@@ -16,7 +14,7 @@ use ebb_proto::storage::{AlterTableRequest, ForeignKeyDef, TableDef};
 
 use super::ddl::{ident, object_name};
 use crate::error::{ComputeError, Result};
-use crate::session::{Notice, Session};
+use crate::session::Session;
 
 /// A FOREIGN KEY constraint as written.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +24,7 @@ pub struct ForeignKeySpec {
     pub ref_table: ObjectName,
     /// Empty: the referenced table's primary key.
     pub ref_columns: Vec<String>,
-    /// INITIALLY DEFERRED (checked at once all the same).
+    /// INITIALLY DEFERRED: checked at COMMIT.
     pub deferred: bool,
 }
 
@@ -62,7 +60,7 @@ pub fn foreign_key_spec(c: &ForeignKeyConstraint, column: Option<&str>) -> Resul
 }
 
 /// Adds the key `spec` to table `child` (its current definition).
-pub async fn add_foreign_key(s: &mut Session, child: &TableDef, spec: ForeignKeySpec) -> Result<()> {
+pub async fn add_foreign_key(s: &Session, child: &TableDef, spec: ForeignKeySpec) -> Result<()> {
     let (ref_schema, ref_name) = object_name(&spec.ref_table)?;
     let ref_schema = ref_schema.unwrap_or_else(|| child.schema.clone());
     let parent = if ref_schema == child.schema && ref_name == child.name {
@@ -104,13 +102,7 @@ pub async fn add_foreign_key(s: &mut Session, child: &TableDef, spec: ForeignKey
         })
         .collect::<Result<Vec<_>>>()?;
     let name = spec.name.unwrap_or_else(|| free_name(child, &spec.columns));
-    if spec.deferred {
-        s.notices.push(Notice::info(
-            "00000",
-            format!("constraint \"{name}\" is checked at once: ebb does not defer constraint checks to COMMIT"),
-        ));
-    }
-    let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id };
+    let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id, deferred: spec.deferred };
     let req = AlterTableRequest { database: s.database().into(), schema: child.schema.clone(), name: child.name.clone(), action: Some(Action::AddForeignKey(fk)) };
     s.storage().client.alter_table(req).await
 }

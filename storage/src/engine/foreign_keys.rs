@@ -7,7 +7,9 @@
 //! the newest committed state and the transaction's own writes: a
 //! transaction adding a reference to it holds its lock, which the delete
 //! holds now, so every reference is among those. NO ACTION is checked at
-//! once, as RESTRICT is.
+//! once, as RESTRICT is — unless the key is INITIALLY DEFERRED: its checks
+//! are recorded and made when the transaction commits, on its rows as they
+//! are then (a reference written before the row it references passes).
 
 use std::collections::BTreeMap;
 
@@ -63,22 +65,79 @@ fn violation(child: &Table, fk: &ForeignKey) -> StorageError {
     ))
 }
 
+/// A check of an INITIALLY DEFERRED key, made when its transaction commits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeferredCheck {
+    /// The row of `table` under `key` must find what it references through
+    /// its foreign key `fk` (if it still does reference something).
+    References { table: u32, fk: usize, key: Vec<u8> },
+    /// The deleted row of `parent` under `key` must not be referenced
+    /// through foreign key `fk` of `child` (unless a row of that key is
+    /// back by then).
+    Unreferenced { parent: u32, key: Vec<u8>, child: u32, fk: usize },
+}
+
 impl Database {
     /// Checks the foreign keys a staged write of `table` touches: rows it
-    /// writes that reference others, rows it deletes that others reference.
+    /// writes that reference others, rows it deletes that others reference
+    /// (a deferred key's checks are recorded for the commit instead).
     pub(crate) async fn check_foreign_keys(&self, txn: &mut Txn, table: &Table, staged: &BTreeMap<Vec<u8>, Pending>) -> Result<()> {
         let referencing = self.catalog_read().referencing(table.id());
         if table.foreign_keys.is_empty() && referencing.is_empty() {
             return Ok(());
         }
         let rows: Vec<(&Vec<u8>, &Pending)> = staged.iter().filter(|(k, _)| keys::table_of(k) == Some(table.id())).collect();
-        for fk in &table.foreign_keys {
-            self.check_references(txn, table, fk, &rows, staged).await?;
+        for (i, fk) in table.foreign_keys.iter().enumerate() {
+            if fk.def.deferred {
+                let written = rows.iter().filter(|(_, p)| p.value.is_some());
+                txn.deferred_checks.extend(written.map(|(key, _)| DeferredCheck::References { table: table.id(), fk: i, key: key.to_vec() }));
+            } else {
+                self.check_references(txn, table, fk, &rows, staged, true).await?;
+            }
         }
         for (child, i) in &referencing {
+            let fk = &child.foreign_keys[*i];
             for (key, p) in &rows {
-                if p.kind == PendingKind::Delete {
-                    self.check_unreferenced(txn, table, key, child, &child.foreign_keys[*i], staged)?;
+                if p.kind != PendingKind::Delete {
+                    continue;
+                }
+                let Some(row) = self.current_row(txn, &BTreeMap::new(), key)? else { continue };
+                if fk.def.deferred {
+                    txn.deferred_checks.push(DeferredCheck::Unreferenced { parent: table.id(), key: key.to_vec(), child: child.id(), fk: *i });
+                } else {
+                    self.check_unreferenced(txn, table, key, &row, child, fk, staged)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the deferred checks of a committing transaction, on its rows
+    /// as they are now. A deleted row's key values are read from the last
+    /// committed version (the transaction's own delete hides it).
+    pub(crate) async fn check_deferred(&self, txn: &mut Txn) -> Result<()> {
+        let mut checks = std::mem::take(&mut txn.deferred_checks);
+        checks.sort();
+        checks.dedup();
+        let none = BTreeMap::new();
+        for check in checks {
+            match check {
+                DeferredCheck::References { table, fk, key } => {
+                    let Some(child) = self.catalog_read().get_by_id(table) else { continue };
+                    let Some(pending) = txn.writes.get(&key).cloned() else { continue };
+                    let Some(fk) = child.foreign_keys.get(fk).cloned() else { continue };
+                    self.check_references(txn, &child, &fk, &[(&key, &pending)], &none, false).await?;
+                }
+                DeferredCheck::Unreferenced { parent, key, child, fk } => {
+                    if txn.writes.get(&key).is_none_or(|p| p.kind != PendingKind::Delete) {
+                        // A row of that key is back, or the delete was
+                        // rolled back to a savepoint.
+                        continue;
+                    }
+                    let (Some(parent), Some(child)) = (self.catalog_read().get_by_id(parent), self.catalog_read().get_by_id(child)) else { continue };
+                    let Some(fk) = child.foreign_keys.get(fk) else { continue };
+                    let Some(row) = get_visible(&self.db, &key, txn.snapshot_ts())? else { continue };
+                    self.check_unreferenced(txn, &parent, &key, &row, &child, fk, &none)?;
                 }
             }
         }
@@ -94,6 +153,7 @@ impl Database {
         fk: &ForeignKey,
         rows: &[(&Vec<u8>, &Pending)],
         staged: &BTreeMap<Vec<u8>, Pending>,
+        changed_only: bool,
     ) -> Result<()> {
         let parent = self
             .catalog_read()
@@ -110,12 +170,14 @@ impl Database {
                 continue;
             }
             // An update that keeps the values needs no check (PostgreSQL's).
-            let before = match txn.writes.get(*key) {
-                Some(p) => p.value.clone(),
-                None => get_visible(&self.db, key, txn.snapshot_ts())?,
-            };
-            if before.map(|b| values.decode_datums(&b)).transpose()?.is_some_and(|old| old == new) {
-                continue;
+            if changed_only {
+                let before = match txn.writes.get(*key) {
+                    Some(p) => p.value.clone(),
+                    None => get_visible(&self.db, key, txn.snapshot_ts())?,
+                };
+                if before.map(|b| values.decode_datums(&b)).transpose()?.is_some_and(|old| old == new) {
+                    continue;
+                }
             }
             wanted.insert(referenced_key(&parent, &new).ok_or_else(|| violation(child, fk))?);
         }
@@ -146,20 +208,20 @@ impl Database {
         Ok(())
     }
 
-    /// The row of `parent` under `key`, which the transaction deletes, must
-    /// not be referenced through `fk` of `child`.
+    /// The row of `parent` under `key` (`row`, as it was), which the
+    /// transaction deletes, must not be referenced through `fk` of `child`.
+    #[allow(clippy::too_many_arguments)]
     fn check_unreferenced(
         &self,
         txn: &Txn,
         parent: &Table,
         key: &[u8],
+        row: &[u8],
         child: &Table,
         fk: &ForeignKey,
         staged: &BTreeMap<Vec<u8>, Pending>,
     ) -> Result<()> {
-        // The deleted row's key values (from the row as the transaction saw it).
-        let Some(row) = self.current_row(txn, &BTreeMap::new(), key)? else { return Ok(()) };
-        let key_values = decoder(parent, &parent.pk).decode_datums(&row)?;
+        let key_values = decoder(parent, &parent.pk).decode_datums(row)?;
         let values = decoder(child, &fk.columns);
         let refers = |row: &[u8]| -> Result<bool> {
             let got = values.decode_datums(row)?;

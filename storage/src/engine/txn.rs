@@ -170,6 +170,8 @@ pub struct Txn {
     /// The definition version of each table it wrote, as staged (commit
     /// refuses a table altered since).
     pub table_versions: BTreeMap<u32, u64>,
+    /// Checks of INITIALLY DEFERRED foreign keys, made at commit.
+    pub deferred_checks: Vec<super::foreign_keys::DeferredCheck>,
     /// DDL: work the committer does before validating the commit (see
     /// `CommitJob::prepare`).
     pub prepare: Option<super::commit::Prepare>,
@@ -192,6 +194,7 @@ impl Txn {
             writes: BTreeMap::new(),
             dropped_tables: Vec::new(),
             table_versions: BTreeMap::new(),
+            deferred_checks: Vec::new(),
             prepare: None,
             idle_timeout,
             last_used: Instant::now(),

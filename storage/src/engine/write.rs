@@ -234,6 +234,7 @@ impl Database {
         if txn_id != 0 {
             self.metrics.carried_writes.inc_by(writes.len() as u64);
         }
+        self.check_deferred(&mut txn).await?;
         let ts = self.commit_txn(txn).await?;
         Ok((ts, rows))
     }

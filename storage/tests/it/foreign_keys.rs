@@ -29,7 +29,7 @@ async fn add_key(db: &Database) -> ebb_storage::Result<ebb_proto::storage::Table
     let orders = db.table("", "orders").unwrap();
     let accounts = db.table("", "accounts").unwrap();
     let account = orders.columns.iter().find(|c| c.name == "account").unwrap().id;
-    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: accounts.id() };
+    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: accounts.id(), deferred: false };
     db.alter_table(&AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await
 }
 
@@ -114,5 +114,34 @@ async fn a_delete_staged_before_the_key_existed_does_not_commit() {
     add_key(&db).await.unwrap();
     assert_eq!(db.commit(t, &[]).await.unwrap_err().sqlstate(), "40001");
     db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(1, Some(1))]))]).await.unwrap();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1);
+}
+
+#[tokio::test]
+async fn a_deferred_key_is_checked_at_commit_on_the_rows_as_they_are_then() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0)]).await;
+    with_orders(&db).await;
+    let account = db.table("", "orders").unwrap().columns.iter().find(|c| c.name == "account").unwrap().id;
+    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: db.table("", "accounts").unwrap().id(), deferred: true };
+    db.alter_table(&AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await.unwrap();
+    // A reference written before the row it references.
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("orders", WriteKind::Insert, &orders(&[(1, Some(2))]))).await.unwrap();
+    db.write(t, &write("accounts", WriteKind::Insert, &accounts(&[(2, "bob", 0)]))).await.unwrap();
+    db.commit(t, &[]).await.unwrap();
+    // A reference that is still missing at commit.
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("orders", WriteKind::Insert, &orders(&[(2, Some(3))]))).await.unwrap();
+    assert_eq!(db.commit(t, &[]).await.unwrap_err().sqlstate(), "23503");
+    // A referenced row deleted, then its reference: fine at commit.
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[2]))).await.unwrap();
+    db.write(t, &write("orders", WriteKind::Delete, &orders(&[(1, None)]).project(&[0]).unwrap())).await.unwrap();
+    db.commit(t, &[]).await.unwrap();
+    // A referenced row deleted and its reference left: refused at commit.
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(3, Some(1))]))]).await.unwrap();
+    let (t, _) = db.begin(None).unwrap();
+    db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
+    assert_eq!(db.commit(t, &[]).await.unwrap_err().sqlstate(), "23503");
     assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1);
 }

@@ -45,6 +45,13 @@ for what, bad in refusals.items():
         continue
     sys.exit(f"a row breaking the {what} constraint was accepted")
 
+# Django's keys are DEFERRABLE INITIALLY DEFERRED: an order may come before
+# its customer within a transaction (as loaddata writes fixtures).
+with transaction.atomic():
+    Order.objects.create(customer_id=500, quantity=2, note="early")
+    Customer.objects.create(id=500, email="late@x", name="Late")
+assert Order.objects.get(note="early").customer.name == "Late"
+
 # The database keeps a referenced customer (Django's PROTECT aside).
 try:
     with transaction.atomic(), connection.cursor() as cursor:
@@ -53,5 +60,5 @@ try:
 except IntegrityError:
     pass
 
-assert list(Order.objects.order_by("id").values_list("note", "quantity")) == [("first", 3), ("second", 1)]
+assert list(Order.objects.order_by("id").values_list("note", "quantity")) == [("first", 3), ("second", 1), ("early", 2)]
 print("django ok")
