@@ -48,6 +48,7 @@ pub struct StorageMetrics {
     /// Sequence values handed out (nextval).
     pub sequence_values: IntCounter,
     pub indexes_created: IntCounter,
+    pub cascaded_rows: IntCounter,
 }
 
 impl StorageMetrics {
@@ -119,6 +120,7 @@ impl StorageMetrics {
             )?,
             sequence_values: IntCounter::new("ebb_storage_sequence_values_total", "Sequence values handed out (nextval)")?,
             indexes_created: IntCounter::new("ebb_storage_indexes_created_total", "Secondary indexes created (CREATE INDEX)")?,
+            cascaded_rows: IntCounter::new("ebb_storage_cascaded_rows_total", "Rows deleted or set to NULL by ON DELETE CASCADE / SET NULL")?,
             commit_gathers: IntCounterVec::new(
                 Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
                 &["outcome"],
@@ -138,6 +140,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.commit_gathers.clone()))?;
         registry.register(Box::new(m.sequence_values.clone()))?;
         registry.register(Box::new(m.indexes_created.clone()))?;
+        registry.register(Box::new(m.cascaded_rows.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

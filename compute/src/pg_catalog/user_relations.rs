@@ -426,7 +426,7 @@ pub fn constraints(defs: &[TableDef]) -> Vec<Row> {
                 ("confrelid", ScalarValue::Int32(Some(TableOids::of(parent.id).table))),
                 ("confkey", int2_list(referenced)),
                 ("confupdtype", text("a")),
-                ("confdeltype", text("a")),
+                ("confdeltype", text(if fk.on_delete.is_empty() { "a" } else { fk.on_delete.as_str() })),
                 ("confmatchtype", text("s")),
                 ("condeferrable", ScalarValue::Boolean(Some(fk.deferred))),
                 ("condeferred", ScalarValue::Boolean(Some(fk.deferred))),
@@ -536,8 +536,14 @@ pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
         let parent = defs.iter().find(|d| d.id == fk.ref_table)?;
         let names: Vec<String> = fk.column_ids.iter().filter_map(|id| def.columns.iter().find(|c| c.id == *id).map(|c| c.name.clone())).collect();
         let table = if parent.schema == def.schema { quote_ident(&parent.name) } else { format!("{}.{}", quote_ident(&parent.schema), quote_ident(&parent.name)) };
+        let on_delete = match fk.on_delete.as_str() {
+            "r" => " ON DELETE RESTRICT",
+            "c" => " ON DELETE CASCADE",
+            "n" => " ON DELETE SET NULL",
+            _ => "",
+        };
         let deferred = if fk.deferred { " DEFERRABLE INITIALLY DEFERRED" } else { "" };
-        return Some(format!("FOREIGN KEY ({}) REFERENCES {table}({}){deferred}", quoted_list(&names), quoted_list(&parent.primary_key)));
+        return Some(format!("FOREIGN KEY ({}) REFERENCES {table}({}){on_delete}{deferred}", quoted_list(&names), quoted_list(&parent.primary_key)));
     }
     let ix = defs.iter().flat_map(table_indexes).find(|ix| ix.constraint == Some(oid))?;
     let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };

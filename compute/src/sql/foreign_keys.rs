@@ -2,9 +2,10 @@
 //! `FOREIGN KEY (…) REFERENCES` on the table) and ALTER TABLE … ADD
 //! CONSTRAINT, as storage definitions (storage enforces them; see
 //! docs/storage.md). A key references the other table's primary key; NO
-//! ACTION and RESTRICT are checked at once. ON DELETE/UPDATE CASCADE, SET
-//! NULL and SET DEFAULT, MATCH FULL and keys on other unique columns are
-//! refused. A DEFERRABLE INITIALLY DEFERRED key (Django makes every key so)
+//! ACTION and RESTRICT are checked at once; ON DELETE CASCADE and SET NULL
+//! write the referencing rows. ON DELETE SET DEFAULT, ON UPDATE actions
+//! other than NO ACTION/RESTRICT, MATCH FULL and keys on other unique
+//! columns are refused. A DEFERRABLE INITIALLY DEFERRED key (Django makes every key so)
 //! is checked when the transaction commits; `SET CONSTRAINTS` is not
 //! supported (a DEFERRABLE INITIALLY IMMEDIATE key is checked at once).
 
@@ -26,16 +27,24 @@ pub struct ForeignKeySpec {
     pub ref_columns: Vec<String>,
     /// INITIALLY DEFERRED: checked at COMMIT.
     pub deferred: bool,
+    /// ON DELETE as `pg_constraint.confdeltype` has it: `a` (NO ACTION),
+    /// `r` (RESTRICT), `c` (CASCADE), `n` (SET NULL).
+    pub on_delete: String,
 }
 
 /// A FOREIGN KEY constraint of a table, or of `column` (`REFERENCES` in a
 /// column definition).
 pub fn foreign_key_spec(c: &ForeignKeyConstraint, column: Option<&str>) -> Result<ForeignKeySpec> {
-    for (what, action) in [("ON DELETE", &c.on_delete), ("ON UPDATE", &c.on_update)] {
-        match action {
-            None | Some(ReferentialAction::NoAction | ReferentialAction::Restrict) => {}
-            Some(other) => return Err(ComputeError::unsupported(format!("{what} {other} of a foreign key"))),
-        }
+    let on_delete = match &c.on_delete {
+        None | Some(ReferentialAction::NoAction) => "a",
+        Some(ReferentialAction::Restrict) => "r",
+        Some(ReferentialAction::Cascade) => "c",
+        Some(ReferentialAction::SetNull) => "n",
+        Some(other) => return Err(ComputeError::unsupported(format!("ON DELETE {other} of a foreign key"))),
+    };
+    match &c.on_update {
+        None | Some(ReferentialAction::NoAction | ReferentialAction::Restrict) => {}
+        Some(other) => return Err(ComputeError::unsupported(format!("ON UPDATE {other} of a foreign key"))),
     }
     if let Some(m) = &c.match_kind
         && m.to_string().to_uppercase() != "MATCH SIMPLE"
@@ -56,6 +65,7 @@ pub fn foreign_key_spec(c: &ForeignKeyConstraint, column: Option<&str>) -> Resul
         ref_table: c.foreign_table.clone(),
         ref_columns: c.referred_columns.iter().map(ident).collect(),
         deferred: characteristics.is_some_and(|ch| ch.initially == Some(DeferrableInitial::Deferred)),
+        on_delete: on_delete.into(),
     })
 }
 
@@ -102,7 +112,7 @@ pub async fn add_foreign_key(s: &Session, child: &TableDef, spec: ForeignKeySpec
         })
         .collect::<Result<Vec<_>>>()?;
     let name = spec.name.unwrap_or_else(|| free_name(child, &spec.columns));
-    let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id, deferred: spec.deferred };
+    let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id, deferred: spec.deferred, on_delete: spec.on_delete };
     let req = AlterTableRequest { database: s.database().into(), schema: child.schema.clone(), name: child.name.clone(), action: Some(Action::AddForeignKey(fk)) };
     s.storage().client.alter_table(req).await
 }
@@ -143,8 +153,10 @@ mod tests {
         assert_eq!((s.columns.clone(), s.ref_columns.clone(), s.deferred), (vec!["a".to_string()], vec!["id".to_string()], true));
         assert_eq!(s.ref_table.to_string(), "app.p");
         assert!(!spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE RESTRICT)").unwrap().deferred);
+        assert_eq!(spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE CASCADE)").unwrap().on_delete, "c");
+        assert_eq!(spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE SET NULL)").unwrap().on_delete, "n");
         for sql in [
-            "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE CASCADE)",
+            "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE SET DEFAULT)",
             "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON UPDATE SET NULL)",
             "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p MATCH FULL)",
         ] {

@@ -9,17 +9,22 @@
 //! holds now, so every reference is among those. NO ACTION is checked at
 //! once, as RESTRICT is — unless the key is INITIALLY DEFERRED: its checks
 //! are recorded and made when the transaction commits, on its rows as they
-//! are then (a reference written before the row it references passes).
+//! are then (a reference written before the row it references passes). ON
+//! DELETE CASCADE and SET NULL write the referencing rows instead, as
+//! writes of the same transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use std::sync::Arc;
 
 use super::database::Database;
+use super::index_entries::{IndexedColumns, OnDuplicate};
 use super::mvcc::{VisibleRows, get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{ForeignKey, Table};
 use crate::error::{Result, StorageError};
 use crate::keys;
-use crate::row::RowDecoder;
+use crate::row::{RowDecoder, encode_row};
 use crate::types::{Datum, PgType};
 
 /// Decodes the given columns of a table's rows.
@@ -81,7 +86,14 @@ impl Database {
     /// Checks the foreign keys a staged write of `table` touches: rows it
     /// writes that reference others, rows it deletes that others reference
     /// (a deferred key's checks are recorded for the commit instead).
-    pub(crate) async fn check_foreign_keys(&self, txn: &mut Txn, table: &Table, staged: &BTreeMap<Vec<u8>, Pending>) -> Result<()> {
+    pub(crate) async fn check_foreign_keys(
+        &self,
+        txn: &mut Txn,
+        savepoint: u64,
+        table: &Table,
+        staged: &BTreeMap<Vec<u8>, Pending>,
+        cascading: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
         let referencing = self.catalog_read().referencing(table.id());
         if table.foreign_keys.is_empty() && referencing.is_empty() {
             return Ok(());
@@ -102,10 +114,15 @@ impl Database {
                     continue;
                 }
                 let Some(row) = self.current_row(txn, &BTreeMap::new(), key)? else { continue };
-                if fk.def.deferred {
-                    txn.deferred_checks.push(DeferredCheck::Unreferenced { parent: table.id(), key: key.to_vec(), child: child.id(), fk: *i });
-                } else {
-                    self.check_unreferenced(txn, table, key, &row, child, fk, staged)?;
+                match fk.def.on_delete.as_str() {
+                    action @ ("c" | "n") => {
+                        let rows = self.referencing_rows(txn, table, key, &row, child, fk, staged, false)?;
+                        self.cascade(txn, savepoint, child, fk, rows, action == "n", staged, cascading).await?;
+                    }
+                    _ if fk.def.deferred => {
+                        txn.deferred_checks.push(DeferredCheck::Unreferenced { parent: table.id(), key: key.to_vec(), child: child.id(), fk: *i });
+                    }
+                    _ => self.check_unreferenced(txn, table, key, &row, child, fk, staged)?,
                 }
             }
         }
@@ -221,6 +238,31 @@ impl Database {
         fk: &ForeignKey,
         staged: &BTreeMap<Vec<u8>, Pending>,
     ) -> Result<()> {
+        if self.referencing_rows(txn, parent, key, row, child, fk, staged, true)?.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::ForeignKeyViolation(format!(
+            "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
+            parent.def.name, fk.def.name, child.def.name
+        )))
+    }
+
+    /// The rows of `child` that reference, through `fk`, the row of
+    /// `parent` under `key` (`row`, as it was): their keys and values, in
+    /// the newest committed state and the transaction's own writes
+    /// (`staged` first). `first`: the first one found is enough.
+    #[allow(clippy::too_many_arguments)]
+    fn referencing_rows(
+        &self,
+        txn: &Txn,
+        parent: &Table,
+        key: &[u8],
+        row: &[u8],
+        child: &Table,
+        fk: &ForeignKey,
+        staged: &BTreeMap<Vec<u8>, Pending>,
+        first: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let key_values = decoder(parent, &parent.pk).decode_datums(row)?;
         let values = decoder(child, &fk.columns);
         let refers = |row: &[u8]| -> Result<bool> {
@@ -266,6 +308,9 @@ impl Database {
         };
         candidates.extend(range(staged));
         candidates.extend(range(&txn.writes));
+        candidates.sort();
+        candidates.dedup();
+        let mut found = Vec::new();
         for candidate in candidates {
             if candidate == key {
                 // A row referencing itself goes with it.
@@ -278,13 +323,68 @@ impl Database {
             if let Some(row) = row
                 && refers(&row)?
             {
-                return Err(StorageError::ForeignKeyViolation(format!(
-                    "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
-                    parent.def.name, fk.def.name, child.def.name
-                )));
+                found.push((candidate, row));
+                if first {
+                    break;
+                }
             }
         }
-        Ok(())
+        Ok(found)
+    }
+
+    /// ON DELETE CASCADE / SET NULL: deletes `rows` of `child` (or sets
+    /// their key columns to NULL) in the transaction, as writes of their
+    /// own (locked, checked, their index entries and their own foreign keys
+    /// followed). `parent_staged`: the write that deleted the referenced
+    /// rows, and `cascading`, the rows the cascades that led here delete:
+    /// none of those is deleted again (a cycle of cascading keys ends).
+    #[allow(clippy::too_many_arguments)]
+    async fn cascade(
+        &self,
+        txn: &mut Txn,
+        savepoint: u64,
+        child: &Arc<Table>,
+        fk: &ForeignKey,
+        rows: Vec<(Vec<u8>, Vec<u8>)>,
+        set_null: bool,
+        parent_staged: &BTreeMap<Vec<u8>, Pending>,
+        cascading: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        let indexed = IndexedColumns::of(child);
+        let all = RowDecoder::new(child.columns.iter().map(|c| c.decode()).collect(), 0);
+        let mut staged = BTreeMap::new();
+        for (key, row) in rows {
+            if cascading.contains(&key) || parent_staged.get(&key).is_some_and(|p| p.kind == PendingKind::Delete) {
+                continue;
+            }
+            let new = if set_null {
+                if let Some(c) = fk.columns.iter().map(|&p| &child.columns[p]).find(|c| c.not_null) {
+                    return Err(StorageError::NotNull { table: child.def.name.clone(), column: c.name.clone() });
+                }
+                let mut datums = all.decode_datums(&row)?;
+                for &p in &fk.columns {
+                    datums[p] = Datum::Null;
+                }
+                let pairs: Vec<(u32, &Datum)> = child.columns.iter().map(|c| c.id).zip(datums.iter()).collect();
+                let mut value = Vec::with_capacity(row.len());
+                encode_row(&pairs, child.max_column_id(), &mut value);
+                Some(value)
+            } else {
+                None
+            };
+            if let Some(indexed) = &indexed {
+                self.stage_index_entries(txn, &mut staged, indexed, &key, new.as_deref(), OnDuplicate::Fail)?;
+            }
+            let kind = if set_null { PendingKind::Put } else { PendingKind::Delete };
+            staged.insert(key, Pending { kind, value: new });
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.metrics.cascaded_rows.inc_by(staged.len() as u64);
+        let mut chain = cascading.clone();
+        chain.extend(parent_staged.iter().filter(|(_, p)| p.kind == PendingKind::Delete).map(|(k, _)| k.clone()));
+        self.admit(txn, savepoint, child, staged, &chain).await
     }
 
     /// ADD FOREIGN KEY: every row of `child` (its new definition, holding

@@ -1,7 +1,7 @@
 //! Transactions as clients drive them: begin, buffered writes (rows arrive as
 //! Arrow IPC), commit and rollback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,10 +112,37 @@ impl Database {
         Ok(())
     }
 
-    /// Stages a write, takes the locks of its rows, checks that none changed
-    /// after the snapshot, then adds it to the transaction's buffer.
+    /// Stages a write and admits it (see [`Database::admit`]).
     async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
         let (table, staged, affected) = self.stage(txn, w)?;
+        self.admit(txn, savepoint, &table, staged, &BTreeSet::new()).await?;
+        Ok(affected)
+    }
+
+    /// Admits staged writes of `table` (rows and index entries) into the
+    /// transaction: takes the locks of their keys, checks that none changed
+    /// after the snapshot and the foreign keys they touch (cascading, which
+    /// admits more writes: hence boxed), then buffers them. `cascading`:
+    /// rows a cascade that led here deletes (not to be deleted again).
+    pub(crate) fn admit<'a>(
+        &'a self,
+        txn: &'a mut Txn,
+        savepoint: u64,
+        table: &'a Arc<Table>,
+        staged: BTreeMap<Vec<u8>, Pending>,
+        cascading: &'a BTreeSet<Vec<u8>>,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(self.admit_now(txn, savepoint, table, staged, cascading))
+    }
+
+    async fn admit_now(
+        &self,
+        txn: &mut Txn,
+        savepoint: u64,
+        table: &Arc<Table>,
+        staged: BTreeMap<Vec<u8>, Pending>,
+        cascading: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
         // Its earlier writes to the table were staged under another
         // definition (an ALTER or CREATE INDEX committed since): they may
         // lack what it added (an index entry, a check).
@@ -149,12 +176,12 @@ impl Database {
                 }
             });
         }
-        self.check_foreign_keys(txn, &table, &staged).await?;
+        self.check_foreign_keys(txn, savepoint, table, &staged, cascading).await?;
         txn.buffer(savepoint, staged);
         // Commit checks the table is still at this version: a row staged
         // under an older one may lack an index entry created since.
         txn.table_versions.insert(table.id(), table.def.version);
-        Ok(affected)
+        Ok(())
     }
 
     /// Takes the row locks of `keys` for `txn`, waiting for their holders

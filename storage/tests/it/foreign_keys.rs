@@ -29,7 +29,7 @@ async fn add_key(db: &Database) -> ebb_storage::Result<ebb_proto::storage::Table
     let orders = db.table("", "orders").unwrap();
     let accounts = db.table("", "accounts").unwrap();
     let account = orders.columns.iter().find(|c| c.name == "account").unwrap().id;
-    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: accounts.id(), deferred: false };
+    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: accounts.id(), deferred: false, on_delete: String::new() };
     db.alter_table(&AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await
 }
 
@@ -122,7 +122,7 @@ async fn a_deferred_key_is_checked_at_commit_on_the_rows_as_they_are_then() {
     let (_n, db) = accounts_holding(&[(1, "ann", 0)]).await;
     with_orders(&db).await;
     let account = db.table("", "orders").unwrap().columns.iter().find(|c| c.name == "account").unwrap().id;
-    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: db.table("", "accounts").unwrap().id(), deferred: true };
+    let fk = ForeignKeyDef { name: "orders_account_fkey".into(), column_ids: vec![account], ref_table: db.table("", "accounts").unwrap().id(), deferred: true, on_delete: String::new() };
     db.alter_table(&AlterTableRequest { database: "postgres".into(), name: "orders".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await.unwrap();
     // A reference written before the row it references.
     let (t, _) = db.begin(None).unwrap();
@@ -144,4 +144,70 @@ async fn a_deferred_key_is_checked_at_commit_on_the_rows_as_they_are_then() {
     db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
     assert_eq!(db.commit(t, &[]).await.unwrap_err().sqlstate(), "23503");
     assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 1);
+}
+
+#[tokio::test]
+async fn on_delete_cascade_and_set_null_write_the_referencing_rows() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0), (2, "bob", 0)]).await;
+    with_orders(&db).await;
+    // lines(id, order_id → orders ON DELETE CASCADE, note_of → orders ON DELETE SET NULL)
+    db.create_table("", "lines", &[col("id", TypeKind::Integer), col("order_id", TypeKind::Integer), col("note_of", TypeKind::Integer)], &["id".into()], false).await.unwrap();
+    let key = |table: &str, name: &str, column: &str, parent: &str, on_delete: &str| {
+        let id = db.table("", table).unwrap().columns.iter().find(|c| c.name == column).unwrap().id;
+        let fk = ForeignKeyDef { name: name.into(), column_ids: vec![id], ref_table: db.table("", parent).unwrap().id(), deferred: false, on_delete: on_delete.into() };
+        AlterTableRequest { database: "postgres".into(), name: table.into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }
+    };
+    db.alter_table(&key("orders", "orders_account", "account", "accounts", "c")).await.unwrap();
+    db.alter_table(&key("lines", "lines_order", "order_id", "orders", "c")).await.unwrap();
+    db.alter_table(&key("lines", "lines_note", "note_of", "orders", "n")).await.unwrap();
+    db.create_index(&ebb_proto::storage::CreateIndexRequest { database: "postgres".into(), table: "lines".into(), name: "lines_order_idx".into(), columns: vec!["order_id".into()], ..Default::default() }).await.unwrap();
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(10, Some(1)), (11, Some(1)), (20, Some(2))]))]).await.unwrap();
+    let lines = |rows: &[(i32, i32, Option<i32>)]| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("order_id", DataType::Int32, true),
+            Field::new("note_of", DataType::Int32, true),
+        ]));
+        let cols: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(Int32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(rows.iter().map(|r| Some(r.1)).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    };
+    db.commit(0, &[write("lines", WriteKind::Insert, &lines(&[(1, 10, Some(20)), (2, 11, None), (3, 20, Some(10))]))]).await.unwrap();
+    // Deleting account 1 deletes its orders 10 and 11, and their lines 1
+    // and 2; line 3 (of order 20) loses its note of order 10.
+    let (_, deleted) = db.commit(0, &[write("accounts", WriteKind::Delete, &account_keys(&[1]))]).await.unwrap();
+    assert_eq!(deleted, 1);
+    let ids = |table: &str| {
+        let db = db.clone();
+        let table = table.to_string();
+        async move {
+            let b = scan(&db, scan_req(&table, 0)).await.unwrap();
+            let ids = b.column(0).as_any().downcast_ref::<Int32Array>().map(|a| a.values().to_vec()).unwrap_or_default();
+            (ids, b)
+        }
+    };
+    assert_eq!(ids("orders").await.0, vec![20]);
+    let (line_ids, batch) = ids("lines").await;
+    assert_eq!(line_ids, vec![3]);
+    assert!(batch.column(2).is_null(0), "SET NULL");
+    // The index followed the cascade: no entry names a deleted line.
+    let bound = ebb_proto::storage::KeyBound { values: vec![ebb_proto::storage::Value { kind: Some(ebb_proto::storage::value::Kind::Int(10)) }], inclusive: true };
+    let through = ebb_proto::storage::ScanRequest { index: "lines_order_idx".into(), lower: Some(bound.clone()), upper: Some(bound), ..scan_req("lines", 0) };
+    assert_eq!(scan(&db, through).await.unwrap().num_rows(), 0);
+    // SET NULL on a NOT NULL column is refused, and nothing of the delete stays.
+    let alter = AlterTableRequest {
+        database: "postgres".into(),
+        name: "lines".into(),
+        action: Some(Action::AlterColumn(ebb_proto::storage::AlterColumn { column: "note_of".into(), change: Some(ebb_proto::storage::alter_column::Change::NotNull(true)) })),
+        ..Default::default()
+    };
+    db.commit(0, &[write("orders", WriteKind::Insert, &orders(&[(21, Some(2))]))]).await.unwrap();
+    db.commit(0, &[write("lines", WriteKind::Upsert, &lines(&[(3, 21, Some(20))]))]).await.unwrap();
+    db.alter_table(&alter).await.unwrap();
+    let e = db.commit(0, &[write("orders", WriteKind::Delete, &orders(&[(20, None)]).project(&[0]).unwrap())]).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23502", "{e}");
+    assert_eq!(ids("orders").await.0, vec![20, 21]);
 }
