@@ -232,7 +232,7 @@ impl StorageClient {
 /// refuses it if the table no longer has that definition. Rows written
 /// (not deleted) must pass the table's CHECK constraints (23514).
 pub fn table_write(def: &TableDef, kind: WriteKind, batch: &RecordBatch) -> Result<TableWrite> {
-    if kind != WriteKind::Delete {
+    if !matches!(kind, WriteKind::Delete | WriteKind::DeleteForKeyUpdate) {
         // Every write of rows passes here: the table's CHECK constraints.
         crate::sql::checks::verify(def, batch)?;
     }

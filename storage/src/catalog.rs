@@ -560,7 +560,8 @@ fn key_compatible(from: &PgType, to: &PgType) -> bool {
     match (from.phys(), to.phys()) {
         (I16 | I32 | I64, I16 | I32 | I64) => true,
         (Text, Text) => from.kind == to.kind || [from.kind, to.kind].iter().all(|k| matches!(k, TypeKind::Text | TypeKind::Varchar)),
-        (a, b) => a == b && from.kind == to.kind,
+        // Decimals are compared unscaled: the scales must agree.
+        (a, b) => a == b && from.kind == to.kind && (from.kind != TypeKind::Numeric || from.scale == to.scale),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum StorageError {
     /// to be deleted.
     #[error("{0}")]
     ForeignKeyViolation(String),
+    /// ON DELETE CASCADE / SET NULL nested too deep.
+    #[error("stack depth limit exceeded: foreign keys cascade more than {0} levels deep")]
+    CascadeTooDeep(usize),
     /// CREATE UNIQUE INDEX over rows that hold the same values twice.
     #[error("could not create unique index \"{0}\": two rows hold the same values")]
     DuplicatesForUniqueIndex(String),
@@ -178,6 +181,7 @@ impl StorageError {
             NotNull { .. } => "23502",
             UniqueViolation(_) | DuplicatesForUniqueIndex(_) => "23505",
             ForeignKeyViolation(_) => "23503",
+            CascadeTooDeep(_) => "54001",
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) => "40001",
             LockTimeout(_) => "40P01",
             UnknownTransaction(_) => "25P01",
@@ -220,7 +224,7 @@ impl StorageError {
             | ContainsNulls { .. }
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
-            ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) => tonic::Code::OutOfRange,
+            ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) | CascadeTooDeep(_) => tonic::Code::OutOfRange,
             WrongObjectType(_) => tonic::Code::InvalidArgument,
             DependentObjects(_) => tonic::Code::FailedPrecondition,
             Conflict | RetryStatement | CatalogChanged(_) | EarlierWriteFailed(_) | LockTimeout(_) | TransactionTimedOut { .. } => {

@@ -610,7 +610,7 @@ async fn update_rows(
     if key_changes {
         let old_idx: Vec<usize> = (ncols..batch.num_columns()).collect();
         let old_keys = renamed(&project(&batch, &old_idx)?, &def.primary_key)?;
-        let del = table_write(def, WriteKind::Delete, &old_keys)?;
+        let del = table_write(def, WriteKind::DeleteForKeyUpdate, &old_keys)?;
         s.storage().write(del).await?;
         let ins = table_write(def, WriteKind::Insert, &new_rows)?;
         s.storage().write(ins).await?;

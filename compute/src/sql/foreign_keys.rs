@@ -111,6 +111,12 @@ pub async fn add_foreign_key(s: &Session, child: &TableDef, spec: ForeignKeySpec
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    if spec.on_delete == "n"
+        && let Some(c) = child.checks.iter().find(|c| super::checks::columns_of_stored(c).iter().any(|n| spec.columns.contains(n)))
+    {
+        // Storage sets the columns to NULL; only compute evaluates checks.
+        return Err(ComputeError::unsupported(format!("ON DELETE SET NULL of columns check constraint \"{}\" reads", c.name)));
+    }
     let name = spec.name.unwrap_or_else(|| free_name(child, &spec.columns));
     let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id, deferred: spec.deferred, on_delete: spec.on_delete };
     let req = AlterTableRequest { database: s.database().into(), schema: child.schema.clone(), name: child.name.clone(), action: Some(Action::AddForeignKey(fk)) };

@@ -70,16 +70,29 @@ fn violation(child: &Table, fk: &ForeignKey) -> StorageError {
     ))
 }
 
+/// How deletes of a write treat the keys referencing them.
+pub enum Cascade {
+    /// As their ON DELETE says; the set: rows the cascades that led to this
+    /// write delete (not to be deleted again, which ends a cycle).
+    Follow(BTreeSet<Vec<u8>>),
+    /// The write is an UPDATE's delete of rows whose key it changes: no
+    /// cascade; a deleted key must be unreferenced (or back) at commit.
+    KeyUpdate,
+}
+
+/// Cascades nested deeper than this fail (PostgreSQL: 54001).
+const MAX_CASCADE_DEPTH: usize = 64;
+
 /// A check of an INITIALLY DEFERRED key, made when its transaction commits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DeferredCheck {
     /// The row of `table` under `key` must find what it references through
     /// its foreign key `fk` (if it still does reference something).
-    References { table: u32, fk: usize, key: Vec<u8> },
-    /// The deleted row of `parent` under `key` must not be referenced
-    /// through foreign key `fk` of `child` (unless a row of that key is
-    /// back by then).
-    Unreferenced { parent: u32, key: Vec<u8>, child: u32, fk: usize },
+    References { table: u32, fk: String, key: Vec<u8> },
+    /// The deleted row of `parent` under `key` (`row`, as it was) must not
+    /// be referenced through foreign key `fk` of `child` (unless a row of
+    /// that key is back by then).
+    Unreferenced { parent: u32, key: Vec<u8>, row: Vec<u8>, child: u32, fk: String },
 }
 
 impl Database {
@@ -92,17 +105,17 @@ impl Database {
         savepoint: u64,
         table: &Table,
         staged: &BTreeMap<Vec<u8>, Pending>,
-        cascading: &BTreeSet<Vec<u8>>,
+        cascade: &Cascade,
     ) -> Result<()> {
         let referencing = self.catalog_read().referencing(table.id());
         if table.foreign_keys.is_empty() && referencing.is_empty() {
             return Ok(());
         }
         let rows: Vec<(&Vec<u8>, &Pending)> = staged.iter().filter(|(k, _)| keys::table_of(k) == Some(table.id())).collect();
-        for (i, fk) in table.foreign_keys.iter().enumerate() {
+        for fk in &table.foreign_keys {
             if fk.def.deferred {
                 let written = rows.iter().filter(|(_, p)| p.value.is_some());
-                txn.deferred_checks.extend(written.map(|(key, _)| DeferredCheck::References { table: table.id(), fk: i, key: key.to_vec() }));
+                txn.deferred_checks.extend(written.map(|(key, _)| DeferredCheck::References { table: table.id(), fk: fk.def.name.clone(), key: key.to_vec() }));
             } else {
                 self.check_references(txn, table, fk, &rows, staged, true).await?;
             }
@@ -114,14 +127,15 @@ impl Database {
                     continue;
                 }
                 let Some(row) = self.current_row(txn, &BTreeMap::new(), key)? else { continue };
-                match fk.def.on_delete.as_str() {
-                    action @ ("c" | "n") => {
+                let defer = || DeferredCheck::Unreferenced { parent: table.id(), key: key.to_vec(), row: row.clone(), child: child.id(), fk: fk.def.name.clone() };
+                match (cascade, fk.def.on_delete.as_str()) {
+                    // An UPDATE's new rows follow: the key may be back at commit.
+                    (Cascade::KeyUpdate, _) => txn.deferred_checks.push(defer()),
+                    (Cascade::Follow(cascading), action @ ("c" | "n")) => {
                         let rows = self.referencing_rows(txn, table, key, &row, child, fk, staged, false)?;
                         self.cascade(txn, savepoint, child, fk, rows, action == "n", staged, cascading).await?;
                     }
-                    _ if fk.def.deferred => {
-                        txn.deferred_checks.push(DeferredCheck::Unreferenced { parent: table.id(), key: key.to_vec(), child: child.id(), fk: *i });
-                    }
+                    _ if fk.def.deferred => txn.deferred_checks.push(defer()),
                     _ => self.check_unreferenced(txn, table, key, &row, child, fk, staged)?,
                 }
             }
@@ -130,33 +144,36 @@ impl Database {
     }
 
     /// Makes the deferred checks of a committing transaction, on its rows
-    /// as they are now. A deleted row's key values are read from the last
-    /// committed version (the transaction's own delete hides it).
+    /// as they are now (a deleted row's key values as they were recorded).
     pub(crate) async fn check_deferred(&self, txn: &mut Txn) -> Result<()> {
         let mut checks = std::mem::take(&mut txn.deferred_checks);
         checks.sort();
         checks.dedup();
         let none = BTreeMap::new();
+        // The rows of one key together: their references are locked in key order.
+        let mut references: BTreeMap<(u32, String), Vec<Vec<u8>>> = BTreeMap::new();
         for check in checks {
             match check {
-                DeferredCheck::References { table, fk, key } => {
-                    let Some(child) = self.catalog_read().get_by_id(table) else { continue };
-                    let Some(pending) = txn.writes.get(&key).cloned() else { continue };
-                    let Some(fk) = child.foreign_keys.get(fk).cloned() else { continue };
-                    self.check_references(txn, &child, &fk, &[(&key, &pending)], &none, false).await?;
-                }
-                DeferredCheck::Unreferenced { parent, key, child, fk } => {
+                DeferredCheck::References { table, fk, key } => references.entry((table, fk)).or_default().push(key),
+                DeferredCheck::Unreferenced { parent, key, row, child, fk } => {
                     if txn.writes.get(&key).is_none_or(|p| p.kind != PendingKind::Delete) {
                         // A row of that key is back, or the delete was
                         // rolled back to a savepoint.
                         continue;
                     }
                     let (Some(parent), Some(child)) = (self.catalog_read().get_by_id(parent), self.catalog_read().get_by_id(child)) else { continue };
-                    let Some(fk) = child.foreign_keys.get(fk) else { continue };
-                    let Some(row) = get_visible(&self.db, &key, txn.snapshot_ts())? else { continue };
+                    // Dropped since: nothing to check.
+                    let Some(fk) = child.foreign_keys.iter().find(|f| f.def.name == fk) else { continue };
                     self.check_unreferenced(txn, &parent, &key, &row, &child, fk, &none)?;
                 }
             }
+        }
+        for ((table, fk), keys) in references {
+            let Some(child) = self.catalog_read().get_by_id(table) else { continue };
+            let Some(fk) = child.foreign_keys.iter().find(|f| f.def.name == fk).cloned() else { continue };
+            let rows: Vec<(Vec<u8>, Pending)> = keys.into_iter().filter_map(|k| txn.writes.get(&k).cloned().map(|p| (k, p))).collect();
+            let rows: Vec<(&Vec<u8>, &Pending)> = rows.iter().map(|(k, p)| (k, p)).collect();
+            self.check_references(txn, &child, &fk, &rows, &none, false).await?;
         }
         Ok(())
     }
@@ -350,6 +367,9 @@ impl Database {
         parent_staged: &BTreeMap<Vec<u8>, Pending>,
         cascading: &BTreeSet<Vec<u8>>,
     ) -> Result<()> {
+        if txn.cascade_depth >= MAX_CASCADE_DEPTH {
+            return Err(StorageError::CascadeTooDeep(MAX_CASCADE_DEPTH));
+        }
         let indexed = IndexedColumns::of(child);
         let all = RowDecoder::new(child.columns.iter().map(|c| c.decode()).collect(), 0);
         let mut staged = BTreeMap::new();
@@ -384,7 +404,12 @@ impl Database {
         self.metrics.cascaded_rows.inc_by(staged.len() as u64);
         let mut chain = cascading.clone();
         chain.extend(parent_staged.iter().filter(|(_, p)| p.kind == PendingKind::Delete).map(|(k, _)| k.clone()));
-        self.admit(txn, savepoint, child, staged, &chain).await
+        // What the cascade buffers is taken back if the write that caused it fails.
+        txn.journal.get_or_insert_with(BTreeMap::new);
+        txn.cascade_depth += 1;
+        let admitted = self.admit(txn, savepoint, child, staged, &Cascade::Follow(chain)).await;
+        txn.cascade_depth -= 1;
+        admitted
     }
 
     /// ADD FOREIGN KEY: every row of `child` (its new definition, holding

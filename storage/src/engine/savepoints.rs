@@ -40,6 +40,13 @@ impl Txn {
                 }
             }
         }
+        if let Some(journal) = self.journal.as_mut() {
+            for key in staged.keys() {
+                if !journal.contains_key(key) {
+                    journal.insert(key.clone(), self.writes.get(key).cloned());
+                }
+            }
+        }
         self.writes.extend(staged);
     }
 

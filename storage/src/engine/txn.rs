@@ -172,6 +172,11 @@ pub struct Txn {
     pub table_versions: BTreeMap<u32, u64>,
     /// Checks of INITIALLY DEFERRED foreign keys, made at commit.
     pub deferred_checks: Vec<super::foreign_keys::DeferredCheck>,
+    /// While a write whose foreign keys cascade is admitted: what each key
+    /// it buffered held before, to take it back if the write fails.
+    pub journal: Option<BTreeMap<Vec<u8>, Option<Pending>>>,
+    /// How deep the cascade being admitted is nested.
+    pub cascade_depth: usize,
     /// DDL: work the committer does before validating the commit (see
     /// `CommitJob::prepare`).
     pub prepare: Option<super::commit::Prepare>,
@@ -195,6 +200,8 @@ impl Txn {
             dropped_tables: Vec::new(),
             table_versions: BTreeMap::new(),
             deferred_checks: Vec::new(),
+            journal: None,
+            cascade_depth: 0,
             prepare: None,
             idle_timeout,
             last_used: Instant::now(),
@@ -206,6 +213,17 @@ impl Txn {
     /// The snapshot timestamp.
     pub fn snapshot_ts(&self) -> u64 {
         self.snapshot.ts
+    }
+
+    /// Restores what the keys in the journal held before (a failed write
+    /// with cascades), and stops journaling.
+    pub fn take_back_journal(&mut self) {
+        for (key, before) in self.journal.take().unwrap_or_default() {
+            match before {
+                Some(p) => self.writes.insert(key, p),
+                None => self.writes.remove(&key),
+            };
+        }
     }
 }
 

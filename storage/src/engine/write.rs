@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use ebb_proto::storage::{Isolation, TableWrite, WriteKind};
 
 use super::database::Database;
+use super::foreign_keys::Cascade;
 use super::index_entries::{IndexedColumns, OnDuplicate};
 use super::mvcc::{get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
@@ -112,27 +113,36 @@ impl Database {
         Ok(())
     }
 
-    /// Stages a write and admits it (see [`Database::admit`]).
+    /// Stages a write and admits it (see [`Database::admit`]), all or
+    /// nothing: if it fails, writes its cascades buffered are taken back.
     async fn stage_locked(&self, txn: &mut Txn, savepoint: u64, w: &TableWrite) -> Result<u64> {
         let (table, staged, affected) = self.stage(txn, w)?;
-        self.admit(txn, savepoint, &table, staged, &BTreeSet::new()).await?;
-        Ok(affected)
+        let cascade = if w.kind == WriteKind::DeleteForKeyUpdate as i32 { Cascade::KeyUpdate } else { Cascade::Follow(BTreeSet::new()) };
+        let deferred = txn.deferred_checks.len();
+        let admitted = self.admit(txn, savepoint, &table, staged, &cascade).await;
+        match admitted {
+            Ok(()) => txn.journal = None,
+            Err(_) => {
+                txn.take_back_journal();
+                txn.deferred_checks.truncate(deferred);
+            }
+        }
+        admitted.map(|()| affected)
     }
 
     /// Admits staged writes of `table` (rows and index entries) into the
     /// transaction: takes the locks of their keys, checks that none changed
     /// after the snapshot and the foreign keys they touch (cascading, which
-    /// admits more writes: hence boxed), then buffers them. `cascading`:
-    /// rows a cascade that led here deletes (not to be deleted again).
+    /// admits more writes: hence boxed), then buffers them.
     pub(crate) fn admit<'a>(
         &'a self,
         txn: &'a mut Txn,
         savepoint: u64,
         table: &'a Arc<Table>,
         staged: BTreeMap<Vec<u8>, Pending>,
-        cascading: &'a BTreeSet<Vec<u8>>,
+        cascade: &'a Cascade,
     ) -> futures::future::BoxFuture<'a, Result<()>> {
-        Box::pin(self.admit_now(txn, savepoint, table, staged, cascading))
+        Box::pin(self.admit_now(txn, savepoint, table, staged, cascade))
     }
 
     async fn admit_now(
@@ -141,7 +151,7 @@ impl Database {
         savepoint: u64,
         table: &Arc<Table>,
         staged: BTreeMap<Vec<u8>, Pending>,
-        cascading: &BTreeSet<Vec<u8>>,
+        cascade: &Cascade,
     ) -> Result<()> {
         // Its earlier writes to the table were staged under another
         // definition (an ALTER or CREATE INDEX committed since): they may
@@ -176,7 +186,7 @@ impl Database {
                 }
             });
         }
-        self.check_foreign_keys(txn, savepoint, table, &staged, cascading).await?;
+        self.check_foreign_keys(txn, savepoint, table, &staged, cascade).await?;
         txn.buffer(savepoint, staged);
         // Commit checks the table is still at this version: a row staged
         // under an older one may lack an index entry created since.
@@ -311,7 +321,7 @@ impl Database {
                 WriteKind::Unspecified => {
                     return Err(StorageError::InvalidRequest("write kind is unspecified".into()));
                 }
-                WriteKind::Delete => self.stage_deletes(txn, &mut staged, &table, indexed.as_ref(), &batch)?,
+                WriteKind::Delete | WriteKind::DeleteForKeyUpdate => self.stage_deletes(txn, &mut staged, &table, indexed.as_ref(), &batch)?,
                 _ => self.stage_rows(txn, &mut staged, &table, indexed.as_ref(), &batch, kind)?,
             };
         }
