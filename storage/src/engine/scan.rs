@@ -546,6 +546,10 @@ impl<'p> BatchBuilder<'p> {
     }
 }
 
+/// What `merge_range` calls with each key and its row (`None`: deleted by
+/// the transaction); returns false to stop.
+type KeyVisitor<'a> = dyn FnMut(&[u8], Option<&[u8]>) -> Result<bool> + 'a;
+
 /// Calls `f` with each key in `[start, end)` that holds a row at `ts`,
 /// merged in key order with the transaction's writes there (`overlay`,
 /// sorted; a delete comes as `None`), until `f` returns false (then false).
@@ -557,7 +561,7 @@ fn merge_range(
     end: Option<Vec<u8>>,
     overlay: &[(Vec<u8>, Pending)],
     one_key: bool,
-    f: &mut dyn FnMut(&[u8], Option<&[u8]>) -> Result<bool>,
+    f: &mut KeyVisitor<'_>,
 ) -> Result<bool> {
     let mut rows = VisibleRows::new(&db.db, ts, start, end);
     let mut ov = overlay.iter().peekable();

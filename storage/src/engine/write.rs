@@ -304,7 +304,7 @@ impl Database {
 
     /// Validates and encodes the rows of one write, returning them (by key)
     /// and the rows affected; nothing is buffered here.
-    fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<(Arc<Table>, BTreeMap<Vec<u8>, Pending>, u64)> {
+    fn stage(&self, txn: &Txn, w: &TableWrite) -> Result<Staged> {
         let table = self.table_as_expected(&w.schema, &w.table, w.expect.as_ref())?;
         if table.def.sequence.is_some() {
             return Err(StorageError::WrongObjectType(format!("cannot change sequence \"{}\"", w.table)));
@@ -483,6 +483,10 @@ impl Database {
         }
     }
 }
+
+/// A staged write: its table, its rows and index entries by key, and the
+/// rows it affects.
+type Staged = (Arc<Table>, BTreeMap<Vec<u8>, Pending>, u64);
 
 fn rowid_column(batch: &RecordBatch) -> Result<Option<arrow::array::Int64Array>> {
     let Some(a) = batch.column_by_name(ROWID_COLUMN) else { return Ok(None) };
