@@ -16,8 +16,6 @@ use arrow::datatypes::{DataType, Field};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, ScalarValue};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::optimizer::AnalyzerRule;
 
@@ -36,18 +34,7 @@ impl AnalyzerRule for ArrayLiterals {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            if !node.expressions().iter().any(|e| e.exists(|x| Ok(is_list_cast(x))).unwrap_or(true)) {
-                return Ok(Transformed::no(node));
-            }
-            let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let name = names.save(&e);
-                Ok(rewrite(e, &schema)?.update_data(|e| name.restore(e)))
-            })
-        })
-        .map(|t| t.data)
+        crate::text_casts::rewrite_plan_expressions(plan, is_list_cast, rewrite)
     }
 }
 

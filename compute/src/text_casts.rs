@@ -36,20 +36,31 @@ impl AnalyzerRule for PostgresTextCasts {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            // Most plans cast nothing to text: skip merging input schemas for them.
-            if !node.expressions().iter().any(|e| e.exists(|x| Ok(is_text_cast(x))).unwrap_or(true)) {
-                return Ok(Transformed::no(node));
-            }
-            let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let name = names.save(&e);
-                Ok(rewrite(e, &schema)?.update_data(|e| name.restore(e)))
-            })
-        })
-        .map(|t| t.data)
+        rewrite_plan_expressions(plan, is_text_cast, rewrite)
     }
+}
+
+/// Rewrites the expressions of every node of `plan` (subqueries too) that
+/// holds one `candidate` accepts, with `rewrite` (given the schema the
+/// node's expressions refer to), keeping their names. Most plans hold no
+/// candidate: their nodes' input schemas are not merged.
+pub fn rewrite_plan_expressions(
+    plan: LogicalPlan,
+    candidate: fn(&Expr) -> bool,
+    rewrite: fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        if !node.expressions().iter().any(|e| e.exists(|x| Ok(candidate(x))).unwrap_or(true)) {
+            return Ok(Transformed::no(node));
+        }
+        let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let name = names.save(&e);
+            Ok(rewrite(e, &schema)?.update_data(|e| name.restore(e)))
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// `e` with its timestamp-to-text casts replaced (`schema`: what its

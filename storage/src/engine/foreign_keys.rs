@@ -80,6 +80,14 @@ pub enum Cascade {
     KeyUpdate,
 }
 
+/// A row a transaction deletes: its table, key and value as it was.
+#[derive(Clone, Copy)]
+struct Deleted<'a> {
+    parent: &'a Table,
+    key: &'a [u8],
+    row: &'a [u8],
+}
+
 /// Cascades nested deeper than this fail (PostgreSQL: 54001).
 const MAX_CASCADE_DEPTH: usize = 64;
 
@@ -132,11 +140,11 @@ impl Database {
                     // An UPDATE's new rows follow: the key may be back at commit.
                     (Cascade::KeyUpdate, _) => txn.deferred_checks.push(defer()),
                     (Cascade::Follow(cascading), action @ ("c" | "n")) => {
-                        let rows = self.referencing_rows(txn, table, key, &row, child, fk, staged, false)?;
+                        let rows = self.referencing_rows(txn, &Deleted { parent: table, key, row: &row }, child, fk, staged, false)?;
                         self.cascade(txn, savepoint, child, fk, rows, action == "n", staged, cascading).await?;
                     }
                     _ if fk.def.deferred => txn.deferred_checks.push(defer()),
-                    _ => self.check_unreferenced(txn, table, key, &row, child, fk, staged)?,
+                    _ => self.check_unreferenced(txn, &Deleted { parent: table, key, row: &row }, child, fk, staged)?,
                 }
             }
         }
@@ -164,7 +172,7 @@ impl Database {
                     let (Some(parent), Some(child)) = (self.catalog_read().get_by_id(parent), self.catalog_read().get_by_id(child)) else { continue };
                     // Dropped since: nothing to check.
                     let Some(fk) = child.foreign_keys.iter().find(|f| f.def.name == fk) else { continue };
-                    self.check_unreferenced(txn, &parent, &key, &row, &child, fk, &none)?;
+                    self.check_unreferenced(txn, &Deleted { parent: &parent, key: &key, row: &row }, &child, fk, &none)?;
                 }
             }
         }
@@ -242,44 +250,31 @@ impl Database {
         Ok(())
     }
 
-    /// The row of `parent` under `key` (`row`, as it was), which the
-    /// transaction deletes, must not be referenced through `fk` of `child`.
-    #[allow(clippy::too_many_arguments)]
-    fn check_unreferenced(
-        &self,
-        txn: &Txn,
-        parent: &Table,
-        key: &[u8],
-        row: &[u8],
-        child: &Table,
-        fk: &ForeignKey,
-        staged: &BTreeMap<Vec<u8>, Pending>,
-    ) -> Result<()> {
-        if self.referencing_rows(txn, parent, key, row, child, fk, staged, true)?.is_empty() {
+    /// The deleted row must not be referenced through `fk` of `child`.
+    fn check_unreferenced(&self, txn: &Txn, deleted: &Deleted<'_>, child: &Table, fk: &ForeignKey, staged: &BTreeMap<Vec<u8>, Pending>) -> Result<()> {
+        if self.referencing_rows(txn, deleted, child, fk, staged, true)?.is_empty() {
             return Ok(());
         }
         Err(StorageError::ForeignKeyViolation(format!(
             "update or delete on table \"{}\" violates foreign key constraint \"{}\" on table \"{}\"",
-            parent.def.name, fk.def.name, child.def.name
+            deleted.parent.def.name, fk.def.name, child.def.name
         )))
     }
 
-    /// The rows of `child` that reference, through `fk`, the row of
-    /// `parent` under `key` (`row`, as it was): their keys and values, in
-    /// the newest committed state and the transaction's own writes
-    /// (`staged` first). `first`: the first one found is enough.
-    #[allow(clippy::too_many_arguments)]
+    /// The rows of `child` that reference the deleted row through `fk`:
+    /// their keys and values, in the newest committed state and the
+    /// transaction's own writes (`staged` first). `first`: the first one
+    /// found is enough.
     fn referencing_rows(
         &self,
         txn: &Txn,
-        parent: &Table,
-        key: &[u8],
-        row: &[u8],
+        deleted: &Deleted<'_>,
         child: &Table,
         fk: &ForeignKey,
         staged: &BTreeMap<Vec<u8>, Pending>,
         first: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Deleted { parent, key, row } = *deleted;
         let key_values = decoder(parent, &parent.pk).decode_datums(row)?;
         let values = decoder(child, &fk.columns);
         let refers = |row: &[u8]| -> Result<bool> {
