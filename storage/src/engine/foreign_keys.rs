@@ -1,9 +1,9 @@
 //! FOREIGN KEY enforcement, as each write is staged (after its row locks
 //! are taken). A row that references another (all its key columns
-//! non-NULL, and changed) takes the lock of the referenced row and finds
-//! it in the newest committed state or the transaction's own writes; the
-//! lock, held until the transaction ends, keeps the referenced row from
-//! being deleted meanwhile. Deleting a row finds no row referencing it in
+//! non-NULL, and changed) takes the lock of the referenced row shared and
+//! finds it in the newest committed state or the transaction's own writes;
+//! the lock, held until the transaction ends, keeps the referenced row from
+//! being deleted meanwhile (other references share it). Deleting a row finds no row referencing it in
 //! the newest committed state and the transaction's own writes: a
 //! transaction adding a reference to it holds its lock, which the delete
 //! holds now, so every reference is among those. NO ACTION is checked at
@@ -226,7 +226,7 @@ impl Database {
         if wanted.is_empty() {
             return Ok(());
         }
-        self.take_locks(txn, wanted.iter().map(Vec::as_slice)).await?;
+        self.take_shared_locks(txn, wanted.iter().map(Vec::as_slice)).await?;
         for target in &wanted {
             let own = staged.get(target).or_else(|| txn.writes.get(target));
             let exists = match own {

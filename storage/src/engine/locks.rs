@@ -4,6 +4,11 @@
 //! wait for the holder, then re-run the statement on the newly committed
 //! version (PostgreSQL's behaviour), instead of losing at commit time.
 //!
+//! A row that a foreign key references is locked shared instead
+//! (PostgreSQL's FOR KEY SHARE): many transactions may reference it at once,
+//! and a writer of it waits until they end. A transaction that holds the
+//! only shared lock of a row may take it exclusively.
+//!
 //! Deadlocks are not detected by graph; a writer that waits longer than the
 //! lock timeout gives up with [`StorageError::LockTimeout`] (SQLSTATE 40P01),
 //! which also breaks any cycle.
@@ -16,10 +21,17 @@ use tokio::sync::Notify;
 
 use crate::error::{Result, StorageError};
 
+/// Who holds a row's lock.
+enum Holder {
+    Exclusive(u64),
+    /// The transactions holding it shared (at least one).
+    Shared(Vec<u64>),
+}
+
 /// The lock table of one database.
 #[derive(Default)]
 pub struct LockTable {
-    held: Mutex<HashMap<Vec<u8>, u64>>,
+    held: Mutex<HashMap<Vec<u8>, Holder>>,
     released: Notify,
 }
 
@@ -29,14 +41,15 @@ impl LockTable {
         Arc::new(Self::default())
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, u64>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Holder>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes the locks of `keys` for transaction `owner`, waiting up to
     /// `timeout` for other holders. Keys `owner` already holds are skipped;
-    /// the keys newly taken are added to `set`, also when the wait fails (the
-    /// caller's transaction then still releases them when it ends).
+    /// the keys newly taken (a shared lock made exclusive counts) are added
+    /// to `set`, also when the wait fails (the caller's transaction then
+    /// still releases them when it ends).
     pub async fn acquire<'k>(
         &self,
         owner: u64,
@@ -44,6 +57,23 @@ impl LockTable {
         set: &mut LockSet,
         timeout: Duration,
     ) -> Result<()> {
+        self.take(owner, keys, set, timeout, false).await
+    }
+
+    /// Takes `keys` shared for transaction `owner` (see the module comment),
+    /// waiting up to `timeout` for an exclusive holder.
+    pub async fn acquire_shared<'k>(
+        &self,
+        owner: u64,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        set: &mut LockSet,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.take(owner, keys, set, timeout, true).await
+    }
+
+    async fn take<'k>(&self, owner: u64, keys: impl IntoIterator<Item = &'k [u8]>, set: &mut LockSet, timeout: Duration, shared: bool) -> Result<()> {
+        set.owner = owner;
         let deadline = tokio::time::Instant::now() + timeout;
         for key in keys {
             loop {
@@ -52,17 +82,8 @@ impl LockTable {
                 let notified = self.released.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                {
-                    let mut held = self.held();
-                    match held.get(key) {
-                        Some(&o) if o == owner => break,
-                        Some(_) => {}
-                        None => {
-                            held.insert(key.to_vec(), owner);
-                            set.keys.push(key.to_vec());
-                            break;
-                        }
-                    }
+                if self.try_take(owner, key, set, shared) {
+                    break;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     return Err(StorageError::LockTimeout(timeout.as_millis() as u64));
@@ -70,6 +91,37 @@ impl LockTable {
             }
         }
         Ok(())
+    }
+
+    /// Takes one lock if it is free to take; false to wait.
+    fn try_take(&self, owner: u64, key: &[u8], set: &mut LockSet, shared: bool) -> bool {
+        let mut held = self.held();
+        match held.get_mut(key) {
+            None => {
+                let holder = if shared { Holder::Shared(vec![owner]) } else { Holder::Exclusive(owner) };
+                held.insert(key.to_vec(), holder);
+                set.keys.push(key.to_vec());
+                true
+            }
+            Some(Holder::Exclusive(o)) => *o == owner,
+            Some(Holder::Shared(owners)) if shared => {
+                if !owners.contains(&owner) {
+                    owners.push(owner);
+                    set.keys.push(key.to_vec());
+                }
+                true
+            }
+            Some(holder @ Holder::Shared(_)) => {
+                let Holder::Shared(owners) = &*holder else { return false };
+                if owners.as_slice() != [owner] {
+                    return false;
+                }
+                // Its only holder makes it exclusive: newly taken as such.
+                *holder = Holder::Exclusive(owner);
+                set.keys.push(key.to_vec());
+                true
+            }
+        }
     }
 
     /// Releases every lock in `set` and wakes waiters.
@@ -80,7 +132,17 @@ impl LockTable {
         {
             let mut held = self.held();
             for key in set.keys.drain(..) {
-                held.remove(&key);
+                let gone = match held.get_mut(&key) {
+                    Some(Holder::Exclusive(o)) => *o == set.owner,
+                    Some(Holder::Shared(owners)) => {
+                        owners.retain(|o| *o != set.owner);
+                        owners.is_empty()
+                    }
+                    None => false,
+                };
+                if gone {
+                    held.remove(&key);
+                }
             }
         }
         self.released.notify_waiters();
@@ -100,13 +162,16 @@ impl LockTable {
 /// The locks one transaction holds; released when dropped.
 pub struct LockSet {
     table: Arc<LockTable>,
+    /// The transaction (set by its first acquire).
+    owner: u64,
+    /// Keys taken, in order (a key taken shared, then exclusive, twice).
     keys: Vec<Vec<u8>>,
 }
 
 impl LockSet {
     /// An empty set on `table`.
     pub fn new(table: Arc<LockTable>) -> Self {
-        Self { table, keys: Vec::new() }
+        Self { table, owner: 0, keys: Vec::new() }
     }
 
     /// True when `key` is held by this set.
@@ -158,6 +223,36 @@ mod tests {
         drop(a);
         assert_eq!(waiter.await.unwrap().unwrap(), 1);
         assert!(table.is_empty(), "dropping the set released the lock");
+    }
+
+    #[tokio::test]
+    async fn shared_holders_share_and_a_writer_waits_for_all_of_them() {
+        let table = LockTable::new();
+        let (mut a, mut b) = (LockSet::new(table.clone()), LockSet::new(table.clone()));
+        let wait = Duration::from_secs(5);
+        table.acquire_shared(1, [b"p".as_slice()], &mut a, wait).await.unwrap();
+        table.acquire_shared(2, [b"p".as_slice()], &mut b, wait).await.unwrap();
+        // Not the only holder: 1 cannot make it exclusive.
+        let e = table.acquire(1, [b"p".as_slice()], &mut a, Duration::from_millis(30)).await.unwrap_err();
+        assert!(matches!(e, StorageError::LockTimeout(_)));
+        let t = table.clone();
+        let writer = tokio::spawn(async move {
+            let mut c = LockSet::new(t.clone());
+            t.acquire(3, [b"p".as_slice()], &mut c, Duration::from_secs(5)).await.map(|()| c.taken_since(0).len())
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!writer.is_finished(), "one shared holder is left");
+        drop(b);
+        assert_eq!(writer.await.unwrap().unwrap(), 1);
+        // The only shared holder takes it exclusively: newly taken.
+        let mut d = LockSet::new(table.clone());
+        table.acquire_shared(4, [b"q".as_slice()], &mut d, wait).await.unwrap();
+        table.acquire(4, [b"q".as_slice()], &mut d, wait).await.unwrap();
+        assert_eq!(d.taken_since(1).len(), 1);
+        drop(d);
+        assert!(table.is_empty());
     }
 
     #[tokio::test]

@@ -206,6 +206,17 @@ impl Database {
         waited
     }
 
+    /// Takes the locks of `keys` shared (rows foreign keys reference).
+    pub(crate) async fn take_shared_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let waited = self.locks.acquire_shared(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
+        self.metrics.lock_wait_seconds.observe(started.elapsed().as_secs_f64());
+        if waited.is_err() {
+            self.metrics.lock_timeouts.inc();
+        }
+        waited
+    }
+
     /// FOR UPDATE of the row at `key` (`ScanRequest.lock_row`): takes its
     /// lock; if a commit after the snapshot changed the row, a READ
     /// COMMITTED transaction's snapshot moves to the latest commit (the

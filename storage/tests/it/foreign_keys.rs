@@ -92,6 +92,16 @@ async fn a_reference_and_a_delete_of_its_row_take_turns() {
     db.commit(a, &[]).await.unwrap();
     assert_eq!(delete.await.unwrap().unwrap_err().sqlstate(), "23503");
 
+    // Two open transactions reference account 1 at once: neither waits.
+    let (x, _) = db.begin(None).unwrap();
+    let (y, _) = db.begin(None).unwrap();
+    db.write(x, &write("orders", WriteKind::Insert, &orders(&[(30, Some(1))]))).await.unwrap();
+    let quick = tokio::time::timeout(Duration::from_secs(2), db.write(y, &write("orders", WriteKind::Insert, &orders(&[(31, Some(1))])))).await;
+    assert!(quick.is_ok_and(|r| r.is_ok()), "references share the referenced row's lock");
+    db.commit(x, &[]).await.unwrap();
+    db.commit(y, &[]).await.unwrap();
+    db.commit(0, &[write("orders", WriteKind::Delete, &orders(&[(30, None), (31, None)]).project(&[0]).unwrap())]).await.unwrap();
+
     // A transaction deletes account 1; a reference to it waits, then fails.
     let (b, _) = db.begin(None).unwrap();
     db.write(b, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap();
