@@ -108,13 +108,33 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
     let without_ancestors = without_partition_ancestors(sql);
     let sql = without_ancestors.as_deref().unwrap_or(sql);
     let from_crate = PARSER.parse(sql)?;
-    let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(from_crate) };
+    let Ok(plain) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(qualified(from_crate)) };
     let same_as_crate = plain.len() == from_crate.len() && plain.iter().zip(&from_crate).all(|(p, c)| &rewritten(&ALL_RULES, p.clone()) == c);
     if !same_as_crate {
         // The crate replaced a known query: take its replacement.
-        return Ok(from_crate);
+        return Ok(qualified(from_crate));
     }
-    Ok(plain.into_iter().map(|s| rewritten(&KEEPING_SUBQUERIES, s)).collect())
+    Ok(qualified(plain.into_iter().map(|s| rewritten(&KEEPING_SUBQUERIES, s)).collect()))
+}
+
+/// Catalog tables ebb serves that the crate does not know (so its rule
+/// that puts `pg_catalog.` before unqualified ones leaves them out).
+const OWN_CATALOG_TABLES: [&str; 1] = ["pg_indexes"];
+
+/// `stmts` with ebb's own catalog tables named with their schema.
+fn qualified(mut stmts: Vec<Statement>) -> Vec<Statement> {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, visit_relations_mut};
+    for stmt in &mut stmts {
+        let _ = visit_relations_mut(stmt, |name: &mut ObjectName| {
+            if let [ObjectNamePart::Identifier(table)] = name.0.as_slice()
+                && OWN_CATALOG_TABLES.contains(&table.value.to_ascii_lowercase().as_str())
+            {
+                name.0.insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
+    stmts
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! shown only the system schemas, and the relation tables of `pg_catalog`
 //! are served here as the crate's rows plus rows for the database's tables
 //! built from their definitions (see [`user_relations`](super::user_relations)).
-//! `pg_settings` lists the session's settings.
+//! `pg_settings` lists the session's settings; `pg_indexes` (which the
+//! crate lacks) the indexes of the database's tables.
 
 use std::sync::Arc;
 
@@ -183,10 +184,16 @@ impl PgCatalogOverlay {
     }
 }
 
+/// `pg_indexes`, which the crate lacks: one row per index of the
+/// database's tables (primary keys included), with its definition.
+const PG_INDEXES: &str = "pg_indexes";
+
 #[async_trait]
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.push(PG_INDEXES.to_string());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -195,6 +202,9 @@ impl SchemaProvider for PgCatalogOverlay {
             && let Some(types) = &self.types
         {
             return Ok(Some(types.clone()));
+        }
+        if name == PG_INDEXES {
+            return Ok(Some(Arc::new(IndexList { catalog: self.catalog.clone() })));
         }
         let Some(inner) = self.inner.table(&name).await? else { return Ok(None) };
         Ok(Some(match Relations::of(&name) {
@@ -208,7 +218,37 @@ impl SchemaProvider for PgCatalogOverlay {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name.eq_ignore_ascii_case(PG_INDEXES) || self.inner.table_exist(name)
+    }
+}
+
+/// `pg_indexes` over the session's catalog.
+#[derive(Debug)]
+struct IndexList {
+    catalog: Arc<DatabaseCatalog>,
+}
+
+impl IndexList {
+    fn columns() -> SchemaRef {
+        let text = |name: &str| Field::new(name, DataType::Utf8, true);
+        Arc::new(Schema::new(vec![text("schemaname"), text("tablename"), text("indexname"), text("tablespace"), text("indexdef")]))
+    }
+}
+
+#[async_trait]
+impl TableProvider for IndexList {
+    fn schema(&self) -> SchemaRef {
+        Self::columns()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = Self::columns();
+        let batch = rows::batch(&schema, &user::index_rows(&self.catalog.table_defs()))?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, projection.cloned())?)
     }
 }
 

@@ -568,6 +568,21 @@ pub fn index_definition(defs: &[TableDef], oid: i32, column: i32) -> Option<Stri
     ))
 }
 
+/// `pg_indexes` rows: every index (primary keys' too) with its definition.
+pub fn index_rows(defs: &[TableDef]) -> Vec<Row> {
+    defs.iter()
+        .flat_map(table_indexes)
+        .filter_map(|ix| {
+            Some(vec![
+                ("schemaname", text(ix.def.schema.clone())),
+                ("tablename", text(ix.def.name.clone())),
+                ("indexname", text(ix.name.clone())),
+                ("indexdef", text(index_definition(defs, ix.oid, 0)?)),
+            ])
+        })
+        .collect()
+}
+
 fn quoted_list(names: &[String]) -> String {
     names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
 }
