@@ -411,7 +411,8 @@ pub fn rename_column(table: &Table, from: &str, to: &str) -> Result<TableDef> {
 }
 
 /// ALTER TABLE … ADD PRIMARY KEY: the definition of the re-keyed table,
-/// which gets the fresh id `new_id` (its rows move to new keys).
+/// which gets the fresh id `new_id` (its rows move to new keys), its
+/// indexes the ids after it.
 pub fn add_primary_key(table: &Table, columns: &[String], new_id: u32) -> Result<TableDef> {
     if !table.has_rowid() {
         return Err(StorageError::InvalidDefinition(format!(
@@ -422,14 +423,12 @@ pub fn add_primary_key(table: &Table, columns: &[String], new_id: u32) -> Result
     if columns.is_empty() {
         return Err(StorageError::InvalidDefinition("a primary key needs at least one column".into()));
     }
-    if let Some(ix) = table.indexes.first() {
-        // Its entries point at rows by their current (row-id) keys.
-        return Err(StorageError::NotSupported(format!(
-            "ADD PRIMARY KEY on \"{}\", which has index \"{}\"; drop its indexes first and create them again after",
-            table.def.name, ix.def.name
-        )));
-    }
     let mut def = table.def.clone();
+    // Its indexes' entries point at rows by their row-id keys: rebuilt
+    // under new relation ids (after the table's own).
+    for (i, ix) in def.indexes.iter_mut().enumerate() {
+        ix.id = new_id + 1 + i as u32;
+    }
     for (i, k) in columns.iter().enumerate() {
         if columns[..i].contains(k) {
             return Err(StorageError::InvalidDefinition(format!("column \"{k}\" appears twice in primary key")));
@@ -700,7 +699,11 @@ impl Catalog {
         if let Some(old) = self.tables.remove(&id) {
             self.by_name.remove(&(old.def.schema.clone(), old.def.name.clone()));
             for ix in &old.def.indexes {
-                self.index_names.remove(&(old.def.schema.clone(), ix.name.clone()));
+                // Not when the name went to a table that replaces this one.
+                let name = (old.def.schema.clone(), ix.name.clone());
+                if self.index_names.get(&name) == Some(&id) {
+                    self.index_names.remove(&name);
+                }
                 self.index_owners.remove(&ix.id);
             }
             if !old.foreign_keys.is_empty() {

@@ -228,6 +228,38 @@ async fn a_pg_dump_of_postgresql_restores_with_psql() {
     assert!(ok && out.contains("nextval('customers_id_seq'::regclass)"), "{err}\n{out}");
 }
 
+/// A `pg_dump` of a PostgreSQL 15 database with constraints
+/// (`tests/e2e/fixtures/pg_dump_constraints.sql`: UNIQUE and PRIMARY KEY
+/// added after the data — the UNIQUE first —, CHECKs, indexes, foreign keys
+/// with ON DELETE CASCADE) restores with psql, and the constraints hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_dump_with_constraints_restores_and_they_hold() {
+    let (_dir, _storage, compute) = cluster(&[]).await;
+    let dump = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/pg_dump_constraints.sql");
+    let (ok, _, err) = compute.tool("psql", &["-d", "postgres", "-X", "-q", "-f", &dump.display().to_string()]);
+    assert!(ok, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.len() == 2 && errors.iter().all(|e| e.contains("ALTER SEQUENCE")), "only OWNED BY fails: {err}");
+    let (ok, out, err) = compute.tool("psql", &["-d", "postgres", "-X", "-c", "\\d orders"]);
+    assert!(ok, "{err}");
+    for line in [
+        "\"orders_pkey\" PRIMARY KEY, btree (id)",
+        "\"orders_customer_idx\" btree (customer_id)",
+        "\"orders_customer_id_fkey\" FOREIGN KEY (customer_id) REFERENCES customers(id) ON DELETE CASCADE",
+        "TABLE \"items\" CONSTRAINT \"items_order_id_fkey\" FOREIGN KEY (order_id) REFERENCES orders(id) ON DELETE CASCADE",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    let (ok, _, err) = compute.psql("INSERT INTO customers (id, email, name) VALUES (3, 'a@x', 'Cy')");
+    assert!(!ok && err.contains("customers_email_key"), "the UNIQUE constraint added before the key holds: {err}");
+    let (ok, _, err) = compute.psql("INSERT INTO items VALUES (2, 'kiwi', 0)");
+    assert!(!ok && err.contains("items_qty_check"), "{err}");
+    let (ok, _, err) = compute.psql("DELETE FROM customers WHERE id = 1");
+    assert!(ok, "{err}");
+    let (_, out, _) = compute.psql("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM items)");
+    assert_eq!(out.trim(), "1|1", "customer 1's order and its two items went with it");
+}
+
 /// pgbench unmodified, through `ebb local` (proxy, controller, a compute
 /// claimed from the pool): client-side COPY load, the default TPC-B-like
 /// script with 4 clients (READ COMMITTED: contended rows wait, nothing

@@ -10,6 +10,7 @@ use prost::Message;
 
 use super::commit::Prepare;
 use super::database::Database;
+use super::index_entries::IndexFill;
 use super::mvcc::VisibleRows;
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{self, DEFAULT_SCHEMA, Table};
@@ -205,6 +206,8 @@ impl Database {
             })
             .collect::<Result<_>>()?;
         let decoder = RowDecoder::new(key_columns, 0);
+        let rekeyed = Table::from_def(def.clone())?;
+        let mut indexes = IndexFill::new(&rekeyed, &rekeyed.indexes);
         let mut txn = self.ddl_txn();
         let start = keys::table_prefix(table.id());
         let end = keys::prefix_successor(&start);
@@ -218,16 +221,20 @@ impl Database {
                 }
                 keys::encode_key_datum(d, &mut key);
             }
+            indexes.add(&key, rows.value())?;
             let pending = Pending { kind: PendingKind::Insert, value: Some(rows.value().to_vec()) };
             if txn.writes.insert(key, pending).is_some() {
                 return Err(StorageError::UniqueViolation(format!("{}_pkey", table.def.name)));
             }
         }
         let moved = txn.writes.len();
+        txn.writes.extend(indexes.entries);
         txn.writes.insert(keys::catalog_key(table.id()), Pending { kind: PendingKind::Delete, value: None });
         put_def(&mut txn, &def);
-        txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some((new_id + 1).to_be_bytes().to_vec()) });
+        let next_id = new_id + 1 + def.indexes.len() as u32;
+        txn.writes.insert(keys::catalog_key(0), Pending { kind: PendingKind::Put, value: Some(next_id.to_be_bytes().to_vec()) });
         txn.dropped_tables.push(table.id());
+        txn.dropped_tables.extend(table.indexes.iter().map(|ix| ix.def.id));
         // The sequences it owns follow it to its new id.
         for seq in self.catalog_read().tables() {
             if let Some(opts) = seq.def.sequence.as_ref().filter(|o| o.owned_by_table == table.id()) {

@@ -171,18 +171,39 @@ impl Database {
     /// later one is validated before it is), so no row is missed; a
     /// duplicate in a unique index fails it.
     pub(crate) fn fill_index(&self, table: &Table, index: &Index) -> Result<Vec<(Vec<u8>, Pending)>> {
-        let indexed = IndexedColumns::for_indexes(table, std::slice::from_ref(index));
+        let mut filling = IndexFill::new(table, std::slice::from_ref(index));
         let mut rows = self.newest_rows(table);
-        let mut out: BTreeMap<Vec<u8>, Pending> = BTreeMap::new();
         while rows.advance()? {
-            for e in indexed.entries(rows.user_key(), rows.value())? {
-                let suffix = indexed.row_suffix(rows.user_key()).to_vec();
-                let kind = if e.exclusive { PendingKind::Insert } else { PendingKind::Put };
-                if out.insert(e.key, Pending { kind, value: Some(suffix) }).is_some() {
-                    return Err(StorageError::DuplicatesForUniqueIndex(index.def.name.clone()));
-                }
+            filling.add(rows.user_key(), rows.value())?;
+        }
+        Ok(filling.entries.into_iter().collect())
+    }
+}
+
+/// The entries of indexes over rows given one by one (a new index, or a
+/// table's indexes when ADD PRIMARY KEY gives its rows new keys).
+pub(crate) struct IndexFill {
+    indexed: IndexedColumns,
+    /// The entries so far, by key.
+    pub entries: BTreeMap<Vec<u8>, Pending>,
+}
+
+impl IndexFill {
+    /// For `indexes` of `table` (the definition the rows' keys are of).
+    pub(crate) fn new(table: &Table, indexes: &[Index]) -> Self {
+        Self { indexed: IndexedColumns::for_indexes(table, indexes), entries: BTreeMap::new() }
+    }
+
+    /// Adds the entries of the row under `row_key`; a unique index that
+    /// would hold its values twice fails.
+    pub(crate) fn add(&mut self, row_key: &[u8], row: &[u8]) -> Result<()> {
+        let suffix = self.indexed.row_suffix(row_key).to_vec();
+        for e in self.indexed.entries(row_key, row)? {
+            let kind = if e.exclusive { PendingKind::Insert } else { PendingKind::Put };
+            if self.entries.insert(e.key, Pending { kind, value: Some(suffix.clone()) }).is_some() {
+                return Err(StorageError::DuplicatesForUniqueIndex(self.indexed.indexes[e.index].def.name.clone()));
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(())
     }
 }

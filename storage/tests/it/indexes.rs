@@ -186,3 +186,29 @@ async fn indexes_share_the_relation_namespace_and_go_with_their_columns_and_tabl
     db.drop_table("", "accounts", false, false).await.unwrap();
     db.create_table("", "accounts_owner", &[col("x", ebb_proto::storage::TypeKind::Bigint)], &[], false).await.unwrap();
 }
+
+#[tokio::test]
+async fn add_primary_key_rebuilds_the_indexes_of_a_table_without_one() {
+    // pg_dump adds a table's UNIQUE constraints before its primary key.
+    let n = start_memory().await;
+    let db = n.db().await;
+    db.create_table("", "accounts", &[col("id", ebb_proto::storage::TypeKind::Bigint), col("owner", ebb_proto::storage::TypeKind::Text), col("balance", ebb_proto::storage::TypeKind::Bigint)], &[], false)
+        .await
+        .unwrap();
+    db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(1, "ann", 10), (2, "bob", 20)]))]).await.unwrap();
+    db.create_index(&CreateIndexRequest { constraint: true, ..index_req("accounts_owner_key", &["owner"], true) }).await.unwrap();
+    let alter = ebb_proto::storage::AlterTableRequest {
+        database: "postgres".into(),
+        name: "accounts".into(),
+        action: Some(ebb_proto::storage::alter_table_request::Action::AddPrimaryKey(ebb_proto::storage::PrimaryKey { columns: vec!["id".into()] })),
+        ..Default::default()
+    };
+    db.alter_table(&alter).await.unwrap();
+    assert_eq!(ids(&db, by_owner("accounts_owner_key", "bob", 0)).await, vec![2]);
+    let e = db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(3, "ann", 30)]))]).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23505");
+    db.commit(0, &[write("accounts", WriteKind::Upsert, &accounts(&[(2, "cy", 21)]))]).await.unwrap();
+    assert_eq!(ids(&db, by_owner("accounts_owner_key", "cy", 0)).await, vec![2]);
+    assert!(ids(&db, by_owner("accounts_owner_key", "bob", 0)).await.is_empty());
+    assert!(db.drop_index("", "accounts_owner_key", false, true).await.unwrap());
+}
