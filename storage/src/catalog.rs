@@ -576,6 +576,20 @@ pub fn drop_foreign_key(table: &Table, name: &str) -> Result<TableDef> {
     Ok(def)
 }
 
+/// ALTER SEQUENCE … OWNED BY: the sequence's definition owned by column
+/// `column` of table `table` (0: by none).
+pub fn set_sequence_owner(sequence: &Table, table: u32, column: &str) -> Result<TableDef> {
+    let mut def = sequence.def.clone();
+    let options = def
+        .sequence
+        .as_mut()
+        .ok_or_else(|| StorageError::WrongObjectType(format!("\"{}\" is not a sequence", sequence.def.name)))?;
+    options.owned_by_table = table;
+    options.owned_by_column = if table == 0 { String::new() } else { column.to_string() };
+    bump(&mut def);
+    Ok(def)
+}
+
 /// ALTER TABLE … RENAME TO.
 pub fn rename_table(table: &Table, to: &str) -> Result<TableDef> {
     check_identifier("table", to)?;

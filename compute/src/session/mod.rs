@@ -157,9 +157,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if body.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("vacuum")) && !body.contains(';') {
         return crate::catalog_sql::parse("VACUUM").map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
-    if body.get(..14).is_some_and(|w| w.eq_ignore_ascii_case("alter sequence")) {
-        // sqlparser does not parse it; say what instead of a syntax error.
-        return Err(ComputeError::unsupported("ALTER SEQUENCE (setval() moves a sequence; OWNED BY is given at CREATE SEQUENCE)"));
+    if body.get(..14).is_some_and(|w| w.eq_ignore_ascii_case("alter sequence")) && !body.contains(';') {
+        // sqlparser does not parse it: an ALTER TABLE carries it.
+        let as_table = sequences::alter_sequence_as_table(body)?;
+        return Parser::parse_sql(&PostgreSqlDialect {}, &as_table).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
     }
     let mut sql = copy::normalize_boolean_options(sql);
     // Sorting options changes no word the checks of `lower` look for.
@@ -312,7 +313,7 @@ impl Session {
     }
 
     /// OWNED BY `table.column` (or NONE) of CREATE SEQUENCE.
-    fn set_owner(&self, options: &mut SequenceOptions, owner: &ObjectName) -> Result<()> {
+    pub(crate) fn set_owner(&self, options: &mut SequenceOptions, owner: &ObjectName) -> Result<()> {
         if owner.to_string().eq_ignore_ascii_case("none") {
             return Ok(());
         }

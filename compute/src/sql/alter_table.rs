@@ -5,14 +5,21 @@
 //! storage requests (`ddl::alter_table`). Each action commits on its own,
 //! as all DDL here does.
 
-use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTable, AlterTableOperation, GeneratedAs, TableConstraint};
+use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTable, AlterTableOperation, Expr, GeneratedAs, Owner, SqlOption, TableConstraint};
+use datafusion::sql::sqlparser::parser::Parser;
+use ebb_proto::storage::alter_table_request::Action;
+use ebb_proto::storage::{AlterTableRequest, SequenceOptions, SequenceOwner};
 
-use super::{checks, ddl, dml, foreign_keys, indexes};
-use crate::error::Result;
-use crate::session::{Output, Session};
+use super::{checks, ddl, dml, foreign_keys, indexes, sequences};
+use crate::error::{ComputeError, Result};
+use crate::session::{Notice, Output, Session};
 
-/// Runs ALTER TABLE.
+/// Runs ALTER TABLE (and ALTER SEQUENCE, which arrives as one: see
+/// `sequences::alter_sequence_as_table`).
 pub async fn alter_table(s: &mut Session, at: &AlterTable) -> Result<Output> {
+    if let Some(options) = sequence_options(at) {
+        return alter_sequence(s, at, options).await;
+    }
     let (schema, name) = ddl::object_name(&at.name)?;
     for (i, op) in at.operations.iter().enumerate() {
         if i > 0 {
@@ -57,4 +64,62 @@ pub async fn alter_table(s: &mut Session, at: &AlterTable) -> Result<Output> {
         }
     }
     Ok(Output::Command("ALTER TABLE".into()))
+}
+
+/// The `ebb_sequence_…` options of an ALTER TABLE that carries an ALTER
+/// SEQUENCE: (key, value) pairs.
+fn sequence_options(at: &AlterTable) -> Option<Vec<(String, String)>> {
+    let [AlterTableOperation::SetOptionsParens { options }] = at.operations.as_slice() else { return None };
+    options
+        .iter()
+        .map(|o| match o {
+            SqlOption::KeyValue { key, value: Expr::Value(v) } if key.value.starts_with("ebb_sequence_") => {
+                v.value.clone().into_string().map(|text| (key.value.clone(), text))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// ALTER SEQUENCE: OWNED BY (storage), RESTART (setval without a call),
+/// OWNER TO (a notice, as for tables).
+async fn alter_sequence(s: &mut Session, at: &AlterTable, options: Vec<(String, String)>) -> Result<Output> {
+    let (schema, name) = ddl::object_name(&at.name)?;
+    let Some(def) = s.catalog().table(schema.as_deref(), &name).map(|t| t.def().clone()) else {
+        if at.if_exists {
+            s.notices.push(Notice::info("00000", format!("relation \"{name}\" does not exist, skipping")));
+            return Ok(Output::Command("ALTER SEQUENCE".into()));
+        }
+        return Err(ComputeError::invalid("42P01", format!("relation \"{name}\" does not exist")));
+    };
+    let Some(sequence) = def.sequence.clone() else {
+        return Err(ComputeError::invalid("42809", format!("\"{name}\" is not a sequence")));
+    };
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let parse = |text: &str| Parser::new(&dialect).try_with_sql(text).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
+    for (key, value) in options {
+        match key.as_str() {
+            sequences::OWNED_BY_OPTION => {
+                let owner = parse(&value)?.parse_object_name(false).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
+                let mut owned = SequenceOptions { owned_by_table: 0, owned_by_column: String::new(), ..sequence.clone() };
+                s.set_owner(&mut owned, &owner)?;
+                let owner = SequenceOwner { table: owned.owned_by_table, column: owned.owned_by_column };
+                let action = Some(Action::SetSequenceOwner(owner));
+                s.storage().client.alter_table(AlterTableRequest { database: s.database().into(), schema: def.schema.clone(), name: def.name.clone(), action }).await?;
+            }
+            sequences::RESTART_OPTION => {
+                let to = if value.is_empty() {
+                    sequence.start
+                } else {
+                    value.parse::<i64>().map_err(|_| ComputeError::invalid("22003", format!("RESTART value {value} is out of range for a sequence")))?
+                };
+                s.storage().client.set_value(s.database(), &def.schema, &def.name, to, false).await?;
+            }
+            _ => {
+                let role = parse(&value)?.parse_identifier().map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
+                s.owner_to(&Owner::Ident(role)).await?;
+            }
+        }
+    }
+    Ok(Output::Command("ALTER SEQUENCE".into()))
 }

@@ -441,3 +441,70 @@ mod tests {
         }
     }
 }
+
+/// The option keys ALTER SEQUENCE becomes (see [`alter_sequence_as_table`]).
+pub const OWNED_BY_OPTION: &str = "ebb_sequence_owned_by";
+pub const RESTART_OPTION: &str = "ebb_sequence_restart";
+pub const OWNER_OPTION: &str = "ebb_sequence_owner";
+
+/// `ALTER SEQUENCE [IF EXISTS] name { OWNED BY table.column | NONE |
+/// RESTART [[WITH] n] | OWNER TO role } …`, which sqlparser 0.62 does not
+/// parse, as `ALTER TABLE [IF EXISTS] name SET (ebb_sequence_… = '…', …)`,
+/// which it does (`alter_table` runs it as ALTER SEQUENCE; a RESTART
+/// without a value is `''`: the sequence's START). Other clauses: 0A000.
+pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    let syntax = |e: ParserError| ComputeError::Syntax(format!("syntax error: {e}"));
+    let dialect = PostgreSqlDialect {};
+    let mut p = datafusion::sql::sqlparser::parser::Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    p.expect_keyword(Keyword::ALTER).map_err(syntax)?;
+    p.expect_keyword(Keyword::SEQUENCE).map_err(syntax)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(syntax)?;
+    let mut options: Vec<(&str, String)> = Vec::new();
+    loop {
+        if p.parse_keywords(&[Keyword::OWNED, Keyword::BY]) {
+            options.push((OWNED_BY_OPTION, p.parse_object_name(false).map_err(syntax)?.to_string()));
+        } else if p.parse_keyword(Keyword::RESTART) {
+            let with = p.parse_keyword(Keyword::WITH);
+            let value = if with || matches!(p.peek_token().token, Token::Number(..) | Token::Minus) {
+                let sign = if p.consume_token(&Token::Minus) { "-" } else { "" };
+                format!("{sign}{}", p.parse_number_value().map_err(syntax)?)
+            } else {
+                String::new()
+            };
+            options.push((RESTART_OPTION, value));
+        } else if p.parse_keywords(&[Keyword::OWNER, Keyword::TO]) {
+            options.push((OWNER_OPTION, p.parse_identifier().map_err(syntax)?.to_string()));
+        } else if matches!(p.peek_token().token, Token::EOF | Token::SemiColon) {
+            break;
+        } else {
+            return Err(ComputeError::unsupported(format!("ALTER SEQUENCE … {} (OWNED BY, RESTART and OWNER TO are)", p.peek_token())));
+        }
+    }
+    if options.is_empty() {
+        return Err(ComputeError::Syntax("syntax error: ALTER SEQUENCE without an action".into()));
+    }
+    let list: Vec<String> = options.iter().map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''"))).collect();
+    Ok(format!("ALTER TABLE {}{name} SET ({})", if if_exists { "IF EXISTS " } else { "" }, list.join(", ")))
+}
+
+#[cfg(test)]
+mod alter_sequence_tests {
+    use super::*;
+
+    #[test]
+    fn alter_sequence_becomes_options_alter_table_carries() {
+        assert_eq!(
+            alter_sequence_as_table("ALTER SEQUENCE public.customers_id_seq OWNED BY public.customers.id").unwrap(),
+            "ALTER TABLE public.customers_id_seq SET (ebb_sequence_owned_by = 'public.customers.id')"
+        );
+        assert_eq!(
+            alter_sequence_as_table("alter sequence if exists s restart with -5 owner to \"Bob\";").unwrap(),
+            "ALTER TABLE IF EXISTS s SET (ebb_sequence_restart = '-5', ebb_sequence_owner = '\"Bob\"')"
+        );
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s RESTART").unwrap(), "ALTER TABLE s SET (ebb_sequence_restart = '')");
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s INCREMENT BY 2").unwrap_err().sqlstate(), "0A000");
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s").unwrap_err().sqlstate(), "42601");
+    }
+}

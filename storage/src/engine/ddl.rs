@@ -133,7 +133,8 @@ impl Database {
         let _ddl = self.ddl_lock.lock().await;
         let table = self.table(schema_or_default(&req.schema), &req.name)?;
         let action = req.action.as_ref().ok_or_else(|| StorageError::InvalidRequest("ALTER TABLE without an action".into()))?;
-        if table.def.sequence.is_some() && !matches!(action, Action::RenameTable(_)) {
+        let for_sequences = matches!(action, Action::RenameTable(_) | Action::SetSequenceOwner(_));
+        if table.def.sequence.is_some() && !for_sequences {
             return Err(StorageError::WrongObjectType(format!("\"{}\" is a sequence", req.name)));
         }
         // A column whose rows the committer checks against the new definition.
@@ -172,6 +173,14 @@ impl Database {
             Action::DropCheck(name) => catalog::drop_check(&table, name)?,
             Action::AddForeignKey(fk) => return self.add_foreign_key(&table, fk).await,
             Action::DropForeignKey(name) => catalog::drop_foreign_key(&table, name)?,
+            Action::SetSequenceOwner(owner) => {
+                let owning = (owner.table != 0).then(|| self.catalog_read().get_by_id(owner.table));
+                if let Some(t) = owning {
+                    let t = t.ok_or_else(|| StorageError::UnknownTable(format!("(table id {})", owner.table)))?;
+                    t.column_index(&owner.column)?;
+                }
+                catalog::set_sequence_owner(&table, owner.table, &owner.column)?
+            }
             Action::RenameTable(to) => {
                 if self.catalog_read().relation_exists(&table.def.schema, to) {
                     return Err(StorageError::TableExists(to.clone()));
