@@ -117,6 +117,10 @@ impl StorageTable {
 /// leading columns by equality, then a range on the next; the primary key
 /// on a tie — and the bounds on that key's columns.
 fn access_path(def: &TableDef, predicates: &[Predicate]) -> (String, Option<KeyBound>, Option<KeyBound>) {
+    if def.indexes.is_empty() {
+        let (lower, upper) = key_bounds(&def.primary_key, predicates);
+        return (String::new(), lower, upper);
+    }
     let score = |columns: &[String]| {
         let equal = columns.iter().take_while(|c| predicates.iter().any(|p| &p.column == *c && p.op == CompareOp::Eq as i32)).count();
         let (lower, upper) = key_bounds(columns, predicates);

@@ -14,7 +14,7 @@ use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::DateTime;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
@@ -50,7 +50,12 @@ pub fn rewrite_plan_expressions(
     rewrite: fn(Expr, &DFSchema) -> DfResult<Transformed<Expr>>,
 ) -> DfResult<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
-        if !node.expressions().iter().any(|e| e.exists(|x| Ok(candidate(x))).unwrap_or(true)) {
+        let mut found = false;
+        node.apply_expressions(|e| {
+            found = e.exists(|x| Ok(candidate(x)))?;
+            Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        })?;
+        if !found {
             return Ok(Transformed::no(node));
         }
         let schema = if node.inputs().is_empty() { node.schema().as_ref().clone() } else { merge_schema(&node.inputs()) };

@@ -110,7 +110,7 @@ impl Database {
         for (id, version) in &job.table_versions {
             // Altered since the rows were staged (or by a commit ahead of
             // this one): they may lack an entry of an index created since.
-            let altered = pending.contains(&keys::catalog_key(*id))
+            let altered = (!pending.is_empty() && pending.contains(&keys::catalog_key(*id)))
                 || catalog.get_by_id(*id).is_some_and(|t| t.def.version != *version);
             if altered {
                 let name = catalog.get_by_id(*id).map(|t| t.def.name.clone()).unwrap_or_default();
