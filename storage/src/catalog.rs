@@ -146,9 +146,7 @@ impl Table {
     /// Whether the table has a constraint (unique index, CHECK, FOREIGN
     /// KEY) named `name`.
     pub fn has_constraint(&self, name: &str) -> bool {
-        self.def.checks.iter().any(|c| c.name == name)
-            || self.def.indexes.iter().any(|ix| ix.constraint && ix.name == name)
-            || self.def.foreign_keys.iter().any(|fk| fk.name == name)
+        constraint_taken(&self.def, name)
     }
 
     /// The index named `name`.
@@ -477,13 +475,34 @@ pub fn drop_index(table: &Table, name: &str) -> Result<TableDef> {
     Ok(def)
 }
 
+/// Whether `def` has a constraint (unique index, CHECK, FOREIGN KEY) named `name`.
+fn constraint_taken(def: &TableDef, name: &str) -> bool {
+    def.checks.iter().any(|c| c.name == name)
+        || def.indexes.iter().any(|ix| ix.constraint && ix.name == name)
+        || def.foreign_keys.iter().any(|fk| fk.name == name)
+}
+
+/// `table`'s definition without the entry named `name` of one of its
+/// constraint lists (`list` picks it); 42704 if there is none.
+fn drop_named<T>(table: &Table, name: &str, list: fn(&mut TableDef) -> &mut Vec<T>, name_of: fn(&T) -> &str) -> Result<TableDef> {
+    let mut def = table.def.clone();
+    let entries = list(&mut def);
+    let before = entries.len();
+    entries.retain(|e| name_of(e) != name);
+    if entries.len() == before {
+        return Err(StorageError::UnknownConstraint { table: def.name.clone(), name: name.into() });
+    }
+    bump(&mut def);
+    Ok(def)
+}
+
 /// Adds a CHECK constraint to `def`, whose name must be free.
 fn push_check(def: &mut TableDef, check: &CheckDef) -> Result<()> {
     check_identifier("constraint", &check.name)?;
     if check.expr.trim().is_empty() {
         return Err(StorageError::InvalidDefinition(format!("check constraint \"{}\" has no expression", check.name)));
     }
-    if Table::from_def(def.clone())?.has_constraint(&check.name) {
+    if constraint_taken(def, &check.name) {
         return Err(StorageError::ConstraintExists { table: def.name.clone(), name: check.name.clone() });
     }
     def.checks.push(check.clone());
@@ -500,14 +519,7 @@ pub fn add_check(table: &Table, check: &CheckDef) -> Result<TableDef> {
 
 /// ALTER TABLE … DROP CONSTRAINT of a CHECK constraint.
 pub fn drop_check(table: &Table, name: &str) -> Result<TableDef> {
-    let mut def = table.def.clone();
-    let before = def.checks.len();
-    def.checks.retain(|c| c.name != name);
-    if def.checks.len() == before {
-        return Err(StorageError::UnknownConstraint { table: def.name.clone(), name: name.into() });
-    }
-    bump(&mut def);
-    Ok(def)
+    drop_named(table, name, |d| &mut d.checks, |c| &c.name)
 }
 
 /// ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY: `child`'s definition with
@@ -566,14 +578,7 @@ fn key_compatible(from: &PgType, to: &PgType) -> bool {
 
 /// ALTER TABLE … DROP CONSTRAINT of a FOREIGN KEY constraint.
 pub fn drop_foreign_key(table: &Table, name: &str) -> Result<TableDef> {
-    let mut def = table.def.clone();
-    let before = def.foreign_keys.len();
-    def.foreign_keys.retain(|fk| fk.name != name);
-    if def.foreign_keys.len() == before {
-        return Err(StorageError::UnknownConstraint { table: def.name.clone(), name: name.into() });
-    }
-    bump(&mut def);
-    Ok(def)
+    drop_named(table, name, |d| &mut d.foreign_keys, |f| &f.name)
 }
 
 /// ALTER SEQUENCE … OWNED BY: the sequence's definition owned by column

@@ -101,16 +101,10 @@ pub fn named(table: &str, specs: Vec<CheckSpec>, taken: &[String]) -> Vec<CheckD
     for spec in specs {
         let name = spec.name.unwrap_or_else(|| {
             let base = match spec.columns.as_slice() {
-                [one] => format!("{table}_{one}_check"),
-                _ => format!("{table}_check"),
+                [one] => super::indexes::generated_name(table, std::slice::from_ref(one), "check"),
+                _ => super::indexes::generated_name(table, &[], "check"),
             };
-            let mut name = base.clone();
-            let mut n = 0;
-            while used.contains(&name) {
-                n += 1;
-                name = format!("{base}{n}");
-            }
-            name
+            super::ddl::free_name(&base, |n| used.iter().any(|u| u == n))
         });
         used.push(name.clone());
         out.push(CheckDef { name, expr: spec.expr });

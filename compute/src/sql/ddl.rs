@@ -40,6 +40,29 @@ pub fn object_name(n: &ObjectName) -> Result<(Option<String>, String)> {
     }
 }
 
+/// `base` with `n` appended, `base` cut (at a character boundary) so the
+/// whole fits PostgreSQL's 63 bytes.
+pub fn numbered(base: &str, n: usize) -> String {
+    let suffix = n.to_string();
+    let mut cut = base.len().min(63 - suffix.len());
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+/// `base`, or `base1`, `base2`, … (see [`numbered`]): the first of them not
+/// `taken`, as PostgreSQL picks names for unnamed constraints.
+pub fn free_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut name = base.to_string();
+    let mut n = 0;
+    while taken(&name) {
+        n += 1;
+        name = numbered(base, n);
+    }
+    name
+}
+
 /// The names of a table's constraints (and of its indexes, which share
 /// their namespace): a new constraint's name must be none of them.
 pub fn constraint_names(def: &TableDef) -> Vec<String> {

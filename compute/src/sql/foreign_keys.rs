@@ -126,15 +126,8 @@ pub async fn add_foreign_key(s: &Session, child: &TableDef, spec: ForeignKeySpec
 /// PostgreSQL's name for an unnamed key: `<table>_<columns>_fkey`, a number
 /// added while the table has a constraint of that name.
 fn free_name(child: &TableDef, columns: &[String]) -> String {
-    let base = super::indexes::generated_name(&child.name, columns, "fkey");
     let taken = super::ddl::constraint_names(child);
-    let mut name = base.clone();
-    let mut n = 0;
-    while taken.contains(&name) {
-        n += 1;
-        name = format!("{base}{n}");
-    }
-    name
+    super::ddl::free_name(&super::indexes::generated_name(&child.name, columns, "fkey"), |n| taken.iter().any(|t| t == n))
 }
 
 #[cfg(test)]

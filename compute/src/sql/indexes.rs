@@ -84,6 +84,14 @@ fn check_method(using: Option<&IndexType>) -> Result<()> {
 /// until it fits 63 bytes.
 pub fn generated_name(table: &str, columns: &[String], label: &str) -> String {
     let joined = columns.join("_");
+    if joined.is_empty() {
+        // `<table>_<label>` (a CHECK reading several columns).
+        let mut end = table.len().min(MAX_NAME - label.len() - 1);
+        while !table.is_char_boundary(end) {
+            end -= 1;
+        }
+        return format!("{}_{label}", &table[..end]);
+    }
     let (mut t, mut c) = (table.len(), joined.len());
     let room = MAX_NAME - label.len() - 2;
     while t + c > room {
@@ -169,20 +177,16 @@ pub async fn add_unique(s: &Session, schema: &str, table: &str, spec: UniqueSpec
 /// Returns false when IF NOT EXISTS found the name taken.
 async fn create(s: &Session, mut req: CreateIndexRequest, generated: bool) -> Result<bool> {
     let base = req.name.clone();
-    for n in 1.. {
+    let mut n = 0;
+    loop {
         match s.storage().client.create_index(req.clone()).await {
             Err(e) if generated && e.sqlstate() == "42P07" && n < 1000 => {
-                let suffix = n.to_string();
-                let mut cut = base.len().min(MAX_NAME - suffix.len());
-                while !base.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                req.name = format!("{}{suffix}", &base[..cut]);
+                n += 1;
+                req.name = super::ddl::numbered(&base, n);
             }
             r => return r.map(|(_, created)| created),
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// Runs DROP INDEX.
@@ -245,6 +249,9 @@ mod tests {
         let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(generated_name("orders", &cols(&["customer_id"]), "idx"), "orders_customer_id_idx");
         assert_eq!(generated_name("t", &cols(&["a", "b"]), "key"), "t_a_b_key");
+        assert_eq!(generated_name("t", &[], "check"), "t_check");
+        assert_eq!(generated_name(&"y".repeat(70), &[], "check").len(), 63);
+        assert_eq!(crate::sql::ddl::numbered(&"z".repeat(63), 12).len(), 63);
         let long = generated_name(&"x".repeat(70), &cols(&["col"]), "idx");
         assert_eq!(long.len(), 63);
         assert!(long.ends_with("_col_idx"));

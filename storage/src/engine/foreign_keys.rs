@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::database::Database;
 use super::index_entries::{IndexedColumns, OnDuplicate};
+use super::locks::LockMode;
 use super::mvcc::{VisibleRows, get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{ForeignKey, Table};
@@ -226,7 +227,7 @@ impl Database {
         if wanted.is_empty() {
             return Ok(());
         }
-        self.take_shared_locks(txn, wanted.iter().map(Vec::as_slice)).await?;
+        self.take_locks_in(txn, wanted.iter().map(Vec::as_slice), LockMode::Shared).await?;
         for target in &wanted {
             let own = staged.get(target).or_else(|| txn.writes.get(target));
             let exists = match own {

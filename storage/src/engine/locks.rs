@@ -21,6 +21,15 @@ use tokio::sync::Notify;
 
 use crate::error::{Result, StorageError};
 
+/// How a row is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// To write it.
+    Exclusive,
+    /// To reference it (a foreign key): many may hold it at once.
+    Shared,
+}
+
 /// Who holds a row's lock.
 enum Holder {
     Exclusive(u64),
@@ -45,31 +54,20 @@ impl LockTable {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the locks of `keys` for transaction `owner`, waiting up to
-    /// `timeout` for other holders. Keys `owner` already holds are skipped;
-    /// the keys newly taken (a shared lock made exclusive counts) are added
-    /// to `set`, also when the wait fails (the caller's transaction then
-    /// still releases them when it ends).
+    /// Takes the locks of `keys` in `mode` for transaction `owner`, waiting
+    /// up to `timeout` for other holders. Keys `owner` already holds are
+    /// skipped; the keys newly taken (a shared lock made exclusive counts)
+    /// are added to `set`, also when the wait fails (the caller's
+    /// transaction then still releases them when it ends).
     pub async fn acquire<'k>(
         &self,
         owner: u64,
         keys: impl IntoIterator<Item = &'k [u8]>,
         set: &mut LockSet,
         timeout: Duration,
+        mode: LockMode,
     ) -> Result<()> {
-        self.take(owner, keys, set, timeout, false).await
-    }
-
-    /// Takes `keys` shared for transaction `owner` (see the module comment),
-    /// waiting up to `timeout` for an exclusive holder.
-    pub async fn acquire_shared<'k>(
-        &self,
-        owner: u64,
-        keys: impl IntoIterator<Item = &'k [u8]>,
-        set: &mut LockSet,
-        timeout: Duration,
-    ) -> Result<()> {
-        self.take(owner, keys, set, timeout, true).await
+        self.take(owner, keys, set, timeout, mode == LockMode::Shared).await
     }
 
     async fn take<'k>(&self, owner: u64, keys: impl IntoIterator<Item = &'k [u8]>, set: &mut LockSet, timeout: Duration, shared: bool) -> Result<()> {
@@ -210,13 +208,13 @@ mod tests {
     async fn a_second_writer_waits_for_the_first_to_release() {
         let table = LockTable::new();
         let mut a = LockSet::new(table.clone());
-        table.acquire(1, [b"k".as_slice()], &mut a, Duration::from_secs(5)).await.unwrap();
+        table.acquire(1, [b"k".as_slice()], &mut a, Duration::from_secs(5), LockMode::Exclusive).await.unwrap();
         // Re-taking a held lock is free.
-        table.acquire(1, [b"k".as_slice()], &mut a, Duration::from_secs(5)).await.unwrap();
+        table.acquire(1, [b"k".as_slice()], &mut a, Duration::from_secs(5), LockMode::Exclusive).await.unwrap();
         let t2 = table.clone();
         let waiter = tokio::spawn(async move {
             let mut b = LockSet::new(t2.clone());
-            t2.acquire(2, [b"k".as_slice()], &mut b, Duration::from_secs(5)).await.map(|()| b.keys.len())
+            t2.acquire(2, [b"k".as_slice()], &mut b, Duration::from_secs(5), LockMode::Exclusive).await.map(|()| b.keys.len())
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "the second writer must wait");
@@ -230,15 +228,15 @@ mod tests {
         let table = LockTable::new();
         let (mut a, mut b) = (LockSet::new(table.clone()), LockSet::new(table.clone()));
         let wait = Duration::from_secs(5);
-        table.acquire_shared(1, [b"p".as_slice()], &mut a, wait).await.unwrap();
-        table.acquire_shared(2, [b"p".as_slice()], &mut b, wait).await.unwrap();
+        table.acquire(1, [b"p".as_slice()], &mut a, wait, LockMode::Shared).await.unwrap();
+        table.acquire(2, [b"p".as_slice()], &mut b, wait, LockMode::Shared).await.unwrap();
         // Not the only holder: 1 cannot make it exclusive.
-        let e = table.acquire(1, [b"p".as_slice()], &mut a, Duration::from_millis(30)).await.unwrap_err();
+        let e = table.acquire(1, [b"p".as_slice()], &mut a, Duration::from_millis(30), LockMode::Exclusive).await.unwrap_err();
         assert!(matches!(e, StorageError::LockTimeout(_)));
         let t = table.clone();
         let writer = tokio::spawn(async move {
             let mut c = LockSet::new(t.clone());
-            t.acquire(3, [b"p".as_slice()], &mut c, Duration::from_secs(5)).await.map(|()| c.taken_since(0).len())
+            t.acquire(3, [b"p".as_slice()], &mut c, Duration::from_secs(5), LockMode::Exclusive).await.map(|()| c.taken_since(0).len())
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(a);
@@ -248,8 +246,8 @@ mod tests {
         assert_eq!(writer.await.unwrap().unwrap(), 1);
         // The only shared holder takes it exclusively: newly taken.
         let mut d = LockSet::new(table.clone());
-        table.acquire_shared(4, [b"q".as_slice()], &mut d, wait).await.unwrap();
-        table.acquire(4, [b"q".as_slice()], &mut d, wait).await.unwrap();
+        table.acquire(4, [b"q".as_slice()], &mut d, wait, LockMode::Shared).await.unwrap();
+        table.acquire(4, [b"q".as_slice()], &mut d, wait, LockMode::Exclusive).await.unwrap();
         assert_eq!(d.taken_since(1).len(), 1);
         drop(d);
         assert!(table.is_empty());
@@ -259,9 +257,9 @@ mod tests {
     async fn waiting_past_the_timeout_fails() {
         let table = LockTable::new();
         let mut a = LockSet::new(table.clone());
-        table.acquire(1, [b"x".as_slice(), b"y".as_slice()], &mut a, Duration::from_secs(1)).await.unwrap();
+        table.acquire(1, [b"x".as_slice(), b"y".as_slice()], &mut a, Duration::from_secs(1), LockMode::Exclusive).await.unwrap();
         let mut b = LockSet::new(table.clone());
-        let e = table.acquire(2, [b"z".as_slice(), b"y".as_slice()], &mut b, Duration::from_millis(50)).await.unwrap_err();
+        let e = table.acquire(2, [b"z".as_slice(), b"y".as_slice()], &mut b, Duration::from_millis(50), LockMode::Exclusive).await.unwrap_err();
         assert!(matches!(e, StorageError::LockTimeout(50)), "{e}");
         assert!(b.holds(b"z"), "keys taken before the wait stay with the set");
         drop(b);

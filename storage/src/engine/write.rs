@@ -14,6 +14,7 @@ use ebb_proto::storage::{Isolation, TableWrite, WriteKind};
 use super::database::Database;
 use super::foreign_keys::Cascade;
 use super::index_entries::{IndexedColumns, OnDuplicate};
+use super::locks::LockMode;
 use super::mvcc::{get_visible, newest_version};
 use super::txn::{Pending, PendingKind, Txn};
 use crate::catalog::{Column, ROWID_COLUMN, Table};
@@ -196,20 +197,14 @@ impl Database {
 
     /// Takes the row locks of `keys` for `txn`, waiting for their holders
     /// up to the lock timeout.
-    pub(crate) async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
-        let started = std::time::Instant::now();
-        let waited = self.locks.acquire(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
-        self.metrics.lock_wait_seconds.observe(started.elapsed().as_secs_f64());
-        if waited.is_err() {
-            self.metrics.lock_timeouts.inc();
-        }
-        waited
+    async fn take_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+        self.take_locks_in(txn, keys, LockMode::Exclusive).await
     }
 
-    /// Takes the locks of `keys` shared (rows foreign keys reference).
-    pub(crate) async fn take_shared_locks<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+    /// As `take_locks`, in `mode` (shared: rows foreign keys reference).
+    pub(crate) async fn take_locks_in<'k>(&self, txn: &mut Txn, keys: impl Iterator<Item = &'k [u8]>, mode: LockMode) -> Result<()> {
         let started = std::time::Instant::now();
-        let waited = self.locks.acquire_shared(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout).await;
+        let waited = self.locks.acquire(txn.id, keys, &mut txn.locks, self.cfg.lock_timeout, mode).await;
         self.metrics.lock_wait_seconds.observe(started.elapsed().as_secs_f64());
         if waited.is_err() {
             self.metrics.lock_timeouts.inc();
