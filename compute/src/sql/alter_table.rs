@@ -66,14 +66,14 @@ pub async fn alter_table(s: &mut Session, at: &AlterTable) -> Result<Output> {
     Ok(Output::Command("ALTER TABLE".into()))
 }
 
-/// The `ebb_sequence_…` options of an ALTER TABLE that carries an ALTER
+/// The `\0sequence_…` options of an ALTER TABLE that carries an ALTER
 /// SEQUENCE: (key, value) pairs.
 fn sequence_options(at: &AlterTable) -> Option<Vec<(String, String)>> {
     let [AlterTableOperation::SetOptionsParens { options }] = at.operations.as_slice() else { return None };
     options
         .iter()
         .map(|o| match o {
-            SqlOption::KeyValue { key, value: Expr::Value(v) } if key.value.starts_with("ebb_sequence_") => {
+            SqlOption::KeyValue { key, value: Expr::Value(v) } if key.value.starts_with(sequences::SEQUENCE_OPTION_PREFIX) => {
                 v.value.clone().into_string().map(|text| (key.value.clone(), text))
             }
             _ => None,

@@ -443,13 +443,17 @@ mod tests {
 }
 
 /// The option keys ALTER SEQUENCE becomes (see [`alter_sequence_as_table`]).
-pub const OWNED_BY_OPTION: &str = "ebb_sequence_owned_by";
-pub const RESTART_OPTION: &str = "ebb_sequence_restart";
-pub const OWNER_OPTION: &str = "ebb_sequence_owner";
+/// They start with a NUL, which no identifier a client sends can hold (the
+/// wire protocol ends strings at NUL), so no ALTER TABLE a client writes is
+/// taken for an ALTER SEQUENCE.
+pub const SEQUENCE_OPTION_PREFIX: &str = "\0sequence_";
+pub const OWNED_BY_OPTION: &str = "\0sequence_owned_by";
+pub const RESTART_OPTION: &str = "\0sequence_restart";
+pub const OWNER_OPTION: &str = "\0sequence_owner";
 
 /// `ALTER SEQUENCE [IF EXISTS] name { OWNED BY table.column | NONE |
 /// RESTART [[WITH] n] | OWNER TO role } …`, which sqlparser 0.62 does not
-/// parse, as `ALTER TABLE [IF EXISTS] name SET (ebb_sequence_… = '…', …)`,
+/// parse, as `ALTER TABLE [IF EXISTS] name SET ("\0sequence_…" = '…', …)`,
 /// which it does (`alter_table` runs it as ALTER SEQUENCE; a RESTART
 /// without a value is `''`: the sequence's START). Other clauses: 0A000.
 pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
@@ -485,7 +489,7 @@ pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
     if options.is_empty() {
         return Err(ComputeError::Syntax("syntax error: ALTER SEQUENCE without an action".into()));
     }
-    let list: Vec<String> = options.iter().map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''"))).collect();
+    let list: Vec<String> = options.iter().map(|(k, v)| format!("\"{k}\" = '{}'", v.replace('\'', "''"))).collect();
     Ok(format!("ALTER TABLE {}{name} SET ({})", if if_exists { "IF EXISTS " } else { "" }, list.join(", ")))
 }
 
@@ -497,13 +501,13 @@ mod alter_sequence_tests {
     fn alter_sequence_becomes_options_alter_table_carries() {
         assert_eq!(
             alter_sequence_as_table("ALTER SEQUENCE public.customers_id_seq OWNED BY public.customers.id").unwrap(),
-            "ALTER TABLE public.customers_id_seq SET (ebb_sequence_owned_by = 'public.customers.id')"
+            "ALTER TABLE public.customers_id_seq SET (\"\0sequence_owned_by\" = 'public.customers.id')"
         );
         assert_eq!(
             alter_sequence_as_table("alter sequence if exists s restart with -5 owner to \"Bob\";").unwrap(),
-            "ALTER TABLE IF EXISTS s SET (ebb_sequence_restart = '-5', ebb_sequence_owner = '\"Bob\"')"
+            "ALTER TABLE IF EXISTS s SET (\"\0sequence_restart\" = '-5', \"\0sequence_owner\" = '\"Bob\"')"
         );
-        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s RESTART").unwrap(), "ALTER TABLE s SET (ebb_sequence_restart = '')");
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s RESTART").unwrap(), "ALTER TABLE s SET (\"\0sequence_restart\" = '')");
         assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s INCREMENT BY 2").unwrap_err().sqlstate(), "0A000");
         assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s").unwrap_err().sqlstate(), "42601");
     }
