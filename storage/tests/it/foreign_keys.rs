@@ -221,3 +221,56 @@ async fn on_delete_cascade_and_set_null_write_the_referencing_rows() {
     assert_eq!(e.sqlstate(), "23502", "{e}");
     assert_eq!(ids("orders").await.0, vec![20, 21]);
 }
+
+#[tokio::test]
+async fn a_failed_cascade_leaves_nothing_and_cascades_stop_at_64_levels() {
+    let (_n, db) = accounts_holding(&[(1, "ann", 0)]).await;
+    // tree(id, parent → tree ON DELETE CASCADE, owner → accounts ON DELETE SET NULL, NOT NULL)
+    db.create_table("", "tree", &[col("id", TypeKind::Integer), col("parent", TypeKind::Integer), col("owner", TypeKind::Integer)], &["id".into()], false).await.unwrap();
+    let key = |name: &str, column: &str, parent: &str, on_delete: &str| {
+        let id = db.table("", "tree").unwrap().columns.iter().find(|c| c.name == column).unwrap().id;
+        let fk = ForeignKeyDef { name: name.into(), column_ids: vec![id], ref_table: db.table("", parent).unwrap().id(), deferred: false, on_delete: on_delete.into() };
+        AlterTableRequest { database: "postgres".into(), name: "tree".into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }
+    };
+    db.alter_table(&key("tree_parent", "parent", "tree", "c")).await.unwrap();
+    db.alter_table(&key("tree_owner", "owner", "accounts", "n")).await.unwrap();
+    let rows = |rows: Vec<(i32, Option<i32>, Option<i32>)>| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("parent", DataType::Int32, true),
+            Field::new("owner", DataType::Int32, true),
+        ]));
+        let cols: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(Int32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    };
+    // A chain 1 ← 2 ← … ← 70: deleting its head would cascade 69 levels deep.
+    db.commit(0, &[write("tree", WriteKind::Insert, &rows((1..=70).map(|i| (i, (i > 1).then_some(i - 1), None)).collect()))]).await.unwrap();
+    let head = rows(vec![(1, None, None)]).project(&[0]).unwrap();
+    let e = db.commit(0, &[write("tree", WriteKind::Delete, &head)]).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "54001", "{e}");
+    assert_eq!(scan(&db, scan_req("tree", 0)).await.unwrap().num_rows(), 70);
+
+    // One write whose first cascade is buffered and whose second fails
+    // (SET NULL on a NOT NULL column) takes the first back: deleting
+    // account 1 cascades to `cascaded`, then cannot set `nulled.account`.
+    let mut not_null = col("account", TypeKind::Integer);
+    not_null.not_null = true;
+    db.create_table("", "cascaded", &[col("id", TypeKind::Integer), col("account", TypeKind::Integer)], &["id".into()], false).await.unwrap();
+    db.create_table("", "nulled", &[col("id", TypeKind::Integer), not_null], &["id".into()], false).await.unwrap();
+    for (table, action) in [("cascaded", "c"), ("nulled", "n")] {
+        let id = db.table("", table).unwrap().columns.iter().find(|c| c.name == "account").unwrap().id;
+        let fk = ForeignKeyDef { name: format!("{table}_fk"), column_ids: vec![id], ref_table: db.table("", "accounts").unwrap().id(), deferred: false, on_delete: action.into() };
+        db.alter_table(&AlterTableRequest { database: "postgres".into(), name: table.into(), action: Some(Action::AddForeignKey(fk)), ..Default::default() }).await.unwrap();
+        db.commit(0, &[write(table, WriteKind::Insert, &orders(&[(1, Some(1))]))]).await.unwrap();
+    }
+    let (t, _) = db.begin(None).unwrap();
+    let e = db.write(t, &write("accounts", WriteKind::Delete, &account_keys(&[1]))).await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23502", "{e}");
+    assert_eq!(scan(&db, scan_req("cascaded", t)).await.unwrap().num_rows(), 1, "the cascade of the failed write was taken back");
+    db.commit(t, &[]).await.unwrap();
+    assert_eq!(scan(&db, scan_req("cascaded", 0)).await.unwrap().num_rows(), 1);
+}
