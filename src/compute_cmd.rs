@@ -28,6 +28,11 @@ pub struct ComputeArgs {
     /// Prometheus /metrics and /healthz listen address.
     #[arg(long, env = "EBB_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// MiB of rows read by key to keep, answering the same reads without a
+    /// storage round trip while storage's row-change watch says they are
+    /// current (0: keep none) [default: 64].
+    #[arg(long, env = "EBB_ROW_CACHE_MB")]
+    row_cache_mb: Option<usize>,
 }
 
 /// The `[compute]` section of the settings file.
@@ -39,6 +44,7 @@ struct ComputeFile {
     database: Option<String>,
     control_listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    row_cache_mb: Option<usize>,
 }
 
 /// Runs `ebb compute`.
@@ -50,6 +56,7 @@ pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Resul
         database: args.database.or(file.database),
         control_listen: args.control_listen.or(file.control_listen),
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        row_cache_bytes: args.row_cache_mb.or(file.row_cache_mb).unwrap_or(server::DEFAULT_ROW_CACHE_MB) << 20,
     };
     if std::env::var_os(EXIT_WITH_PARENT).is_some() {
         exit_with_parent();

@@ -5,7 +5,8 @@
 //!   [`column_names`]: result columns named as PostgreSQL names them;
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
 //!   the DataFusion view of storage; [`point_read`]: key lookups that skip
-//!   DataFusion; [`storage_client`]: the gRPC client, over
+//!   DataFusion, answered from [`row_cache`] while [`row_watch`] keeps it
+//!   true; [`storage_client`]: the gRPC client, over
 //!   [`storage_channel`]'s connection;
 //! - [`binding`], [`control`]: which database it serves and the control
 //!   service; [`metrics`]: its Prometheus gauges.
@@ -30,6 +31,8 @@ pub mod exists_values;
 pub mod function_aliases;
 pub mod function_call;
 pub mod record_fields;
+pub mod row_cache;
+pub mod row_watch;
 pub mod set_returning;
 pub mod sequence_functions;
 pub mod metrics;

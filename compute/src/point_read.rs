@@ -28,6 +28,7 @@ use ebb_proto::storage::{CompareOp, KeyBound, Predicate, ScanRequest, Value, val
 use crate::compiled_exprs::{ExprCache, simplified};
 use crate::error::{ComputeError, Result};
 use crate::pushdown;
+use crate::row_cache::{CachedRow, RowCache, row_key};
 use crate::session::param_position;
 use crate::storage_client::expected;
 use crate::storage_session::StorageSession;
@@ -126,14 +127,7 @@ impl PointRead {
     /// key value is missing, NULL or not of its column's type (the general
     /// path then decides what the comparison means, or reports the error).
     pub fn request(&self, txn: u64, statement: u64, params: &[ScalarValue]) -> Option<ScanRequest> {
-        let values = self
-            .key
-            .iter()
-            .map(|(ty, part)| match part {
-                KeyPart::Constant(v) => key_value(v, ty),
-                KeyPart::Param(i) => key_value(params.get(*i)?, ty),
-            })
-            .collect::<Option<Vec<Value>>>()?;
+        let values = self.key_values(params)?;
         let def = self.table.def();
         // Expressions read the whole row (an empty projection).
         let mut projection: Vec<String> = Vec::new();
@@ -181,6 +175,73 @@ impl PointRead {
     /// into `compiled`).
     pub async fn run(&self, storage: &StorageSession, req: ScanRequest, state: &SessionState, compiled: &ExprCache, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let (_, batches) = storage.client.scan(req, |txn| storage.begun(txn)).await?;
+        self.shape(&batches, state, compiled, params)
+    }
+
+    /// The key's values as storage takes them (see [`PointRead::request`]).
+    fn key_values(&self, params: &[ScalarValue]) -> Option<Vec<Value>> {
+        self.key
+            .iter()
+            .map(|(ty, part)| match part {
+                KeyPart::Constant(v) => key_value(v, ty),
+                KeyPart::Param(i) => key_value(params.get(*i)?, ty),
+            })
+            .collect()
+    }
+
+    /// The row cache's key of the row read with `params`; `None` when the
+    /// table's rows are not cached (see [`row_key`]) or the general path
+    /// must decide (see [`PointRead::request`]).
+    pub fn cache_key(&self, params: &[ScalarValue]) -> Option<Vec<u8>> {
+        row_key(self.table.def(), &self.key_values(params)?)
+    }
+
+    /// As [`PointRead::run`] for a read outside any transaction (statement
+    /// number `statement`) of the row `key` names: from the row cache when
+    /// it holds the row, else from storage — the whole row, which the
+    /// cache then keeps.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_cached(
+        &self,
+        storage: &StorageSession,
+        cache: &RowCache,
+        key: Vec<u8>,
+        statement: u64,
+        state: &SessionState,
+        compiled: &ExprCache,
+        params: &[ScalarValue],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let version = self.table.def().version;
+        if let Some(row) = cache.get(&key, version) {
+            return self.shape_cached(&row, state, compiled, params);
+        }
+        let mut req = self.request(0, statement, params).ok_or_else(|| ComputeError::Internal("a cached point read without its key".into()))?;
+        req.projection.clear();
+        let (_, batches, snapshot_ts) = storage.client.scan_at(req, |_| {}).await?;
+        let mut rows = batches.iter().filter(|b| b.num_rows() > 0);
+        if let (Some(row), None, Some(ts)) = (rows.next(), rows.next(), snapshot_ts) {
+            cache.fill(key, version, row, ts);
+        }
+        self.shape(&batches, state, compiled, params)
+    }
+
+    /// The statement's result from a cached row: only the columns it
+    /// returns are made arrays.
+    fn shape_cached(&self, row: &CachedRow, state: &SessionState, compiled: &ExprCache, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let Outputs::Columns(columns) = &self.outputs else {
+            return self.shape(&[row.batch()?], state, compiled, params);
+        };
+        let columns = columns
+            .iter()
+            .map(|c| row.column(c).ok_or_else(|| ComputeError::Internal(format!("cached row has no column {c}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(1));
+        Ok((self.schema.clone(), vec![RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?]))
+    }
+
+    /// The statement's result from the rows read (whole rows, or the
+    /// columns the request projected).
+    fn shape(&self, batches: &[RecordBatch], state: &SessionState, compiled: &ExprCache, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let mut out = Vec::with_capacity(batches.len());
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
             let columns = match &self.outputs {

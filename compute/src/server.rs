@@ -14,6 +14,7 @@ use ebb_proto::control::compute_control_server::ComputeControlServer;
 use crate::binding::Binding;
 use crate::control::ControlService;
 use crate::metrics::ComputeMetrics;
+use crate::row_watch::RowCaches;
 use crate::error::{ComputeError, Result};
 use crate::pg::{Connection, Shared};
 use crate::storage_client::StorageClient;
@@ -32,7 +33,13 @@ pub struct ComputeConfig {
     pub control_listen: Option<SocketAddr>,
     /// Prometheus `/metrics` (and `/healthz`) listen address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Bytes of rows read by key each database's row cache keeps (0: no
+    /// row cache; see `row_cache`).
+    pub row_cache_bytes: usize,
 }
+
+/// The row cache's size unless configured, in MiB.
+pub const DEFAULT_ROW_CACHE_MB: usize = 64;
 
 /// Runs the compute role until `shutdown` resolves.
 pub async fn run(cfg: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
@@ -51,7 +58,11 @@ fn local_addr(l: &TcpListener) -> Result<SocketAddr> {
 /// Like [`run`], on a listener the caller bound.
 pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     crate::pg_catalog::preload()?;
-    let storage = StorageClient::connect_lazy(&cfg.storage)?;
+    let row_caches = Arc::new(RowCaches::new(cfg.row_cache_bytes));
+    let mut storage = StorageClient::connect_lazy(&cfg.storage)?;
+    if cfg.row_cache_bytes > 0 {
+        storage = storage.with_row_caches(row_caches.clone());
+    }
     // One round trip now: it checks the flags and leaves a warm channel, so
     // that an `attach` later takes milliseconds.
     let databases = storage.list_databases().await?;
@@ -87,7 +98,7 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
     if let Some(addr) = cfg.metrics_listen {
         let listener = bind(addr, "metrics").await?;
         let registry = prometheus::Registry::new();
-        let metrics = ComputeMetrics::new(&registry).map_err(|e| ComputeError::Internal(e.to_string()))?;
+        let metrics = ComputeMetrics::new(&registry, row_caches.clone()).map_err(|e| ComputeError::Internal(e.to_string()))?;
         tokio::spawn(ebb_common::metrics::serve(listener, registry, stopped.wait()));
         let binding = binding.clone();
         let stopped = stopped.wait();

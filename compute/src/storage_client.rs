@@ -12,6 +12,8 @@ use ebb_proto::storage::storage_client::StorageClient as Grpc;
 use ebb_proto::storage::*;
 
 use crate::error::{ComputeError, Result};
+use crate::row_cache::RowCache;
+use crate::row_watch::RowCaches;
 use crate::storage_channel::DirectChannel;
 
 /// Largest gRPC message the client sends or accepts.
@@ -21,6 +23,8 @@ const MAX_MESSAGE: usize = 256 << 20;
 #[derive(Clone)]
 pub struct StorageClient {
     grpc: Grpc<DirectChannel>,
+    /// Rows kept to answer reads by key (none: every read goes to storage).
+    rows: Option<std::sync::Arc<RowCaches>>,
 }
 
 impl StorageClient {
@@ -36,7 +40,26 @@ impl StorageClient {
         let grpc = Grpc::with_origin(DirectChannel::lazy(addr), origin)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { grpc })
+        Ok(Self { grpc, rows: None })
+    }
+
+    /// This client with row caches (see `row_cache`).
+    pub fn with_row_caches(mut self, rows: std::sync::Arc<RowCaches>) -> Self {
+        self.rows = Some(rows);
+        self
+    }
+
+    /// The row cache of `database`, if this client keeps them (its watch
+    /// starts with the first call).
+    pub fn row_cache(&self, database: &str) -> Option<std::sync::Arc<RowCache>> {
+        Some(self.rows.as_ref()?.for_database(self, database))
+    }
+
+    /// Opens a row-change watch: `acks` carries the database's name, then
+    /// acknowledgements.
+    pub async fn watch_rows(&self, acks: tokio::sync::mpsc::UnboundedReceiver<WatchRowsRequest>) -> Result<tonic::Streaming<RowChanges>> {
+        let acks = tokio_stream::wrappers::UnboundedReceiverStream::new(acks);
+        Ok(self.grpc().watch_rows(acks).await?.into_inner())
     }
 
     fn grpc(&self) -> Grpc<DirectChannel> {
@@ -209,8 +232,16 @@ impl StorageClient {
     /// carries `begin`) as soon as storage answers, before the rows (which
     /// may still fail) arrive.
     pub async fn scan(&self, req: ScanRequest, begun: impl FnOnce(u64)) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let (schema, batches, _) = self.scan_at(req, begun).await?;
+        Ok((schema, batches))
+    }
+
+    /// As [`StorageClient::scan`]; also returns the snapshot a scan outside
+    /// any transaction read (`None` in a transaction).
+    pub async fn scan_at(&self, req: ScanRequest, begun: impl FnOnce(u64)) -> Result<(SchemaRef, Vec<RecordBatch>, Option<u64>)> {
         let begins = req.begin.is_some();
         let response = self.grpc().scan(req).await?;
+        let snapshot_ts = response.metadata().get(ebb_proto::SNAPSHOT_TS_METADATA_KEY).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if begins {
             let id = response
                 .metadata()
@@ -224,7 +255,8 @@ impl StorageClient {
         while let Some(m) = stream.message().await? {
             bytes.extend_from_slice(&m.arrow_ipc);
         }
-        arrow_ipc::decode_with_schema(&bytes).map_err(|e| ComputeError::Internal(format!("bad scan stream from storage: {e}")))
+        let (schema, batches) = arrow_ipc::decode_with_schema(&bytes).map_err(|e| ComputeError::Internal(format!("bad scan stream from storage: {e}")))?;
+        Ok((schema, batches, snapshot_ts))
     }
 }
 

@@ -48,12 +48,21 @@ pub struct StorageSession {
     /// Held while deferred writes are on their way, so that a scan that
     /// finds none left waits until storage has them.
     flush_gate: tokio::sync::Mutex<()>,
+    /// The database's row cache, when the compute keeps one.
+    pub row_cache: Option<std::sync::Arc<crate::row_cache::RowCache>>,
+    /// The row cache's count of catalog changes when the catalog was last
+    /// brought up to date.
+    catalog_changes_seen: AtomicU64,
 }
 
 impl StorageSession {
     /// A session on `database` with no open transaction.
     pub fn new(client: StorageClient, database: String) -> Self {
+        let row_cache = client.row_cache(&database);
+        let catalog_changes_seen = AtomicU64::new(row_cache.as_ref().map_or(0, |c| c.catalog_changes()));
         Self {
+            row_cache,
+            catalog_changes_seen,
             client,
             database,
             txn: AtomicU64::new(0),
@@ -65,6 +74,14 @@ impl StorageSession {
             deferred: Mutex::default(),
             flush_gate: tokio::sync::Mutex::const_new(()),
         }
+    }
+
+    /// Whether the row watch reported DDL (by any compute) since the last
+    /// call: the session's catalog may be stale.
+    pub fn catalog_changed_since_last_look(&self) -> bool {
+        let Some(cache) = &self.row_cache else { return false };
+        let now = cache.catalog_changes();
+        self.catalog_changes_seen.swap(now, Ordering::SeqCst) != now
     }
 
     /// The open storage transaction, or 0 (reads then see the latest commit).

@@ -5,6 +5,7 @@
 
 pub mod arrow_ipc;
 pub mod pg_types;
+pub mod row_keys;
 
 /// The storage service (`proto/storage.proto`).
 pub mod storage {
@@ -42,3 +43,7 @@ pub const CATALOG_CHANGED_METADATA_KEY: &str = "ebb-catalog-changed";
 /// gRPC response metadata key of a scan that began its transaction
 /// (`ScanRequest.begin`): the new transaction's id, in decimal.
 pub const BEGUN_TXN_METADATA_KEY: &str = "ebb-begun-txn";
+
+/// gRPC response metadata key of a scan outside any transaction: the
+/// snapshot it read, in decimal (a compute's row cache keeps rows by it).
+pub const SNAPSHOT_TS_METADATA_KEY: &str = "ebb-snapshot-ts";

@@ -20,8 +20,9 @@
 
 use crate::types::Datum;
 
-/// Prefix byte of versioned data (and catalog) keys.
-pub const DATA_PREFIX: u8 = b'd';
+pub use ebb_proto::row_keys::{DATA_PREFIX, table_of, table_prefix};
+use ebb_proto::row_keys::{encode_bytes, encode_i16, encode_i32, encode_i64};
+
 /// Prefix byte of unversioned metadata keys.
 pub const META_PREFIX: u8 = b'm';
 /// Prefix byte of the local-durability outbox.
@@ -32,22 +33,6 @@ pub const CATALOG_TABLE_ID: u32 = 0;
 pub const FIRST_USER_TABLE_ID: u32 = 16;
 /// Length of the timestamp suffix of a versioned key.
 pub const TS_LEN: usize = 8;
-
-/// The key prefix of every row of a table: `'d' | table id`.
-pub fn table_prefix(table_id: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16);
-    k.push(DATA_PREFIX);
-    k.extend_from_slice(&table_id.to_be_bytes());
-    k
-}
-
-/// The table id of a user key (`'d' | table id | pk`).
-pub fn table_of(user_key: &[u8]) -> Option<u32> {
-    if user_key.len() < 5 || user_key[0] != DATA_PREFIX {
-        return None;
-    }
-    Some(u32::from_be_bytes([user_key[1], user_key[2], user_key[3], user_key[4]]))
-}
 
 /// The catalog key of a table definition.
 pub fn catalog_key(table_id: u32) -> Vec<u8> {
@@ -108,13 +93,9 @@ pub fn encode_key_datum(d: &Datum, out: &mut Vec<u8>) {
     match d {
         Datum::Null => out.push(0),
         Datum::Bool(b) => out.push(*b as u8),
-        Datum::I16(v) => out.extend_from_slice(&((*v as u16) ^ 0x8000).to_be_bytes()),
-        Datum::I32(v) | Datum::Date(v) => {
-            out.extend_from_slice(&((*v as u32) ^ 0x8000_0000).to_be_bytes())
-        }
-        Datum::I64(v) | Datum::Timestamp(v) => {
-            out.extend_from_slice(&((*v as u64) ^ (1 << 63)).to_be_bytes())
-        }
+        Datum::I16(v) => encode_i16(*v, out),
+        Datum::I32(v) | Datum::Date(v) => encode_i32(*v, out),
+        Datum::I64(v) | Datum::Timestamp(v) => encode_i64(*v, out),
         Datum::Decimal(v) => out.extend_from_slice(&((*v as u128) ^ (1 << 127)).to_be_bytes()),
         Datum::F32(v) => {
             let v = if *v == 0.0 { 0.0f32 } else { *v };
@@ -155,17 +136,6 @@ pub fn index_entry_key(index_id: u32, values: &[&Datum], unique: bool, row_suffi
         k.extend_from_slice(row_suffix);
     }
     k
-}
-
-/// Escapes 0x00 as 0x00 0xFF and terminates with 0x00 0x01, keeping order.
-fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
-    for &c in b {
-        out.push(c);
-        if c == 0 {
-            out.push(0xFF);
-        }
-    }
-    out.extend_from_slice(&[0x00, 0x01]);
 }
 
 #[cfg(test)]

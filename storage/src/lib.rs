@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod row;
+pub mod row_watch_service;
 pub mod server;
 pub mod service;
 pub mod types;

@@ -49,6 +49,12 @@ pub struct StorageMetrics {
     pub sequence_values: IntCounter,
     pub indexes_created: IntCounter,
     pub cascaded_rows: IntCounter,
+    /// Row-change watches of computes open now.
+    pub row_watches: IntGauge,
+    /// Row-change watches ended because they did not acknowledge within their lease.
+    pub row_watch_expiries: IntCounter,
+    /// Time commit groups waited for the row-change watches to acknowledge them.
+    pub row_watch_wait_seconds: Histogram,
 }
 
 impl StorageMetrics {
@@ -121,6 +127,12 @@ impl StorageMetrics {
             sequence_values: IntCounter::new("ebb_storage_sequence_values_total", "Sequence values handed out (nextval)")?,
             indexes_created: IntCounter::new("ebb_storage_indexes_created_total", "Secondary indexes created (CREATE INDEX)")?,
             cascaded_rows: IntCounter::new("ebb_storage_cascaded_rows_total", "Rows deleted or set to NULL by ON DELETE CASCADE / SET NULL")?,
+            row_watches: IntGauge::new("ebb_storage_row_watches", "Row-change watches of computes open now")?,
+            row_watch_expiries: IntCounter::new("ebb_storage_row_watch_expiries_total", "Row-change watches ended for not acknowledging within their lease")?,
+            row_watch_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new("ebb_storage_row_watch_wait_seconds", "Time commit groups waited for row-change watches to acknowledge them")
+                    .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0]),
+            )?,
             commit_gathers: IntCounterVec::new(
                 Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
                 &["outcome"],
@@ -141,6 +153,9 @@ impl StorageMetrics {
         registry.register(Box::new(m.sequence_values.clone()))?;
         registry.register(Box::new(m.indexes_created.clone()))?;
         registry.register(Box::new(m.cascaded_rows.clone()))?;
+        registry.register(Box::new(m.row_watches.clone()))?;
+        registry.register(Box::new(m.row_watch_expiries.clone()))?;
+        registry.register(Box::new(m.row_watch_wait_seconds.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

@@ -191,7 +191,7 @@ impl Storage for StorageService {
                 Some(BegunTxn { db: db.clone(), id, handed_over: false })
             }
         };
-        let rx = db.scan(&r).await.map_err(|e| log_err("scan", e))?;
+        let (rx, snapshot_ts) = db.scan_at(&r).await.map_err(|e| log_err("scan", e))?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let stream = futures::StreamExt::map(stream, |chunk| match chunk {
             Ok(b) => Ok(ScanResponse { arrow_ipc: b.to_vec() }),
@@ -200,8 +200,20 @@ impl Storage for StorageService {
         let mut response = Response::new(Box::pin(stream) as Self::ScanStream);
         if let Some(txn) = begun {
             response.metadata_mut().insert(ebb_proto::BEGUN_TXN_METADATA_KEY, txn.hand_over().into());
+        } else if r.txn_id == 0 {
+            response.metadata_mut().insert(ebb_proto::SNAPSHOT_TS_METADATA_KEY, snapshot_ts.into());
         }
         Ok(response)
+    }
+
+    type WatchRowsStream = Pin<Box<dyn Stream<Item = Result<RowChanges, Status>> + Send + 'static>>;
+
+    async fn watch_rows(&self, req: Request<tonic::Streaming<WatchRowsRequest>>) -> Res<Self::WatchRowsStream> {
+        let mut acks = req.into_inner();
+        let first = acks.message().await?.ok_or_else(|| Status::invalid_argument("a row watch names its database first"))?;
+        let db = self.node.database(&first.database).await.map_err(|e| log_err("watch_rows", e))?;
+        let rx = crate::row_watch_service::serve(db, acks);
+        Ok(Response::new(Box::pin(futures::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), Ok)) as Self::WatchRowsStream))
     }
 
     async fn write(&self, req: Request<WriteRequest>) -> Res<WriteResponse> {

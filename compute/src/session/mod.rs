@@ -539,7 +539,10 @@ impl Session {
             return false;
         }
         match self.catalog.refresh().await {
-            Ok(changed) => changed,
+            // Storage refused the definition the statement was planned
+            // with: worth a re-run even if the catalog was brought up to
+            // date in the meantime (after DDL the row watch reported).
+            Ok(changed) => changed || matches!(e, ComputeError::CatalogChanged(_)),
             Err(r) => {
                 tracing::debug!(error = %r, "reloading the catalog failed");
                 false
@@ -887,6 +890,7 @@ impl Session {
 
     /// Plans a statement with DataFusion against the session's catalog.
     pub(crate) async fn plan(&self, stmt: &Statement) -> Result<LogicalPlan> {
+        self.catch_up_with_ddl().await?;
         let mut plan = self.plan_once(stmt).await?;
         if reads_system_tables(&plan) && self.catalog.refresh().await? {
             // `pg_catalog` and `information_schema` list the tables: they
@@ -900,11 +904,22 @@ impl Session {
         Ok(plan)
     }
 
+    /// Reloads the catalog if the row watch reported DDL since the last
+    /// look, so a statement is not planned (nor a kept plan used) against
+    /// a definition another session changed.
+    async fn catch_up_with_ddl(&self) -> Result<()> {
+        if self.storage.catalog_changed_since_last_look() {
+            self.catalog.refresh().await?;
+        }
+        Ok(())
+    }
+
     /// Plans SQL text the session generated (see [`PlansByText`]): the plan
     /// kept for the current catalog, or a new one, kept unless it reads the
     /// catalog or storage's sizes (making those fetches what they read).
     /// `stmt`: the text parsed, when the caller has it.
     pub(crate) async fn plan_generated(&self, sql: &str, stmt: Option<&Statement>) -> Result<LogicalPlan> {
+        self.catch_up_with_ddl().await?;
         let generation = self.catalog.generation();
         if let Some(plan) = self.generated.get(sql, generation) {
             return Ok(plan);
@@ -940,6 +955,7 @@ impl Session {
     /// A query's plan: the one `cache` kept for the current catalog, or a
     /// new one that it keeps.
     async fn query_plan(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<LogicalPlan> {
+        self.catch_up_with_ddl().await?;
         let generation = self.catalog.generation();
         // Plans reading the catalog or storage's sizes are made afresh: making
         // them fetches what they read.
@@ -970,7 +986,20 @@ impl Session {
     /// row it read (a point read `for_update` in a transaction), so that
     /// the write that follows cannot be refused for its key.
     pub(crate) async fn read(&self, plan: LogicalPlan, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>, bool)> {
-        if let Some(point) = PointRead::recognise(&plan)
+        let point = PointRead::recognise(&plan);
+        // Outside a transaction block the latest commit is read: the row
+        // cache may hold it.
+        if let Some(point) = &point
+            && self.storage.txn() == 0
+            && self.storage.pending_begin().is_none()
+            && !for_update
+            && let Some(cache) = &self.storage.row_cache
+            && let Some(key) = point.cache_key(params)
+        {
+            let (schema, batches) = point.run_cached(&self.storage, cache, key, self.storage.statement(), &self.state, &self.compiled, params).await?;
+            return Ok((schema, batches, false));
+        }
+        if let Some(point) = &point
             && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {
             // A block's first request begins its transaction.
@@ -1052,6 +1081,8 @@ impl Session {
     /// when it returns rows; a statement naming a table or column the
     /// session's catalog lacks is described again after reloading it.
     pub async fn describe(&self, stmt: &Statement, cache: Option<&PlanCache>) -> Result<Described> {
+        // No catching up with DDL here: a Bind decodes its parameters by the
+        // types the statement was described with, whatever changed since.
         match self.describe_with_catalog(stmt, cache).await {
             Err(e) if self.reload_if_stale(stmt, &e).await => self.describe_with_catalog(stmt, cache).await,
             r => r,

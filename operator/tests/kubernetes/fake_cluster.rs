@@ -104,7 +104,7 @@ async fn run_compute(storage_url: &str, ip: IpAddr, pg: u16, control: u16) -> Op
         }
     };
     let (tx, rx) = watch::channel(false);
-    let cfg = ComputeConfig { listen: SocketAddr::new(ip, pg), storage: storage_url.to_string(), database: None, control_listen: Some(SocketAddr::new(ip, control)), metrics_listen: None };
+    let cfg = ComputeConfig { listen: SocketAddr::new(ip, pg), storage: storage_url.to_string(), database: None, control_listen: Some(SocketAddr::new(ip, control)), metrics_listen: None, row_cache_bytes: 0 };
     tokio::spawn(ebb_compute::server::run_on(listener, cfg, stopped(&rx)));
     let mut probes = 0;
     while tokio::net::TcpStream::connect(SocketAddr::new(ip, control)).await.is_err() && probes < 200 {

@@ -38,6 +38,7 @@ use super::config::Durability;
 use super::database::Database;
 use super::locks::LockSet;
 use super::mvcc::newest_version;
+use super::row_watch::AckWait;
 use super::txn::{Pending, PendingKind, SnapshotGuard, Txn};
 use crate::durability::wal::{AppendError, WAL_PIPELINE_DEPTH, WalCommit, WalOp, WalPutter};
 use crate::error::{Result, StorageError};
@@ -206,11 +207,16 @@ struct Group {
     early: bool,
     /// When its put started.
     put_at: Instant,
+    /// Sent to computes' row watches (as its put starts, so their
+    /// acknowledgements are usually in before it lands), and what it waits
+    /// for from them.
+    published: bool,
+    acks: Option<AckWait>,
 }
 
 impl Group {
     fn new(early: bool) -> Self {
-        Group { accepted: Vec::new(), commits: Vec::new(), keys: Vec::new(), seq: 0, early, put_at: Instant::now() }
+        Group { accepted: Vec::new(), commits: Vec::new(), keys: Vec::new(), seq: 0, early, put_at: Instant::now(), published: false, acks: None }
     }
 
     fn last_ts(&self) -> u64 {
@@ -271,6 +277,10 @@ impl Pipeline {
         group.put_at = Instant::now();
         let mut wal = db.wal.lock().await;
         group.seq = wal.reserve();
+        // In commit order, like the puts; the commits are not visible before
+        // they land, so dropping their rows from caches now is early, never late.
+        group.acks = db.row_watches.publish(&group.commits, group.last_ts());
+        group.published = true;
         let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), self.shutdown.clone());
         drop(wal);
         self.puts.push_back(Box::pin(put));
@@ -371,7 +381,7 @@ impl Pipeline {
             }
             Err(AppendError::Store(e)) => Err(e),
         };
-        if finish(db, group, result) {
+        if finish(db, group, result).await {
             self.start_waiting(db).await;
             return true;
         }
@@ -553,7 +563,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 for k in &group.keys {
                     pipeline.pending.remove(k);
                 }
-                finish(&db, group, Ok(()));
+                finish(&db, group, Ok(())).await;
             }
         }
     }
@@ -584,9 +594,10 @@ fn refusal(db: &Database, why: &StorageError) -> StorageError {
 }
 
 /// Makes a group whose durability step ended with `durable` visible —
-/// applying it first unless it was applied early — and answers its
+/// applying it first unless it was applied early, and once computes'
+/// row-change watches acknowledged it (see `row_watch`) — and answers its
 /// commits. Returns `false` if the database can take no more commits.
-fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
+async fn finish(db: &Database, mut group: Group, durable: Result<()>) -> bool {
     let result = durable.and_then(|()| {
         if group.early {
             return db.record_durable(group.last_ts());
@@ -596,6 +607,11 @@ fn finish(db: &Database, group: Group, durable: Result<()>) -> bool {
     });
     match result {
         Ok(()) => {
+            // Local durability publishes here; remote did as its put started.
+            let acks = if group.published { group.acks.take() } else { db.row_watches.publish(&group.commits, group.last_ts()) };
+            if let Some(acks) = acks {
+                db.row_watches.wait(acks).await;
+            }
             db.snapshots.advance(group.last_ts());
             db.metrics.commits.inc_by(group.accepted.len() as u64);
             for (job, ts) in group.accepted {

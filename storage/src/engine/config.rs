@@ -70,6 +70,9 @@ pub struct EngineConfig {
     /// Scans of databases with at least this many keys (RocksDB's estimate)
     /// run in two halves on two threads (see `scan_split`).
     pub split_scans_from_keys: u64,
+    /// How long a compute's row-change watch may go without acknowledging
+    /// before it is ended (commits wait for it at most this long).
+    pub row_watch_lease: Duration,
 }
 
 /// RocksDB's cache of uncompressed data blocks, shared by every database of
@@ -129,6 +132,7 @@ impl Default for EngineConfig {
             lock_timeout: Duration::from_secs(10),
             block_cache: BlockCache::new(DEFAULT_BLOCK_CACHE_BYTES),
             split_scans_from_keys: 100_000,
+            row_watch_lease: Duration::from_secs(1),
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Database {
     pub(crate) checkpointed_ts: AtomicU64,
     pub(crate) last_checkpoint_ms: AtomicU64,
     pub(crate) uploaded_ssts: tokio::sync::Mutex<HashSet<String>>,
+    /// Computes' row-change watches (see `row_watch`).
+    pub row_watches: super::row_watch::RowWatches,
     commit_tx: mpsc::Sender<CommitJob>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -260,6 +262,7 @@ impl Database {
         let (commit_tx, commit_rx) = mpsc::channel(4096);
         let (shutdown, _) = watch::channel(false);
         let first_txn_id = checkpoint::now_ms() << 10;
+        let row_watch_lease = cfg.row_watch_lease;
         let this = Arc::new(Self {
             name: name.to_string(),
             id: id.to_string(),
@@ -270,6 +273,7 @@ impl Database {
             snapshots,
             txns: TxnManager::new(first_txn_id),
             locks: LockTable::new(),
+            row_watches: super::row_watch::RowWatches::new(row_watch_lease, metrics.clone()),
             metrics,
             objects,
             wal: tokio::sync::Mutex::new(writer),
@@ -306,6 +310,7 @@ impl Database {
             let _ = t.await;
         }
         self.txns.abort_all();
+        self.row_watches.close_all();
         if let Err(e) = self.db.flush() {
             tracing::warn!(database = %self.name, error = %e, "flush on close failed");
         }

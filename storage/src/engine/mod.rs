@@ -14,6 +14,7 @@ pub mod index_ddl;
 mod index_entries;
 pub mod locks;
 pub mod mvcc;
+pub mod row_watch;
 pub mod savepoints;
 pub mod scan;
 pub mod scan_aggregate;

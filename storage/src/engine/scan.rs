@@ -90,6 +90,11 @@ fn writes_in(writes: &std::collections::BTreeMap<Vec<u8>, Pending>, start: &[u8]
 impl Database {
     /// Starts a scan; IPC stream chunks arrive on the returned channel.
     pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<mpsc::Receiver<Result<Bytes>>> {
+        Ok(self.scan_at(req).await?.0)
+    }
+
+    /// As [`Database::scan`]; also returns the snapshot the scan reads.
+    pub async fn scan_at(self: &Arc<Self>, req: &ScanRequest) -> Result<(mpsc::Receiver<Result<Bytes>>, u64)> {
         self.check_owned()?;
         if !req.earlier_writes.is_empty() {
             // First, so that whatever fails later, they are buffered (or
@@ -127,6 +132,10 @@ impl Database {
             };
             ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay, index_overlay }
         };
+        let snapshot_ts = match &snapshot {
+            ScanSnapshot::Txn { ts, .. } => *ts,
+            ScanSnapshot::Own(guard) => guard.ts,
+        };
         let (tx, rx) = mpsc::channel(SCAN_CHUNKS_BUFFERED);
         if plan.one_key {
             // One row at most: a RocksDB seek and a few microseconds of work,
@@ -136,7 +145,7 @@ impl Database {
             if let Err(e) = run_scan(self, &plan, snapshot, sink) {
                 let _ = tx.try_send(Err(e));
             }
-            return Ok(rx);
+            return Ok((rx, snapshot_ts));
         }
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -144,7 +153,7 @@ impl Database {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        Ok(rx)
+        Ok((rx, snapshot_ts))
     }
 }
 

@@ -1,0 +1,253 @@
+//! Row-change watches: how a compute may answer reads from rows it cached
+//! and still give every read the latest commit.
+//!
+//! A compute that caches rows opens a watch on the database (`WatchRows`).
+//! Every commit group, once durable and before it becomes visible to a new
+//! snapshot or is acknowledged, is sent to every watch — the user keys it
+//! wrote (the tables, when it wrote thousands of rows), or "everything"
+//! when it changed table definitions — and the group
+//! waits until each watch has acknowledged it. So by the time anyone can
+//! read a commit, no compute still serves an older copy of its rows.
+//!
+//! A watch must acknowledge something at least once per lease (storage
+//! sends it a ping every quarter lease). One that does not — a hung or cut
+//! off compute — is ended, and the commits waiting for it go on; its
+//! compute stops answering from its cache when its own lease, counted from
+//! when it *sent* its newest acknowledgement (never later than storage
+//! received it), runs out. A compute that dies closes its connection and
+//! its watch ends at once.
+//!
+//! A new watch is told the newest commit sent to watches so far
+//! (`floor_ts`): a commit accepted just before the watch opened, and not
+//! sent to it, may not be visible yet, so rows read at an older snapshot
+//! must not be cached.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ebb_proto::storage::RowChanges;
+use tokio::sync::{mpsc, watch};
+
+use crate::durability::wal::WalCommit;
+use crate::keys::{self, CATALOG_TABLE_ID};
+use crate::metrics::StorageMetrics;
+
+/// Most keys a message lists; a group that wrote more names the tables
+/// instead (`RowChanges.tables`), so a bulk load costs its watches a few
+/// bytes, not a copy of every key.
+const MAX_KEYS: usize = 4096;
+
+/// The open watches of one database.
+pub struct RowWatches {
+    state: Mutex<State>,
+    lease: Duration,
+    metrics: StorageMetrics,
+}
+
+#[derive(Default)]
+struct State {
+    watches: Vec<Arc<Watch>>,
+    next_id: u64,
+    /// The newest commit sent to watches (or committed while none was open).
+    published_ts: u64,
+}
+
+/// One compute's watch.
+pub struct Watch {
+    id: u64,
+    /// Taken when the watch ends, which ends its stream.
+    tx: Mutex<Option<mpsc::UnboundedSender<RowChanges>>>,
+    /// The number of the newest message sent.
+    sent: AtomicU64,
+    /// The newest `seq` acknowledged; `u64::MAX` once the watch ended.
+    acked: watch::Sender<u64>,
+    /// When the newest acknowledgement arrived.
+    last_ack: Mutex<Instant>,
+}
+
+/// What a commit group waits for before it becomes visible.
+pub struct AckWait {
+    waits: Vec<(Arc<Watch>, u64)>,
+}
+
+impl RowWatches {
+    /// No watches; a watch that acknowledges nothing for `lease` is ended.
+    pub fn new(lease: Duration, metrics: StorageMetrics) -> Self {
+        Self { state: Mutex::default(), lease, metrics }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a watch: its handle, its stream of messages, the first of
+    /// which (floor and lease) is already in it.
+    pub fn open(&self) -> (Arc<Watch>, mpsc::UnboundedReceiver<RowChanges>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.state();
+        state.next_id += 1;
+        let w = Arc::new(Watch {
+            id: state.next_id,
+            tx: Mutex::new(Some(tx)),
+            sent: AtomicU64::new(0),
+            acked: watch::Sender::new(0),
+            last_ack: Mutex::new(Instant::now()),
+        });
+        let first = RowChanges { floor_ts: state.published_ts, lease_ms: self.lease.as_millis() as u64, ..Default::default() };
+        w.send(first);
+        state.watches.push(w.clone());
+        self.metrics.row_watches.set(state.watches.len() as i64);
+        (w, rx)
+    }
+
+    /// Ends a watch (its stream ends; nothing waits for it any more).
+    pub fn close(&self, w: &Watch) {
+        let mut state = self.state();
+        state.watches.retain(|o| o.id != w.id);
+        self.metrics.row_watches.set(state.watches.len() as i64);
+        drop(state);
+        w.end();
+    }
+
+    /// How many watches are open.
+    pub fn count(&self) -> usize {
+        self.state().watches.len()
+    }
+
+    /// Ends every watch (the database closes).
+    pub fn close_all(&self) {
+        let watches = std::mem::take(&mut self.state().watches);
+        self.metrics.row_watches.set(0);
+        for w in watches {
+            w.end();
+        }
+    }
+
+    /// Sends a ping to `w`, or ends it if its lease ran out; false once
+    /// it has ended.
+    pub fn ping(&self, w: &Watch) -> bool {
+        if w.ended() {
+            return false;
+        }
+        if w.expired(self.lease) {
+            self.expire(w);
+            return false;
+        }
+        let _state = self.state();
+        w.send(RowChanges::default())
+    }
+
+    fn expire(&self, w: &Watch) {
+        tracing::warn!(watch = w.id, lease = ?self.lease, "a row-change watch acknowledged nothing within its lease; ended");
+        self.metrics.row_watch_expiries.inc();
+        self.close(w);
+    }
+
+    /// Sends the changes of a group of commits (the newest `ts`) to every
+    /// watch; `None` when there is none to wait for.
+    pub fn publish(&self, commits: &[WalCommit], ts: u64) -> Option<AckWait> {
+        let mut state = self.state();
+        state.published_ts = state.published_ts.max(ts);
+        if state.watches.is_empty() {
+            return None;
+        }
+        let changes = changes_of(commits, ts);
+        let mut waits = Vec::with_capacity(state.watches.len());
+        for w in &state.watches {
+            if w.send(changes.clone()) {
+                waits.push((w.clone(), w.sent.load(Ordering::SeqCst)));
+            }
+        }
+        Some(AckWait { waits })
+    }
+
+    /// Waits until every watch acknowledged what `wait` sent it, ending
+    /// those whose lease runs out first.
+    pub async fn wait(&self, wait: AckWait) {
+        let started = Instant::now();
+        for (w, seq) in wait.waits {
+            let mut acked = w.acked.subscribe();
+            loop {
+                if *acked.borrow_and_update() >= seq {
+                    break;
+                }
+                let deadline = *w.last_ack.lock().unwrap_or_else(|p| p.into_inner()) + self.lease;
+                match tokio::time::timeout_at(deadline.into(), acked.changed()).await {
+                    Ok(_) => continue,
+                    Err(_) if w.expired(self.lease) => {
+                        self.expire(&w);
+                        break;
+                    }
+                    // Acknowledged something in the meantime: a new deadline.
+                    Err(_) => continue,
+                }
+            }
+        }
+        self.metrics.row_watch_wait_seconds.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// What a group of commits (the newest `ts`) changed, as watches are told.
+fn changes_of(commits: &[WalCommit], ts: u64) -> RowChanges {
+    let mut changes = RowChanges { commit_ts: ts, ..Default::default() };
+    let written = commits.iter().map(|c| c.ops.len()).sum::<usize>();
+    for c in commits {
+        if !c.dropped_tables.is_empty() {
+            changes.everything = true;
+        }
+        for op in &c.ops {
+            match keys::table_of(&op.key) {
+                Some(CATALOG_TABLE_ID) => changes.everything = true,
+                Some(table) if written > MAX_KEYS => {
+                    if !changes.tables.contains(&table) {
+                        changes.tables.push(table);
+                    }
+                }
+                Some(_) => changes.keys.push(op.key.clone()),
+                None => {}
+            }
+        }
+    }
+    if changes.everything {
+        changes.keys.clear();
+        changes.tables.clear();
+    }
+    changes
+}
+
+impl Watch {
+    /// Records an acknowledgement of every message up to `seq`.
+    pub fn ack(&self, seq: u64) {
+        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.acked.send_if_modified(|a| {
+            let newer = seq > *a && *a != u64::MAX;
+            if newer {
+                *a = seq;
+            }
+            newer
+        });
+    }
+
+    /// Numbers and sends a message; false if the watch has ended. Callers
+    /// hold the state lock, so each watch sees messages in commit order.
+    fn send(&self, mut msg: RowChanges) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = tx.as_ref() else { return false };
+        msg.seq = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        tx.send(msg).is_ok()
+    }
+
+    fn end(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.acked.send_replace(u64::MAX);
+    }
+
+    fn ended(&self) -> bool {
+        *self.acked.borrow() == u64::MAX
+    }
+
+    fn expired(&self, lease: Duration) -> bool {
+        self.last_ack.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > lease
+    }
+}

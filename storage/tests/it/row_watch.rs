@@ -1,0 +1,171 @@
+//! Row-change watches over gRPC: a commit is sent to every watch and
+//! becomes visible only once each acknowledged it or was ended for not
+//! acknowledging within its lease; a watch that closes holds nothing up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ebb_proto::row_keys;
+use ebb_proto::storage::storage_client::StorageClient;
+use ebb_proto::storage::*;
+use ebb_storage::service::StorageService;
+use object_store::memory::InMemory;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+/// A node whose watches have `lease`, serving gRPC, with `accounts`.
+async fn serve(lease: Duration) -> (TestNode, StorageClient<Channel>) {
+    let n = start(Arc::new(InMemory::new()), ebb_storage::EngineConfig { row_watch_lease: lease, ..test_config() }).await;
+    create_accounts(&*n.db().await).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = StorageService::new(n.node.clone()).into_server();
+    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(ebb_common::net::nodelay_incoming(listener)));
+    (n, StorageClient::connect(format!("http://{addr}")).await.unwrap())
+}
+
+/// An open watch: its acknowledgements and its messages.
+struct Watch {
+    acks: mpsc::UnboundedSender<WatchRowsRequest>,
+    changes: tonic::Streaming<RowChanges>,
+}
+
+impl Watch {
+    async fn open(c: &mut StorageClient<Channel>) -> (Self, RowChanges) {
+        let (acks, rx) = mpsc::unbounded_channel();
+        acks.send(WatchRowsRequest { database: "postgres".into(), acked: 0 }).unwrap();
+        let mut changes = c.watch_rows(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+        let first = changes.message().await.unwrap().expect("a first message");
+        let w = Self { acks, changes };
+        w.ack(first.seq);
+        (w, first)
+    }
+
+    fn ack(&self, seq: u64) {
+        self.acks.send(WatchRowsRequest { database: String::new(), acked: seq }).unwrap();
+    }
+
+    /// The next message that is not a ping.
+    async fn next_change(&mut self) -> RowChanges {
+        loop {
+            let m = self.changes.message().await.unwrap().expect("a message");
+            if m.commit_ts != 0 {
+                return m;
+            }
+        }
+    }
+}
+
+fn insert(id: i64) -> CommitRequest {
+    CommitRequest { database: "postgres".into(), txn_id: 0, writes: vec![write("accounts", WriteKind::Insert, &accounts(&[(id, "a", 10)]))] }
+}
+
+/// (rows, snapshot) of the latest accounts, over gRPC.
+async fn read_accounts(c: &mut StorageClient<Channel>) -> (usize, u64) {
+    let response = c.scan(scan_req("accounts", 0)).await.unwrap();
+    let ts = response.metadata().get(ebb_proto::SNAPSHOT_TS_METADATA_KEY).expect("a snapshot").to_str().unwrap().parse().unwrap();
+    let mut stream = response.into_inner();
+    let mut bytes = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        bytes.extend_from_slice(&m.arrow_ipc);
+    }
+    let (_, batches) = ebb_proto::arrow_ipc::decode_with_schema(&bytes).unwrap();
+    (batches.iter().map(|b| b.num_rows()).sum(), ts)
+}
+
+#[tokio::test]
+async fn a_commit_is_visible_only_once_every_watch_acknowledged_it() {
+    let (n, mut c) = serve(Duration::from_secs(3)).await;
+    let (mut w, first) = Watch::open(&mut c).await;
+    assert_eq!((first.seq, first.lease_ms), (1, 3000));
+    let (_, before) = read_accounts(&mut c).await;
+    assert!(first.floor_ts <= before);
+
+    let mut committer = c.clone();
+    let mut commit = tokio::spawn(async move { committer.commit(insert(7)).await });
+    let change = w.next_change().await;
+    let table = n.db().await.table("", "accounts").unwrap().id();
+    let mut key = row_keys::table_prefix(table);
+    row_keys::encode_i64(7, &mut key);
+    assert_eq!(change.keys, vec![key], "the row's storage key");
+    assert!(!change.everything);
+    assert!(tokio::time::timeout(Duration::from_millis(300), &mut commit).await.is_err(), "the commit waits for the watch");
+    assert_eq!(read_accounts(&mut c).await.0, 0, "not visible before the watch acknowledged it");
+
+    w.ack(change.seq);
+    let ts = commit.await.unwrap().expect("commit").into_inner().commit_ts;
+    assert_eq!(ts, change.commit_ts);
+    let (rows, snapshot) = read_accounts(&mut c).await;
+    assert_eq!(rows, 1);
+    assert!(snapshot >= ts);
+
+    // A bulk write names its table instead of every key.
+    let bulk: Vec<(i64, &str, i64)> = (100..5100).map(|i| (i, "b", 1)).collect();
+    let mut committer = c.clone();
+    let commit = tokio::spawn(async move {
+        committer.commit(CommitRequest { database: "postgres".into(), txn_id: 0, writes: vec![write("accounts", WriteKind::Insert, &accounts(&bulk))] }).await
+    });
+    let change = w.next_change().await;
+    assert_eq!((change.tables.clone(), change.keys.len()), (vec![table], 0));
+    w.ack(change.seq);
+    commit.await.unwrap().expect("bulk commit");
+
+    // DDL: every cached row is to be forgotten.
+    let mut ddl = c.clone();
+    let create = tokio::spawn(async move {
+        ddl.create_table(CreateTableRequest {
+            database: "postgres".into(),
+            name: "other".into(),
+            columns: vec![col("k", TypeKind::Integer)],
+            primary_key: vec!["k".into()],
+            ..Default::default()
+        })
+        .await
+    });
+    let change = w.next_change().await;
+    assert!(change.everything && change.keys.is_empty());
+    w.ack(change.seq);
+    create.await.unwrap().expect("create table");
+}
+
+#[tokio::test]
+async fn a_watch_that_stops_acknowledging_is_ended_and_commits_go_on() {
+    let (n, mut c) = serve(Duration::from_millis(600)).await;
+    let (mut w, _) = Watch::open(&mut c).await;
+    let mut committer = c.clone();
+    let mut commit = tokio::spawn(async move { committer.commit(insert(1)).await });
+    assert!(tokio::time::timeout(Duration::from_millis(200), &mut commit).await.is_err(), "the commit waits for the watch");
+    tokio::time::timeout(Duration::from_secs(5), commit).await.expect("the lease ends the wait").unwrap().expect("commit");
+    assert_eq!(n.db().await.row_watches.count(), 0, "the watch was ended");
+    // Its stream ends after what was sent.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match w.changes.message().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    });
+    ended.await.expect("the watch's stream ends");
+    assert_eq!(read_accounts(&mut c).await.0, 1);
+}
+
+#[tokio::test]
+async fn a_closed_watch_holds_nothing_up() {
+    let (n, mut c) = serve(Duration::from_secs(30)).await;
+    let (w, _) = Watch::open(&mut c).await;
+    assert_eq!(n.db().await.row_watches.count(), 1);
+    drop(w);
+    let db = n.db().await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while db.row_watches.count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the watch closes with its compute");
+    // With a 30 s lease, a commit that waited for the closed watch would time out here.
+    tokio::time::timeout(Duration::from_secs(5), c.commit(insert(2))).await.expect("no wait").expect("commit");
+}
