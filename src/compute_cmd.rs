@@ -30,7 +30,7 @@ pub struct ComputeArgs {
     metrics_listen: Option<SocketAddr>,
     /// MiB of rows read by key to keep, answering the same reads without a
     /// storage round trip while storage's row-change watch says they are
-    /// current (0: keep none) [default: 64].
+    /// current (0: keep none) [default: 128].
     #[arg(long, env = "EBB_ROW_CACHE_MB")]
     row_cache_mb: Option<usize>,
 }

@@ -32,8 +32,11 @@ use ebb_proto::storage::value::Kind;
 use ebb_proto::storage::{RowChanges, TableDef, TypeKind, Value};
 use prometheus::IntCounter;
 
-/// Bytes an entry costs beyond its values and key (map and queue slots).
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes an entry costs beyond its values and key: its map slot (with the
+/// map's spare capacity), the key's second copy in the eviction queue,
+/// allocation headers. Measured: 100 000 pgbench rows grew the compute's
+/// resident memory by ~68 MB, about this much more than their values.
+const ENTRY_OVERHEAD: usize = 320;
 
 /// The counters every row cache of a compute adds to.
 #[derive(Clone)]

@@ -38,8 +38,9 @@ pub struct ComputeConfig {
     pub row_cache_bytes: usize,
 }
 
-/// The row cache's size unless configured, in MiB.
-pub const DEFAULT_ROW_CACHE_MB: usize = 64;
+/// The row cache's size unless configured, in MiB (PostgreSQL's default
+/// `shared_buffers` is 128 MB).
+pub const DEFAULT_ROW_CACHE_MB: usize = 128;
 
 /// Runs the compute role until `shutdown` resolves.
 pub async fn run(cfg: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
