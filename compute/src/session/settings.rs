@@ -67,6 +67,9 @@ type Values = Arc<RwLock<BTreeMap<String, String>>>;
 #[derive(Debug, Clone)]
 pub struct Settings {
     values: Values,
+    /// `statement_timeout` in milliseconds, kept parsed: every statement
+    /// reads it.
+    timeout_ms: u64,
 }
 
 fn defaults() -> BTreeMap<String, String> {
@@ -75,7 +78,9 @@ fn defaults() -> BTreeMap<String, String> {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { values: Arc::new(RwLock::new(defaults())) }
+        let mut s = Self { values: Arc::new(RwLock::new(defaults())), timeout_ms: 0 };
+        s.parse_timeout();
+        s
     }
 }
 
@@ -131,7 +136,12 @@ impl Settings {
             _ => value.to_string(),
         };
         self.values.write().unwrap_or_else(|p| p.into_inner()).insert(n, value);
+        self.parse_timeout();
         Ok(())
+    }
+
+    fn parse_timeout(&mut self) {
+        self.timeout_ms = self.get("statement_timeout").ok().and_then(|v| parse_millis(&v).ok()).unwrap_or(0);
     }
 
     /// Back to the default (`None` = all).
@@ -148,6 +158,7 @@ impl Settings {
                 self.values.write().unwrap_or_else(|p| p.into_inner()).insert(n, default);
             }
         }
+        self.parse_timeout();
         Ok(())
     }
 
@@ -171,7 +182,7 @@ impl Settings {
 
     /// `statement_timeout` in milliseconds (0 = none).
     pub fn statement_timeout_ms(&self) -> u64 {
-        self.get("statement_timeout").ok().and_then(|v| parse_millis(&v).ok()).unwrap_or(0)
+        self.timeout_ms
     }
 
     /// `current_setting(name [, missing_ok])` over these settings, as
