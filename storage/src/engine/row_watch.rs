@@ -2,11 +2,11 @@
 //! and still give every read the latest commit.
 //!
 //! A compute that caches rows opens a watch on the database (`WatchRows`).
-//! Every commit group, once durable and before it becomes visible to a new
-//! snapshot or is acknowledged, is sent to every watch — the user keys it
+//! Every commit group is sent to every watch as its WAL put starts (before
+//! it can become visible to a new snapshot or be acknowledged) — the user keys it
 //! wrote (the tables, when it wrote thousands of rows), or "everything"
-//! when it changed table definitions — and the group
-//! waits until each watch has acknowledged it. So by the time anyone can
+//! when it changed table definitions — and, once durable, the group waits
+//! until each watch has acknowledged it before it is made visible. So by the time anyone can
 //! read a commit, no compute still serves an older copy of its rows.
 //!
 //! A watch must acknowledge something at least once per lease (storage
@@ -199,11 +199,8 @@ fn changes_of(commits: &[WalCommit], ts: u64) -> RowChanges {
         for op in &c.ops {
             match keys::table_of(&op.key) {
                 Some(CATALOG_TABLE_ID) => changes.everything = true,
-                Some(table) if written > MAX_KEYS => {
-                    if !changes.tables.contains(&table) {
-                        changes.tables.push(table);
-                    }
-                }
+                Some(table) if written > MAX_KEYS && !changes.tables.contains(&table) => changes.tables.push(table),
+                Some(_) if written > MAX_KEYS => {}
                 Some(_) => changes.keys.push(op.key.clone()),
                 None => {}
             }
