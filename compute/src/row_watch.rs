@@ -1,7 +1,9 @@
 //! Keeps each database's row cache (`row_cache`) true to storage: one
 //! row-change watch per database this compute serves, opened with the
 //! database's first session and kept open (reopened after a failure) for
-//! the life of the process. Each message is applied to the cache before it
+//! the life of the process — or until storage says the database does not
+//! exist (dropped, or a name a client made up), when the cache is
+//! forgotten (sessions holding it find it dark). Each message is applied to the cache before it
 //! is acknowledged, and each acknowledgement extends the cache's lease.
 
 use std::collections::HashMap;
@@ -22,14 +24,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct RowCaches {
     /// Bytes each database's cache may hold.
     budget: usize,
-    caches: Mutex<HashMap<String, Arc<RowCache>>>,
+    caches: Arc<Mutex<HashMap<String, Arc<RowCache>>>>,
     counters: RowCacheCounters,
 }
 
 impl RowCaches {
     /// No caches yet; each will hold up to `budget` bytes.
     pub fn new(budget: usize) -> Self {
-        Self { budget, caches: Mutex::default(), counters: RowCacheCounters::new() }
+        Self { budget, caches: Arc::default(), counters: RowCacheCounters::new() }
     }
 
     /// The counters the caches add to (for the metrics registry).
@@ -51,14 +53,33 @@ impl RowCaches {
         }
         let cache = Arc::new(RowCache::new(self.budget, self.counters.clone()));
         caches.insert(database.to_string(), cache.clone());
-        tokio::spawn(keep_watching(client.clone(), database.to_string(), cache.clone()));
+        let forget = Forget { caches: self.caches.clone(), database: database.to_string(), cache: cache.clone() };
+        tokio::spawn(keep_watching(client.clone(), forget));
         cache
     }
 }
 
-/// Watches `database` for as long as the process runs, reopening the
-/// watch when it ends; the cache serves nothing while there is none.
-async fn keep_watching(client: StorageClient, database: String, cache: Arc<RowCache>) {
+/// Removes a database's cache from its compute's caches.
+struct Forget {
+    caches: Arc<Mutex<HashMap<String, Arc<RowCache>>>>,
+    database: String,
+    cache: Arc<RowCache>,
+}
+
+impl Forget {
+    fn forget(self) {
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        if caches.get(&self.database).is_some_and(|c| Arc::ptr_eq(c, &self.cache)) {
+            caches.remove(&self.database);
+        }
+    }
+}
+
+/// Watches a database for as long as the process runs (or the database
+/// exists), reopening the watch when it ends; the cache serves nothing
+/// while there is none.
+async fn keep_watching(client: StorageClient, forget: Forget) {
+    let (database, cache) = (forget.database.clone(), forget.cache.clone());
     let mut backoff = Duration::from_millis(50);
     loop {
         let opened = Instant::now();
@@ -66,6 +87,11 @@ async fn keep_watching(client: StorageClient, database: String, cache: Arc<RowCa
         cache.go_dark();
         match ended {
             Ok(()) => tracing::debug!(%database, "row watch ended by storage; reopening"),
+            Err(e) if e.sqlstate() == "3D000" => {
+                tracing::debug!(%database, "no such database: its row cache is forgotten");
+                forget.forget();
+                return;
+            }
             Err(e) => tracing::debug!(%database, error = %e, "row watch failed; reopening"),
         }
         if opened.elapsed() > MAX_BACKOFF {
