@@ -265,9 +265,11 @@ impl RowCache {
             }
         }
         if state.order.len() > 2 * state.rows.len() + 1024 {
-            // Keys of dropped rows pile up in the queue; keep the live ones.
+            // Keys of dropped rows pile up in the queue, and a row filled
+            // again after a change is queued again: keep each live key once.
             let State { rows, order, .. } = &mut *state;
-            order.retain(|k| rows.contains_key(k));
+            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            order.retain(|k| rows.contains_key(k) && seen.insert(k.clone()));
         }
     }
 
@@ -355,6 +357,22 @@ mod tests {
         assert!(c.get(&key(21, 2), 1).is_some(), "other tables are unaffected");
         c.fill(key(22, 1), 1, &row(7), 9);
         assert!(c.get(&key(22, 1), 1).is_none(), "read before the watch's floor");
+    }
+
+    #[test]
+    fn the_eviction_queue_stays_as_long_as_the_rows() {
+        // Two rows changed and read in turn: each is filled again and again
+        // while the other's change drops its previous entry.
+        let c = live(1 << 20);
+        for round in 0..3000u64 {
+            let ts = 20 + 4 * round;
+            c.fill(key(20, 1), 1, &row(1), ts);
+            c.apply(&changes(ts + 1, vec![key(20, 2)]));
+            c.fill(key(20, 2), 1, &row(2), ts + 2);
+            c.apply(&changes(ts + 3, vec![key(20, 1)]));
+        }
+        let queued = c.state().order.len();
+        assert!(queued <= 1024 + 4, "{queued} queued for two rows");
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub async fn run_on(listener: TcpListener, cfg: ComputeConfig, shutdown: impl Fu
             _ = &mut shutdown => break,
         }
     }
+    // Storage's commits need not wait out the caches' leases.
+    row_caches.close_all().await;
     stop.stop();
     tracing::info!("compute stopped");
     Ok(())

@@ -76,12 +76,18 @@ impl StorageSession {
         }
     }
 
-    /// Whether the row watch reported DDL (by any compute) since the last
-    /// call: the session's catalog may be stale.
-    pub fn catalog_changed_since_last_look(&self) -> bool {
-        let Some(cache) = &self.row_cache else { return false };
-        let now = cache.catalog_changes();
-        self.catalog_changes_seen.swap(now, Ordering::SeqCst) != now
+    /// The row watch's count of DDL commits (by any compute), when it moved
+    /// since the session's catalog was last brought up to date: the
+    /// catalog may be stale ([`StorageSession::catalog_caught_up`] once
+    /// reloaded).
+    pub fn catalog_changes_unseen(&self) -> Option<u64> {
+        let now = self.row_cache.as_ref()?.catalog_changes();
+        (self.catalog_changes_seen.load(Ordering::SeqCst) != now).then_some(now)
+    }
+
+    /// The catalog was reloaded after the row watch's count reached `count`.
+    pub fn catalog_caught_up(&self, count: u64) {
+        self.catalog_changes_seen.store(count, Ordering::SeqCst);
     }
 
     /// The open storage transaction, or 0 (reads then see the latest commit).

@@ -1,7 +1,7 @@
 //! The `WatchRows` call: one compute's row-change watch (see
 //! `engine::row_watch`) kept alive — acknowledgements read as they come,
-//! a ping every quarter lease — and ended when the compute goes away or
-//! stops acknowledging.
+//! a ping every quarter lease — and ended when the compute says goodbye,
+//! goes away, stops acknowledging, or this node stops owning the database.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use ebb_proto::storage::{RowChanges, WatchRowsRequest};
 use tokio::sync::mpsc;
 
 use crate::engine::Database;
+use crate::engine::row_watch::Ending;
 
 /// Opens a watch on `db` acknowledged by `acks`; its messages arrive on
 /// the returned channel, which closes when the watch ends.
@@ -18,24 +19,32 @@ pub fn serve(db: Arc<Database>, mut acks: tonic::Streaming<WatchRowsRequest>) ->
     tokio::spawn(async move {
         let mut ping = tokio::time::interval(every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let ending = loop {
             tokio::select! {
                 ack = acks.message() => match ack {
-                    Ok(Some(a)) => watch.ack(a.acked),
-                    Ok(None) => break,
+                    Ok(Some(a)) => {
+                        watch.ack(a.acked);
+                        if a.bye {
+                            break Ending::Goodbye;
+                        }
+                    }
+                    Ok(None) => break Ending::Abrupt,
                     Err(e) => {
-                        tracing::debug!(database = %db.name, error = %e, "row watch ended by its compute");
-                        break;
+                        tracing::debug!(database = %db.name, error = %e, "row watch broken");
+                        break Ending::Abrupt;
                     }
                 },
                 _ = ping.tick() => {
-                    if !db.row_watches.ping(&watch) {
-                        break;
+                    // A node that no longer owns the database commits
+                    // nothing more: its watches end (their computes' reads
+                    // fail over to storage, which refuses them).
+                    if db.check_owned().is_err() || !db.row_watches.ping(&watch) {
+                        break Ending::Abrupt;
                     }
                 }
             }
-        }
-        db.row_watches.close(&watch);
+        };
+        db.row_watches.close(&watch, ending);
     });
     rx
 }

@@ -908,8 +908,9 @@ impl Session {
     /// look, so a statement is not planned (nor a kept plan used) against
     /// a definition another session changed.
     async fn catch_up_with_ddl(&self) -> Result<()> {
-        if self.storage.catalog_changed_since_last_look() {
+        if let Some(count) = self.storage.catalog_changes_unseen() {
             self.catalog.refresh().await?;
+            self.storage.catalog_caught_up(count);
         }
         Ok(())
     }

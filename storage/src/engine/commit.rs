@@ -278,9 +278,13 @@ impl Pipeline {
         let mut wal = db.wal.lock().await;
         group.seq = wal.reserve();
         // In commit order, like the puts; the commits are not visible before
-        // they land, so dropping their rows from caches now is early, never late.
-        group.acks = db.row_watches.publish(&group.commits, group.last_ts());
-        group.published = true;
+        // they land, so dropping their rows from caches now is early, never
+        // late. Not DDL: computes reload their catalog when told of it, so
+        // that is told once the new catalog is applied (in `finish`).
+        if !group.accepted.iter().any(|(job, _)| job.is_ddl()) {
+            group.acks = db.row_watches.publish(&group.commits, group.last_ts());
+            group.published = true;
+        }
         let put = put_wal(db.clone(), wal.putter(), group.seq, group.commits.clone(), self.shutdown.clone());
         drop(wal);
         self.puts.push_back(Box::pin(put));
@@ -607,7 +611,7 @@ async fn finish(db: &Database, mut group: Group, durable: Result<()>) -> bool {
     });
     match result {
         Ok(()) => {
-            // Local durability publishes here; remote did as its put started.
+            // Local durability and DDL publish here; the rest did as its put started.
             let acks = if group.published { group.acks.take() } else { db.row_watches.publish(&group.commits, group.last_ts()) };
             if let Some(acks) = acks {
                 db.row_watches.wait(acks).await;

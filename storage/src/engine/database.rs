@@ -273,7 +273,7 @@ impl Database {
             snapshots,
             txns: TxnManager::new(first_txn_id),
             locks: LockTable::new(),
-            row_watches: super::row_watch::RowWatches::new(row_watch_lease, metrics.clone()),
+            row_watches: super::row_watch::RowWatches::new(row_watch_lease, metrics.clone(), applied),
             metrics,
             objects,
             wal: tokio::sync::Mutex::new(writer),

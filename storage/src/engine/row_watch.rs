@@ -14,8 +14,11 @@
 //! off compute — is ended, and the commits waiting for it go on; its
 //! compute stops answering from its cache when its own lease, counted from
 //! when it *sent* its newest acknowledgement (never later than storage
-//! received it), runs out. A compute that dies closes its connection and
-//! its watch ends at once.
+//! received it), runs out. A watch whose compute says goodbye (it stopped
+//! using its cache) ends at once; one that just ends — its compute died,
+//! or the connection broke on one side only — holds commits until its
+//! lease from the last acknowledgement has run out, since its compute may
+//! still be answering from its cache.
 //!
 //! A new watch is told the newest commit sent to watches so far
 //! (`floor_ts`): a commit accepted just before the watch opened, and not
@@ -51,6 +54,9 @@ struct State {
     next_id: u64,
     /// The newest commit sent to watches (or committed while none was open).
     published_ts: u64,
+    /// Until when watches that ended without a goodbye may still be
+    /// served from: later commits wait for it.
+    hold_until: Option<Instant>,
 }
 
 /// One compute's watch.
@@ -60,21 +66,43 @@ pub struct Watch {
     tx: Mutex<Option<mpsc::UnboundedSender<RowChanges>>>,
     /// The number of the newest message sent.
     sent: AtomicU64,
-    /// The newest `seq` acknowledged; `u64::MAX` once the watch ended.
-    acked: watch::Sender<u64>,
+    acked: watch::Sender<Acked>,
     /// When the newest acknowledgement arrived.
     last_ack: Mutex<Instant>,
+}
+
+/// How far a watch has acknowledged.
+#[derive(Clone, Copy, Default)]
+struct Acked {
+    /// The newest `seq` acknowledged.
+    seq: u64,
+    /// Once the watch ended: when nothing need wait for it any more.
+    released: Option<Instant>,
+}
+
+/// How a watch ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ending {
+    /// Its compute said goodbye: it no longer answers from its cache.
+    Goodbye,
+    /// It just ended (or the database closed): its compute may answer
+    /// from its cache until its lease runs out.
+    Abrupt,
 }
 
 /// What a commit group waits for before it becomes visible.
 pub struct AckWait {
     waits: Vec<(Arc<Watch>, u64)>,
+    /// Watches that ended without a goodbye, not yet past their lease.
+    hold_until: Option<Instant>,
 }
 
 impl RowWatches {
     /// No watches; a watch that acknowledges nothing for `lease` is ended.
-    pub fn new(lease: Duration, metrics: StorageMetrics) -> Self {
-        Self { state: Mutex::default(), lease, metrics }
+    /// `visible_ts`: the newest commit visible when the database opened
+    /// (the first watches' floor).
+    pub fn new(lease: Duration, metrics: StorageMetrics, visible_ts: u64) -> Self {
+        Self { state: Mutex::new(State { published_ts: visible_ts, ..State::default() }), lease, metrics }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -91,7 +119,7 @@ impl RowWatches {
             id: state.next_id,
             tx: Mutex::new(Some(tx)),
             sent: AtomicU64::new(0),
-            acked: watch::Sender::new(0),
+            acked: watch::Sender::new(Acked::default()),
             last_ack: Mutex::new(Instant::now()),
         });
         let first = RowChanges { floor_ts: state.published_ts, lease_ms: self.lease.as_millis() as u64, ..Default::default() };
@@ -101,13 +129,21 @@ impl RowWatches {
         (w, rx)
     }
 
-    /// Ends a watch (its stream ends; nothing waits for it any more).
-    pub fn close(&self, w: &Watch) {
+    /// Ends a watch (its stream ends; see [`Ending`] for what still waits
+    /// for it).
+    pub fn close(&self, w: &Watch, ending: Ending) {
+        let released = match ending {
+            Ending::Goodbye => Instant::now(),
+            Ending::Abrupt => w.last_ack() + self.lease,
+        };
         let mut state = self.state();
         state.watches.retain(|o| o.id != w.id);
+        if ending == Ending::Abrupt {
+            state.hold_until = state.hold_until.max(Some(released));
+        }
         self.metrics.row_watches.set(state.watches.len() as i64);
         drop(state);
-        w.end();
+        w.end(released);
     }
 
     /// How many watches are open.
@@ -120,7 +156,7 @@ impl RowWatches {
         let watches = std::mem::take(&mut self.state().watches);
         self.metrics.row_watches.set(0);
         for w in watches {
-            w.end();
+            w.end(w.last_ack() + self.lease);
         }
     }
 
@@ -141,7 +177,8 @@ impl RowWatches {
     fn expire(&self, w: &Watch) {
         tracing::warn!(watch = w.id, lease = ?self.lease, "a row-change watch acknowledged nothing within its lease; ended");
         self.metrics.row_watch_expiries.inc();
-        self.close(w);
+        // Past its lease already: nothing waits.
+        self.close(w, Ending::Abrupt);
     }
 
     /// Sends the changes of a group of commits (the newest `ts`) to every
@@ -149,8 +186,10 @@ impl RowWatches {
     pub fn publish(&self, commits: &[WalCommit], ts: u64) -> Option<AckWait> {
         let mut state = self.state();
         state.published_ts = state.published_ts.max(ts);
+        let hold_until = state.hold_until.filter(|t| *t > Instant::now());
+        state.hold_until = hold_until;
         if state.watches.is_empty() {
-            return None;
+            return hold_until.map(|_| AckWait { waits: Vec::new(), hold_until });
         }
         let changes = changes_of(commits, ts);
         let mut waits = Vec::with_capacity(state.watches.len());
@@ -159,26 +198,32 @@ impl RowWatches {
                 waits.push((w.clone(), w.sent.load(Ordering::SeqCst)));
             }
         }
-        Some(AckWait { waits })
+        Some(AckWait { waits, hold_until })
     }
 
     /// Waits until every watch acknowledged what `wait` sent it, ending
     /// those whose lease runs out first.
     pub async fn wait(&self, wait: AckWait) {
         let started = Instant::now();
+        if let Some(t) = wait.hold_until {
+            tokio::time::sleep_until(t.into()).await;
+        }
         for (w, seq) in wait.waits {
             let mut acked = w.acked.subscribe();
             loop {
-                if *acked.borrow_and_update() >= seq {
+                let a = *acked.borrow_and_update();
+                if a.seq >= seq {
                     break;
                 }
-                let deadline = *w.last_ack.lock().unwrap_or_else(|p| p.into_inner()) + self.lease;
+                if let Some(released) = a.released {
+                    tokio::time::sleep_until(released.into()).await;
+                    break;
+                }
+                let deadline = w.last_ack() + self.lease;
                 match tokio::time::timeout_at(deadline.into(), acked.changed()).await {
                     Ok(_) => continue,
-                    Err(_) if w.expired(self.lease) => {
-                        self.expire(&w);
-                        break;
-                    }
+                    // Ends it, released at once (its lease is over).
+                    Err(_) if w.expired(self.lease) => self.expire(&w),
                     // Acknowledged something in the meantime: a new deadline.
                     Err(_) => continue,
                 }
@@ -218,12 +263,16 @@ impl Watch {
     pub fn ack(&self, seq: u64) {
         *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.acked.send_if_modified(|a| {
-            let newer = seq > *a && *a != u64::MAX;
+            let newer = seq > a.seq && a.released.is_none();
             if newer {
-                *a = seq;
+                a.seq = seq;
             }
             newer
         });
+    }
+
+    fn last_ack(&self) -> Instant {
+        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Numbers and sends a message; false if the watch has ended. Callers
@@ -235,16 +284,18 @@ impl Watch {
         tx.send(msg).is_ok()
     }
 
-    fn end(&self) {
+    fn end(&self, released: Instant) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.acked.send_replace(u64::MAX);
+        self.acked.send_modify(|a| {
+            a.released.get_or_insert(released);
+        });
     }
 
     fn ended(&self) -> bool {
-        *self.acked.borrow() == u64::MAX
+        self.acked.borrow().released.is_some()
     }
 
     fn expired(&self, lease: Duration) -> bool {
-        self.last_ack.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > lease
+        self.last_ack().elapsed() > lease
     }
 }

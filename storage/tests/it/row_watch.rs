@@ -1,6 +1,7 @@
 //! Row-change watches over gRPC: a commit is sent to every watch and
 //! becomes visible only once each acknowledged it or was ended for not
-//! acknowledging within its lease; a watch that closes holds nothing up.
+//! acknowledging within its lease; a watch that says goodbye holds nothing
+//! up, one that just ends holds commits until its lease has run out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,7 @@ struct Watch {
 impl Watch {
     async fn open(c: &mut StorageClient<Channel>) -> (Self, RowChanges) {
         let (acks, rx) = mpsc::unbounded_channel();
-        acks.send(WatchRowsRequest { database: "postgres".into(), acked: 0 }).unwrap();
+        acks.send(WatchRowsRequest { database: "postgres".into(), ..Default::default() }).unwrap();
         let mut changes = c.watch_rows(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
         let first = changes.message().await.unwrap().expect("a first message");
         let w = Self { acks, changes };
@@ -44,7 +45,7 @@ impl Watch {
     }
 
     fn ack(&self, seq: u64) {
-        self.acks.send(WatchRowsRequest { database: String::new(), acked: seq }).unwrap();
+        self.acks.send(WatchRowsRequest { database: String::new(), acked: seq, bye: false }).unwrap();
     }
 
     /// The next message that is not a ping.
@@ -152,12 +153,8 @@ async fn a_watch_that_stops_acknowledging_is_ended_and_commits_go_on() {
     assert_eq!(read_accounts(&mut c).await.0, 1);
 }
 
-#[tokio::test]
-async fn a_closed_watch_holds_nothing_up() {
-    let (n, mut c) = serve(Duration::from_secs(30)).await;
-    let (w, _) = Watch::open(&mut c).await;
-    assert_eq!(n.db().await.row_watches.count(), 1);
-    drop(w);
+/// Waits until `n`'s database has no watch open.
+async fn no_watch_open(n: &TestNode) {
     let db = n.db().await;
     tokio::time::timeout(Duration::from_secs(5), async {
         while db.row_watches.count() > 0 {
@@ -165,7 +162,28 @@ async fn a_closed_watch_holds_nothing_up() {
         }
     })
     .await
-    .expect("the watch closes with its compute");
-    // With a 30 s lease, a commit that waited for the closed watch would time out here.
+    .expect("the watch closes");
+}
+
+#[tokio::test]
+async fn a_watch_that_says_goodbye_holds_nothing_up() {
+    let (n, mut c) = serve(Duration::from_secs(30)).await;
+    let (w, first) = Watch::open(&mut c).await;
+    assert_eq!(n.db().await.row_watches.count(), 1);
+    w.acks.send(WatchRowsRequest { database: String::new(), acked: first.seq, bye: true }).unwrap();
+    no_watch_open(&n).await;
+    // With a 30 s lease, a commit that waited for the watch would time out here.
     tokio::time::timeout(Duration::from_secs(5), c.commit(insert(2))).await.expect("no wait").expect("commit");
+}
+
+#[tokio::test]
+async fn a_watch_that_just_ends_holds_commits_until_its_lease_runs_out() {
+    let (n, mut c) = serve(Duration::from_millis(1500)).await;
+    let (w, _) = Watch::open(&mut c).await;
+    drop(w);
+    no_watch_open(&n).await;
+    // Its compute may still answer from its cache for the rest of the lease.
+    let mut commit = tokio::spawn(async move { c.commit(insert(3)).await });
+    assert!(tokio::time::timeout(Duration::from_millis(400), &mut commit).await.is_err(), "the commit waits out the lease");
+    tokio::time::timeout(Duration::from_secs(5), commit).await.expect("the lease runs out").unwrap().expect("commit");
 }
