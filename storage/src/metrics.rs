@@ -51,8 +51,8 @@ pub struct StorageMetrics {
     pub cascaded_rows: IntCounter,
     /// Row-change watches of computes open now.
     pub row_watches: IntGauge,
-    /// Row-change watches ended because they did not acknowledge within their lease.
-    pub row_watch_expiries: IntCounter,
+    /// Row-change watches ended, by how (`goodbye`, `abrupt`, `expired`).
+    pub row_watch_ends: IntCounterVec,
     /// Time commit groups waited for the row-change watches to acknowledge them.
     pub row_watch_wait_seconds: Histogram,
 }
@@ -128,7 +128,10 @@ impl StorageMetrics {
             indexes_created: IntCounter::new("ebb_storage_indexes_created_total", "Secondary indexes created (CREATE INDEX)")?,
             cascaded_rows: IntCounter::new("ebb_storage_cascaded_rows_total", "Rows deleted or set to NULL by ON DELETE CASCADE / SET NULL")?,
             row_watches: IntGauge::new("ebb_storage_row_watches", "Row-change watches of computes open now")?,
-            row_watch_expiries: IntCounter::new("ebb_storage_row_watch_expiries_total", "Row-change watches ended for not acknowledging within their lease")?,
+            row_watch_ends: IntCounterVec::new(
+                Opts::new("ebb_storage_row_watch_ends_total", "Row-change watches ended: goodbye (compute stopped), abrupt (stream ended), expired (no acknowledgement within the lease)"),
+                &["how"],
+            )?,
             row_watch_wait_seconds: Histogram::with_opts(
                 HistogramOpts::new("ebb_storage_row_watch_wait_seconds", "Time commit groups waited for row-change watches to acknowledge them")
                     .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0]),
@@ -154,7 +157,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.indexes_created.clone()))?;
         registry.register(Box::new(m.cascaded_rows.clone()))?;
         registry.register(Box::new(m.row_watches.clone()))?;
-        registry.register(Box::new(m.row_watch_expiries.clone()))?;
+        registry.register(Box::new(m.row_watch_ends.clone()))?;
         registry.register(Box::new(m.row_watch_wait_seconds.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;

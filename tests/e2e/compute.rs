@@ -591,9 +591,10 @@ async fn control_service_attaches_counts_and_drains() {
 /// shows the cache answered the repeated reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_see_every_commit_of_every_compute() {
-    let (dir, storage, a) = cluster(&[]).await;
+    let storage_metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (dir, storage, mut a) = cluster(&["--metrics-listen", &storage_metrics.to_string()]).await;
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let b = ComputeProc::start(&storage, dir.path(), &["--metrics-listen", &metrics.to_string()]).await;
+    let mut b = ComputeProc::start(&storage, dir.path(), &["--metrics-listen", &metrics.to_string()]).await;
     let (ca, cb) = (a.connect().await, b.connect().await);
     ca.batch_execute(
         "CREATE TABLE ki (id int PRIMARY KEY, v int);
@@ -647,4 +648,19 @@ async fn cached_reads_see_every_commit_of_every_compute() {
     assert_eq!(value(&cb, "ki", "id = 2").await, Some(7), "the block's snapshot");
     cb.batch_execute("COMMIT").await.unwrap();
     assert_eq!(value(&cb, "ki", "id = 2").await, Some(8));
+
+    // A compute that stops says goodbye (commits need not wait out its
+    // lease); one that is killed just ends its watch.
+    let ends = |how: &str| metric(&http_get(storage_metrics, "/metrics"), &format!("ebb_storage_row_watch_ends_total{{how=\"{how}\"}}")).unwrap_or(0.0);
+    assert_eq!(counter(storage_metrics, "ebb_storage_row_watches"), 2.0);
+    let term = Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    b.child.wait().expect("compute B exits");
+    a.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(storage_metrics, "ebb_storage_row_watches") > 0.0 {
+        assert!(Instant::now() < deadline, "the watches did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((ends("goodbye"), ends("abrupt")), (1.0, 1.0));
 }

@@ -88,6 +88,19 @@ pub enum Ending {
     /// It just ended (or the database closed): its compute may answer
     /// from its cache until its lease runs out.
     Abrupt,
+    /// It acknowledged nothing for a lease: its compute no longer answers
+    /// from its cache.
+    Expired,
+}
+
+impl Ending {
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Goodbye => "goodbye",
+            Ending::Abrupt => "abrupt",
+            Ending::Expired => "expired",
+        }
+    }
 }
 
 /// What a commit group waits for before it becomes visible.
@@ -134,12 +147,16 @@ impl RowWatches {
     pub fn close(&self, w: &Watch, ending: Ending) {
         let released = match ending {
             Ending::Goodbye => Instant::now(),
-            Ending::Abrupt => w.last_ack() + self.lease,
+            Ending::Abrupt | Ending::Expired => w.last_ack() + self.lease,
         };
         let mut state = self.state();
+        let was_open = state.watches.iter().any(|o| o.id == w.id);
         state.watches.retain(|o| o.id != w.id);
         if ending == Ending::Abrupt {
             state.hold_until = state.hold_until.max(Some(released));
+        }
+        if was_open {
+            self.metrics.row_watch_ends.with_label_values(&[ending.label()]).inc();
         }
         self.metrics.row_watches.set(state.watches.len() as i64);
         drop(state);
@@ -176,9 +193,8 @@ impl RowWatches {
 
     fn expire(&self, w: &Watch) {
         tracing::warn!(watch = w.id, lease = ?self.lease, "a row-change watch acknowledged nothing within its lease; ended");
-        self.metrics.row_watch_expiries.inc();
         // Past its lease already: nothing waits.
-        self.close(w, Ending::Abrupt);
+        self.close(w, Ending::Expired);
     }
 
     /// Sends the changes of a group of commits (the newest `ts`) to every

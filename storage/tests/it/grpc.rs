@@ -7,28 +7,12 @@ use std::time::Duration;
 use ebb_proto::SQLSTATE_METADATA_KEY;
 use ebb_proto::storage::storage_client::StorageClient;
 use ebb_proto::storage::*;
-use ebb_storage::service::StorageService;
 use tonic::transport::Channel;
 
 use crate::support::*;
 
 async fn serve() -> (TestNode, StorageClient<Channel>) {
     serve_node(start_memory().await).await
-}
-
-/// Serves node `n` over gRPC.
-async fn serve_node(n: TestNode) -> (TestNode, StorageClient<Channel>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = StorageService::new(n.node.clone()).into_server();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(ebb_common::net::nodelay_incoming(listener))
-            .await
-    });
-    let client = StorageClient::connect(format!("http://{addr}")).await.unwrap().max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
-    (n, client)
 }
 
 fn sqlstate(s: &tonic::Status) -> String {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use ebb_proto::row_keys;
 use ebb_proto::storage::storage_client::StorageClient;
 use ebb_proto::storage::*;
-use ebb_storage::service::StorageService;
 use object_store::memory::InMemory;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -20,11 +19,7 @@ use crate::support::*;
 async fn serve(lease: Duration) -> (TestNode, StorageClient<Channel>) {
     let n = start(Arc::new(InMemory::new()), ebb_storage::EngineConfig { row_watch_lease: lease, ..test_config() }).await;
     create_accounts(&*n.db().await).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = StorageService::new(n.node.clone()).into_server();
-    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(ebb_common::net::nodelay_incoming(listener)));
-    (n, StorageClient::connect(format!("http://{addr}")).await.unwrap())
+    serve_node(n).await
 }
 
 /// An open watch: its acknowledgements and its messages.

@@ -144,3 +144,22 @@ pub fn read_for_update(txn: u64, id: i64) -> ScanRequest {
     let bound = KeyBound { values: vec![Value { kind: Some(Kind::Int(id)) }], inclusive: true };
     ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
 }
+
+/// Serves node `n` over gRPC; a client of it.
+pub async fn serve_node(n: TestNode) -> (TestNode, ebb_proto::storage::storage_client::StorageClient<tonic::transport::Channel>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let svc = ebb_storage::service::StorageService::new(n.node.clone()).into_server();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(ebb_common::net::nodelay_incoming(listener))
+            .await
+    });
+    let client = ebb_proto::storage::storage_client::StorageClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    (n, client)
+}
