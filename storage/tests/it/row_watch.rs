@@ -182,3 +182,30 @@ async fn a_watch_that_just_ends_holds_commits_until_its_lease_runs_out() {
     assert!(tokio::time::timeout(Duration::from_millis(400), &mut commit).await.is_err(), "the commit waits out the lease");
     tokio::time::timeout(Duration::from_secs(5), commit).await.expect("the lease runs out").unwrap().expect("commit");
 }
+
+#[tokio::test]
+async fn a_node_that_is_fenced_ends_its_watches() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    let cfg = || ebb_storage::EngineConfig { row_watch_lease: Duration::from_millis(400), ..test_config() };
+    let first = start(store.clone(), cfg()).await;
+    create_accounts(&*first.db().await).await;
+    let (first, mut c) = serve_node(first).await;
+    let (mut w, _) = Watch::open(&mut c).await;
+    let old = first.db().await;
+    let _second = start(store, cfg()).await;
+    // The old owner learns it is fenced at its next write.
+    let err = old.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&[(2, "stale", 2)]))]).await.unwrap_err();
+    assert!(matches!(err, ebb_storage::StorageError::Fenced(_)), "got {err:?}");
+    // Its watch ends (the compute stops answering from rows this node sent),
+    // although the compute keeps acknowledging.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match w.changes.message().await {
+                Ok(Some(m)) => w.ack(m.seq),
+                _ => return,
+            }
+        }
+    });
+    ended.await.expect("the fenced node ends its watch");
+    assert_eq!(old.row_watches.count(), 0);
+}
