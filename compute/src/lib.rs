@@ -37,6 +37,7 @@ pub mod set_returning;
 pub mod sequence_functions;
 pub mod metrics;
 pub mod numeric_constants;
+pub mod own_rows;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pg_functions;

@@ -32,7 +32,7 @@ impl ComputeMetrics {
             row_caches,
         };
         let counters = m.row_caches.counters();
-        for c in [&counters.hits, &counters.misses, &counters.invalidations] {
+        for c in [&counters.hits, &counters.misses, &counters.invalidations, &counters.own_row_reads] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(m.row_cache_bytes.clone()))?;

@@ -47,6 +47,9 @@ pub struct RowCacheCounters {
     pub misses: IntCounter,
     /// Entries dropped because a commit changed their row or table.
     pub invalidations: IntCounter,
+    /// Reads in a transaction block answered from the rows the
+    /// transaction itself locked and wrote (`own_rows`).
+    pub own_row_reads: IntCounter,
 }
 
 impl RowCacheCounters {
@@ -57,6 +60,7 @@ impl RowCacheCounters {
             hits: counter("ebb_compute_row_cache_hits_total", "Reads by key answered from the compute's row cache"),
             misses: counter("ebb_compute_row_cache_misses_total", "Reads by key the row cache could not answer"),
             invalidations: counter("ebb_compute_row_cache_invalidations_total", "Cached rows dropped because a commit changed them"),
+            own_row_reads: counter("ebb_compute_own_row_reads_total", "Reads by key in a transaction block answered from rows the transaction locked and wrote"),
         }
     }
 }
@@ -75,6 +79,12 @@ pub struct CachedRow {
 }
 
 impl CachedRow {
+    /// Row `i` of `batch`, with the batch's schema.
+    pub fn from_row(batch: &RecordBatch, i: usize) -> Option<Self> {
+        let values = batch.columns().iter().map(|c| ScalarValue::try_from_array(c, i)).collect::<datafusion::error::Result<Arc<[_]>>>().ok()?;
+        Some(Self { schema: batch.schema(), values })
+    }
+
     /// The value of column `name` as a one-element array.
     pub fn column(&self, name: &str) -> Option<ArrayRef> {
         let i = self.schema.index_of(name).ok()?;
@@ -148,6 +158,11 @@ impl RowCache {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// Counts a read answered from a transaction's own rows (`own_rows`).
+    pub fn count_own_row_read(&self) {
+        self.counters.own_row_reads.inc();
+    }
+
     /// Whether entries may be served now.
     pub fn is_live(&self) -> bool {
         self.now_us() < self.live_until.load(Ordering::SeqCst)
@@ -200,9 +215,7 @@ impl RowCache {
         if !self.is_live() || row.num_rows() != 1 {
             return;
         }
-        let Ok(values) = row.columns().iter().map(|c| ScalarValue::try_from_array(c, 0)).collect::<datafusion::error::Result<Arc<[_]>>>() else {
-            return;
-        };
+        let Some(CachedRow { values, .. }) = CachedRow::from_row(row, 0) else { return };
         let size = values.iter().map(ScalarValue::size).sum::<usize>() + key.len() + ENTRY_OVERHEAD;
         if size > self.budget / 16 {
             return;

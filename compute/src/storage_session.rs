@@ -16,13 +16,19 @@
 //! block's first request to storage begins it. A point read carries the
 //! begin (`ScanRequest.begin`), so the block needs no Begin round trip of
 //! its own; any other request sends one first ([`StorageSession::started_txn`]).
+//!
+//! Rows the transaction locked and wrote are kept (`crate::own_rows`) so
+//! that its own reads of them need no request at all.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ebb_proto::storage::{Isolation, TableWrite};
+use arrow::record_batch::RecordBatch;
+use ebb_proto::storage::{Isolation, TableDef, TableWrite};
 
 use crate::error::Result;
+use crate::own_rows::OwnRows;
+use crate::row_cache::CachedRow;
 use crate::storage_client::StorageClient;
 
 /// The session's database and current transaction.
@@ -45,6 +51,8 @@ pub struct StorageSession {
     savepoint: AtomicU64,
     /// Writes of the open transaction not sent yet, in the order made.
     deferred: Mutex<Vec<TableWrite>>,
+    /// Rows the open transaction locked and wrote.
+    own_rows: OwnRows,
     /// Held while deferred writes are on their way, so that a scan that
     /// finds none left waits until storage has them.
     flush_gate: tokio::sync::Mutex<()>,
@@ -72,6 +80,7 @@ impl StorageSession {
             statement: AtomicU64::new(0),
             savepoint: AtomicU64::new(0),
             deferred: Mutex::default(),
+            own_rows: OwnRows::default(),
             flush_gate: tokio::sync::Mutex::const_new(()),
         }
     }
@@ -102,12 +111,14 @@ impl StorageSession {
         self.txn.store(id, Ordering::SeqCst);
         *self.pending_begin_slot() = None;
         self.deferred_writes().clear();
+        self.own_rows.clear();
     }
 
     /// Ends the open transaction on compute's side: returns its id (0:
     /// none begun) and the writes it deferred, which its commit must carry.
     pub fn end_txn(&self) -> (u64, Vec<TableWrite>) {
         *self.pending_begin_slot() = None;
+        self.own_rows.clear();
         let id = self.txn.swap(0, Ordering::SeqCst);
         (id, self.take_deferred())
     }
@@ -172,7 +183,10 @@ impl StorageSession {
     }
 
     /// Sets the newest open savepoint (see `WriteRequest.savepoint`).
+    /// Rows kept of the transaction are forgotten: a rollback to a
+    /// savepoint may undo their writes.
     pub fn set_savepoint(&self, number: u64) {
+        self.own_rows.clear();
         self.savepoint.store(number, Ordering::SeqCst);
     }
 
@@ -183,6 +197,8 @@ impl StorageSession {
         if txn == 0 {
             return Err(crate::error::ComputeError::Internal("a write outside any transaction".into()));
         }
+        // It may change any row kept (a foreign key's cascade, other tables').
+        self.own_rows.clear();
         let earlier = self.take_deferred();
         let n = self.client.write(&self.database, txn, self.statement(), self.savepoint.load(Ordering::SeqCst), earlier, write).await?;
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -195,9 +211,11 @@ impl StorageSession {
         self.txn() != 0 && self.savepoint.load(Ordering::SeqCst) == 0
     }
 
-    /// Keeps a write of the open transaction for its next request to carry
-    /// (see [`StorageSession::may_defer`]); it counts as accepted.
-    pub fn defer(&self, write: TableWrite) {
+    /// Keeps a write to table `table_id` of the open transaction for its
+    /// next request to carry (see [`StorageSession::may_defer`]); it counts
+    /// as accepted. Rows kept of that table are forgotten.
+    pub fn defer(&self, table_id: u32, write: TableWrite) {
+        self.own_rows.forget_table(table_id);
         self.deferred_writes().push(write);
         self.writes.fetch_add(1, Ordering::SeqCst);
     }
@@ -216,6 +234,24 @@ impl StorageSession {
         let txn = self.txn();
         self.client.write(&self.database, txn, self.statement(), 0, earlier, last).await?;
         Ok(())
+    }
+
+    /// Keeps rows the open transaction holds locked and has just written
+    /// (whole rows of `def`'s table, values as stored) for its own reads.
+    pub fn remember_own_rows(&self, def: &TableDef, rows: &RecordBatch) {
+        if self.txn() != 0 {
+            self.own_rows.remember(def, rows);
+        }
+    }
+
+    /// The row under storage key `key` as the open transaction wrote it
+    /// under table definition `version`, if it is one kept.
+    pub fn own_row(&self, key: &[u8], version: u64) -> Option<CachedRow> {
+        let row = self.own_rows.get(key, version)?;
+        if let Some(cache) = &self.row_cache {
+            cache.count_own_row_read();
+        }
+        Some(row)
     }
 
     fn deferred_writes(&self) -> std::sync::MutexGuard<'_, Vec<TableWrite>> {

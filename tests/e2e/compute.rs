@@ -330,14 +330,16 @@ fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
 /// sees them, ROLLBACK drops them, COMMIT applies them, other sessions see
 /// nothing before. A value storage would refuse is not deferred: its error
 /// belongs to its statement. A transaction's first point read carries its
-/// begin.
+/// begin; its reads of rows it locked and wrote are answered by compute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("file://{}", dir.path().join("objects").display());
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let storage = StorageProc::start(&store, &dir.path().join("cache"), &["--metrics-listen", &metrics.to_string()], &[]).await;
-    let compute = ComputeProc::start(&storage, dir.path(), &[]).await;
+    let compute_metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let compute = ComputeProc::start(&storage, dir.path(), &["--metrics-listen", &compute_metrics.to_string()]).await;
+    let own_reads = || counter(compute_metrics, "ebb_compute_own_row_reads_total");
     let c = compute.connect().await;
     let other = compute.connect().await;
     c.batch_execute(
@@ -355,7 +357,9 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     let carried_before = counter(metrics, "ebb_storage_carried_writes_total");
     c.batch_execute("BEGIN").await.unwrap();
     assert_eq!(c.execute("UPDATE acct SET bal = bal + $1 WHERE id = $2", &[&5i32, &1i32]).await.unwrap(), 1);
-    assert_eq!(bal(&c, 1).await, Some(15), "a point read of the row carries its update");
+    let own_before = own_reads();
+    assert_eq!(bal(&c, 1).await, Some(15), "a point read of the row sees its update");
+    assert_eq!(own_reads() - own_before, 1.0, "answered from the row the transaction wrote");
     assert_eq!(c.execute("UPDATE acct SET bal = bal - 5 WHERE id = 2", &[]).await.unwrap(), 1);
     assert_eq!(c.execute("INSERT INTO hist VALUES (1, 5, now())", &[]).await.unwrap(), 1);
     assert_eq!(count(&c, "SELECT sum(bal)::bigint FROM acct").await, 30, "a full scan sends them first");
@@ -366,7 +370,7 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!((bal(&other, 1).await, bal(&other, 2).await, count(&other, "SELECT count(*) FROM hist").await), (Some(15), None, 2));
     let carried = counter(metrics, "ebb_storage_carried_writes_total") - carried_before;
-    // Carried: update 1 by the point read, update 2 by the flush before the
+    // Carried: update 1 by update 2's read, update 2 by the flush before the
     // sum (with the insert as the flush's own write), delete + insert by COMMIT.
     assert_eq!(carried, 4.0, "the writes rode on later requests");
     // ROLLBACK drops what was deferred.
@@ -390,8 +394,9 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!((bal(&other, 1).await, count(&other, "SELECT count(*) FROM hist").await), (Some(7), 2));
     // pgbench's TPC-B transaction, statement for statement: all four writes
-    // ride on other requests (so its round trips to storage are the begin,
-    // four point reads and the commit).
+    // ride on other requests, and the account's balance is read back from
+    // its update (so its round trips to storage are three point reads, the
+    // first carrying the begin, and the commit).
     c.batch_execute("INSERT INTO acct VALUES (3, 30, 'c'); INSERT INTO acct VALUES (4, 40, 'd')").await.unwrap();
     // A block whose first request is a full scan begins its transaction
     // with a Begin of its own; one whose first is a point read has the read
@@ -401,7 +406,7 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     c.batch_execute("BEGIN; SELECT count(*) FROM acct; UPDATE acct SET bal = bal WHERE id = 3; COMMIT").await.unwrap();
     assert_eq!(begun("scan"), scans, "a full scan carries no begin");
     let (begins, scans) = (begun("begin"), begun("scan"));
-    let carried_before = counter(metrics, "ebb_storage_carried_writes_total");
+    let (carried_before, own_before) = (counter(metrics, "ebb_storage_carried_writes_total"), own_reads());
     c.batch_execute(
         "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 1; SELECT bal FROM acct WHERE id = 1; UPDATE acct SET bal = bal + 1 WHERE id = 3;
          UPDATE acct SET bal = bal + 1 WHERE id = 4; INSERT INTO hist (id, delta, at) VALUES (1, 1, CURRENT_TIMESTAMP); END",
@@ -409,6 +414,7 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     .await
     .unwrap();
     assert_eq!(counter(metrics, "ebb_storage_carried_writes_total") - carried_before, 4.0);
+    assert_eq!(own_reads() - own_before, 1.0, "the balance read back without a request");
     assert_eq!((begun("begin") - begins, begun("scan") - scans), (0.0, 1.0), "the first point read began the transaction");
     assert_eq!((bal(&other, 1).await, bal(&other, 3).await, bal(&other, 4).await), (Some(8), Some(31), Some(41)));
     assert_eq!(count(&other, "SELECT count(*) FROM hist").await, 3);
@@ -419,6 +425,43 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     // Reads that find no row still begin (and end) their transactions.
     assert_eq!(c.execute("UPDATE acct SET bal = 0 WHERE id = 99", &[]).await.unwrap(), 0);
     c.batch_execute("BEGIN; SELECT bal FROM acct WHERE id = 99; COMMIT").await.unwrap();
+}
+
+/// A row a transaction locked and wrote is read back by compute, and stays
+/// the transaction's: another session's update of it waits for the commit
+/// and then applies to the committed row; other sessions read the row as
+/// committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_block_wrote_are_its_own_until_it_commits() {
+    let (dir, storage, _a) = cluster(&[]).await;
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let compute = ComputeProc::start(&storage, dir.path(), &["--metrics-listen", &metrics.to_string()]).await;
+    let (c, other) = (compute.connect().await, compute.connect().await);
+    c.batch_execute("CREATE TABLE acct (id int PRIMARY KEY, bal bigint NOT NULL); INSERT INTO acct VALUES (1, 100), (2, 200)").await.unwrap();
+    let read = c.prepare("SELECT bal FROM acct WHERE id = $1").await.unwrap();
+    async fn bal(c: &Client, id: i32) -> i64 {
+        c.query_one("SELECT bal FROM acct WHERE id = $1", &[&id]).await.unwrap().get(0)
+    }
+    let own_before = counter(metrics, "ebb_compute_own_row_reads_total");
+    c.batch_execute("BEGIN; UPDATE acct SET bal = bal + 5 WHERE id = 1").await.unwrap();
+    assert_eq!(c.query_one(&read, &[&1i32]).await.unwrap().get::<_, i64>(0), 105);
+    assert_eq!(c.query_one(&read, &[&2i32]).await.unwrap().get::<_, i64>(0), 200, "a row not written is read from storage");
+    assert_eq!(counter(metrics, "ebb_compute_own_row_reads_total") - own_before, 1.0);
+    // Another session: reads the committed row, and its update waits.
+    assert_eq!(bal(&other, 1).await, 100);
+    let other = std::sync::Arc::new(other);
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move { other.execute("UPDATE acct SET bal = bal * 2 WHERE id = 1", &[]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the row is locked by the open block");
+    c.batch_execute("UPDATE acct SET bal = bal + 1 WHERE id = 1").await.unwrap();
+    assert_eq!(c.query_one(&read, &[&1i32]).await.unwrap().get::<_, i64>(0), 106);
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 1);
+    assert_eq!(bal(&other, 1).await, 212, "the waiting update applied to the committed row");
+    assert_eq!(c.query_one(&read, &[&1i32]).await.unwrap().get::<_, i64>(0), 212);
 }
 
 /// A writing statement stopped by statement_timeout outside a block leaves

@@ -1000,6 +1000,15 @@ impl Session {
             let (schema, batches) = point.run_cached(&self.storage, cache, key, self.storage.statement(), &self.state, &self.compiled, params).await?;
             return Ok((schema, batches, false));
         }
+        // In a block, a row the transaction locked and wrote is known.
+        if let Some(point) = &point
+            && self.storage.txn() != 0
+            && !for_update
+            && let Some(row) = point.own_row(&self.storage, params)
+        {
+            let (schema, batches) = point.shape_cached(&row, &self.state, &self.compiled, params)?;
+            return Ok((schema, batches, false));
+        }
         if let Some(point) = &point
             && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
         {

@@ -87,7 +87,8 @@ fn in_foreign_key(s: &Session, def: &TableDef) -> bool {
 /// Sends a write of the statement's transaction, or defers it when the session may and
 /// `accepted` gives the write's rows as storage will take them (`None`:
 /// storage might refuse them; see [`crate::deferrable`]); returns rows
-/// affected (`known`: what a deferred write affects).
+/// affected (`known`: what a deferred write affects) and, when deferred,
+/// the rows as storage will store them.
 async fn write_or_defer(
     s: &Session,
     def: &TableDef,
@@ -95,15 +96,15 @@ async fn write_or_defer(
     batch: &RecordBatch,
     accepted: impl FnOnce() -> Option<RecordBatch>,
     known: u64,
-) -> Result<u64> {
+) -> Result<(u64, Option<RecordBatch>)> {
     if s.storage().may_defer()
         && !in_foreign_key(s, def)
         && let Some(rows) = accepted()
     {
-        s.storage().defer(table_write(def, kind, &rows)?);
-        return Ok(known);
+        s.storage().defer(def.id, table_write(def, kind, &rows)?);
+        return Ok((known, Some(rows)));
     }
-    s.storage().write(table_write(def, kind, batch)?).await
+    Ok((s.storage().write(table_write(def, kind, batch)?).await?, None))
 }
 
 fn one_batch(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -428,7 +429,7 @@ async fn write_rows(
         } else {
             // Without a primary key no row can collide with another.
             let accepted = || if def.primary_key.is_empty() { crate::deferrable::accepted_values(def, &batch, |_| true) } else { None };
-            write_or_defer(s, def, kind, &batch, accepted, batch.num_rows() as u64).await?
+            write_or_defer(s, def, kind, &batch, accepted, batch.num_rows() as u64).await?.0
         };
         if returning.is_none() {
             return Ok(Output::Command(format!("INSERT 0 {n}")));
@@ -617,7 +618,12 @@ async fn update_rows(
     } else {
         // A locked row keeps its key: only the assigned values can be refused.
         let accepted = || if locked { crate::deferrable::accepted_values(def, &new_rows, |c| assigned.contains_key(c)) } else { None };
-        write_or_defer(s, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
+        let (_, deferred) = write_or_defer(s, def, WriteKind::Upsert, &new_rows, accepted, n as u64).await?;
+        if let Some(rows) = deferred {
+            // Locked and written whole: the transaction's own later reads
+            // of these rows need not ask storage.
+            s.storage().remember_own_rows(def, &rows);
+        }
     }
     match returning {
         Some(r) => r.output("UPDATE", def, &new_rows, params).await,
@@ -712,7 +718,7 @@ async fn delete_rows(
         let keys = project(&batch, &key_idx)?;
         // A locked row was read: it is there to delete.
         let accepted = || locked.then(|| keys.clone());
-        n = write_or_defer(s, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?;
+        n = write_or_defer(s, def, WriteKind::Delete, &keys, accepted, batch.num_rows() as u64).await?.0;
     }
     match returning {
         Some(r) => r.output("DELETE", def, &batch, params).await,
