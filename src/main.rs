@@ -13,6 +13,16 @@ mod storage_roles;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's malloc, for every role: the compute and
+/// storage allocate and free many small buffers per statement (protocol
+/// messages, Arrow arrays, HTTP/2 frames), and glibc's consolidation of
+/// freed chunks showed up at ~12 % of a compute's CPU under pgbench.
+/// Measured (docs/benchmarks.md, session 20): TPC-B +5–7 %, compute CPU
+/// per transaction −9 %; an unbound compute's resident memory 47 → 50 MB.
+/// (mimalloc, tried in session 19, took it to 72 MB.)
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// ebb: a serverless, PostgreSQL-compatible SQL database for Kubernetes.
 #[derive(Parser)]
 #[command(name = "ebb", version, about)]
