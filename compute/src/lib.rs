@@ -34,6 +34,7 @@ pub mod record_fields;
 pub mod row_cache;
 pub mod row_watch;
 pub mod set_returning;
+pub mod simple_shapes;
 pub mod sequence_functions;
 pub mod metrics;
 pub mod numeric_constants;

@@ -383,6 +383,11 @@ impl SimpleQueryHandler for Queries {
         let _running = self.binding.statement();
         let mut guard = self.session.lock().await;
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
+        // A text like ones run before runs without being parsed.
+        let before = session.block();
+        if let Some(result) = session.execute_known_text(query).await {
+            return Ok(vec![outcome(client, session, before, result).await?]);
+        }
         let stmts = match parse(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![failed(session, &e)]),
@@ -394,18 +399,32 @@ impl SimpleQueryHandler for Queries {
                 out.push(response(done, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
                 continue;
             }
-            match session.execute(stmt, &[]).await {
-                Ok(o) => {
-                    send_notices(client, session).await?;
-                    out.push(response(o, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
-                }
-                Err(e) => {
-                    out.push(failed(session, &e));
-                    break;
-                }
+            if stmts.len() == 1 {
+                session.note_simple_text(query, stmt);
+            }
+            let result = session.execute(stmt, &[]).await;
+            let failed_now = result.is_err();
+            out.push(outcome(client, session, before, result).await?);
+            if failed_now {
+                break;
             }
         }
         Ok(out)
+    }
+}
+
+/// The response to a simple-protocol statement that ran (notices first).
+async fn outcome<C>(client: &mut C, session: &mut Session, before: Block, result: Result<Output, ComputeError>) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    match result {
+        Ok(o) => {
+            send_notices(client, session).await?;
+            response(o, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())
+        }
+        Err(e) => Ok(failed(session, &e)),
     }
 }
 

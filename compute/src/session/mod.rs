@@ -37,8 +37,9 @@ use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
 use crate::auto_params;
+use crate::simple_shapes::{self, KnownShape, Sighting};
 use crate::compiled_exprs::ExprCache;
-use plan_cache::{Described, PlanCache, PlansByText, ShapeCaches};
+use plan_cache::{ByText, Described, PlanCache, PlansByText, ShapeCaches};
 use savepoints::Savepoints;
 use settings::Settings;
 
@@ -118,6 +119,8 @@ pub struct Session {
     generated: PlansByText,
     /// Plan caches of auto-parameterised statements.
     shapes: ShapeCaches,
+    /// What the session learnt of simple-protocol texts, by skeleton.
+    simple_texts: ByText<Sighting>,
     /// A statement is running, or was stopped part-way (see [`Session::settle`]).
     interrupted: bool,
     /// Expressions of point reads and VALUES rows, compiled once (see [`crate::compiled_exprs`]).
@@ -145,6 +148,12 @@ impl Notice {
     pub fn warning(sqlstate: &'static str, message: impl Into<String>) -> Self {
         Self { severity: "WARNING", sqlstate, message: message.into() }
     }
+}
+
+/// The statement `sql` holds, if it parses to exactly one.
+fn parse_one(sql: &str) -> Option<Statement> {
+    let mut stmts = parse(sql).ok()?;
+    (stmts.len() == 1).then(|| stmts.remove(0))
 }
 
 /// Parses SQL text into statements (PostgreSQL dialect), rewriting the
@@ -233,7 +242,7 @@ impl Session {
         }
         let state = ctx.state();
         let task_ctx = state.task_ctx();
-        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), interrupted: false, compiled: ExprCache::default(), sequences })
+        Ok(Self { storage, catalog, sizes, state, task_ctx, settings, block: Block::Idle, isolation: Isolation::ReadCommitted, savepoints: Savepoints::default(), notices: Vec::new(), copy: None, user: user.to_string(), generated: PlansByText::default(), shapes: ShapeCaches::default(), simple_texts: ByText::default(), interrupted: false, compiled: ExprCache::default(), sequences })
     }
 
     /// Creates the sequences of a new table's SERIAL and IDENTITY columns,
@@ -391,6 +400,49 @@ impl Session {
         self.execute_prepared(stmt, params, None).await
     }
 
+    /// Runs simple-protocol text `sql` as the shape learnt from earlier
+    /// texts with its skeleton, without parsing it (see
+    /// [`simple_shapes`]); `None` when it is not one, or its values do not
+    /// bind (it is then parsed and run as any text).
+    pub async fn execute_known_text(&mut self, sql: &str) -> Option<Result<Output>> {
+        if self.block == Block::Failed {
+            return None;
+        }
+        let skeleton = simple_shapes::skeleton(sql)?;
+        let generation = self.catalog.generation();
+        let Some(Sighting::Learnt(known)) = self.simple_texts.get(&skeleton.key, generation) else { return None };
+        let values = known.values(sql, &skeleton)?;
+        let cache = self.shapes.get_or_keep(&known.text, generation, Arc::default);
+        let values = self.bound_values(&known.stmt, &values, &cache).await?;
+        Some(self.execute_prepared(&known.stmt, &values, Some(&cache)).await)
+    }
+
+    /// Notes that simple-protocol text `sql` parsed to the one statement
+    /// `stmt`: the second time its skeleton is seen, the shape is learnt.
+    pub fn note_simple_text(&self, sql: &str, stmt: &Statement) {
+        let Some(skeleton) = simple_shapes::skeleton(sql) else { return };
+        let generation = self.catalog.generation();
+        let sighting = match self.simple_texts.get(&skeleton.key, generation) {
+            None => Sighting::Once,
+            Some(Sighting::Once) => auto_params::parameterise(stmt)
+                .filter(|shape| !is_catalog_query(&shape.text.to_ascii_lowercase()))
+                .and_then(|shape| KnownShape::learn(sql, &skeleton, &shape, parse_one))
+                .map_or(Sighting::Unlearnable, |k| Sighting::Learnt(Arc::new(k))),
+            Some(_) => return,
+        };
+        self.simple_texts.keep(&skeleton.key, generation, sighting);
+    }
+
+    /// `values` bound to the types planning gives `shape`'s parameters,
+    /// when each fits exactly.
+    async fn bound_values(&self, shape: &Statement, values: &[i64], cache: &PlanCache) -> Option<Vec<ScalarValue>> {
+        let types = self.param_types(shape, Some(cache)).await.ok()?;
+        if types.len() != values.len() {
+            return None;
+        }
+        values.iter().zip(&types).map(|(v, t)| auto_params::bind(*v, t.as_ref()?)).collect()
+    }
+
     /// `stmt`'s shape with the values to bind and its plan cache, when
     /// every replaced literal binds exactly to the type planning gives its
     /// parameter; `None` runs the statement as written.
@@ -404,11 +456,7 @@ impl Session {
             return None;
         }
         let cache = self.shapes.get_or_keep(&shape.text, self.catalog.generation(), Arc::default);
-        let types = self.param_types(&shape.stmt, Some(&cache)).await.ok()?;
-        if types.len() != shape.values.len() {
-            return None;
-        }
-        let values = shape.values.iter().zip(&types).map(|(v, t)| auto_params::bind(*v, t.as_ref()?)).collect::<Option<Vec<_>>>()?;
+        let values = self.bound_values(&shape.stmt, &shape.values, &cache).await?;
         Some((shape.stmt, values, cache))
     }
 
