@@ -225,15 +225,14 @@ impl PointRead {
         self.shape(&batches, state, compiled, params)
     }
 
-    /// The statement's result from a cached row: only the columns it
-    /// returns are made arrays.
     /// The read's row as the open transaction wrote it, when the
     /// transaction keeps it (see `crate::own_rows`): no request needed.
     pub fn own_row(&self, storage: &StorageSession, params: &[ScalarValue]) -> Option<CachedRow> {
         storage.own_row(&self.cache_key(params)?, self.table.def().version)
     }
 
-    /// The read's result from `row`, a whole row of the table.
+    /// The statement's result from `row`, a whole row of the table (cached,
+    /// or the transaction's own): only the columns it returns are made arrays.
     pub fn shape_cached(&self, row: &CachedRow, state: &SessionState, compiled: &ExprCache, params: &[ScalarValue]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let Outputs::Columns(columns) = &self.outputs else {
             return self.shape(&[row.batch()?], state, compiled, params);
