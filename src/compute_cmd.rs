@@ -56,7 +56,7 @@ pub async fn run(args: ComputeArgs, config_file: Option<&Path>) -> anyhow::Resul
         database: args.database.or(file.database),
         control_listen: args.control_listen.or(file.control_listen),
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
-        row_cache_bytes: args.row_cache_mb.or(file.row_cache_mb).unwrap_or(server::DEFAULT_ROW_CACHE_MB) << 20,
+        row_cache_bytes: row_cache_bytes(args.row_cache_mb.or(file.row_cache_mb))?,
     };
     if std::env::var_os(EXIT_WITH_PARENT).is_some() {
         exit_with_parent();
@@ -79,4 +79,11 @@ fn exit_with_parent() {
             }
         }
     });
+}
+
+/// The row cache's budget in bytes from `--row-cache-mb` (default
+/// [`server::DEFAULT_ROW_CACHE_MB`]); a size that does not fit is refused.
+fn row_cache_bytes(mb: Option<usize>) -> anyhow::Result<usize> {
+    let mb = mb.unwrap_or(server::DEFAULT_ROW_CACHE_MB);
+    mb.checked_mul(1 << 20).with_context(|| format!("--row-cache-mb {mb} is too large"))
 }

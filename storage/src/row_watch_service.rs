@@ -15,7 +15,8 @@ use crate::engine::row_watch::Ending;
 /// the returned channel, which closes when the watch ends.
 pub fn serve(db: Arc<Database>, mut acks: tonic::Streaming<WatchRowsRequest>) -> mpsc::UnboundedReceiver<RowChanges> {
     let (watch, rx) = db.row_watches.open();
-    let every = db.cfg.row_watch_lease / 4;
+    // (A lease configured at zero must not make a zero ping period.)
+    let every = (db.cfg.row_watch_lease / 4).max(std::time::Duration::from_millis(1));
     tokio::spawn(async move {
         let mut ping = tokio::time::interval(every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -23,7 +24,10 @@ pub fn serve(db: Arc<Database>, mut acks: tonic::Streaming<WatchRowsRequest>) ->
             tokio::select! {
                 ack = acks.message() => match ack {
                     Ok(Some(a)) => {
-                        watch.ack(a.acked);
+                        if !watch.ack(a.acked) {
+                            tracing::warn!(database = %db.name, acked = a.acked, "a row watch acknowledged messages never sent; ended");
+                            break Ending::Abrupt;
+                        }
                         if a.bye {
                             break Ending::Goodbye;
                         }

@@ -385,7 +385,10 @@ impl SimpleQueryHandler for Queries {
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
         // A text like ones run before runs without being parsed.
         let before = session.block();
-        if let Some(result) = session.execute_known_text(query).await {
+        let skeleton = crate::simple_shapes::skeleton(query);
+        if let Some(skeleton) = &skeleton
+            && let Some(result) = session.execute_known_text(query, skeleton).await
+        {
             return Ok(vec![outcome(client, session, before, result).await?]);
         }
         let stmts = match parse(query) {
@@ -399,8 +402,10 @@ impl SimpleQueryHandler for Queries {
                 out.push(response(done, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
                 continue;
             }
-            if stmts.len() == 1 {
-                session.note_simple_text(query, stmt);
+            if stmts.len() == 1
+                && let Some(skeleton) = &skeleton
+            {
+                session.note_simple_text(query, skeleton, stmt);
             }
             let result = session.execute(stmt, &[]).await;
             let failed_now = result.is_err();

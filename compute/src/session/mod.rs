@@ -37,7 +37,7 @@ use crate::storage_client::StorageClient;
 use crate::sequence_functions::SessionSequences;
 use crate::storage_session::StorageSession;
 use crate::auto_params;
-use crate::simple_shapes::{self, KnownShape, Sighting};
+use crate::simple_shapes::{KnownShape, Sighting, Skeleton};
 use crate::compiled_exprs::ExprCache;
 use plan_cache::{ByText, Described, PlanCache, PlansByText, ShapeCaches};
 use savepoints::Savepoints;
@@ -400,33 +400,32 @@ impl Session {
         self.execute_prepared(stmt, params, None).await
     }
 
-    /// Runs simple-protocol text `sql` as the shape learnt from earlier
-    /// texts with its skeleton, without parsing it (see
-    /// [`simple_shapes`]); `None` when it is not one, or its values do not
-    /// bind (it is then parsed and run as any text).
-    pub async fn execute_known_text(&mut self, sql: &str) -> Option<Result<Output>> {
+    /// Runs simple-protocol text `sql`, cut as `skeleton`, as the shape
+    /// learnt from earlier texts with that skeleton, without parsing it
+    /// (see [`simple_shapes`]); `None` when it is not one, or its values do
+    /// not bind (it is then parsed and run as any text).
+    pub async fn execute_known_text(&mut self, sql: &str, skeleton: &Skeleton) -> Option<Result<Output>> {
         if self.block == Block::Failed {
             return None;
         }
-        let skeleton = simple_shapes::skeleton(sql)?;
         let generation = self.catalog.generation();
         let Some(Sighting::Learnt(known)) = self.simple_texts.get(&skeleton.key, generation) else { return None };
-        let values = known.values(sql, &skeleton)?;
+        let values = known.values(sql, skeleton)?;
         let cache = self.shapes.get_or_keep(&known.text, generation, Arc::default);
         let values = self.bound_values(&known.stmt, &values, &cache).await?;
         Some(self.execute_prepared(&known.stmt, &values, Some(&cache)).await)
     }
 
-    /// Notes that simple-protocol text `sql` parsed to the one statement
-    /// `stmt`: the second time its skeleton is seen, the shape is learnt.
-    pub fn note_simple_text(&self, sql: &str, stmt: &Statement) {
-        let Some(skeleton) = simple_shapes::skeleton(sql) else { return };
+    /// Notes that simple-protocol text `sql`, cut as `skeleton`, parsed to
+    /// the one statement `stmt`: the second time the skeleton is seen, the
+    /// shape is learnt.
+    pub fn note_simple_text(&self, sql: &str, skeleton: &Skeleton, stmt: &Statement) {
         let generation = self.catalog.generation();
         let sighting = match self.simple_texts.get(&skeleton.key, generation) {
             None => Sighting::Once,
             Some(Sighting::Once) => auto_params::parameterise(stmt)
                 .filter(|shape| !is_catalog_query(&shape.text.to_ascii_lowercase()))
-                .and_then(|shape| KnownShape::learn(sql, &skeleton, &shape, parse_one))
+                .and_then(|shape| KnownShape::learn(sql, skeleton, &shape, parse_one))
                 .map_or(Sighting::Unlearnable, |k| Sighting::Learnt(Arc::new(k))),
             Some(_) => return,
         };

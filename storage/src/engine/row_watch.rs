@@ -275,16 +275,26 @@ fn changes_of(commits: &[WalCommit], ts: u64) -> RowChanges {
 }
 
 impl Watch {
-    /// Records an acknowledgement of every message up to `seq`.
-    pub fn ack(&self, seq: u64) {
-        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.acked.send_if_modified(|a| {
+    /// Records an acknowledgement of every message up to `seq`. Only an
+    /// acknowledgement of something not acknowledged before renews the
+    /// lease (a compute repeating an old one is still silent). False, and
+    /// nothing recorded, for an acknowledgement of messages never sent: the
+    /// compute is broken and its watch must end.
+    pub fn ack(&self, seq: u64) -> bool {
+        if seq > self.sent.load(Ordering::SeqCst) {
+            return false;
+        }
+        let renewed = self.acked.send_if_modified(|a| {
             let newer = seq > a.seq && a.released.is_none();
             if newer {
                 a.seq = seq;
             }
             newer
         });
+        if renewed {
+            *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+        true
     }
 
     fn last_ack(&self) -> Instant {

@@ -72,12 +72,12 @@ async fn read_accounts(c: &mut StorageClient<Channel>) -> (usize, u64) {
 }
 
 #[tokio::test]
-async fn a_commit_is_visible_only_once_every_watch_acknowledged_it() {
+async fn a_commit_is_visible_only_once_the_watch_acknowledged_it() {
     let (n, mut c) = serve(Duration::from_secs(3)).await;
     let (mut w, first) = Watch::open(&mut c).await;
     assert_eq!((first.seq, first.lease_ms), (1, 3000));
     let (_, before) = read_accounts(&mut c).await;
-    assert!(first.floor_ts <= before);
+    assert_eq!(first.floor_ts, before, "the floor is the newest visible commit (nothing in flight)");
 
     let mut committer = c.clone();
     let mut commit = tokio::spawn(async move { committer.commit(insert(7)).await });
@@ -146,6 +146,44 @@ async fn a_watch_that_stops_acknowledging_is_ended_and_commits_go_on() {
     });
     ended.await.expect("the watch's stream ends");
     assert_eq!(read_accounts(&mut c).await.0, 1);
+}
+
+/// A compute that keeps repeating an old acknowledgement is as silent as
+/// one that says nothing: it releases no commit and its watch is ended
+/// after its lease. One that acknowledges a message never sent is ended at
+/// once, and commits are held for the lease of its last true
+/// acknowledgement (it may still answer from its cache until then).
+#[tokio::test]
+async fn acknowledgements_of_nothing_new_do_not_keep_a_watch_alive() {
+    let lease = Duration::from_millis(600);
+    let (n, mut c) = serve(lease).await;
+    let (w, first) = Watch::open(&mut c).await;
+    let mut committer = c.clone();
+    let started = std::time::Instant::now();
+    let mut commit = tokio::spawn(async move { committer.commit(insert(4)).await });
+    let repeat = tokio::spawn({
+        let acks = w.acks.clone();
+        async move {
+            loop {
+                let _ = acks.send(WatchRowsRequest { database: String::new(), acked: first.seq, bye: false });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(300), &mut commit).await.is_err(), "an old ack releases nothing");
+    tokio::time::timeout(Duration::from_secs(5), commit).await.expect("the lease ends the wait").unwrap().expect("commit");
+    assert!(started.elapsed() >= lease - Duration::from_millis(100), "released by the lease, after {:?}", started.elapsed());
+    no_watch_open(&n).await;
+    repeat.abort();
+
+    let (w, _) = Watch::open(&mut c).await;
+    let opened = std::time::Instant::now();
+    w.ack(u64::MAX);
+    no_watch_open(&n).await;
+    let mut commit = tokio::spawn(async move { c.commit(insert(5)).await });
+    assert!(tokio::time::timeout(Duration::from_millis(200), &mut commit).await.is_err(), "held for the last true ack's lease");
+    tokio::time::timeout(Duration::from_secs(5), commit).await.expect("the lease runs out").unwrap().expect("commit");
+    assert!(opened.elapsed() >= lease - Duration::from_millis(100), "released after {:?}", opened.elapsed());
 }
 
 /// Waits until `n`'s database has no watch open.
