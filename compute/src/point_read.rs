@@ -127,7 +127,12 @@ impl PointRead {
     /// key value is missing, NULL or not of its column's type (the general
     /// path then decides what the comparison means, or reports the error).
     pub fn request(&self, txn: u64, statement: u64, params: &[ScalarValue]) -> Option<ScanRequest> {
-        let values = self.key_values(params)?;
+        Some(self.request_for(self.key_values(params)?, txn, statement))
+    }
+
+    /// As [`PointRead::request`], for the key's values `values` (see
+    /// [`PointRead::key_values`]).
+    pub fn request_for(&self, values: Vec<Value>, txn: u64, statement: u64) -> ScanRequest {
         let def = self.table.def();
         // Expressions read the whole row (an empty projection).
         let mut projection: Vec<String> = Vec::new();
@@ -148,7 +153,7 @@ impl PointRead {
             .map(|(k, v)| Predicate { column: k.clone(), op: CompareOp::Eq as i32, values: vec![v.clone()] })
             .collect();
         let bound = KeyBound { values, inclusive: true };
-        Some(ScanRequest {
+        ScanRequest {
             database: self.table.database().to_string(),
             txn_id: txn,
             schema: def.schema.clone(),
@@ -167,7 +172,7 @@ impl PointRead {
             earlier_writes: Vec::new(),
             begin: None,
             index: String::new(),
-        })
+        }
     }
 
     /// Runs the scan and shapes its rows as the statement's result
@@ -178,8 +183,9 @@ impl PointRead {
         self.shape(&batches, state, compiled, params)
     }
 
-    /// The key's values as storage takes them (see [`PointRead::request`]).
-    fn key_values(&self, params: &[ScalarValue]) -> Option<Vec<Value>> {
+    /// The key's values as storage takes them; `None` as for
+    /// [`PointRead::request`].
+    pub fn key_values(&self, params: &[ScalarValue]) -> Option<Vec<Value>> {
         self.key
             .iter()
             .map(|(ty, part)| match part {
@@ -189,23 +195,22 @@ impl PointRead {
             .collect()
     }
 
-    /// The row cache's key of the row read with `params`; `None` when the
-    /// table's rows are not cached (see [`row_key`]) or the general path
-    /// must decide (see [`PointRead::request`]).
-    pub fn cache_key(&self, params: &[ScalarValue]) -> Option<Vec<u8>> {
-        row_key(self.table.def(), &self.key_values(params)?)
+    /// The row cache's key of the row whose key is `values`; `None` when
+    /// the table's rows are not cached (see [`row_key`]).
+    pub fn cache_key(&self, values: &[Value]) -> Option<Vec<u8>> {
+        row_key(self.table.def(), values)
     }
 
     /// As [`PointRead::run`] for a read outside any transaction (statement
-    /// number `statement`) of the row `key` names: from the row cache when
-    /// it holds the row, else from storage — the whole row, which the
-    /// cache then keeps.
+    /// number `statement`) of the row `key` names (its values `values`):
+    /// from the row cache when it holds the row, else from storage — the
+    /// whole row, which the cache then keeps.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_cached(
         &self,
         storage: &StorageSession,
         cache: &RowCache,
-        key: Vec<u8>,
+        (key, values): (Vec<u8>, Vec<Value>),
         statement: u64,
         state: &SessionState,
         compiled: &ExprCache,
@@ -215,7 +220,7 @@ impl PointRead {
         if let Some(row) = cache.get(&key, version) {
             return self.shape_cached(&row, state, compiled, params);
         }
-        let mut req = self.request(0, statement, params).ok_or_else(|| ComputeError::Internal("a cached point read without its key".into()))?;
+        let mut req = self.request_for(values, 0, statement);
         req.projection.clear();
         let (_, batches, snapshot_ts) = storage.client.scan_at(req, |_| {}).await?;
         let mut rows = batches.iter().filter(|b| b.num_rows() > 0);
@@ -225,10 +230,11 @@ impl PointRead {
         self.shape(&batches, state, compiled, params)
     }
 
-    /// The read's row as the open transaction wrote it, when the
-    /// transaction keeps it (see `crate::own_rows`): no request needed.
-    pub fn own_row(&self, storage: &StorageSession, params: &[ScalarValue]) -> Option<CachedRow> {
-        storage.own_row(&self.cache_key(params)?, self.table.def().version)
+    /// The row whose key is `values` as the open transaction wrote it,
+    /// when the transaction keeps it (see `crate::own_rows`): no request
+    /// needed.
+    pub fn own_row(&self, storage: &StorageSession, values: &[Value]) -> Option<CachedRow> {
+        storage.own_row(&self.cache_key(values)?, self.table.def().version)
     }
 
     /// The statement's result from `row`, a whole row of the table (cached,

@@ -210,7 +210,11 @@ impl Storage for StorageService {
 
     async fn watch_rows(&self, req: Request<tonic::Streaming<WatchRowsRequest>>) -> Res<Self::WatchRowsStream> {
         let mut acks = req.into_inner();
-        let first = acks.message().await?.ok_or_else(|| Status::invalid_argument("a row watch names its database first"))?;
+        // A client that opens a watch and says nothing does not hold a task forever.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), acks.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("a row watch names its database within 10 s"))??
+            .ok_or_else(|| Status::invalid_argument("a row watch names its database first"))?;
         let db = self.node.database(&first.database).await.map_err(|e| log_err("watch_rows", e))?;
         let rx = crate::row_watch_service::serve(db, acks);
         Ok(Response::new(Box::pin(futures::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), Ok)) as Self::WatchRowsStream))

@@ -1035,30 +1035,30 @@ impl Session {
     /// the write that follows cannot be refused for its key.
     pub(crate) async fn read(&self, plan: LogicalPlan, params: &[ScalarValue], for_update: bool) -> Result<(SchemaRef, Vec<RecordBatch>, bool)> {
         let point = PointRead::recognise(&plan);
-        // Outside a transaction block the latest commit is read: the row
-        // cache may hold it.
+        // The key's values, once; none: the general path decides.
         if let Some(point) = &point
-            && self.storage.txn() == 0
-            && self.storage.pending_begin().is_none()
-            && !for_update
-            && let Some(cache) = &self.storage.row_cache
-            && let Some(key) = point.cache_key(params)
+            && let Some(values) = point.key_values(params)
         {
-            let (schema, batches) = point.run_cached(&self.storage, cache, key, self.storage.statement(), &self.state, &self.compiled, params).await?;
-            return Ok((schema, batches, false));
-        }
-        // In a block, a row the transaction locked and wrote is known.
-        if let Some(point) = &point
-            && self.storage.txn() != 0
-            && !for_update
-            && let Some(row) = point.own_row(&self.storage, params)
-        {
-            let (schema, batches) = point.shape_cached(&row, &self.state, &self.compiled, params)?;
-            return Ok((schema, batches, false));
-        }
-        if let Some(point) = &point
-            && let Some(mut req) = point.request(self.storage.txn(), self.storage.statement(), params)
-        {
+            // Outside a transaction block the latest commit is read: the
+            // row cache may hold it.
+            if self.storage.txn() == 0
+                && self.storage.pending_begin().is_none()
+                && !for_update
+                && let Some(cache) = &self.storage.row_cache
+                && let Some(key) = point.cache_key(&values)
+            {
+                let (schema, batches) = point.run_cached(&self.storage, cache, (key, values), self.storage.statement(), &self.state, &self.compiled, params).await?;
+                return Ok((schema, batches, false));
+            }
+            // In a block, a row the transaction locked and wrote is known.
+            if self.storage.txn() != 0
+                && !for_update
+                && let Some(row) = point.own_row(&self.storage, &values)
+            {
+                let (schema, batches) = point.shape_cached(&row, &self.state, &self.compiled, params)?;
+                return Ok((schema, batches, false));
+            }
+            let mut req = point.request_for(values, self.storage.txn(), self.storage.statement());
             // A block's first request begins its transaction.
             req.begin = self.storage.pending_begin().map(|isolation| isolation as i32);
             let locked = for_update && (req.txn_id != 0 || req.begin.is_some());

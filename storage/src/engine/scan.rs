@@ -77,6 +77,16 @@ enum ScanSnapshot {
     Own(SnapshotGuard),
 }
 
+impl ScanSnapshot {
+    /// The snapshot's timestamp.
+    fn ts(&self) -> u64 {
+        match self {
+            ScanSnapshot::Txn { ts, .. } => *ts,
+            ScanSnapshot::Own(guard) => guard.ts,
+        }
+    }
+}
+
 /// The transaction's writes in `[start, end)`, in key order.
 fn writes_in(writes: &std::collections::BTreeMap<Vec<u8>, Pending>, start: &[u8], end: Option<&Vec<u8>>) -> Vec<(Vec<u8>, Pending)> {
     match end {
@@ -132,10 +142,7 @@ impl Database {
             };
             ScanSnapshot::Txn { ts: txn.snapshot_ts(), overlay, index_overlay }
         };
-        let snapshot_ts = match &snapshot {
-            ScanSnapshot::Txn { ts, .. } => *ts,
-            ScanSnapshot::Own(guard) => guard.ts,
-        };
+        let snapshot_ts = snapshot.ts();
         let (tx, rx) = mpsc::channel(SCAN_CHUNKS_BUFFERED);
         if plan.one_key {
             // One row at most: a RocksDB seek and a few microseconds of work,
@@ -367,9 +374,10 @@ fn bound_key(table: &Table, columns: &[usize], prefix: &[u8], b: &KeyBound, lowe
 
 /// Produces the stream; runs on a blocking thread (or inline for a point lookup).
 fn run_scan(db: &Database, plan: &Plan, snapshot: ScanSnapshot, tx: Sender<'_>) -> Result<()> {
-    let (ts, overlay, index_overlay) = match &snapshot {
-        ScanSnapshot::Txn { ts, overlay, index_overlay } => (*ts, overlay.as_slice(), index_overlay.as_slice()),
-        ScanSnapshot::Own(g) => (g.ts, &[][..], &[][..]),
+    let ts = snapshot.ts();
+    let (overlay, index_overlay) = match &snapshot {
+        ScanSnapshot::Txn { overlay, index_overlay, .. } => (overlay.as_slice(), index_overlay.as_slice()),
+        ScanSnapshot::Own(_) => (&[][..], &[][..]),
     };
     let reader = Reader { db, plan, ts, overlay, index_overlay };
     let mut writer = StreamWriter::try_new(Vec::new(), &plan.out_schema)?;
