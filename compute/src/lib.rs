@@ -6,8 +6,9 @@
 //! - [`sql`]: DDL and DML translation; [`catalog`], [`table`], [`pushdown`]:
 //!   the DataFusion view of storage; [`point_read`]: key lookups that skip
 //!   DataFusion, answered from [`row_cache`] while [`row_watch`] keeps it
-//!   true; [`storage_client`]: the gRPC client, over
-//!   [`storage_channel`]'s connection;
+//!   true; [`storage_client`]: the storage client, over
+//!   [`storage_channel`]'s HTTP/2 connection and `storage_lane`'s plain
+//!   ones;
 //! - [`binding`], [`control`]: which database it serves and the control
 //!   service; [`metrics`]: its Prometheus gauges.
 
@@ -52,6 +53,7 @@ pub mod session;
 pub mod sql;
 pub mod storage_channel;
 pub mod storage_client;
+mod storage_lane;
 pub mod storage_session;
 pub mod table;
 pub mod text_casts;

@@ -15,6 +15,8 @@ use crate::error::{ComputeError, Result};
 use crate::row_cache::RowCache;
 use crate::row_watch::RowCaches;
 use crate::storage_channel::DirectChannel;
+use crate::storage_lane::Lanes;
+use ebb_proto::lane::Call;
 
 /// Largest gRPC message the client sends or accepts.
 const MAX_MESSAGE: usize = 256 << 20;
@@ -23,6 +25,8 @@ const MAX_MESSAGE: usize = 256 << 20;
 #[derive(Clone)]
 pub struct StorageClient {
     grpc: Grpc<DirectChannel>,
+    /// Point reads, writes, commits and rollbacks go here (see `storage_lane`).
+    lanes: std::sync::Arc<Lanes>,
     /// Rows kept to answer reads by key (none: every read goes to storage).
     rows: Option<std::sync::Arc<RowCaches>>,
 }
@@ -37,10 +41,11 @@ impl StorageClient {
         }
         let addr = uri.authority().filter(|a| a.port().is_some()).ok_or_else(|| bad("expected http://HOST:PORT"))?.to_string();
         let origin = http::Uri::builder().scheme("http").authority(addr.as_str()).path_and_query("/").build().map_err(|e| bad(&e.to_string()))?;
+        let lanes = std::sync::Arc::new(Lanes::new(addr.clone()));
         let grpc = Grpc::with_origin(DirectChannel::lazy(addr), origin)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { grpc, rows: None })
+        Ok(Self { grpc, lanes, rows: None })
     }
 
     /// This client with row caches (see `row_cache`).
@@ -160,10 +165,25 @@ impl StorageClient {
         Ok(())
     }
 
+    /// A request/response call: on a lane, or over gRPC (`grpc`) if storage
+    /// has none.
+    async fn unary<Q, A, F, Fut>(&self, call: Call, req: Q, grpc: F) -> Result<A>
+    where
+        Q: prost::Message,
+        A: prost::Message + Default,
+        F: FnOnce(Grpc<DirectChannel>, Q) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<A>, tonic::Status>>,
+    {
+        if let Some(answer) = self.lanes.call(call, &req).await {
+            return Ok(answer?);
+        }
+        Ok(grpc(self.grpc(), req).await?.into_inner())
+    }
+
     /// Begins a transaction at `isolation`; returns its id.
     pub async fn begin(&self, database: &str, isolation: Isolation) -> Result<u64> {
         let req = BeginRequest { database: database.into(), idle_timeout_ms: 0, isolation: isolation as i32 };
-        Ok(self.grpc().begin(req).await?.into_inner().txn_id)
+        Ok(self.unary(Call::Begin, req, |mut g, r| async move { g.begin(r).await }).await?.txn_id)
     }
 
     /// Buffers a write of statement number `statement` under savepoint
@@ -172,24 +192,26 @@ impl StorageClient {
     /// affected by `write`.
     pub async fn write(&self, database: &str, txn_id: u64, statement: u64, savepoint: u64, earlier_writes: Vec<TableWrite>, write: TableWrite) -> Result<u64> {
         let req = WriteRequest { database: database.into(), txn_id, write: Some(write), statement, savepoint, earlier_writes };
-        Ok(self.grpc().write(req).await?.into_inner().rows_affected)
+        Ok(self.unary(Call::Write, req, |mut g, r| async move { g.write(r).await }).await?.rows_affected)
     }
 
     /// Commits (`txn_id` 0: the writes in a transaction of their own); returns rows affected.
     pub async fn commit(&self, database: &str, txn_id: u64, writes: Vec<TableWrite>) -> Result<u64> {
         let req = CommitRequest { database: database.into(), txn_id, writes };
-        Ok(self.grpc().commit(req).await?.into_inner().rows_affected)
+        Ok(self.unary(Call::Commit, req, |mut g, r| async move { g.commit(r).await }).await?.rows_affected)
     }
 
     /// Rolls a transaction back.
     pub async fn rollback(&self, database: &str, txn_id: u64) -> Result<()> {
-        self.grpc().rollback(RollbackRequest { database: database.into(), txn_id }).await?;
+        let req = RollbackRequest { database: database.into(), txn_id };
+        self.unary(Call::Rollback, req, |mut g, r| async move { g.rollback(r).await }).await?;
         Ok(())
     }
 
     /// Undoes the writes of a transaction made under `savepoint` and later ones.
     pub async fn rollback_to_savepoint(&self, database: &str, txn_id: u64, savepoint: u64) -> Result<()> {
-        self.grpc().rollback_to_savepoint(RollbackToSavepointRequest { database: database.into(), txn_id, savepoint }).await?;
+        let req = RollbackToSavepointRequest { database: database.into(), txn_id, savepoint };
+        self.unary(Call::RollbackToSavepoint, req, |mut g, r| async move { g.rollback_to_savepoint(r).await }).await?;
         Ok(())
     }
 
@@ -240,21 +262,30 @@ impl StorageClient {
     /// any transaction read (`None` in a transaction).
     pub async fn scan_at(&self, req: ScanRequest, begun: impl FnOnce(u64)) -> Result<(SchemaRef, Vec<RecordBatch>, Option<u64>)> {
         let begins = req.begin.is_some();
-        let response = self.grpc().scan(req).await?;
-        let snapshot_ts = response.metadata().get(ebb_proto::SNAPSHOT_TS_METADATA_KEY).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if begins {
-            let id = response
-                .metadata()
-                .get(ebb_proto::BEGUN_TXN_METADATA_KEY)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .ok_or_else(|| ComputeError::Internal("storage began no transaction for a scan that asked it to".into()))?;
-            begun(id);
-        }
-        let mut stream = response.into_inner();
-        let mut bytes = Vec::new();
-        while let Some(m) = stream.message().await? {
-            bytes.extend_from_slice(&m.arrow_ipc);
-        }
+        let no_txn = || ComputeError::Internal("storage began no transaction for a scan that asked it to".into());
+        let (bytes, snapshot_ts) = match self.lanes.call::<_, LaneScanResponse>(Call::Scan, &req).await {
+            Some(answer) => {
+                let answer = answer?;
+                if begins {
+                    begun(answer.begun_txn.ok_or_else(no_txn)?);
+                }
+                (answer.arrow_ipc, answer.snapshot_ts)
+            }
+            None => {
+                let response = self.grpc().scan(req).await?;
+                let snapshot_ts = response.metadata().get(ebb_proto::SNAPSHOT_TS_METADATA_KEY).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if begins {
+                    let id = response.metadata().get(ebb_proto::BEGUN_TXN_METADATA_KEY).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).ok_or_else(no_txn)?;
+                    begun(id);
+                }
+                let mut stream = response.into_inner();
+                let mut bytes = Vec::new();
+                while let Some(m) = stream.message().await? {
+                    bytes.extend_from_slice(&m.arrow_ipc);
+                }
+                (bytes, snapshot_ts)
+            }
+        };
         let (schema, batches) = arrow_ipc::decode_with_schema(&bytes).map_err(|e| ComputeError::Internal(format!("bad scan stream from storage: {e}")))?;
         Ok((schema, batches, snapshot_ts))
     }

@@ -4,6 +4,7 @@
 //! prost messages and tonic clients and servers at build time.
 
 pub mod arrow_ipc;
+pub mod lane;
 pub mod pg_types;
 pub mod row_keys;
 

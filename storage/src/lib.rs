@@ -3,13 +3,15 @@
 //!
 //! - [`engine`]: per-database RocksDB, MVCC, transactions, commit pipeline;
 //! - [`durability`]: WAL objects, checkpoints, fencing, registry;
-//! - [`service`]: the gRPC service; [`server`]: the `ebb storage` role.
+//! - [`service`]: the gRPC service; `lane`: the same calls on plain TCP;
+//!   [`server`]: the `ebb storage` role.
 
 pub mod catalog;
 pub mod durability;
 pub mod engine;
 pub mod error;
 pub mod keys;
+mod lane;
 pub mod metrics;
 pub mod node;
 pub mod row;

@@ -55,6 +55,10 @@ pub struct StorageMetrics {
     pub row_watch_ends: IntCounterVec,
     /// Time commit groups waited for the row-change watches to acknowledge them.
     pub row_watch_wait_seconds: Histogram,
+    /// Lane connections of computes open now.
+    pub lane_connections: IntGauge,
+    /// Calls served on lane connections, by call.
+    pub lane_calls: IntCounterVec,
 }
 
 impl StorageMetrics {
@@ -136,6 +140,8 @@ impl StorageMetrics {
                 HistogramOpts::new("ebb_storage_row_watch_wait_seconds", "Time commit groups waited for row-change watches to acknowledge them")
                     .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0]),
             )?,
+            lane_connections: IntGauge::new("ebb_storage_lane_connections", "Lane connections of computes open now (their point reads, writes and commits)")?,
+            lane_calls: IntCounterVec::new(Opts::new("ebb_storage_lane_calls_total", "Calls served on lane connections, by call"), &["call"])?,
             commit_gathers: IntCounterVec::new(
                 Opts::new("ebb_storage_commit_gathers_total", "Waits of the committer for the writers it just answered, so that they share the next WAL object (filled: they came back; timed_out: not in time)"),
                 &["outcome"],
@@ -159,6 +165,8 @@ impl StorageMetrics {
         registry.register(Box::new(m.row_watches.clone()))?;
         registry.register(Box::new(m.row_watch_ends.clone()))?;
         registry.register(Box::new(m.row_watch_wait_seconds.clone()))?;
+        registry.register(Box::new(m.lane_connections.clone()))?;
+        registry.register(Box::new(m.lane_calls.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;

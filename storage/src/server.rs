@@ -1,5 +1,5 @@
 //! The `ebb storage` role: opens the object store, starts the node, serves
-//! gRPC and `/metrics`, and shuts down cleanly when asked.
+//! gRPC and the lane on one port and `/metrics`, and shuts down cleanly when asked.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,13 +51,24 @@ pub async fn run_on(listener: TcpListener, cfg: ServerConfig, shutdown: impl Fut
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, object_store = %cfg.object_store, durability = %cfg.engine.durability, "storage serving");
-    let incoming = ebb_common::net::nodelay_incoming(listener);
-    let served = tonic::transport::Server::builder()
-        .add_service(StorageService::new(node.clone()).into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    let served = serve(listener, node.clone(), shutdown).await;
     let _ = stop_tx.send(true);
     node.shutdown().await;
     tracing::info!("storage stopped");
     served.map_err(|e| crate::StorageError::Io(std::io::Error::other(e)))
+}
+
+/// Serves `node` on `listener` — gRPC and the lane (`crate::lane`) — until
+/// `shutdown` resolves and the lane calls under way have finished.
+pub async fn serve(listener: TcpListener, node: std::sync::Arc<StorageNode>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::result::Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let service = StorageService::new(node);
+    let (incoming, lanes) = crate::lane::accept(listener, service.clone(), stop_rx);
+    let served = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    lanes.wait().await;
+    served
 }

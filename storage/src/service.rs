@@ -28,8 +28,13 @@ impl StorageService {
 
     /// The tonic server, with message limits fitting the value limit.
     pub fn into_server(self) -> storage_server::StorageServer<Self> {
-        let limit = self.node.config().max_value_bytes.saturating_mul(4).max(64 << 20);
+        let limit = self.message_limit();
         storage_server::StorageServer::new(self).max_decoding_message_size(limit).max_encoding_message_size(limit)
+    }
+
+    /// The largest message taken or sent (gRPC's and the lane's).
+    pub(crate) fn message_limit(&self) -> usize {
+        self.node.config().max_value_bytes.saturating_mul(4).max(64 << 20)
     }
 }
 
@@ -160,13 +165,7 @@ impl Storage for StorageService {
     }
 
     async fn begin(&self, req: Request<BeginRequest>) -> Res<BeginResponse> {
-        let r = req.into_inner();
-        let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;
-        let timeout = (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms));
-        let isolation = isolation_level(r.isolation)?;
-        let (txn_id, snapshot_ts) = db.begin_with(timeout, isolation).map_err(|e| log_err("begin", e))?;
-        db.metrics.transactions_begun.with_label_values(&["begin"]).inc();
-        Ok(Response::new(BeginResponse { txn_id, snapshot_ts }))
+        Ok(Response::new(self.begin_call(req.into_inner()).await?))
     }
 
     async fn refresh_snapshot(&self, req: Request<RefreshSnapshotRequest>) -> Res<RefreshSnapshotResponse> {
@@ -179,29 +178,17 @@ impl Storage for StorageService {
     type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send + 'static>>;
 
     async fn scan(&self, req: Request<ScanRequest>) -> Res<Self::ScanStream> {
-        let mut r = req.into_inner();
-        let db = self.node.database(&r.database).await.map_err(|e| log_err("scan", e))?;
-        let begun = match r.begin {
-            None => None,
-            Some(_) if r.txn_id != 0 => return Err(Status::invalid_argument("a scan that begins a transaction must not name one")),
-            Some(level) => {
-                let (id, _) = db.begin_with(None, isolation_level(level)?).map_err(|e| log_err("scan", e))?;
-                db.metrics.transactions_begun.with_label_values(&["scan"]).inc();
-                r.txn_id = id;
-                Some(BegunTxn { db: db.clone(), id, handed_over: false })
-            }
-        };
-        let (rx, snapshot_ts) = db.scan_at(&r).await.map_err(|e| log_err("scan", e))?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let started = self.start_scan(req.into_inner()).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(started.chunks);
         let stream = futures::StreamExt::map(stream, |chunk| match chunk {
             Ok(b) => Ok(ScanResponse { arrow_ipc: b.to_vec() }),
             Err(e) => Err(log_err("scan", e)),
         });
         let mut response = Response::new(Box::pin(stream) as Self::ScanStream);
-        if let Some(txn) = begun {
+        if let Some(txn) = started.begun {
             response.metadata_mut().insert(ebb_proto::BEGUN_TXN_METADATA_KEY, txn.hand_over().into());
-        } else if r.txn_id == 0 {
-            response.metadata_mut().insert(ebb_proto::SNAPSHOT_TS_METADATA_KEY, snapshot_ts.into());
+        } else if let Some(ts) = started.snapshot_ts {
+            response.metadata_mut().insert(ebb_proto::SNAPSHOT_TS_METADATA_KEY, ts.into());
         }
         Ok(response)
     }
@@ -221,36 +208,104 @@ impl Storage for StorageService {
     }
 
     async fn write(&self, req: Request<WriteRequest>) -> Res<WriteResponse> {
-        let r = req.into_inner();
+        Ok(Response::new(self.write_call(req.into_inner()).await?))
+    }
+
+    async fn commit(&self, req: Request<CommitRequest>) -> Res<CommitResponse> {
+        Ok(Response::new(self.commit_call(req.into_inner()).await?))
+    }
+
+    async fn rollback(&self, req: Request<RollbackRequest>) -> Res<RollbackResponse> {
+        Ok(Response::new(self.rollback_call(req.into_inner()).await?))
+    }
+
+    async fn rollback_to_savepoint(&self, req: Request<RollbackToSavepointRequest>) -> Res<RollbackToSavepointResponse> {
+        Ok(Response::new(self.rollback_to_savepoint_call(req.into_inner()).await?))
+    }
+}
+
+/// The calls that gRPC and the lane (`crate::lane`) both serve.
+impl StorageService {
+    pub(crate) fn node(&self) -> &Arc<StorageNode> {
+        &self.node
+    }
+
+    pub(crate) async fn begin_call(&self, r: BeginRequest) -> Result<BeginResponse, Status> {
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("begin", e))?;
+        let timeout = (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms));
+        let isolation = isolation_level(r.isolation)?;
+        let (txn_id, snapshot_ts) = db.begin_with(timeout, isolation).map_err(|e| log_err("begin", e))?;
+        db.metrics.transactions_begun.with_label_values(&["begin"]).inc();
+        Ok(BeginResponse { txn_id, snapshot_ts })
+    }
+
+    /// Starts a scan (beginning its transaction if it asks to).
+    async fn start_scan(&self, mut r: ScanRequest) -> Result<StartedScan, Status> {
+        let db = self.node.database(&r.database).await.map_err(|e| log_err("scan", e))?;
+        let begun = match r.begin {
+            None => None,
+            Some(_) if r.txn_id != 0 => return Err(Status::invalid_argument("a scan that begins a transaction must not name one")),
+            Some(level) => {
+                let (id, _) = db.begin_with(None, isolation_level(level)?).map_err(|e| log_err("scan", e))?;
+                db.metrics.transactions_begun.with_label_values(&["scan"]).inc();
+                r.txn_id = id;
+                Some(BegunTxn { db: db.clone(), id, handed_over: false })
+            }
+        };
+        let (chunks, snapshot_ts) = db.scan_at(&r).await.map_err(|e| log_err("scan", e))?;
+        let snapshot_ts = (r.txn_id == 0).then_some(snapshot_ts);
+        Ok(StartedScan { chunks, begun, snapshot_ts })
+    }
+
+    /// A whole scan in one answer (at most `limit` bytes of Arrow IPC).
+    pub(crate) async fn scan_whole(&self, r: ScanRequest, limit: usize) -> Result<LaneScanResponse, Status> {
+        let mut started = self.start_scan(r).await?;
+        let mut arrow_ipc = Vec::new();
+        while let Some(chunk) = started.chunks.recv().await {
+            let chunk = chunk.map_err(|e| log_err("scan", e))?;
+            if arrow_ipc.len() + chunk.len() > limit {
+                return Err(Status::resource_exhausted(format!("a scan answer over {limit} bytes does not fit one lane frame")));
+            }
+            arrow_ipc.extend_from_slice(&chunk);
+        }
+        Ok(LaneScanResponse { arrow_ipc, begun_txn: started.begun.map(BegunTxn::hand_over), snapshot_ts: started.snapshot_ts })
+    }
+
+    pub(crate) async fn write_call(&self, r: WriteRequest) -> Result<WriteResponse, Status> {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("write", e))?;
         let w = r.write.ok_or_else(|| Status::invalid_argument("write request carries no write"))?;
         let rows_affected = db
             .write_carrying(r.txn_id, r.statement, r.savepoint, &r.earlier_writes, &w)
             .await
             .map_err(|e| log_err("write", e))?;
-        Ok(Response::new(WriteResponse { rows_affected }))
+        Ok(WriteResponse { rows_affected })
     }
 
-    async fn commit(&self, req: Request<CommitRequest>) -> Res<CommitResponse> {
-        let r = req.into_inner();
+    pub(crate) async fn commit_call(&self, r: CommitRequest) -> Result<CommitResponse, Status> {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("commit", e))?;
         let (commit_ts, rows_affected) = db.commit(r.txn_id, &r.writes).await.map_err(|e| log_err("commit", e))?;
-        Ok(Response::new(CommitResponse { commit_ts, rows_affected }))
+        Ok(CommitResponse { commit_ts, rows_affected })
     }
 
-    async fn rollback(&self, req: Request<RollbackRequest>) -> Res<RollbackResponse> {
-        let r = req.into_inner();
+    pub(crate) async fn rollback_call(&self, r: RollbackRequest) -> Result<RollbackResponse, Status> {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback", e))?;
         db.rollback(r.txn_id).map_err(|e| log_err("rollback", e))?;
-        Ok(Response::new(RollbackResponse {}))
+        Ok(RollbackResponse {})
     }
 
-    async fn rollback_to_savepoint(&self, req: Request<RollbackToSavepointRequest>) -> Res<RollbackToSavepointResponse> {
-        let r = req.into_inner();
+    pub(crate) async fn rollback_to_savepoint_call(&self, r: RollbackToSavepointRequest) -> Result<RollbackToSavepointResponse, Status> {
         let db = self.node.database(&r.database).await.map_err(|e| log_err("rollback to savepoint", e))?;
         db.rollback_to_savepoint(r.txn_id, r.savepoint).await.map_err(|e| log_err("rollback to savepoint", e))?;
-        Ok(Response::new(RollbackToSavepointResponse {}))
+        Ok(RollbackToSavepointResponse {})
     }
+}
+
+/// A scan under way: its chunks, the transaction it began, and (outside any
+/// transaction) the snapshot it reads.
+struct StartedScan {
+    chunks: tokio::sync::mpsc::Receiver<crate::Result<bytes::Bytes>>,
+    begun: Option<BegunTxn>,
+    snapshot_ts: Option<u64>,
 }
 
 /// The isolation level a request names.

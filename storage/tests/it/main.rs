@@ -6,6 +6,7 @@ mod faults;
 mod foreign_keys;
 mod grpc;
 mod indexes;
+mod lane;
 mod row_watch;
 mod scan;
 mod sequences;

@@ -145,17 +145,11 @@ pub fn read_for_update(txn: u64, id: i64) -> ScanRequest {
     ScanRequest { lower: Some(bound.clone()), upper: Some(bound), lock_row: true, ..scan_req("accounts", txn) }
 }
 
-/// Serves node `n` over gRPC; a client of it.
+/// Serves node `n` (gRPC and the lane); a gRPC client of it.
 pub async fn serve_node(n: TestNode) -> (TestNode, ebb_proto::storage::storage_client::StorageClient<tonic::transport::Channel>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
-    let svc = ebb_storage::service::StorageService::new(n.node.clone()).into_server();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(ebb_common::net::nodelay_incoming(listener))
-            .await
-    });
+    tokio::spawn(ebb_storage::server::serve(listener, n.node.clone(), std::future::pending()));
     let client = ebb_proto::storage::storage_client::StorageClient::connect(format!("http://{addr}"))
         .await
         .expect("connect")
