@@ -110,6 +110,7 @@ impl Lanes {
         let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no connection within {CONNECT_TIMEOUT:?}"));
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await.map_err(|_| timed_out())??;
         stream.set_nodelay(true)?;
+        ebb_common::net::notice_vanished_peer(&stream)?;
         stream.write_all(lane::HELLO).await?;
         if !tokio::time::timeout(CONNECT_TIMEOUT, lane::read_hello(&mut stream)).await.map_err(|_| timed_out())?? {
             if !self.unsupported.swap(true, Ordering::Relaxed) {

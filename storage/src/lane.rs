@@ -89,6 +89,9 @@ async fn serve(mut stream: TcpStream, service: StorageService, mut stop: watch::
     if stream.write_all(lane::HELLO).await.is_err() {
         return;
     }
+    if let Err(e) = ebb_common::net::notice_vanished_peer(&stream) {
+        tracing::warn!(error = %e, "cannot set keepalive on a lane connection");
+    }
     let metrics = service.node().metrics().clone();
     metrics.lane_connections.inc();
     let limit = service.message_limit();

@@ -396,7 +396,7 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     // pgbench's TPC-B transaction, statement for statement: all four writes
     // ride on other requests, and the account's balance is read back from
     // its update (so its round trips to storage are three point reads, the
-    // first carrying the begin, and the commit).
+    // first carrying the begin, and the commit — all on the lane).
     c.batch_execute("INSERT INTO acct VALUES (3, 30, 'c'); INSERT INTO acct VALUES (4, 40, 'd')").await.unwrap();
     // A block whose first request is a full scan begins its transaction
     // with a Begin of its own; one whose first is a point read has the read
@@ -407,6 +407,8 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     assert_eq!(begun("scan"), scans, "a full scan carries no begin");
     let (begins, scans) = (begun("begin"), begun("scan"));
     let (carried_before, own_before) = (counter(metrics, "ebb_storage_carried_writes_total"), own_reads());
+    let lane = |call: &str| counter(metrics, &format!("ebb_storage_lane_calls_total{{call=\"{call}\"}}"));
+    let (lane_scans, lane_commits) = (lane("scan"), lane("commit"));
     c.batch_execute(
         "BEGIN; UPDATE acct SET bal = bal + 1 WHERE id = 1; SELECT bal FROM acct WHERE id = 1; UPDATE acct SET bal = bal + 1 WHERE id = 3;
          UPDATE acct SET bal = bal + 1 WHERE id = 4; INSERT INTO hist (id, delta, at) VALUES (1, 1, CURRENT_TIMESTAMP); END",
@@ -414,6 +416,7 @@ async fn deferred_writes_are_read_back_and_commit_with_their_transaction() {
     .await
     .unwrap();
     assert_eq!(counter(metrics, "ebb_storage_carried_writes_total") - carried_before, 4.0);
+    assert_eq!((lane("scan") - lane_scans, lane("commit") - lane_commits), (3.0, 1.0), "the block's storage calls went over the lane");
     assert_eq!(own_reads() - own_before, 1.0, "the balance read back without a request");
     assert_eq!((begun("begin") - begins, begun("scan") - scans), (0.0, 1.0), "the first point read began the transaction");
     assert_eq!((bal(&other, 1).await, bal(&other, 3).await, bal(&other, 4).await), (Some(8), Some(31), Some(41)));
