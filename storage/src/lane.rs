@@ -19,12 +19,15 @@ use crate::service::StorageService;
 /// connection its hello.
 const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(10);
 
+/// Pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
 /// How long shutdown waits for lane calls under way.
 const DRAIN_WITHIN: Duration = Duration::from_secs(10);
 
 /// Accepts the storage port's connections until `stop` turns true: lane
 /// connections are served here, the rest are handed to gRPC through the
-/// returned stream. `drained` resolves once every lane connection closed.
+/// returned stream; [`Drained`] waits for the lane connections to close.
 pub(crate) fn accept(listener: TcpListener, service: StorageService, stop: watch::Receiver<bool>) -> (impl tokio_stream::Stream<Item = std::io::Result<TcpStream>>, Drained) {
     let (grpc_tx, grpc_rx) = mpsc::channel(64);
     let (alive, drained) = mpsc::channel::<()>(1);
@@ -54,21 +57,24 @@ async fn accept_loop(listener: TcpListener, service: StorageService, mut stop: w
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // What gRPC's own accept loop would be told (out of file
-                // descriptors, a connection reset before it was accepted).
-                if grpc.send(Err(e)).await.is_err() {
-                    return;
-                }
+                // Out of file descriptors, or a connection reset before it
+                // was accepted: try again shortly rather than spin.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
-        let (service, grpc, alive, stop) = (service.clone(), grpc.clone(), alive.clone(), stop.clone());
+        let (service, grpc, alive, mut stop) = (service.clone(), grpc.clone(), alive.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTES_WITHIN, stream.peek(&mut first)).await {
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(FIRST_BYTES_WITHIN, stream.peek(&mut first)) => peeked,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match peeked {
                 Ok(Ok(1)) if lane::is_lane(first[0]) => serve(stream, service, stop, alive).await,
                 Ok(Ok(1)) => {
                     let _ = grpc.send(Ok(stream)).await;
@@ -98,8 +104,9 @@ async fn serve(mut stream: TcpStream, service: StorageService, mut stop: watch::
     let mut frames = FrameReader::default();
     loop {
         let next = tokio::select! {
-            next = frames.next(&mut stream, limit) => next,
+            biased;
             _ = stop.wait_for(|s| *s) => break,
+            next = frames.next(&mut stream, limit) => next,
         };
         let (kind, body) = match next {
             Ok(Some(frame)) => frame,

@@ -182,3 +182,32 @@ async fn bad_bytes_on_a_lane_close_only_that_connection() {
     assert_eq!(lane_scan_balances(&answer), vec![(1, 100)]);
     grpc.begin(BeginRequest { database: "postgres".into(), ..Default::default() }).await.expect("gRPC still serves");
 }
+
+#[tokio::test]
+async fn storage_stops_promptly_with_idle_lanes_open_and_finishes_calls_under_way() {
+    let (n, db) = accounts_holding(&[(1, "ann", 100)]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ebb_storage::server::serve(listener, n.node.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut idle = RawLane::open(addr).await;
+    let _: BeginResponse = idle.call(Call::Begin, &BeginRequest { database: "postgres".into(), ..Default::default() }).await.expect("begin");
+    // A call under way when the stop comes: a read waiting for a lock.
+    let (holder, _) = db.begin(None).expect("begin");
+    scan(&db, read_for_update(holder, 1)).await.expect("holder locks row 1");
+    let mut busy = RawLane::open(addr).await;
+    busy.send(Call::Scan, &ScanRequest { begin: Some(Isolation::ReadCommitted as i32), ..read_for_update(0, 1) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    stop.send(()).expect("stop");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.commit(holder, &[]).await.expect("holder commits");
+    let answer: LaneScanResponse = busy.answer().await.expect("the call under way is answered");
+    assert_eq!(lane_scan_balances(&answer), vec![(1, 100)]);
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("storage stops").expect("task").expect("served");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(idle.closed().await && busy.closed().await, "lanes close at shutdown");
+}
