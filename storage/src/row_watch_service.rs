@@ -22,6 +22,10 @@ pub fn serve(db: Arc<Database>, mut acks: tonic::Streaming<WatchRowsRequest>) ->
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ending = loop {
             tokio::select! {
+                // Acknowledgements first: after a stall of this task (a busy
+                // runtime) an ack that arrived meanwhile must count before
+                // the tick checks the lease.
+                biased;
                 ack = acks.message() => match ack {
                     Ok(Some(a)) => {
                         if !watch.ack(a.acked) {

@@ -152,6 +152,16 @@ impl Database {
     }
 }
 
+/// Writes in one commit group above which validating and applying it runs
+/// off the runtime's worker (`heavy`).
+const BIG_GROUP_WRITES: usize = 4096;
+
+/// Runs `f` through [`blocking`] when it is `big`, inline otherwise (moving
+/// a worker's tasks to another thread costs more than a small group's work).
+fn heavy<T>(big: bool, f: impl FnOnce() -> T) -> T {
+    if big { blocking(f) } else { f() }
+}
+
 /// Runs `f`, which blocks, as `tokio::task::block_in_place` does on a
 /// multi-threaded runtime (other tasks move to other workers); inline on
 /// a current-thread one, which cannot.
@@ -483,44 +493,50 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
                 continue;
             }
         }
-        // Validate and assign timestamps.
+        // Validate and assign timestamps (a big group — a bulk load, a
+        // table rewrite — off the runtime's worker: seconds of hashing and
+        // key lookups there would stall the tasks queued behind it, such as
+        // the row watches whose acknowledgements this very group awaits).
+        let big = jobs.iter().map(|j| j.writes.len()).sum::<usize>() > BIG_GROUP_WRITES;
         let mut group = Group::new(early);
-        for mut job in jobs {
-            if let Some(prepare) = job.prepare.take() {
-                // Alone in a DDL group: every earlier commit is applied.
-                // A read of a whole table: off the runtime's worker when it has others.
-                let prepared = blocking(|| match prepare {
-                    Prepare::FillIndex(table, index) => db.fill_index(&table, &index).map(|entries| job.writes.extend(entries)),
-                    Prepare::CheckForeignKey(table, fk) => db.check_existing_references(&table, fk),
-                    Prepare::CheckColumn(table, column) => db.check_column(&table, &column),
-                });
-                if let Err(e) = prepared {
+        heavy(big, || {
+            for mut job in jobs {
+                if let Some(prepare) = job.prepare.take() {
+                    // Alone in a DDL group: every earlier commit is applied.
+                    // A read of a whole table: off the runtime's worker when it has others.
+                    let prepared = blocking(|| match prepare {
+                        Prepare::FillIndex(table, index) => db.fill_index(&table, &index).map(|entries| job.writes.extend(entries)),
+                        Prepare::CheckForeignKey(table, fk) => db.check_existing_references(&table, fk),
+                        Prepare::CheckColumn(table, column) => db.check_column(&table, &column),
+                    });
+                    if let Err(e) = prepared {
+                        job.held = None;
+                        let _ = job.reply.send(Err(e));
+                        continue;
+                    }
+                }
+                if let Err(e) = db.validate(&job, &pipeline.pending) {
+                    if matches!(e, StorageError::Conflict) {
+                        db.metrics.conflicts.inc();
+                    }
                     job.held = None;
                     let _ = job.reply.send(Err(e));
                     continue;
                 }
-            }
-            if let Err(e) = db.validate(&job, &pipeline.pending) {
-                if matches!(e, StorageError::Conflict) {
-                    db.metrics.conflicts.inc();
+                let ts = next_ts;
+                next_ts += 1;
+                let mut ops = Vec::with_capacity(job.writes.len());
+                for (key, p) in &job.writes {
+                    if !early {
+                        pipeline.pending.insert(key.clone());
+                        group.keys.push(key.clone());
+                    }
+                    ops.push(WalOp { key: key.clone(), value: p.value.clone() });
                 }
-                job.held = None;
-                let _ = job.reply.send(Err(e));
-                continue;
+                group.commits.push(WalCommit { commit_ts: ts, ops, dropped_tables: job.dropped_tables.clone() });
+                group.accepted.push((job, ts));
             }
-            let ts = next_ts;
-            next_ts += 1;
-            let mut ops = Vec::with_capacity(job.writes.len());
-            for (key, p) in &job.writes {
-                if !early {
-                    pipeline.pending.insert(key.clone());
-                    group.keys.push(key.clone());
-                }
-                ops.push(WalOp { key: key.clone(), value: p.value.clone() });
-            }
-            group.commits.push(WalCommit { commit_ts: ts, ops, dropped_tables: job.dropped_tables.clone() });
-            group.accepted.push((job, ts));
-        }
+        });
         if group.accepted.is_empty() {
             continue;
         }
@@ -529,7 +545,7 @@ pub async fn run_committer(db: Arc<Database>, mut rx: mpsc::Receiver<CommitJob>,
         let visible = db.visible_ts();
         let depends = group.accepted.iter().any(|(j, _)| j.snapshot_ts > visible);
         if early {
-            if let Err(e) = apply_early(&db, &group) {
+            if let Err(e) = heavy(big, || apply_early(&db, &group)) {
                 // Nothing of the group was applied and its put never started.
                 tracing::error!(database = %db.name, error = %e, "applying a commit group failed");
                 db.metrics.commit_failures.inc_by(group.accepted.len() as u64);
@@ -606,8 +622,11 @@ async fn finish(db: &Database, mut group: Group, durable: Result<()>) -> bool {
         if group.early {
             return db.record_durable(group.last_ts());
         }
-        let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        db.apply(&group.commits, true)
+        let big = group.commits.iter().map(|c| c.ops.len()).sum::<usize>() > BIG_GROUP_WRITES;
+        heavy(big, || {
+            let _guard = db.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+            db.apply(&group.commits, true)
+        })
     });
     match result {
         Ok(()) => {
