@@ -105,6 +105,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: u8, msg: &impl 
     w.write_all(&frame(kind, msg)?).await
 }
 
+/// Room made for each read.
+const READ_CHUNK: usize = 64 << 10;
+
 /// Reads frames from one connection, buffering what arrives past a frame.
 #[derive(Debug, Default)]
 pub struct FrameReader {
@@ -128,9 +131,10 @@ impl FrameReader {
                     let kind = frame.get_u8();
                     return Ok(Some((kind, frame.freeze())));
                 }
-                self.buf.reserve(4 + len - self.buf.len());
+                // Grown as the bytes come, not all at once on a header's word.
+                self.buf.reserve((4 + len - self.buf.len()).min(READ_CHUNK));
             } else {
-                self.buf.reserve(4096);
+                self.buf.reserve(READ_CHUNK);
             }
             if r.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
@@ -199,6 +203,17 @@ mod tests {
         assert_eq!(CommitResponse::decode(body).unwrap().commit_ts, 9);
         writer.await.unwrap().unwrap();
         assert!(reader.next(&mut rx, 1 << 10).await.unwrap().is_none(), "a close between frames ends the stream");
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_a_read_arrives_whole() {
+        let big = crate::storage::LaneScanResponse { arrow_ipc: (0..300_000u32).map(|i| i as u8).collect(), begun_txn: Some(5), snapshot_ts: None };
+        let wire = frame(ANSWER_OK, &big).unwrap();
+        let (mut tx, mut rx) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move { tx.write_all(&wire).await });
+        let (kind, body) = FrameReader::default().next(&mut rx, 1 << 20).await.unwrap().unwrap();
+        assert_eq!((kind, crate::storage::LaneScanResponse::decode(body).unwrap()), (ANSWER_OK, big));
+        writer.await.unwrap().unwrap();
     }
 
     #[tokio::test]
