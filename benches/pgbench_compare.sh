@@ -3,7 +3,8 @@
 # reached directly (with its own `ebb storage`: the compute node alone, as
 # issue 3 measures it) and PostgreSQL 15 on the same machine: scale 1,
 # select-only with prepared statements and TPC-B, 4 clients, plus count/sum
-# over pgbench_accounts at scale 10. All over TCP on 127.0.0.1.
+# over pgbench_accounts at scale 10 (each timing includes psql's start and
+# its connection). All over TCP on 127.0.0.1.
 # Select-only is measured after a warm-up run of the same length on every
 # system: PostgreSQL's shared buffers hold the rows `pgbench -i` just wrote,
 # ebb's compute fills its row cache as rows are read.
@@ -44,7 +45,6 @@ bench() { # system host port
 bench postgresql15 127.0.0.1 "$pg_port"
 bench ebb 127.0.0.1 "$ebb_port"
 bench ebb_compute_direct 127.0.0.1 "$compute_port"
-kill -TERM "$compute_pid" "$storage_pid"; wait "$compute_pid" "$storage_pid" 2>/dev/null || true
 
 count_sum() { # label host port: median of 3 timings of the query
   for _ in 1 2 3; do
@@ -60,7 +60,12 @@ load10 127.0.0.1 "$pg_port"
 count_sum "postgresql15 count_sum_scale10_median_ms" 127.0.0.1 "$pg_port"
 load10 127.0.0.1 "$ebb_port"
 count_sum "ebb count_sum_scale10_median_ms(memtable)" 127.0.0.1 "$ebb_port"
+load10 127.0.0.1 "$compute_port"
+count_sum "ebb_compute_direct count_sum_scale10_median_ms(memtable)" 127.0.0.1 "$compute_port"
 # ebb's first checkpoint (60 s by default) flushes the table to SST files:
-# the steady state of a table that was loaded a while ago.
+# the steady state of a table that was loaded a while ago. ("memtable":
+# right after the load, whatever RocksDB has flushed by then.)
 sleep 70
 count_sum "ebb count_sum_scale10_median_ms(after_checkpoint)" 127.0.0.1 "$ebb_port"
+count_sum "ebb_compute_direct count_sum_scale10_median_ms(after_checkpoint)" 127.0.0.1 "$compute_port"
+kill -TERM "$compute_pid" "$storage_pid"; wait "$compute_pid" "$storage_pid" 2>/dev/null || true
