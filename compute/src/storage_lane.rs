@@ -150,8 +150,10 @@ mod tests {
 
     /// A storage stand-in that speaks the lane: answers every commit with
     /// `commit_ts` = its txn id, or an error for txn 0; closes each
-    /// connection after `calls_per_connection` calls. Counts connections.
-    async fn fake_storage(calls_per_connection: usize) -> (String, Arc<AtomicUsize>) {
+    /// connection after `calls_per_connection` calls, or on a request
+    /// while `failing` is set (a storage that died mid-call). Counts
+    /// connections.
+    async fn fake_storage_failing(calls_per_connection: usize, failing: Arc<AtomicBool>) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -159,12 +161,16 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
+                let failing = failing.clone();
                 tokio::spawn(async move {
                     assert!(lane::read_hello(&mut s).await.expect("hello"));
                     s.write_all(lane::HELLO).await.expect("hello back");
                     let mut frames = FrameReader::default();
                     for _ in 0..calls_per_connection {
                         let Some((kind, body)) = frames.next(&mut s, 1 << 20).await.expect("frame") else { return };
+                        if failing.load(Ordering::SeqCst) {
+                            return;
+                        }
                         assert_eq!(Call::from_kind(kind), Some(Call::Commit));
                         let req = CommitRequest::decode(body).expect("request");
                         if req.txn_id == 0 {
@@ -179,6 +185,10 @@ mod tests {
             }
         });
         (addr, connections)
+    }
+
+    async fn fake_storage(calls_per_connection: usize) -> (String, Arc<AtomicUsize>) {
+        fake_storage_failing(calls_per_connection, Arc::new(AtomicBool::new(false))).await
     }
 
     fn commit(txn_id: u64) -> CommitRequest {
@@ -213,6 +223,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_failing_mid_call_reports_storage_unavailable_and_drops_the_idle_ones() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let (addr, connections) = fake_storage_failing(usize::MAX, failing.clone()).await;
+        let lanes = Lanes::new(addr);
+        // Two calls at once: two connections, both idle afterwards.
+        let (one, two) = (commit(1), commit(2));
+        let (a, b) = tokio::join!(lanes.call::<_, CommitResponse>(Call::Commit, &one), lanes.call::<_, CommitResponse>(Call::Commit, &two));
+        assert_eq!((a.expect("lane").expect("answer").commit_ts, b.expect("lane").expect("answer").commit_ts), (1, 2));
+        assert_eq!((connections.load(Ordering::SeqCst), lanes.lock().len()), (2, 2));
+        // Storage dies with the next request unanswered.
+        failing.store(true, Ordering::SeqCst);
+        let error = lanes.call::<_, CommitResponse>(Call::Commit, &commit(3)).await.expect("lane").unwrap_err();
+        assert_eq!(error.code(), tonic::Code::Unavailable, "{error}");
+        assert_eq!(lanes.lock().len(), 0, "the other idle connection went with it");
     }
 
     #[tokio::test]

@@ -63,17 +63,12 @@ pub enum Call {
 }
 
 impl Call {
+    /// Every call, in kind order (`ALL[kind - 1]`).
+    pub const ALL: [Call; 6] = [Self::Scan, Self::Write, Self::Commit, Self::Rollback, Self::RollbackToSavepoint, Self::Begin];
+
     /// The call a request's kind byte names.
     pub fn from_kind(kind: u8) -> Option<Self> {
-        Some(match kind {
-            1 => Self::Scan,
-            2 => Self::Write,
-            3 => Self::Commit,
-            4 => Self::Rollback,
-            5 => Self::RollbackToSavepoint,
-            6 => Self::Begin,
-            _ => return None,
-        })
+        Self::ALL.get(usize::from(kind).checked_sub(1)?).copied()
     }
 
     /// Its name, for logs and metrics.
@@ -226,6 +221,14 @@ mod tests {
         assert_eq!(FrameReader::default().next(&mut empty, 16).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
         let mut cut = &[9, 0, 0, 0, 1, 2][..];
         assert_eq!(FrameReader::default().next(&mut cut, 16).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn kinds_name_their_calls() {
+        for call in Call::ALL {
+            assert_eq!(Call::from_kind(call as u8), Some(call));
+        }
+        assert_eq!((Call::from_kind(0), Call::from_kind(7)), (None, None));
     }
 
     #[tokio::test]

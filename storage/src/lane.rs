@@ -98,8 +98,9 @@ async fn serve(mut stream: TcpStream, service: StorageService, mut stop: watch::
     if let Err(e) = ebb_common::net::notice_vanished_peer(&stream) {
         tracing::warn!(error = %e, "cannot set keepalive on a lane connection");
     }
-    let metrics = service.node().metrics().clone();
-    metrics.lane_connections.inc();
+    let metrics = service.node().metrics();
+    let (connections, calls) = (metrics.lane_connections.clone(), Call::ALL.map(|c| metrics.lane_calls.with_label_values(&[c.name()])));
+    connections.inc();
     let limit = service.message_limit();
     let mut frames = FrameReader::default();
     loop {
@@ -122,7 +123,7 @@ async fn serve(mut stream: TcpStream, service: StorageService, mut stop: watch::
             }
             break;
         };
-        metrics.lane_calls.with_label_values(&[call.name()]).inc();
+        calls[call as usize - 1].inc();
         // The compute closes the connection when it gives up on a call
         // (statement timeout, cancel): the call is dropped then, as a
         // cancelled gRPC call is — a lock wait stops waiting, a transaction
@@ -149,7 +150,7 @@ async fn serve(mut stream: TcpStream, service: StorageService, mut stop: watch::
             break;
         }
     }
-    metrics.lane_connections.dec();
+    connections.dec();
 }
 
 /// Runs one call; its answer frame.
