@@ -69,7 +69,9 @@ impl OwnRows {
         for i in 0..rows.num_rows() {
             let (Some(key), Some(row)) = (key_of_row(def, rows, i), CachedRow::from_row(rows, i)) else { continue };
             if kept.len() >= MAX_ROWS && !kept.contains_key(&key) {
-                return;
+                // Not kept; a later row of the batch may be, and must then
+                // be updated (an old value would be read back).
+                continue;
             }
             kept.insert(key, OwnRow { version: def.version, row });
         }
@@ -168,6 +170,28 @@ mod tests {
         own.remember(&def, &rows(&[1], &[11]));
         own.clear();
         assert!(own.get(&key(&def, 1), def.version).is_none());
+    }
+
+    #[test]
+    fn a_big_write_keeps_nothing_and_the_transaction_keeps_at_most_max_rows() {
+        let def = table_def("t", &[("id", Integer), ("balance", Bigint)], &["id"]);
+        let own = OwnRows::default();
+        let ids = |from: i32, n: usize| (from..from + n as i32).collect::<Vec<_>>();
+        let batch = |from: i32, n: usize| rows(&ids(from, n), &vec![5; n]);
+        own.remember(&def, &batch(0, MAX_ROWS_PER_WRITE + 1));
+        assert!(own.get(&key(&def, 0), def.version).is_none(), "a write of more than {MAX_ROWS_PER_WRITE} rows");
+        own.remember(&def, &batch(0, MAX_ROWS_PER_WRITE));
+        assert!(own.get(&key(&def, MAX_ROWS_PER_WRITE as i64 - 1), def.version).is_some());
+        // Writes of up to 64 rows each fill the transaction's MAX_ROWS…
+        for from in (MAX_ROWS_PER_WRITE..MAX_ROWS).step_by(MAX_ROWS_PER_WRITE) {
+            own.remember(&def, &batch(from as i32, MAX_ROWS_PER_WRITE));
+        }
+        assert_eq!(own.rows().len(), MAX_ROWS);
+        // … and then only rows already kept are updated.
+        own.remember(&def, &rows(&[MAX_ROWS as i32, 3], &[1, 33]));
+        assert!(own.get(&key(&def, MAX_ROWS as i64), def.version).is_none(), "over the limit");
+        assert_eq!(own.get(&key(&def, 3), def.version).as_ref().map(balance), Some(33));
+        assert_eq!(own.rows().len(), MAX_ROWS);
     }
 
     #[test]

@@ -122,15 +122,16 @@ impl PointRead {
         Some(Self { table, key, outputs, schema })
     }
 
-    /// The storage scan in transaction `txn` (0: none) for statement number
-    /// `statement`, with the statement's parameters `params`; `None` when a
-    /// key value is missing, NULL or not of its column's type (the general
-    /// path then decides what the comparison means, or reports the error).
-    pub fn request(&self, txn: u64, statement: u64, params: &[ScalarValue]) -> Option<ScanRequest> {
+    /// [`PointRead::request_for`] with the statement's parameters `params`
+    /// (the tests' shorthand; reads compute the key's values once and use
+    /// them for the caches too).
+    #[cfg(test)]
+    fn request(&self, txn: u64, statement: u64, params: &[ScalarValue]) -> Option<ScanRequest> {
         Some(self.request_for(self.key_values(params)?, txn, statement))
     }
 
-    /// As [`PointRead::request`], for the key's values `values` (see
+    /// The storage scan in transaction `txn` (0: none) for statement number
+    /// `statement` of the row whose key's values are `values` (see
     /// [`PointRead::key_values`]).
     pub fn request_for(&self, values: Vec<Value>, txn: u64, statement: u64) -> ScanRequest {
         let def = self.table.def();
@@ -183,8 +184,9 @@ impl PointRead {
         self.shape(&batches, state, compiled, params)
     }
 
-    /// The key's values as storage takes them; `None` as for
-    /// [`PointRead::request`].
+    /// The key's values as storage takes them; `None` when a key value is
+    /// missing, NULL or not of its column's type (the general path then
+    /// decides what the comparison means, or reports the error).
     pub fn key_values(&self, params: &[ScalarValue]) -> Option<Vec<Value>> {
         self.key
             .iter()
