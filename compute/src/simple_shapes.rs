@@ -74,7 +74,8 @@ pub fn skeleton(sql: &str) -> Option<Skeleton> {
         return None;
     }
     let b = sql.as_bytes();
-    let mut key = String::with_capacity(sql.len());
+    // Allocated at the first literal: BEGIN, END and the like have none.
+    let mut key = String::new();
     let mut literals = Vec::new();
     let (mut i, mut copied) = (0, 0);
     while i < b.len() {
@@ -103,6 +104,9 @@ pub fn skeleton(sql: &str) -> Option<Skeleton> {
                 // 1.5, .5, 1e5, 0x1F, 1_000: not plain integers.
                 if (start > 0 && b[start - 1] == b'.') || b.get(i).is_some_and(|&c| c == b'.' || is_word(c)) {
                     return None;
+                }
+                if key.capacity() == 0 {
+                    key.reserve(sql.len());
                 }
                 key.push_str(&sql[copied..start]);
                 key.push(MARKER);

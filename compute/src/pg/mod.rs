@@ -36,7 +36,7 @@ use crate::binding::Binding;
 use crate::error::ComputeError;
 use crate::session::settings::SERVER_VERSION;
 use crate::session::plan_cache::PlanCache;
-use crate::session::{Block, Output, Session, parse};
+use crate::session::{Block, KnownText, Output, Session, parse};
 use crate::storage_client::StorageClient;
 use encode::{decode_params, encode_batch, fields, param_pg_type};
 
@@ -385,11 +385,13 @@ impl SimpleQueryHandler for Queries {
         let session = guard.as_mut().ok_or_else(|| PgWireError::ApiError("no session".into()))?;
         // A text like ones run before runs without being parsed.
         let before = session.block();
-        let skeleton = crate::simple_shapes::skeleton(query);
-        if let Some(skeleton) = &skeleton
-            && let Some(result) = session.execute_known_text(query, skeleton).await
-        {
-            return Ok(vec![outcome(client, session, before, result).await?]);
+        let mut skeleton = crate::simple_shapes::skeleton(query);
+        if let Some(cut) = &skeleton {
+            match session.execute_known_text(query, cut).await {
+                KnownText::Ran(result) => return Ok(vec![outcome(client, session, before, result).await?]),
+                KnownText::Parse { learning: false } => skeleton = None,
+                KnownText::Parse { learning: true } => {}
+            }
         }
         let stmts = match parse(query) {
             Ok(s) => s,
@@ -402,6 +404,7 @@ impl SimpleQueryHandler for Queries {
                 out.push(response(done, before, session.block(), &Format::UnifiedText, session.settings.extra_float_digits())?);
                 continue;
             }
+            // A skeleton still being learnt learns from the parsed statement.
             if stmts.len() == 1
                 && let Some(skeleton) = &skeleton
             {

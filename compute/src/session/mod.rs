@@ -54,6 +54,16 @@ pub enum Block {
     Failed,
 }
 
+/// What [`Session::execute_known_text`] did with a simple-protocol text.
+pub enum KnownText {
+    /// It ran as the shape learnt for its skeleton.
+    Ran(Result<Output>),
+    /// It was not run: parse it, and if `learning`, pass the statement to
+    /// [`Session::note_simple_text`] (its skeleton is not learnt or known
+    /// unlearnable yet).
+    Parse { learning: bool },
+}
+
 /// What a statement produced.
 #[derive(Debug)]
 pub enum Output {
@@ -402,18 +412,23 @@ impl Session {
 
     /// Runs simple-protocol text `sql`, cut as `skeleton`, as the shape
     /// learnt from earlier texts with that skeleton, without parsing it
-    /// (see [`simple_shapes`]); `None` when it is not one, or its values do
-    /// not bind (it is then parsed and run as any text).
-    pub async fn execute_known_text(&mut self, sql: &str, skeleton: &Skeleton) -> Option<Result<Output>> {
-        if self.block == Block::Failed {
-            return None;
-        }
+    /// (see [`simple_shapes`]); otherwise (not learnt, or its values do not
+    /// bind) says whether the parsed text should go to
+    /// [`Session::note_simple_text`].
+    pub async fn execute_known_text(&mut self, sql: &str, skeleton: &Skeleton) -> KnownText {
         let generation = self.catalog.generation();
-        let Some(Sighting::Learnt(known)) = self.simple_texts.get(&skeleton.key, generation) else { return None };
-        let values = known.values(sql, skeleton)?;
+        let known = match self.simple_texts.get(&skeleton.key, generation) {
+            None | Some(Sighting::Once) => return KnownText::Parse { learning: true },
+            Some(Sighting::Unlearnable) => return KnownText::Parse { learning: false },
+            Some(Sighting::Learnt(known)) => known,
+        };
+        if self.block == Block::Failed {
+            return KnownText::Parse { learning: false };
+        }
+        let Some(values) = known.values(sql, skeleton) else { return KnownText::Parse { learning: false } };
         let cache = self.shapes.get_or_keep(&known.text, generation, Arc::default);
-        let values = self.bound_values(&known.stmt, &values, &cache).await?;
-        Some(self.execute_prepared(&known.stmt, &values, Some(&cache)).await)
+        let Some(values) = self.bound_values(&known.stmt, &values, &cache).await else { return KnownText::Parse { learning: false } };
+        KnownText::Ran(self.execute_prepared(&known.stmt, &values, Some(&cache)).await)
     }
 
     /// Notes that simple-protocol text `sql`, cut as `skeleton`, parsed to
