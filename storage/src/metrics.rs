@@ -29,6 +29,8 @@ pub struct StorageMetrics {
     pub block_cache_bytes: IntGauge,
     /// Scans run in two halves on two threads.
     pub split_scans: IntCounter,
+    /// Flushes bulk commits waited for (see `Database::settle_bulk_commit`).
+    pub bulk_commit_flushes: IntCounter,
     /// Commits applied (and their row locks released) before their WAL put
     /// landed; see early lock release in `engine/commit.rs`.
     pub commits_applied_early: IntCounter,
@@ -104,6 +106,10 @@ impl StorageMetrics {
             )?,
             block_cache_bytes: IntGauge::new("ebb_storage_block_cache_bytes", "Bytes of table blocks held in the shared block cache")?,
             split_scans: IntCounter::new("ebb_storage_split_scans_total", "Scans run in two halves on two threads")?,
+            bulk_commit_flushes: IntCounter::new(
+                "ebb_storage_bulk_commit_flushes_total",
+                "Memtable flushes a bulk commit waited for before it was acknowledged",
+            )?,
             commits_applied_early: IntCounter::new(
                 "ebb_storage_commits_applied_early_total",
                 "Commits applied and their row locks released before their WAL put landed",
@@ -169,6 +175,7 @@ impl StorageMetrics {
         registry.register(Box::new(m.lane_calls.clone()))?;
         registry.register(Box::new(m.block_cache_bytes.clone()))?;
         registry.register(Box::new(m.split_scans.clone()))?;
+        registry.register(Box::new(m.bulk_commit_flushes.clone()))?;
         registry.register(Box::new(m.commits_applied_early.clone()))?;
         registry.register(Box::new(m.dependent_groups.clone()))?;
         registry.register(Box::new(m.carried_writes.clone()))?;

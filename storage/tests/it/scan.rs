@@ -150,22 +150,32 @@ async fn large_scans_stream_in_batches() {
     assert!(chunks > 10, "streamed in pieces, got {chunks}");
 }
 
-/// Scans of flushed tables are served from the node's shared block cache.
+/// Scans of flushed tables are served from the node's shared block cache,
+/// which flushes and compactions fill as they write, and reads fill with
+/// the blocks of files written elsewhere (restored from a checkpoint).
 #[tokio::test]
 async fn scans_fill_the_shared_block_cache() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let cache = ebb_storage::engine::BlockCache::new(8 << 20);
-    let cfg = ebb_storage::EngineConfig { block_cache: cache.clone(), ..test_config() };
-    let n = start(Arc::new(object_store::memory::InMemory::new()), cfg).await;
+    let n = start(store.clone(), ebb_storage::EngineConfig { block_cache: cache.clone(), ..test_config() }).await;
     let db = n.db().await;
     create_accounts(&db).await;
     let rows: Vec<(i64, String, i64)> = (1..=2000).map(|i| (i, format!("owner {i}"), i)).collect();
     let refs: Vec<(i64, &str, i64)> = rows.iter().map(|(a, b, c)| (*a, b.as_str(), *c)).collect();
     db.commit(0, &[write("accounts", WriteKind::Insert, &accounts(&refs))]).await.unwrap();
-    db.compact();
     let before = cache.usage();
-    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 2000);
-    assert!(cache.usage() > before, "the scan's blocks are cached ({before} → {} bytes)", cache.usage());
+    db.compact();
+    assert!(cache.usage() > before + 2000 * 10, "the compaction's blocks are cached ({before} → {} bytes)", cache.usage());
     assert_eq!(cache.bytes(), 8 << 20);
+    ebb_storage::engine::background::take_checkpoint(&db).await.unwrap();
+
+    let restored_cache = ebb_storage::engine::BlockCache::new(8 << 20);
+    let restored = start(store, ebb_storage::EngineConfig { block_cache: restored_cache.clone(), ..test_config() }).await;
+    let db = restored.db().await;
+    let before = restored_cache.usage();
+    assert_eq!(scan(&db, scan_req("accounts", 0)).await.unwrap().num_rows(), 2000);
+    let after = restored_cache.usage();
+    assert!(after > before + 2000 * 10, "the scan's blocks are cached ({before} → {after} bytes)");
 }
 
 /// Large scans run in two halves at once; the reader still gets every row
@@ -347,4 +357,50 @@ async fn a_point_read_does_not_walk_a_rows_old_versions() {
     let stepped = perf.metric(PerfMetric::NextOnMemtableCount) + perf.metric(PerfMetric::InternalKeySkippedCount);
     assert_eq!(balances(&b), [(1, 2000)], "the newest version");
     assert!(stepped < 100, "{stepped} steps: the read walked the row's old versions");
+}
+
+/// A bulk commit that fills the memtable is acknowledged once the memtable
+/// is flushed, its blocks already in the block cache, and once the
+/// compaction the flush set off is done: the statements after a load read
+/// files from memory instead of competing with the flush and compaction
+/// and decompressing every block. A smaller commit does not wait.
+#[tokio::test]
+async fn a_bulk_commit_that_fills_the_memtable_returns_flushed_and_compacted() {
+    let cfg = ebb_storage::EngineConfig { memtable_bytes: 1 << 20, ..test_config() };
+    let cache = cfg.block_cache.clone();
+    let n = start(Arc::new(object_store::memory::InMemory::new()), cfg).await;
+    let db = n.db().await;
+    create_accounts(&db).await;
+    let flushes = || n.node.metrics().bulk_commit_flushes.get();
+    let batch = |ids: std::ops::Range<i64>, owner: &str| {
+        let rows: Vec<(i64, &str, i64)> = ids.map(|i| (i, owner, i)).collect();
+        write("accounts", WriteKind::Insert, &accounts(&rows))
+    };
+
+    // 100 rows: not a bulk commit.
+    db.commit(0, &[batch(0..100, "small")]).await.unwrap();
+    assert_eq!(flushes(), 0);
+    // 5 000 rows of ~40 bytes: a bulk commit, but the memtable is not full.
+    db.commit(0, &[batch(100..5100, "a short owner name of some bytes")]).await.unwrap();
+    assert_eq!(flushes(), 0, "a bulk commit that leaves the memtable below its size does not flush");
+    assert!(!db.memtables_awaiting_flush());
+
+    // 6 000 rows of ~300 bytes, ~1.8 MB, fill the 1 MB memtable; the fourth
+    // such file in level 0 sets off a compaction.
+    let long = "x".repeat(300);
+    for load in 0..5 {
+        let before = cache.usage();
+        let first = 10_000 + load * 6000;
+        db.commit(0, &[batch(first..first + 6000, &long)]).await.unwrap();
+        assert_eq!(flushes(), load as u64 + 1, "the bulk commit flushed the memtable it filled");
+        assert!(!db.memtables_awaiting_flush(), "acknowledged with its memtable flushed");
+        assert!(!db.compactions_underway(), "acknowledged with the compaction its flush set off done");
+        if load == 0 {
+            let cached = cache.usage() - before;
+            assert!(cached > 6000 * 300, "the flushed blocks are in the block cache: {cached} bytes");
+        }
+    }
+    let rows = scan(&db, scan_req("accounts", 0)).await.unwrap();
+    assert_eq!(rows.num_rows(), 5100 + 5 * 6000);
+    assert_eq!(rows.column(1).as_string::<i32>().iter().filter(|o| *o == Some(long.as_str())).count(), 5 * 6000);
 }
