@@ -111,12 +111,14 @@ impl Database {
     /// After a bulk commit: flushes the memtables it filled and waits for
     /// that and for the compaction the new files set off (at most
     /// `BULK_SETTLE_LIMIT`), so the load pays for its own flush and
-    /// compaction. RocksDB would run them in the background anyway, but then
-    /// on a core the statements right after the load — typically reading
-    /// what it wrote — need, reading a memtable in mid-flush. (On two cores,
-    /// the first `count(*), sum(abalance)` over a freshly loaded
-    /// `pgbench_accounts` at scale 10 took ~1.5× a later one.) A failed flush
-    /// is only logged: the commit stands, and RocksDB retries.
+    /// compaction. RocksDB would run them in the background anyway, taking
+    /// a core from the statements right after the load, which typically
+    /// read what it wrote: from a memtable in mid-flush, then from files
+    /// whose blocks were not cached yet (now the flush and the compaction
+    /// cache them, see `open_rocks`). On two cores the first
+    /// `count(*), sum(abalance)` over a freshly loaded `pgbench_accounts`
+    /// (scale 10) took ~1.5× a later one. A failed flush is only logged:
+    /// the commit stands, and RocksDB retries.
     async fn settle_bulk_commit(&self) {
         if !self.memtables_awaiting_flush() {
             return;
