@@ -16,7 +16,7 @@ mod user_relations;
 pub use regclass_text::rewrite as regclass_of_text;
 pub use regproc::unqualify_proc_names;
 pub use sizes::{RelationSizes, SizeCalls, size_calls};
-pub use user_relations::{TableOids, relation_by_name, relation_by_oid};
+pub use user_relations::{TableOids, default_text, relation_by_name, relation_by_oid};
 
 use std::sync::{Arc, LazyLock};
 

@@ -398,6 +398,13 @@ impl Session {
         &self.catalog
     }
 
+    /// Whether the scalar function `name` (lower case) gives a new value
+    /// each time it runs (`random()`, `nextval()`); unknown names are not.
+    pub(crate) fn is_volatile_function(&self, name: &str) -> bool {
+        use datafusion::logical_expr::Volatility;
+        self.state.scalar_functions().get(name).is_some_and(|f| f.signature().volatility == Volatility::Volatile)
+    }
+
     /// Runs one statement with positional parameter values. A statement
     /// without parameters (the simple protocol's) whose integer literals
     /// can be bound as parameters runs as its shape (see [`auto_params`]).

@@ -16,7 +16,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, Parens, SelectItem, SetExpr, Statement,
+    Assignment, Delete, DoUpdate, Expr, FromTable, Insert, OnConflictAction, OnInsert, Parens, SelectItem, SetExpr, Statement,
     TableFactor, TableObject, Truncate, TruncateIdentityOption, Update, UpdateTableFromKind, Value,
 };
 use ebb_proto::storage::{TableDef, WriteKind};
@@ -164,11 +164,9 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
             let (schema, table, alias, _) = target_relation(&u.table.relation)?;
             let def = target(s, schema.as_deref(), &table).await?;
             let mut items = Vec::new();
-            for a in &u.assignments {
-                if let AssignmentTarget::ColumnName(n) = &a.target {
-                    bare(&a.value, &def, &object_name(n)?.1);
-                }
-                items.push(format!("({})", a.value));
+            for (column, value) in super::set_list::expand(&def, &u.assignments, &|f| s.is_volatile_function(f))? {
+                bare(&value, &def, &column);
+                items.push(format!("({value})"));
             }
             let filter = u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default();
             parse(&format!("SELECT {} FROM {}{alias}{filter}", items.join(", "), qualified(&def)))?.pop()
@@ -488,22 +486,17 @@ pub(crate) async fn with_expression_defaults(s: &Session, def: &TableDef, named:
 }
 
 /// The columns a SET list assigns, each with its expression as SQL text
-/// (`render` may rewrite it); unknown and repeated columns are errors.
+/// (`render` may rewrite it; multiple-column items and `DEFAULT` are taken
+/// apart first, see `set_list`); unknown and repeated columns are errors.
 pub(crate) fn assignments(
+    s: &Session,
     def: &TableDef,
     list: &[Assignment],
     render: impl Fn(&Expr) -> String,
 ) -> Result<std::collections::HashMap<String, String>> {
     let mut assigned = std::collections::HashMap::new();
-    for a in list {
-        let AssignmentTarget::ColumnName(n) = &a.target else {
-            return Err(ComputeError::unsupported("tuple assignments (SET (a, b) = …)"));
-        };
-        let col = object_name(n)?.1;
-        if !def.columns.iter().any(|c| c.name == col) {
-            return Err(ComputeError::invalid("42703", format!("column \"{col}\" of relation \"{}\" does not exist", def.name)));
-        }
-        if assigned.insert(col.clone(), render(&a.value)).is_some() {
+    for (col, value) in super::set_list::expand(def, list, &|f| s.is_volatile_function(f))? {
+        if assigned.insert(col.clone(), render(&value)).is_some() {
             return Err(ComputeError::invalid("42601", format!("multiple assignments to same column \"{col}\"")));
         }
     }
@@ -540,7 +533,7 @@ pub async fn update(s: &mut Session, u: &Update, params: &[ScalarValue]) -> Resu
     // With FROM, the target's columns are qualified so they are not ambiguous.
     let col = |c: &str| format!("{}.{}", quote(alias_name.as_deref().unwrap_or(&def.name)), quote(c));
     let returning = u.returning.as_deref().map(|items| Returning { items, alias: alias_name.clone() });
-    let assigned = assignments(&def, &u.assignments, |e| e.to_string())?;
+    let assigned = assignments(s, &def, &u.assignments, |e| e.to_string())?;
     let key_changes = def.primary_key.iter().any(|k| assigned.contains_key(k));
     let mut items: Vec<String> = def
         .columns

@@ -12,4 +12,5 @@ pub mod insert_literals;
 pub mod returning;
 pub mod roles;
 pub mod sequences;
+pub mod set_list;
 pub mod upsert;

@@ -81,7 +81,7 @@ pub async fn upsert(
     let excluded = table_rows(def, proposed)?;
     check_distinct_keys(def, &excluded)?;
     let target = alias.unwrap_or(&def.name).to_string();
-    let set = super::dml::assignments(def, &action.assignments, |e| qualify(e, def, &target))?;
+    let set = super::dml::assignments(s, def, &action.assignments, |e| qualify(e, def, &target))?;
     if def.primary_key.iter().any(|k| set.contains_key(k)) {
         return Err(ComputeError::unsupported("ON CONFLICT DO UPDATE that changes the primary key"));
     }

@@ -28,6 +28,11 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         assert cur.rowcount == 1, cur.rowcount
         cur.execute("SELECT name FROM py_items WHERE id = %s", (3,))
         assert cur.fetchone() == ("plum",)
+        # A multiple-column SET item with typed parameters (and DEFAULT).
+        cur.execute("UPDATE py_items SET (name, price, ok) = (%s, %s, DEFAULT) WHERE id = %s", ("date", decimal.Decimal("3.10"), 3))
+        assert cur.rowcount == 1, cur.rowcount
+        cur.execute("SELECT name, price, ok FROM py_items WHERE id = %s", (3,))
+        assert cur.fetchone() == ("date", decimal.Decimal("3.10"), None)
 
 # A transaction the driver opens and commits, and one it rolls back.
 with psycopg.connect(dsn) as conn:
