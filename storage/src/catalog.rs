@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use ebb_proto::storage::{CheckDef, ColumnDef, ForeignKeyDef, IndexDef, TableDef, TableVersion, TypeKind};
+use ebb_proto::storage::{CheckDef, ColumnDef, ForeignKeyDef, IndexDef, SequenceOptions, TableDef, TableVersion, TypeKind};
 use prost::Message;
 
 use crate::error::{Result, StorageError};
@@ -591,6 +591,18 @@ pub fn set_sequence_owner(sequence: &Table, table: u32, column: &str) -> Result<
         .ok_or_else(|| StorageError::WrongObjectType(format!("\"{}\" is not a sequence", sequence.def.name)))?;
     options.owned_by_table = table;
     options.owned_by_column = if table == 0 { String::new() } else { column.to_string() };
+    bump(&mut def);
+    Ok(def)
+}
+
+/// ALTER SEQUENCE's options (the caller checked them; the owner is kept).
+pub fn set_sequence_options(sequence: &Table, options: SequenceOptions) -> Result<TableDef> {
+    let mut def = sequence.def.clone();
+    let current = def
+        .sequence
+        .as_mut()
+        .ok_or_else(|| StorageError::WrongObjectType(format!("\"{}\" is not a sequence", sequence.def.name)))?;
+    *current = SequenceOptions { owned_by_table: current.owned_by_table, owned_by_column: std::mem::take(&mut current.owned_by_column), ..options };
     bump(&mut def);
     Ok(def)
 }

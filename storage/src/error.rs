@@ -154,6 +154,9 @@ pub enum StorageError {
     /// A value outside the range its target allows.
     #[error("{0}")]
     OutOfRange(String),
+    /// An option value that cannot be taken (a sequence's bounds).
+    #[error("{0}")]
+    InvalidParameter(String),
 }
 
 impl StorageError {
@@ -200,6 +203,7 @@ impl StorageError {
             SequenceLimit(_) => "2200H",
             OutOfRange(_) => "22003",
             ContainsNulls { .. } => "23502",
+            InvalidParameter(_) => "22023",
         }
     }
 
@@ -222,6 +226,7 @@ impl StorageError {
             | NotNull { .. }
             | ForeignKeyViolation(_)
             | ContainsNulls { .. }
+            | InvalidParameter(_)
             | InvalidRequest(_)
             | Arrow(_) => tonic::Code::InvalidArgument,
             ValueTooLarge { .. } | SequenceLimit(_) | OutOfRange(_) | CascadeTooDeep(_) => tonic::Code::OutOfRange,

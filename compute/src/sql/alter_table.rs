@@ -8,7 +8,7 @@
 use datafusion::sql::sqlparser::ast::{AlterColumnOperation, AlterTable, AlterTableOperation, Expr, GeneratedAs, Owner, SqlOption, TableConstraint};
 use datafusion::sql::sqlparser::parser::Parser;
 use ebb_proto::storage::alter_table_request::Action;
-use ebb_proto::storage::{AlterTableRequest, SequenceOptions, SequenceOwner};
+use ebb_proto::storage::{AlterTableRequest, SequenceChange, SequenceOptions, SequenceOwner};
 
 use super::{checks, ddl, dml, foreign_keys, indexes, sequences};
 use crate::error::{ComputeError, Result};
@@ -81,8 +81,10 @@ fn sequence_options(at: &AlterTable) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-/// ALTER SEQUENCE: OWNED BY (storage), RESTART (setval without a call),
-/// OWNER TO (a notice, as for tables).
+/// ALTER SEQUENCE: OWNED BY (storage), RESTART (setval without a call, or
+/// with the options below), OWNER TO (a notice, as for tables), and the
+/// option clauses (`sequences::altered_options`, applied by storage with
+/// the RESTART of the same statement).
 async fn alter_sequence(s: &mut Session, at: &AlterTable, options: Vec<(String, String)>) -> Result<Output> {
     let (schema, name) = ddl::object_name(&at.name)?;
     let Some(def) = s.catalog().table(schema.as_deref(), &name).map(|t| t.def().clone()) else {
@@ -97,6 +99,8 @@ async fn alter_sequence(s: &mut Session, at: &AlterTable, options: Vec<(String, 
     };
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     let parse = |text: &str| Parser::new(&dialect).try_with_sql(text).map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")));
+    let (changes, options): (Vec<_>, Vec<_>) = options.into_iter().partition(|(k, _)| sequences::is_option_clause(k));
+    let mut restart = None;
     for (key, value) in options {
         match key.as_str() {
             sequences::OWNED_BY_OPTION => {
@@ -108,18 +112,29 @@ async fn alter_sequence(s: &mut Session, at: &AlterTable, options: Vec<(String, 
                 s.storage().client.alter_table(AlterTableRequest { database: s.database().into(), schema: def.schema.clone(), name: def.name.clone(), action }).await?;
             }
             sequences::RESTART_OPTION => {
-                let to = if value.is_empty() {
-                    sequence.start
+                restart = Some(if value.is_empty() {
+                    None
                 } else {
-                    value.parse::<i64>().map_err(|_| ComputeError::invalid("22003", format!("RESTART value {value} is out of range for a sequence")))?
-                };
-                s.storage().client.set_value(s.database(), &def.schema, &def.name, to, false).await?;
+                    Some(value.parse::<i64>().map_err(|_| ComputeError::invalid("22003", format!("RESTART value {value} is out of range for a sequence")))?)
+                });
             }
             _ => {
                 let role = parse(&value)?.parse_identifier().map_err(|e| ComputeError::Syntax(format!("syntax error: {e}")))?;
                 s.owner_to(&Owner::Ident(role)).await?;
             }
         }
+    }
+    if changes.is_empty() {
+        if let Some(to) = restart {
+            let to = to.unwrap_or(sequence.start);
+            s.storage().client.set_value(s.database(), &def.schema, &def.name, to, false).await?;
+        }
+    } else {
+        let options = sequences::altered_options(&sequence, &changes)?;
+        // RESTART without a value: the (new) START.
+        let restart = restart.map(|to| to.unwrap_or(options.start));
+        let action = Some(Action::SetSequenceOptions(SequenceChange { options: Some(options), restart }));
+        s.storage().client.alter_table(AlterTableRequest { database: s.database().into(), schema: def.schema.clone(), name: def.name.clone(), action }).await?;
     }
     Ok(Output::Command("ALTER SEQUENCE".into()))
 }

@@ -450,12 +450,88 @@ pub const SEQUENCE_OPTION_PREFIX: &str = "\0sequence_";
 pub const OWNED_BY_OPTION: &str = "\0sequence_owned_by";
 pub const RESTART_OPTION: &str = "\0sequence_restart";
 pub const OWNER_OPTION: &str = "\0sequence_owner";
+/// ALTER SEQUENCE's option clauses (see [`altered_options`]): an integer,
+/// or `''` for NO MINVALUE / NO MAXVALUE.
+pub const INCREMENT_OPTION: &str = "\0sequence_increment";
+pub const MINVALUE_OPTION: &str = "\0sequence_minvalue";
+pub const MAXVALUE_OPTION: &str = "\0sequence_maxvalue";
+pub const START_OPTION: &str = "\0sequence_start";
+pub const CACHE_OPTION: &str = "\0sequence_cache";
+/// `true` (CYCLE) or `false` (NO CYCLE).
+pub const CYCLE_OPTION: &str = "\0sequence_cycle";
+/// `smallint`, `integer` or `bigint`.
+pub const AS_OPTION: &str = "\0sequence_as";
+
+/// Whether an ALTER SEQUENCE key is one of the option clauses below.
+pub fn is_option_clause(key: &str) -> bool {
+    [INCREMENT_OPTION, MINVALUE_OPTION, MAXVALUE_OPTION, START_OPTION, CACHE_OPTION, CYCLE_OPTION, AS_OPTION].contains(&key)
+}
+
+/// A sequence's options after ALTER SEQUENCE's option clauses (`changes`,
+/// keyed as above), as PostgreSQL computes them: NO MINVALUE / NO MAXVALUE
+/// give the defaults for the (new) increment's direction and type, and AS
+/// moves a bound that was the old type's limit to the new type's.
+pub fn altered_options(current: &SequenceOptions, changes: &[(String, String)]) -> Result<SequenceOptions> {
+    let number = |what: &str, v: &str| v.parse::<i64>().map_err(|_| ComputeError::invalid("22023", format!("{what} must be an integer, not {v}")));
+    let mut o = current.clone();
+    let old_kind = TypeKind::try_from(o.value_type).unwrap_or(TypeKind::Bigint);
+    let mut kind = old_kind;
+    // Per bound: not given, NO …VALUE (None), or a value.
+    let (mut min, mut max): (Option<Option<i64>>, Option<Option<i64>>) = (None, None);
+    for (key, value) in changes {
+        match key.as_str() {
+            INCREMENT_OPTION => o.increment = number("INCREMENT", value)?,
+            MINVALUE_OPTION => min = Some(if value.is_empty() { None } else { Some(number("MINVALUE", value)?) }),
+            MAXVALUE_OPTION => max = Some(if value.is_empty() { None } else { Some(number("MAXVALUE", value)?) }),
+            START_OPTION => o.start = number("START", value)?,
+            CACHE_OPTION => o.cache = number("CACHE", value)?,
+            CYCLE_OPTION => o.cycle = value == "true",
+            AS_OPTION => {
+                kind = match value.as_str() {
+                    "smallint" => TypeKind::Smallint,
+                    "integer" => TypeKind::Integer,
+                    "bigint" => TypeKind::Bigint,
+                    other => return Err(ComputeError::invalid("22023", format!("sequence type must be smallint, integer, or bigint, not {other}"))),
+                }
+            }
+            _ => {}
+        }
+    }
+    if o.increment == 0 {
+        return Err(ComputeError::invalid("22023", "INCREMENT must not be zero"));
+    }
+    let (old_top, top) = (type_max(old_kind), type_max(kind));
+    // A bound at the old type's limit follows the type (PostgreSQL's reset).
+    if kind != old_kind {
+        if max.is_none() && o.max_value == old_top {
+            max = Some(None);
+        }
+        if min.is_none() && o.min_value == -old_top - 1 {
+            min = Some(None);
+        }
+    }
+    if let Some(m) = min {
+        o.min_value = m.unwrap_or(if o.increment > 0 { 1 } else { -top - 1 });
+    }
+    if let Some(m) = max {
+        o.max_value = m.unwrap_or(if o.increment > 0 { top } else { -1 });
+    }
+    for (what, v) in [("MINVALUE", o.min_value), ("MAXVALUE", o.max_value)] {
+        if v < -top - 1 || v > top {
+            return Err(ComputeError::invalid("22023", format!("{what} ({v}) is out of range for sequence data type {}", type_name(kind))));
+        }
+    }
+    o.value_type = kind as i32;
+    Ok(o)
+}
 
 /// `ALTER SEQUENCE [IF EXISTS] name { OWNED BY table.column | NONE |
-/// RESTART [[WITH] n] | OWNER TO role } …`, which sqlparser 0.62 does not
-/// parse, as `ALTER TABLE [IF EXISTS] name SET ("\0sequence_…" = '…', …)`,
-/// which it does (`alter_table` runs it as ALTER SEQUENCE; a RESTART
-/// without a value is `''`: the sequence's START). Other clauses: 0A000.
+/// RESTART [[WITH] n] | OWNER TO role | AS type | INCREMENT [BY] n |
+/// [NO] MINVALUE [n] | [NO] MAXVALUE [n] | START [WITH] n | CACHE n |
+/// [NO] CYCLE } …`, which sqlparser 0.62 does not parse, as
+/// `ALTER TABLE [IF EXISTS] name SET ("\0sequence_…" = '…', …)`, which it
+/// does (`alter_table` runs it as ALTER SEQUENCE; a RESTART without a
+/// value is `''`: the sequence's START).
 pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
     use datafusion::sql::sqlparser::parser::ParserError;
     let syntax = |e: ParserError| ComputeError::Syntax(format!("syntax error: {e}"));
@@ -472,18 +548,39 @@ pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
         } else if p.parse_keyword(Keyword::RESTART) {
             let with = p.parse_keyword(Keyword::WITH);
             let value = if with || matches!(p.peek_token().token, Token::Number(..) | Token::Minus) {
-                let sign = if p.consume_token(&Token::Minus) { "-" } else { "" };
-                format!("{sign}{}", p.parse_number_value().map_err(syntax)?)
+                signed_number(&mut p).map_err(syntax)?
             } else {
                 String::new()
             };
             options.push((RESTART_OPTION, value));
         } else if p.parse_keywords(&[Keyword::OWNER, Keyword::TO]) {
             options.push((OWNER_OPTION, p.parse_identifier().map_err(syntax)?.to_string()));
+        } else if p.parse_keyword(Keyword::INCREMENT) {
+            let _ = p.parse_keyword(Keyword::BY);
+            options.push((INCREMENT_OPTION, signed_number(&mut p).map_err(syntax)?));
+        } else if p.parse_keywords(&[Keyword::NO, Keyword::MINVALUE]) {
+            options.push((MINVALUE_OPTION, String::new()));
+        } else if p.parse_keywords(&[Keyword::NO, Keyword::MAXVALUE]) {
+            options.push((MAXVALUE_OPTION, String::new()));
+        } else if p.parse_keywords(&[Keyword::NO, Keyword::CYCLE]) {
+            options.push((CYCLE_OPTION, "false".into()));
+        } else if p.parse_keyword(Keyword::MINVALUE) {
+            options.push((MINVALUE_OPTION, signed_number(&mut p).map_err(syntax)?));
+        } else if p.parse_keyword(Keyword::MAXVALUE) {
+            options.push((MAXVALUE_OPTION, signed_number(&mut p).map_err(syntax)?));
+        } else if p.parse_keyword(Keyword::START) {
+            let _ = p.parse_keyword(Keyword::WITH);
+            options.push((START_OPTION, signed_number(&mut p).map_err(syntax)?));
+        } else if p.parse_keyword(Keyword::CACHE) {
+            options.push((CACHE_OPTION, signed_number(&mut p).map_err(syntax)?));
+        } else if p.parse_keyword(Keyword::CYCLE) {
+            options.push((CYCLE_OPTION, "true".into()));
+        } else if p.parse_keyword(Keyword::AS) {
+            options.push((AS_OPTION, p.parse_data_type().map_err(syntax)?.to_string().to_lowercase()));
         } else if matches!(p.peek_token().token, Token::EOF | Token::SemiColon) {
             break;
         } else {
-            return Err(ComputeError::unsupported(format!("ALTER SEQUENCE … {} (OWNED BY, RESTART and OWNER TO are)", p.peek_token())));
+            return Err(ComputeError::Syntax(format!("syntax error at or near \"{}\" in ALTER SEQUENCE", p.peek_token())));
         }
     }
     if options.is_empty() {
@@ -491,6 +588,12 @@ pub fn alter_sequence_as_table(sql: &str) -> Result<String> {
     }
     let list: Vec<String> = options.iter().map(|(k, v)| format!("\"{k}\" = '{}'", v.replace('\'', "''"))).collect();
     Ok(format!("ALTER TABLE {}{name} SET ({})", if if_exists { "IF EXISTS " } else { "" }, list.join(", ")))
+}
+
+/// An integer, with its sign, as text.
+fn signed_number(p: &mut datafusion::sql::sqlparser::parser::Parser<'_>) -> std::result::Result<String, datafusion::sql::sqlparser::parser::ParserError> {
+    let sign = if p.consume_token(&Token::Minus) { "-" } else { "" };
+    Ok(format!("{sign}{}", p.parse_number_value()?))
 }
 
 #[cfg(test)]
@@ -508,7 +611,40 @@ mod alter_sequence_tests {
             "ALTER TABLE IF EXISTS s SET (\"\0sequence_restart\" = '-5', \"\0sequence_owner\" = '\"Bob\"')"
         );
         assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s RESTART").unwrap(), "ALTER TABLE s SET (\"\0sequence_restart\" = '')");
-        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s INCREMENT BY 2").unwrap_err().sqlstate(), "0A000");
+        assert_eq!(
+            alter_sequence_as_table("ALTER SEQUENCE s INCREMENT BY -2 NO MINVALUE MAXVALUE 9 START WITH 3 CACHE 1 NO CYCLE AS integer").unwrap(),
+            concat!(
+                "ALTER TABLE s SET (\"\0sequence_increment\" = '-2', \"\0sequence_minvalue\" = '', \"\0sequence_maxvalue\" = '9', ",
+                "\"\0sequence_start\" = '3', \"\0sequence_cache\" = '1', \"\0sequence_cycle\" = 'false', \"\0sequence_as\" = 'integer')"
+            )
+        );
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s INCREMENT 2 CYCLE").unwrap(), "ALTER TABLE s SET (\"\0sequence_increment\" = '2', \"\0sequence_cycle\" = 'true')");
+        assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s RENAME TO t").unwrap_err().sqlstate(), "42601");
         assert_eq!(alter_sequence_as_table("ALTER SEQUENCE s").unwrap_err().sqlstate(), "42601");
+    }
+
+    fn changes(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn altered_options_follow_postgresql() {
+        let bigint = sequence_options(TypeKind::Bigint, &[]).unwrap();
+        // AS smallint: the bound at bigint's limit becomes smallint's.
+        let small = altered_options(&bigint, &changes(&[(AS_OPTION, "smallint")])).unwrap();
+        assert_eq!((small.min_value, small.max_value, small.value_type), (1, 32767, TypeKind::Smallint as i32));
+        // A bound set by hand stays.
+        let capped = altered_options(&bigint, &changes(&[(MAXVALUE_OPTION, "100")])).unwrap();
+        assert_eq!(altered_options(&capped, &changes(&[(AS_OPTION, "integer")])).unwrap().max_value, 100);
+        // A descending increment alone keeps the bounds; with NO MINVALUE / NO MAXVALUE they turn.
+        let down = altered_options(&bigint, &changes(&[(INCREMENT_OPTION, "-1")])).unwrap();
+        assert_eq!((down.increment, down.min_value, down.max_value), (-1, 1, i64::MAX));
+        let down = altered_options(&bigint, &changes(&[(INCREMENT_OPTION, "-1"), (MINVALUE_OPTION, ""), (MAXVALUE_OPTION, "")])).unwrap();
+        assert_eq!((down.min_value, down.max_value), (i64::MIN, -1));
+        assert_eq!(altered_options(&bigint, &changes(&[(INCREMENT_OPTION, "0")])).unwrap_err().sqlstate(), "22023");
+        assert_eq!(altered_options(&bigint, &changes(&[(AS_OPTION, "smallint"), (MAXVALUE_OPTION, "40000")])).unwrap_err().sqlstate(), "22023");
+        assert_eq!(altered_options(&bigint, &changes(&[(AS_OPTION, "text")])).unwrap_err().sqlstate(), "22023");
+        let rest = altered_options(&bigint, &changes(&[(START_OPTION, "5"), (CACHE_OPTION, "3"), (CYCLE_OPTION, "true")])).unwrap();
+        assert_eq!((rest.start, rest.cache, rest.cycle), (5, 3, true));
     }
 }

@@ -133,7 +133,7 @@ impl Database {
         let _ddl = self.ddl_lock.lock().await;
         let table = self.table(schema_or_default(&req.schema), &req.name)?;
         let action = req.action.as_ref().ok_or_else(|| StorageError::InvalidRequest("ALTER TABLE without an action".into()))?;
-        let for_sequences = matches!(action, Action::RenameTable(_) | Action::SetSequenceOwner(_));
+        let for_sequences = matches!(action, Action::RenameTable(_) | Action::SetSequenceOwner(_) | Action::SetSequenceOptions(_));
         if table.def.sequence.is_some() && !for_sequences {
             return Err(StorageError::WrongObjectType(format!("\"{}\" is a sequence", req.name)));
         }
@@ -181,6 +181,7 @@ impl Database {
                 }
                 catalog::set_sequence_owner(&table, owner.table, &owner.column)?
             }
+            Action::SetSequenceOptions(change) => return self.alter_sequence_options(&table, change).await,
             Action::RenameTable(to) => {
                 if self.catalog_read().relation_exists(&table.def.schema, to) {
                     return Err(StorageError::TableExists(to.clone()));

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ebb_proto::storage::{ColumnDef, ColumnType, SequenceOptions, TableDef, TypeKind};
+use ebb_proto::storage::{ColumnDef, ColumnType, SequenceChange, SequenceOptions, TableDef, TypeKind};
 
 use super::database::Database;
 use super::mvcc::get_visible;
@@ -90,7 +90,7 @@ fn sequence_columns() -> Vec<ColumnDef> {
 
 /// Checks a sequence's options as PostgreSQL's CREATE SEQUENCE does.
 fn check_options(o: &SequenceOptions) -> Result<()> {
-    let invalid = |m: String| Err(StorageError::InvalidDefinition(m));
+    let invalid = |m: String| Err(StorageError::InvalidParameter(m));
     if o.increment == 0 {
         return invalid("INCREMENT must not be zero".into());
     }
@@ -159,9 +159,14 @@ impl Database {
         if count > MAX_VALUES_PER_REQUEST {
             return Err(StorageError::InvalidRequest(format!("{count} sequence values asked for at once; at most {MAX_VALUES_PER_REQUEST}")));
         }
-        let (table, o) = self.sequence(schema, name)?;
-        let cell = self.sequences.get(table.id());
+        let id = self.sequence(schema, name)?.0.id();
+        let cell = self.sequences.get(id);
         let mut cell = cell.lock().await;
+        // Read under the lock: an ALTER SEQUENCE may have changed them.
+        let (table, o) = self.sequence(schema, name)?;
+        if table.id() != id {
+            return Err(StorageError::UnknownTable(format!("sequence \"{name}\" was dropped and created again meanwhile")));
+        }
         let state = match *cell {
             Some(s) => s,
             None => self.load_state(&table)?,
@@ -214,6 +219,57 @@ impl Database {
         self.record_state(&table, value, is_called).await?;
         *cell = Some(State { last: value, called: is_called, covered: 0 });
         Ok(())
+    }
+
+    /// ALTER SEQUENCE's options (the owner is kept): checked as CREATE
+    /// SEQUENCE's are, with the position — `change.restart` if given, else
+    /// the current one — within the new bounds; the sequence goes on from
+    /// that position with the new options.
+    pub(crate) async fn alter_sequence_options(&self, table: &Table, change: &SequenceChange) -> Result<TableDef> {
+        let current = table
+            .def
+            .sequence
+            .clone()
+            .ok_or_else(|| StorageError::WrongObjectType(format!("\"{}\" is not a sequence", table.def.name)))?;
+        let given = change.options.clone().ok_or_else(|| StorageError::InvalidRequest("ALTER SEQUENCE without options".into()))?;
+        let def = catalog::set_sequence_options(table, given)?;
+        let options = def.sequence.clone().unwrap_or(current);
+        check_options(&options)?;
+        let cell = self.sequences.get(table.id());
+        let mut cell = cell.lock().await;
+        let position = match change.restart {
+            Some(v) => v,
+            None => match *cell {
+                Some(s) => s.last,
+                None => self.load_state(table)?.last,
+            },
+        };
+        let what = if change.restart.is_some() { "RESTART" } else { "the current" };
+        if position < options.min_value {
+            return Err(StorageError::InvalidParameter(format!("{what} value ({position}) cannot be less than MINVALUE ({})", options.min_value)));
+        }
+        if position > options.max_value {
+            return Err(StorageError::InvalidParameter(format!("{what} value ({position}) cannot be greater than MAXVALUE ({})", options.max_value)));
+        }
+        let mut txn = self.ddl_txn();
+        super::ddl::put_def(&mut txn, &def);
+        self.commit_txn(txn).await?;
+        // The durable record covered values in steps of the old increment:
+        // record the exact position this node knows (no value past it was
+        // handed out, this node being the database's only writer).
+        let known = match (change.restart, *cell) {
+            (Some(v), _) => Some((v, false)),
+            (None, Some(s)) => Some((s.last, s.called)),
+            // Not used on this node yet: the durable record is its position.
+            (None, None) => None,
+        };
+        *cell = None;
+        if let Some((last, called)) = known {
+            self.record_state(table, last, called).await?;
+            *cell = Some(State { last, called, covered: 0 });
+        }
+        tracing::info!(database = %self.name, sequence = %def.name, "altered sequence");
+        Ok(def)
     }
 
     /// Reads the sequence's durable position: values up to the recorded
