@@ -17,7 +17,7 @@ use ebb_storage::server::ServerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -239,7 +239,14 @@ async fn reconcile_deployment(client: &kube::Client, d: &Deployment) -> Result<(
         pods.create(&PostParams::default(), &pod).await?;
     }
     for extra in mine.iter().skip(want.max(0) as usize) {
-        pods.delete(&extra.name_any(), &DeleteParams::default()).await?;
+        // Only as listed: a pod claimed since (it left the selector) is no
+        // longer the Deployment's to delete.
+        let unchanged = Preconditions { resource_version: extra.resource_version(), uid: None };
+        match pods.delete(&extra.name_any(), &DeleteParams { preconditions: Some(unchanged), ..DeleteParams::default() }).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
     }
     let ready = mine.iter().filter(|p| pod_ready(p)).count() as i32;
     if d.status.as_ref().and_then(|s| s.ready_replicas) != Some(ready) || d.status.as_ref().and_then(|s| s.replicas) != Some(have) {
