@@ -540,6 +540,7 @@ pub fn constraint_definition(defs: &[TableDef], oid: i32) -> Option<String> {
             "r" => " ON DELETE RESTRICT",
             "c" => " ON DELETE CASCADE",
             "n" => " ON DELETE SET NULL",
+            "d" => " ON DELETE SET DEFAULT",
             _ => "",
         };
         let deferred = if fk.deferred { " DEFERRABLE INITIALLY DEFERRED" } else { "" };

@@ -2,8 +2,8 @@
 //! `FOREIGN KEY (…) REFERENCES` on the table) and ALTER TABLE … ADD
 //! CONSTRAINT, as storage definitions (storage enforces them; see
 //! docs/storage.md). A key references the other table's primary key; NO
-//! ACTION and RESTRICT are checked at once; ON DELETE CASCADE and SET NULL
-//! write the referencing rows. ON DELETE SET DEFAULT, ON UPDATE actions
+//! ACTION and RESTRICT are checked at once; ON DELETE CASCADE, SET NULL and
+//! SET DEFAULT write the referencing rows. ON UPDATE actions
 //! other than NO ACTION/RESTRICT, MATCH FULL and keys on other unique
 //! columns are refused. A DEFERRABLE INITIALLY DEFERRED key (Django makes every key so)
 //! is checked when the transaction commits; `SET CONSTRAINTS` is not
@@ -28,7 +28,7 @@ pub struct ForeignKeySpec {
     /// INITIALLY DEFERRED: checked at COMMIT.
     pub deferred: bool,
     /// ON DELETE as `pg_constraint.confdeltype` has it: `a` (NO ACTION),
-    /// `r` (RESTRICT), `c` (CASCADE), `n` (SET NULL).
+    /// `r` (RESTRICT), `c` (CASCADE), `n` (SET NULL), `d` (SET DEFAULT).
     pub on_delete: String,
 }
 
@@ -40,7 +40,7 @@ pub fn foreign_key_spec(c: &ForeignKeyConstraint, column: Option<&str>) -> Resul
         Some(ReferentialAction::Restrict) => "r",
         Some(ReferentialAction::Cascade) => "c",
         Some(ReferentialAction::SetNull) => "n",
-        Some(other) => return Err(ComputeError::unsupported(format!("ON DELETE {other} of a foreign key"))),
+        Some(ReferentialAction::SetDefault) => "d",
     };
     match &c.on_update {
         None | Some(ReferentialAction::NoAction | ReferentialAction::Restrict) => {}
@@ -111,11 +111,18 @@ pub async fn add_foreign_key(s: &Session, child: &TableDef, spec: ForeignKeySpec
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if spec.on_delete == "n"
+    let action = if spec.on_delete == "n" { "SET NULL" } else { "SET DEFAULT" };
+    if matches!(spec.on_delete.as_str(), "n" | "d")
         && let Some(c) = child.checks.iter().find(|c| super::checks::columns_of_stored(c).iter().any(|n| spec.columns.contains(n)))
     {
-        // Storage sets the columns to NULL; only compute evaluates checks.
-        return Err(ComputeError::unsupported(format!("ON DELETE SET NULL of columns check constraint \"{}\" reads", c.name)));
+        // Storage sets the columns; only compute evaluates checks.
+        return Err(ComputeError::unsupported(format!("ON DELETE {action} of columns check constraint \"{}\" reads", c.name)));
+    }
+    if spec.on_delete == "d"
+        && let Some(c) = child.columns.iter().find(|c| spec.columns.contains(&c.name) && c.default_expr.is_some())
+    {
+        // Storage sets the columns, and evaluates no expressions.
+        return Err(ComputeError::unsupported(format!("ON DELETE SET DEFAULT of column \"{}\", whose default is an expression", c.name)));
     }
     let name = spec.name.unwrap_or_else(|| free_name(child, &spec.columns));
     let fk = ForeignKeyDef { name, column_ids, ref_table: parent.id, deferred: spec.deferred, on_delete: spec.on_delete };
@@ -154,8 +161,8 @@ mod tests {
         assert!(!spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE RESTRICT)").unwrap().deferred);
         assert_eq!(spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE CASCADE)").unwrap().on_delete, "c");
         assert_eq!(spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE SET NULL)").unwrap().on_delete, "n");
+        assert_eq!(spec("CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE SET DEFAULT)").unwrap().on_delete, "d");
         for sql in [
-            "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON DELETE SET DEFAULT)",
             "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p ON UPDATE SET NULL)",
             "CREATE TABLE o (a int, FOREIGN KEY (a) REFERENCES p MATCH FULL)",
         ] {

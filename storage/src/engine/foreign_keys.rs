@@ -104,6 +104,16 @@ pub enum DeferredCheck {
     Unreferenced { parent: u32, key: Vec<u8>, row: Vec<u8>, child: u32, fk: String },
 }
 
+/// What ON DELETE does to the rows that reference a deleted row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDelete {
+    Cascade,
+    SetNull,
+    /// Their key columns take the columns' constant defaults (compute
+    /// refuses the action on columns whose default is an expression).
+    SetDefault,
+}
+
 impl Database {
     /// Checks the foreign keys a staged write of `table` touches: rows it
     /// writes that reference others, rows it deletes that others reference
@@ -140,9 +150,14 @@ impl Database {
                 match (cascade, fk.def.on_delete.as_str()) {
                     // An UPDATE's new rows follow: the key may be back at commit.
                     (Cascade::KeyUpdate, _) => txn.deferred_checks.push(defer()),
-                    (Cascade::Follow(cascading), action @ ("c" | "n")) => {
+                    (Cascade::Follow(cascading), action @ ("c" | "n" | "d")) => {
                         let rows = self.referencing_rows(txn, &Deleted { parent: table, key, row: &row }, child, fk, staged, false)?;
-                        self.cascade(txn, savepoint, child, fk, rows, action == "n", staged, cascading).await?;
+                        let action = match action {
+                            "c" => OnDelete::Cascade,
+                            "n" => OnDelete::SetNull,
+                            _ => OnDelete::SetDefault,
+                        };
+                        self.cascade(txn, savepoint, child, fk, rows, action, staged, cascading).await?;
                     }
                     _ if fk.def.deferred => txn.deferred_checks.push(defer()),
                     _ => self.check_unreferenced(txn, &Deleted { parent: table, key, row: &row }, child, fk, staged)?,
@@ -345,10 +360,11 @@ impl Database {
         Ok(found)
     }
 
-    /// ON DELETE CASCADE / SET NULL: deletes `rows` of `child` (or sets
-    /// their key columns to NULL) in the transaction, as writes of their
-    /// own (locked, checked, their index entries and their own foreign keys
-    /// followed). `parent_staged`: the write that deleted the referenced
+    /// ON DELETE CASCADE / SET NULL / SET DEFAULT: deletes `rows` of
+    /// `child` (or sets their key columns to NULL or to the columns'
+    /// constant defaults) in the transaction, as writes of their own
+    /// (locked, checked — a default must reference a row that exists —,
+    /// their index entries and their own foreign keys followed). `parent_staged`: the write that deleted the referenced
     /// rows, and `cascading`, the rows the cascades that led here delete:
     /// none of those is deleted again (a cycle of cascading keys ends).
     #[allow(clippy::too_many_arguments)]
@@ -359,12 +375,15 @@ impl Database {
         child: &Arc<Table>,
         fk: &ForeignKey,
         rows: Vec<(Vec<u8>, Vec<u8>)>,
-        set_null: bool,
+        action: OnDelete,
         parent_staged: &BTreeMap<Vec<u8>, Pending>,
         cascading: &BTreeSet<Vec<u8>>,
     ) -> Result<()> {
         if txn.cascade_depth >= MAX_CASCADE_DEPTH {
             return Err(StorageError::CascadeTooDeep(MAX_CASCADE_DEPTH));
+        }
+        if action == OnDelete::SetDefault && !rows.is_empty() {
+            self.check_default_survives(child, fk, parent_staged, cascading)?;
         }
         let indexed = IndexedColumns::of(child);
         let all = RowDecoder::new(child.columns.iter().map(|c| c.decode()).collect(), 0);
@@ -373,13 +392,14 @@ impl Database {
             if cascading.contains(&key) || parent_staged.get(&key).is_some_and(|p| p.kind == PendingKind::Delete) {
                 continue;
             }
-            let new = if set_null {
-                if let Some(c) = fk.columns.iter().map(|&p| &child.columns[p]).find(|c| c.not_null) {
+            let new = if action != OnDelete::Cascade {
+                let value_of = |c: &crate::catalog::Column| if action == OnDelete::SetNull { Datum::Null } else { c.default.clone() };
+                if let Some(c) = fk.columns.iter().map(|&p| &child.columns[p]).find(|c| c.not_null && value_of(c) == Datum::Null) {
                     return Err(StorageError::NotNull { table: child.def.name.clone(), column: c.name.clone() });
                 }
                 let mut datums = all.decode_datums(&row)?;
                 for &p in &fk.columns {
-                    datums[p] = Datum::Null;
+                    datums[p] = value_of(&child.columns[p]);
                 }
                 let pairs: Vec<(u32, &Datum)> = child.columns.iter().map(|c| c.id).zip(datums.iter()).collect();
                 let mut value = Vec::with_capacity(row.len());
@@ -391,7 +411,7 @@ impl Database {
             if let Some(indexed) = &indexed {
                 self.stage_index_entries(txn, &mut staged, indexed, &key, new.as_deref(), OnDuplicate::Fail)?;
             }
-            let kind = if set_null { PendingKind::Put } else { PendingKind::Delete };
+            let kind = if action == OnDelete::Cascade { PendingKind::Delete } else { PendingKind::Put };
             staged.insert(key, Pending { kind, value: new });
         }
         if staged.is_empty() {
@@ -406,6 +426,21 @@ impl Database {
         let admitted = self.admit(txn, savepoint, child, staged, &Cascade::Follow(chain)).await;
         txn.cascade_depth -= 1;
         admitted
+    }
+
+    /// ON DELETE SET DEFAULT: the defaults must not name a row this very
+    /// delete (or a cascade leading to it) removes — the rows set to them
+    /// would reference nothing (23503, as in PostgreSQL). Whether they name
+    /// a row at all is checked as for any write.
+    fn check_default_survives(&self, child: &Table, fk: &ForeignKey, parent_staged: &BTreeMap<Vec<u8>, Pending>, cascading: &BTreeSet<Vec<u8>>) -> Result<()> {
+        let defaults: Vec<Datum> = fk.columns.iter().map(|&p| child.columns[p].default.clone()).collect();
+        if defaults.iter().any(|d| matches!(d, Datum::Null)) {
+            return Ok(());
+        }
+        let Some(parent) = self.catalog_read().get_by_id(fk.def.ref_table) else { return Ok(()) };
+        let target = referenced_key(&parent, &defaults).ok_or_else(|| violation(child, fk))?;
+        let deleted = parent_staged.get(&target).is_some_and(|p| p.kind == PendingKind::Delete) || cascading.contains(&target);
+        if deleted { Err(violation(child, fk)) } else { Ok(()) }
     }
 
     /// ADD FOREIGN KEY: every row of `child` (its new definition, holding
