@@ -165,7 +165,7 @@ pub(crate) async fn param_types(s: &Session, stmt: &Statement) -> Result<Vec<(us
             let def = target(s, schema.as_deref(), &table).await?;
             let mut items = Vec::new();
             for (column, value) in super::set_list::expand(&def, &u.assignments, &|f| s.is_volatile_function(f))? {
-                bare(&value, &def, &column);
+                bare(&value, &def, column);
                 items.push(format!("({value})"));
             }
             let filter = u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default();
@@ -256,7 +256,7 @@ fn filled_columns(columns: &[String], listed: bool, values: usize) -> Result<&[S
 /// the rows and of `columns`, so that they get their defaults; whether it
 /// took any. `DEFAULT` in some rows of a column only is refused.
 fn without_default_items(rows: &mut [Parens<Vec<Expr>>], columns: &mut Vec<String>, listed: bool) -> Result<bool> {
-    let is_default = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+    let is_default = super::set_list::is_default;
     let width = rows.first().map_or(0, |r| r.content.len());
     let mut taken = Vec::new();
     for i in 0..width {
@@ -496,7 +496,7 @@ pub(crate) fn assignments(
 ) -> Result<std::collections::HashMap<String, String>> {
     let mut assigned = std::collections::HashMap::new();
     for (col, value) in super::set_list::expand(def, list, &|f| s.is_volatile_function(f))? {
-        if assigned.insert(col.clone(), render(&value)).is_some() {
+        if assigned.insert(col.to_string(), render(&value)).is_some() {
             return Err(ComputeError::invalid("42601", format!("multiple assignments to same column \"{col}\"")));
         }
     }

@@ -86,15 +86,9 @@ pub fn sequence_options(kind: TypeKind, given: &[AstOption]) -> Result<SequenceO
     if increment == 0 {
         return Err(ComputeError::invalid("22023", "INCREMENT must not be zero"));
     }
-    let top = type_max(kind);
-    let bottom = -top - 1;
-    let min = min.unwrap_or(if increment > 0 { 1 } else { bottom });
-    let max = max.unwrap_or(if increment > 0 { top } else { -1 });
-    for (what, v) in [("MINVALUE", min), ("MAXVALUE", max)] {
-        if v < bottom || v > top {
-            return Err(ComputeError::invalid("22023", format!("{what} ({v}) is out of range for sequence data type {}", type_name(kind))));
-        }
-    }
+    let min = min.unwrap_or_else(|| default_min(kind, increment));
+    let max = max.unwrap_or_else(|| default_max(kind, increment));
+    check_bounds(kind, min, max)?;
     let start = start.unwrap_or(if increment > 0 { min } else { max });
     Ok(SequenceOptions {
         start,
@@ -107,6 +101,27 @@ pub fn sequence_options(kind: TypeKind, given: &[AstOption]) -> Result<SequenceO
         owned_by_column: String::new(),
         value_type: kind as i32,
     })
+}
+
+/// NO MINVALUE: 1 ascending, the type's least value descending.
+fn default_min(kind: TypeKind, increment: i64) -> i64 {
+    if increment > 0 { 1 } else { -type_max(kind) - 1 }
+}
+
+/// NO MAXVALUE: the type's greatest value ascending, -1 descending.
+fn default_max(kind: TypeKind, increment: i64) -> i64 {
+    if increment > 0 { type_max(kind) } else { -1 }
+}
+
+/// Both bounds within the sequence's type (22023 otherwise).
+fn check_bounds(kind: TypeKind, min: i64, max: i64) -> Result<()> {
+    let top = type_max(kind);
+    for (what, v) in [("MINVALUE", min), ("MAXVALUE", max)] {
+        if v < -top - 1 || v > top {
+            return Err(ComputeError::invalid("22023", format!("{what} ({v}) is out of range for sequence data type {}", type_name(kind))));
+        }
+    }
+    Ok(())
 }
 
 fn type_name(kind: TypeKind) -> &'static str {
@@ -500,9 +515,9 @@ pub fn altered_options(current: &SequenceOptions, changes: &[(String, String)]) 
     if o.increment == 0 {
         return Err(ComputeError::invalid("22023", "INCREMENT must not be zero"));
     }
-    let (old_top, top) = (type_max(old_kind), type_max(kind));
     // A bound at the old type's limit follows the type (PostgreSQL's reset).
     if kind != old_kind {
+        let old_top = type_max(old_kind);
         if max.is_none() && o.max_value == old_top {
             max = Some(None);
         }
@@ -511,16 +526,12 @@ pub fn altered_options(current: &SequenceOptions, changes: &[(String, String)]) 
         }
     }
     if let Some(m) = min {
-        o.min_value = m.unwrap_or(if o.increment > 0 { 1 } else { -top - 1 });
+        o.min_value = m.unwrap_or_else(|| default_min(kind, o.increment));
     }
     if let Some(m) = max {
-        o.max_value = m.unwrap_or(if o.increment > 0 { top } else { -1 });
+        o.max_value = m.unwrap_or_else(|| default_max(kind, o.increment));
     }
-    for (what, v) in [("MINVALUE", o.min_value), ("MAXVALUE", o.max_value)] {
-        if v < -top - 1 || v > top {
-            return Err(ComputeError::invalid("22023", format!("{what} ({v}) is out of range for sequence data type {}", type_name(kind))));
-        }
-    }
+    check_bounds(kind, o.min_value, o.max_value)?;
     o.value_type = kind as i32;
     Ok(o)
 }

@@ -10,6 +10,7 @@
 //! runs of `random()` would give the columns values of different rows) or
 //! is not a plain SELECT whose items can be taken one by one.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
@@ -26,19 +27,21 @@ use crate::error::{ComputeError, Result};
 /// order written; `volatile` says whether a function (by name) is volatile.
 /// Unknown columns are 42703, a count of values that does not match the
 /// columns 42601.
-pub(crate) fn expand(def: &TableDef, list: &[Assignment], volatile: &dyn Fn(&str) -> bool) -> Result<Vec<(String, Expr)>> {
-    let mut out = Vec::new();
+/// (A single-column item's value is borrowed: UPDATE runs this on every
+/// execution, TPC-B's included.)
+pub(crate) fn expand<'a>(def: &'a TableDef, list: &'a [Assignment], volatile: &dyn Fn(&str) -> bool) -> Result<Vec<(&'a str, Cow<'a, Expr>)>> {
+    let mut out = Vec::with_capacity(list.len());
     for a in list {
         match &a.target {
             AssignmentTarget::ColumnName(n) => {
                 let column = column(def, n)?;
-                out.push((column.name.clone(), value(column, &a.value)?));
+                out.push((column.name.as_str(), value(column, Cow::Borrowed(&a.value))?));
             }
             AssignmentTarget::Tuple(names) => {
                 let columns = names.iter().map(|n| column(def, n)).collect::<Result<Vec<_>>>()?;
                 let values = tuple_values(&a.value, columns.len(), volatile)?;
                 for (column, v) in columns.into_iter().zip(values) {
-                    out.push((column.name.clone(), value(column, &v)?));
+                    out.push((column.name.as_str(), value(column, Cow::Owned(v))?));
                 }
             }
         }
@@ -57,25 +60,27 @@ fn column<'a>(def: &'a TableDef, name: &ObjectName) -> Result<&'a ColumnDef> {
 
 /// The value assigned to `column`: `DEFAULT` becomes the column's default
 /// (NULL without one), anything else stays as written.
-fn value(column: &ColumnDef, e: &Expr) -> Result<Expr> {
-    if !is_default(e) {
-        return Ok(e.clone());
+fn value<'a>(column: &ColumnDef, e: Cow<'a, Expr>) -> Result<Cow<'a, Expr>> {
+    if !is_default(&e) {
+        return Ok(e);
     }
     let text = match (&column.default_expr, crate::pg_catalog::default_text(column)) {
         // An identity column's default draws from its sequence (the
         // catalog shows none for it).
         (Some(e), _) => e.clone(),
         (None, Some(t)) => t,
-        (None, None) => return Ok(Expr::value(Value::Null)),
+        (None, None) => return Ok(Cow::Owned(Expr::value(Value::Null))),
     };
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
+        .map(Cow::Owned)
         .map_err(|e| ComputeError::Internal(format!("the default of \"{}\" ({text}) does not parse: {e}", column.name)))
 }
 
-/// `DEFAULT` as a value (an unquoted identifier to the parser).
-fn is_default(e: &Expr) -> bool {
+/// `DEFAULT` as a value (an unquoted identifier to the parser), in a SET
+/// list or a VALUES row.
+pub(crate) fn is_default(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }
 

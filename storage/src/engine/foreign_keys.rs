@@ -364,8 +364,9 @@ impl Database {
     /// `child` (or sets their key columns to NULL or to the columns'
     /// constant defaults) in the transaction, as writes of their own
     /// (locked, checked — a default must reference a row that exists —,
-    /// their index entries and their own foreign keys followed). `parent_staged`: the write that deleted the referenced
-    /// rows, and `cascading`, the rows the cascades that led here delete:
+    /// their index entries and their own foreign keys followed).
+    /// `parent_staged`: the write that deleted the referenced rows, and
+    /// `cascading`, the rows the cascades that led here delete:
     /// none of those is deleted again (a cycle of cascading keys ends).
     #[allow(clippy::too_many_arguments)]
     async fn cascade(
@@ -382,9 +383,15 @@ impl Database {
         if txn.cascade_depth >= MAX_CASCADE_DEPTH {
             return Err(StorageError::CascadeTooDeep(MAX_CASCADE_DEPTH));
         }
-        if action == OnDelete::SetDefault && !rows.is_empty() {
-            self.check_default_survives(child, fk, parent_staged, cascading)?;
-        }
+        // SET NULL / SET DEFAULT: the key columns' new values, the same for every row.
+        let replacement: Option<Vec<Datum>> = match action {
+            OnDelete::Cascade => None,
+            OnDelete::SetNull => Some(vec![Datum::Null; fk.columns.len()]),
+            OnDelete::SetDefault => Some(fk.columns.iter().map(|&p| child.columns[p].default.clone()).collect()),
+        };
+        // Checked before the first row written (rows the delete itself
+        // removes are not written, as PostgreSQL's trigger finds them gone).
+        let mut checked = false;
         let indexed = IndexedColumns::of(child);
         let all = RowDecoder::new(child.columns.iter().map(|c| c.decode()).collect(), 0);
         let mut staged = BTreeMap::new();
@@ -392,14 +399,14 @@ impl Database {
             if cascading.contains(&key) || parent_staged.get(&key).is_some_and(|p| p.kind == PendingKind::Delete) {
                 continue;
             }
-            let new = if action != OnDelete::Cascade {
-                let value_of = |c: &crate::catalog::Column| if action == OnDelete::SetNull { Datum::Null } else { c.default.clone() };
-                if let Some(c) = fk.columns.iter().map(|&p| &child.columns[p]).find(|c| c.not_null && value_of(c) == Datum::Null) {
-                    return Err(StorageError::NotNull { table: child.def.name.clone(), column: c.name.clone() });
+            let new = if let Some(values) = &replacement {
+                if !checked {
+                    self.check_replacement(child, fk, action, values, parent_staged, cascading)?;
+                    checked = true;
                 }
                 let mut datums = all.decode_datums(&row)?;
-                for &p in &fk.columns {
-                    datums[p] = value_of(&child.columns[p]);
+                for (&p, v) in fk.columns.iter().zip(values) {
+                    datums[p] = v.clone();
                 }
                 let pairs: Vec<(u32, &Datum)> = child.columns.iter().map(|c| c.id).zip(datums.iter()).collect();
                 let mut value = Vec::with_capacity(row.len());
@@ -428,17 +435,28 @@ impl Database {
         admitted
     }
 
-    /// ON DELETE SET DEFAULT: the defaults must not name a row this very
+    /// SET NULL / SET DEFAULT: the key columns' new `values` must fit NOT
+    /// NULL columns (23502), and defaults must not name a row this very
     /// delete (or a cascade leading to it) removes — the rows set to them
     /// would reference nothing (23503, as in PostgreSQL). Whether they name
     /// a row at all is checked as for any write.
-    fn check_default_survives(&self, child: &Table, fk: &ForeignKey, parent_staged: &BTreeMap<Vec<u8>, Pending>, cascading: &BTreeSet<Vec<u8>>) -> Result<()> {
-        let defaults: Vec<Datum> = fk.columns.iter().map(|&p| child.columns[p].default.clone()).collect();
-        if defaults.iter().any(|d| matches!(d, Datum::Null)) {
+    fn check_replacement(
+        &self,
+        child: &Table,
+        fk: &ForeignKey,
+        action: OnDelete,
+        values: &[Datum],
+        parent_staged: &BTreeMap<Vec<u8>, Pending>,
+        cascading: &BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        if let Some((c, _)) = fk.columns.iter().zip(values).map(|(&p, v)| (&child.columns[p], v)).find(|(c, v)| c.not_null && **v == Datum::Null) {
+            return Err(StorageError::NotNull { table: child.def.name.clone(), column: c.name.clone() });
+        }
+        if action != OnDelete::SetDefault || values.iter().any(|d| matches!(d, Datum::Null)) {
             return Ok(());
         }
         let Some(parent) = self.catalog_read().get_by_id(fk.def.ref_table) else { return Ok(()) };
-        let target = referenced_key(&parent, &defaults).ok_or_else(|| violation(child, fk))?;
+        let target = referenced_key(&parent, values).ok_or_else(|| violation(child, fk))?;
         let deleted = parent_staged.get(&target).is_some_and(|p| p.kind == PendingKind::Delete) || cascading.contains(&target);
         if deleted { Err(violation(child, fk)) } else { Ok(()) }
     }

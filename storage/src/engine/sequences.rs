@@ -226,14 +226,10 @@ impl Database {
     /// the current one — within the new bounds; the sequence goes on from
     /// that position with the new options.
     pub(crate) async fn alter_sequence_options(&self, table: &Table, change: &SequenceChange) -> Result<TableDef> {
-        let current = table
-            .def
-            .sequence
-            .clone()
-            .ok_or_else(|| StorageError::WrongObjectType(format!("\"{}\" is not a sequence", table.def.name)))?;
         let given = change.options.clone().ok_or_else(|| StorageError::InvalidRequest("ALTER SEQUENCE without options".into()))?;
+        // Refuses a table (42809); the new definition then has options.
         let def = catalog::set_sequence_options(table, given)?;
-        let options = def.sequence.clone().unwrap_or(current);
+        let options = def.sequence.clone().unwrap_or_default();
         check_options(&options)?;
         let cell = self.sequences.get(table.id());
         let mut cell = cell.lock().await;
